@@ -1,0 +1,152 @@
+package plan
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/state"
+)
+
+func spec(mem int64, args ...string) state.InstanceSpec {
+	return state.InstanceSpec{
+		Runtime: "wasm", Module: "/m/app.wasm", ModuleDigest: "sha256:aa", Args: args,
+		Resources: sdk.Resources{MemoryBytes: mem, MilliCPU: 100, DiskBytes: 1 << 20, Pids: 8},
+	}
+}
+
+func rec(tenant, name string, s state.InstanceSpec, ph state.Phase) state.Instance {
+	return state.Instance{Tenant: tenant, Name: name, Spec: s, SpecHash: s.Hash(), Phase: ph}
+}
+
+func tenantRec(name string, ph state.Phase, limits sdk.Resources) state.Tenant {
+	return state.Tenant{Name: name, Phase: ph, Limits: limits}
+}
+
+// summary renders actions as "op target[!]" where ! marks a resume.
+func summary(p *Plan) []string {
+	var out []string
+	for _, a := range p.Actions {
+		s := string(a.Op) + " " + a.Target()
+		if a.Resume {
+			s += "!"
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func TestDiff(t *testing.T) {
+	one := Tenant{Name: "alice", Instances: []Instance{{Name: "web", Spec: spec(32 << 20)}}}
+	oneLimits := one.Limits()
+	tests := []struct {
+		name      string
+		desired   []Tenant
+		tenants   []state.Tenant
+		instances []state.Instance
+		want      []string
+		changes   []string // fields changed by the last action
+	}{
+		{name: "nothing", want: nil},
+		{name: "create all", desired: []Tenant{one, {Name: "bob"}},
+			want: []string{"create tenant alice", "create instance alice/web", "create tenant bob"}},
+		{name: "no change", desired: []Tenant{one},
+			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
+			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)},
+			want:      nil},
+		{name: "update args",
+			desired:   []Tenant{{Name: "alice", Instances: []Instance{{Name: "web", Spec: spec(32<<20, "-v")}}}},
+			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
+			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)},
+			want:      []string{"update instance alice/web"}, changes: []string{"args"}},
+		{name: "update memory updates tenant limits first",
+			desired:   []Tenant{{Name: "alice", Instances: []Instance{{Name: "web", Spec: spec(64 << 20)}}}},
+			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
+			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)},
+			want:      []string{"update tenant alice", "update instance alice/web"}, changes: []string{"resources.memory"}},
+		{name: "destroy tenant and its instances first",
+			desired:   []Tenant{{Name: "bob"}},
+			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
+			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)},
+			want:      []string{"destroy instance alice/web", "destroy tenant alice", "create tenant bob"}},
+		{name: "resume interrupted create",
+			desired:   []Tenant{one},
+			tenants:   []state.Tenant{tenantRec("alice", state.PhaseCreating, oneLimits)},
+			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseCreating)},
+			want:      []string{"create tenant alice!", "create instance alice/web!"}},
+		{name: "resume interrupted update",
+			desired:   []Tenant{one},
+			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
+			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseUpdating)},
+			want:      []string{"update instance alice/web!"}},
+		{name: "interrupted destroy of a wanted instance is finished, then recreated",
+			desired:   []Tenant{one},
+			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
+			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseDestroying)},
+			want:      []string{"destroy instance alice/web!", "create instance alice/web"}},
+		{name: "half-created instance no longer wanted is destroyed",
+			tenants:   []state.Tenant{tenantRec("alice", state.PhaseCreating, oneLimits)},
+			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseCreating)},
+			want:      []string{"destroy instance alice/web", "destroy tenant alice"}},
+		{name: "rebuilt module is an update",
+			desired: []Tenant{{Name: "alice", Instances: []Instance{{Name: "web", Spec: func() state.InstanceSpec {
+				s := spec(32 << 20)
+				s.ModuleDigest = "sha256:bb"
+				return s
+			}()}}}},
+			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
+			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)},
+			want:      []string{"update instance alice/web"}, changes: []string{"module content"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := Diff(tt.desired, tt.tenants, tt.instances)
+			got := summary(p)
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Fatalf("actions:\n got %q\nwant %q", got, tt.want)
+			}
+			if tt.changes != nil {
+				var fields []string
+				for _, c := range p.Actions[len(p.Actions)-1].Changes {
+					fields = append(fields, c.Field)
+				}
+				if strings.Join(fields, ",") != strings.Join(tt.changes, ",") {
+					t.Errorf("changes = %q, want %q", fields, tt.changes)
+				}
+			}
+			if p.Empty() != (len(tt.want) == 0) {
+				t.Errorf("Empty() = %v", p.Empty())
+			}
+		})
+	}
+}
+
+func TestRender(t *testing.T) {
+	tests := []struct {
+		name string
+		plan *Plan
+		want []string
+	}{
+		{"empty", &Plan{}, []string{"No changes."}},
+		{"mixed", Diff(
+			[]Tenant{{Name: "alice", Instances: []Instance{{Name: "web", Spec: spec(64<<20, "-v")}}}},
+			[]state.Tenant{tenantRec("alice", state.PhaseReady, sdk.Resources{}), tenantRec("old", state.PhaseReady, sdk.Resources{})},
+			[]state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)}),
+			[]string{"- destroy tenant old", "~ update instance alice/web", `args: [] -> ["-v"]`,
+				"resources.memory: 32 MiB -> 64 MiB", "Plan: 0 to create, 2 to update, 1 to destroy."}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := tt.plan.Render(&b); err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(b.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, b.String())
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,340 @@
+// Package state records what Kigumi has made on a host: tenants, instances,
+// the plugins' opaque handles, and a journal of every apply step. It lives in
+// one bbolt file. Every apply step is written down before and after it runs,
+// so an interrupted apply can be resumed without duplicates.
+package state
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/kigumi/kigumi/core/sdk"
+)
+
+// SchemaVersion is the version of the records' layout.
+const SchemaVersion = 1
+
+var (
+	bucketMeta      = []byte("meta")
+	bucketTenants   = []byte("tenants")
+	bucketInstances = []byte("instances")
+	bucketJournal   = []byte("journal")
+	keySchema       = []byte("schema")
+)
+
+// ErrLocked is returned by Open when another process holds the database.
+var ErrLocked = errors.New("state database is in use by another kigumi process")
+
+// Phase is where a tenant or instance is in its life.
+type Phase string
+
+// The phases. Anything but PhaseReady means an apply was interrupted while
+// working on the record.
+const (
+	PhaseCreating   Phase = "creating"
+	PhaseUpdating   Phase = "updating"
+	PhaseReady      Phase = "ready"
+	PhaseDestroying Phase = "destroying"
+)
+
+// Tenant is the record of a tenant.
+type Tenant struct {
+	Name  string
+	Phase Phase
+	// User is the tenant's Linux identity; zero UID when tenant users are off.
+	User   sdk.User
+	Cgroup sdk.Cgroup
+	// Users records whether a dedicated Linux user was made for the tenant.
+	Users bool
+	// Limits are the tenant's cgroup limits: the sums over its instances.
+	Limits    sdk.Resources
+	UpdatedAt time.Time
+}
+
+// InstanceSpec is the canonical form of an instance's desired spec. Two specs
+// are equal when their Hash is.
+type InstanceSpec struct {
+	Runtime string
+	Module  string
+	// ModuleDigest is the sha256 of the module's content, so a rebuilt module
+	// is a change.
+	ModuleDigest string
+	Image        string
+	Digest       string
+	Args         []string
+	Env          map[string]string
+	Resources    sdk.Resources
+	StateBytes   int64
+	Permissions  []sdk.Permission
+}
+
+// Instance is the record of an instance.
+type Instance struct {
+	Tenant string
+	Name   string
+	Phase  Phase
+	// Spec is the spec being applied (Phase creating or updating) or applied.
+	Spec     InstanceSpec
+	SpecHash string
+	// RuntimeHandle and StateHandle are the plugins' handles; nil until made.
+	RuntimeHandle *sdk.Handle
+	StateHandle   *sdk.Handle
+	StateSource   string
+	RunDir        string
+	Cgroup        sdk.Cgroup
+	UpdatedAt     time.Time
+}
+
+// Key returns "tenant/name".
+func (i Instance) Key() string { return i.Tenant + "/" + i.Name }
+
+// Event is what happened to a step.
+type Event string
+
+// The journal events.
+const (
+	EventBegin  Event = "begin"
+	EventDone   Event = "done"
+	EventFailed Event = "failed"
+)
+
+// Entry is one journal entry.
+type Entry struct {
+	Seq    uint64
+	Time   time.Time
+	Target string
+	Step   string
+	Event  Event
+	Error  string `json:",omitempty"`
+}
+
+// Store is the state database.
+type Store struct {
+	db *bolt.DB
+}
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	readOnly bool
+	timeout  time.Duration
+}
+
+// WithReadOnly opens the database for reading only, sharing it with other
+// readers.
+func WithReadOnly() Option { return func(o *options) { o.readOnly = true } }
+
+// WithLockTimeout sets how long Open waits for another process to release
+// the database (default 2s).
+func WithLockTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+
+// Open opens or creates the database at path.
+func Open(path string, opts ...Option) (*Store, error) {
+	o := options{timeout: 2 * time.Second}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.readOnly {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("open state %s: nothing has been applied on this host yet: %w", path, err)
+		}
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.timeout, ReadOnly: o.readOnly})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open state %s: %w", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	s := &Store{db: db}
+	if !o.readOnly {
+		if err := s.init(); err != nil {
+			db.Close()
+			return nil, err
+		}
+	} else if err := s.checkSchema(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) init() error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketTenants, bucketInstances, bucketJournal} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keySchema); v != nil {
+			return checkVersion(v)
+		}
+		return meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, SchemaVersion))
+	})
+}
+
+func (s *Store) checkSchema() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return fmt.Errorf("state database is empty")
+		}
+		return checkVersion(meta.Get(keySchema))
+	})
+}
+
+func checkVersion(v []byte) error {
+	if len(v) != 4 || binary.BigEndian.Uint32(v) != SchemaVersion {
+		return fmt.Errorf("state database has schema %x, this kigumi reads schema %d", v, SchemaVersion)
+	}
+	return nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Tenants returns every tenant record, sorted by name.
+func (s *Store) Tenants() ([]Tenant, error) { return list[Tenant](s.db, bucketTenants) }
+
+// Tenant returns the record of a tenant; ok is false when there is none.
+func (s *Store) Tenant(name string) (t Tenant, ok bool, err error) {
+	return get[Tenant](s.db, bucketTenants, name)
+}
+
+// PutTenant writes a tenant record.
+func (s *Store) PutTenant(t Tenant) error {
+	t.UpdatedAt = time.Now().UTC()
+	return put(s.db, bucketTenants, t.Name, t)
+}
+
+// DeleteTenant removes a tenant record.
+func (s *Store) DeleteTenant(name string) error { return del(s.db, bucketTenants, name) }
+
+// Instances returns every instance record, sorted by tenant and name.
+func (s *Store) Instances() ([]Instance, error) { return list[Instance](s.db, bucketInstances) }
+
+// Instance returns the record of an instance; ok is false when there is none.
+func (s *Store) Instance(tenant, name string) (i Instance, ok bool, err error) {
+	return get[Instance](s.db, bucketInstances, tenant+"/"+name)
+}
+
+// PutInstance writes an instance record.
+func (s *Store) PutInstance(i Instance) error {
+	i.UpdatedAt = time.Now().UTC()
+	return put(s.db, bucketInstances, i.Key(), i)
+}
+
+// DeleteInstance removes an instance record.
+func (s *Store) DeleteInstance(tenant, name string) error {
+	return del(s.db, bucketInstances, tenant+"/"+name)
+}
+
+// Record appends a journal entry for step of target. A non-nil stepErr is
+// recorded as the entry's error.
+func (s *Store) Record(target, step string, ev Event, stepErr error) error {
+	e := Entry{Time: time.Now().UTC(), Target: target, Step: step, Event: ev}
+	if stepErr != nil {
+		e.Error = stepErr.Error()
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketJournal)
+		seq, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		e.Seq = seq
+		v, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		return b.Put(binary.BigEndian.AppendUint64(nil, seq), v)
+	})
+}
+
+// Journal returns the last n journal entries, oldest first (all when n <= 0).
+func (s *Store) Journal(n int) ([]Entry, error) {
+	var out []Entry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketJournal).Cursor()
+		for k, v := c.Last(); k != nil && (n <= 0 || len(out) < n); k, v = c.Prev() {
+			var e Entry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("decode journal entry: %w", err)
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out, err
+}
+
+func put[T any](db *bolt.DB, bucket []byte, key string, v T) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s %s: %w", bucket, key, err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(key), data) }); err != nil {
+		return fmt.Errorf("write %s %s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+func get[T any](db *bolt.DB, bucket []byte, key string) (v T, ok bool, err error) {
+	err = db.View(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucket).Get([]byte(key))
+		if data == nil {
+			return nil
+		}
+		ok = true
+		return json.Unmarshal(data, &v)
+	})
+	if err != nil {
+		err = fmt.Errorf("read %s %s: %w", bucket, key, err)
+	}
+	return v, ok, err
+}
+
+func list[T any](db *bolt.DB, bucket []byte) ([]T, error) {
+	var out []T
+	err := db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(k, data []byte) error {
+			var v T
+			if err := json.Unmarshal(data, &v); err != nil {
+				return fmt.Errorf("decode %s %s: %w", bucket, k, err)
+			}
+			out = append(out, v)
+			return nil
+		})
+	})
+	return out, err
+}
+
+func del(db *bolt.DB, bucket []byte, key string) error {
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete([]byte(key)) }); err != nil {
+		return fmt.Errorf("delete %s %s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+// Hash returns a digest of the spec; equal specs have equal hashes.
+func (s InstanceSpec) Hash() string {
+	data, err := json.Marshal(s) // map keys are sorted: the encoding is canonical
+	if err != nil {
+		panic(fmt.Sprintf("encode instance spec: %v", err)) // plain data: cannot fail
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,136 @@
+package state
+
+import (
+	"errors"
+	"io/fs"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kigumi/kigumi/core/sdk"
+)
+
+func openTemp(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kigumi.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+func TestRecords(t *testing.T) {
+	s, _ := openTemp(t)
+	h := &sdk.Handle{Version: 1, Data: []byte(`{"pid":42}`)}
+	for _, i := range []Instance{
+		{Tenant: "bob", Name: "a", Phase: PhaseReady},
+		{Tenant: "alice", Name: "web", Phase: PhaseCreating, RuntimeHandle: h, Spec: InstanceSpec{Env: map[string]string{"A": "1"}}},
+	} {
+		if err := s.PutInstance(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutTenant(Tenant{Name: "alice", User: sdk.User{Name: "kg-alice", UID: 61000}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Instances()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Key() != "alice/web" || got[1].Key() != "bob/a" {
+		t.Fatalf("Instances() = %+v", got)
+	}
+	if string(got[0].RuntimeHandle.Data) != `{"pid":42}` || got[0].RuntimeHandle.Version != 1 || got[0].Spec.Env["A"] != "1" {
+		t.Errorf("round trip lost data: %+v", got[0])
+	}
+	tests := []struct {
+		tenant, name string
+		ok           bool
+	}{{"alice", "web", true}, {"alice", "nope", false}}
+	for _, tt := range tests {
+		if _, ok, err := s.Instance(tt.tenant, tt.name); err != nil || ok != tt.ok {
+			t.Errorf("Instance(%s/%s) = %v, %v", tt.tenant, tt.name, ok, err)
+		}
+	}
+	if ten, ok, err := s.Tenant("alice"); err != nil || !ok || ten.User.UID != 61000 {
+		t.Errorf("Tenant(alice) = %+v %v %v", ten, ok, err)
+	}
+	if err := s.DeleteInstance("alice", "web"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteTenant("alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.Instance("alice", "web"); ok {
+		t.Error("instance still there after delete")
+	}
+	if _, ok, _ := s.Tenant("alice"); ok {
+		t.Error("tenant still there after delete")
+	}
+}
+
+func TestJournal(t *testing.T) {
+	s, _ := openTemp(t)
+	steps := []struct {
+		step string
+		ev   Event
+		err  error
+	}{{"runtime.start", EventBegin, nil}, {"runtime.start", EventFailed, errors.New("boom")}, {"rollback", EventDone, nil}}
+	for _, st := range steps {
+		if err := s.Record("instance a/b", st.step, st.ev, st.err); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := s.Journal(0)
+	if err != nil || len(all) != 3 {
+		t.Fatalf("Journal(0) = %d entries, %v", len(all), err)
+	}
+	if all[0].Seq >= all[1].Seq || all[1].Error != "boom" || all[2].Step != "rollback" {
+		t.Errorf("journal order or content wrong: %+v", all)
+	}
+	last, _ := s.Journal(1)
+	if len(last) != 1 || last[0].Step != "rollback" {
+		t.Errorf("Journal(1) = %+v", last)
+	}
+}
+
+func TestOpen(t *testing.T) {
+	s, path := openTemp(t)
+	tests := []struct {
+		name string
+		path string
+		opts []Option
+		want error
+	}{
+		{"second writer is locked out", path, []Option{WithLockTimeout(50 * time.Millisecond)}, ErrLocked},
+		{"read-only of nothing", filepath.Join(t.TempDir(), "none.db"), []Option{WithReadOnly()}, fs.ErrNotExist},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Open(tt.path, tt.opts...)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	s.Close()
+	ro, err := Open(path, WithReadOnly())
+	if err != nil {
+		t.Fatalf("read-only open after close: %v", err)
+	}
+	ro.Close()
+}
+
+func TestHash(t *testing.T) {
+	a := InstanceSpec{Runtime: "wasm", Env: map[string]string{"A": "1", "B": "2"}}
+	b := InstanceSpec{Runtime: "wasm", Env: map[string]string{"B": "2", "A": "1"}}
+	c := InstanceSpec{Runtime: "wasm", Env: map[string]string{"A": "1"}}
+	if a.Hash() != b.Hash() {
+		t.Error("equal specs hash differently")
+	}
+	if a.Hash() == c.Hash() {
+		t.Error("different specs hash equally")
+	}
+}
