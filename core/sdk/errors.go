@@ -1,0 +1,84 @@
+package sdk
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code classifies an error that crosses the plugin boundary.
+type Code string
+
+// The error codes.
+const (
+	// CodeInvalid: the request or a setting is invalid. Retrying won't help.
+	CodeInvalid Code = "invalid"
+	// CodeNotFound: the thing a handle refers to does not exist.
+	CodeNotFound Code = "not_found"
+	// CodeUnavailable: the plugin or something it needs is not available,
+	// for example because the plugin process exited. A retry may help.
+	CodeUnavailable Code = "unavailable"
+	// CodeInternal: anything else.
+	CodeInternal Code = "internal"
+)
+
+// Error is an error typed by Code. It keeps its code across the wire.
+type Error struct {
+	Code Code
+	// Attribute names the setting or request field at fault, if any.
+	Attribute string
+	// Message is the whole message; when empty, Err's message is used.
+	Message string
+	// Err is the wrapped cause, on the side that made the error. It does
+	// not cross the wire; its text does, through Message.
+	Err error
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	msg := e.Message
+	if msg == "" && e.Err != nil {
+		msg = e.Err.Error()
+	}
+	if e.Attribute != "" {
+		return fmt.Sprintf("%s: %s: %s", e.Code, e.Attribute, msg)
+	}
+	return fmt.Sprintf("%s: %s", e.Code, msg)
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is reports whether target is the sentinel of e's code.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Message == "" && t.Attribute == "" && t.Err == nil && t.Code == e.Code
+}
+
+// Sentinels for errors.Is.
+var (
+	ErrInvalid     = &Error{Code: CodeInvalid}
+	ErrNotFound    = &Error{Code: CodeNotFound}
+	ErrUnavailable = &Error{Code: CodeUnavailable}
+	ErrInternal    = &Error{Code: CodeInternal}
+)
+
+// Errorf returns an *Error with code c.
+func Errorf(c Code, format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	return &Error{Code: c, Message: err.Error(), Err: errors.Unwrap(err)}
+}
+
+// InvalidAttribute returns a CodeInvalid error about the setting attr.
+func InvalidAttribute(attr, format string, args ...any) error {
+	return &Error{Code: CodeInvalid, Attribute: attr, Message: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns err's code: that of the first *Error in its chain, or
+// CodeInternal.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}

@@ -1,0 +1,166 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pb "github.com/kigumi/kigumi/core/sdk/proto"
+)
+
+// runtimeClient is the host side of a runtime plugin.
+type runtimeClient struct {
+	c pb.RuntimeClient
+}
+
+var _ Runtime = (*runtimeClient)(nil)
+
+func (r *runtimeClient) Info(ctx context.Context) (Info, error) {
+	m, err := r.c.Info(ctx, &pb.Empty{})
+	if err != nil {
+		return Info{}, fromStatus(ctx, err)
+	}
+	return infoFromPB(m), nil
+}
+
+func (r *runtimeClient) Configure(ctx context.Context, req ConfigureRequest) error {
+	m, err := configureToPB(req)
+	if err != nil {
+		return err
+	}
+	_, err = r.c.Configure(ctx, m)
+	return fromStatus(ctx, err)
+}
+
+func (r *runtimeClient) Start(ctx context.Context, req *StartRequest) (Handle, error) {
+	if req == nil {
+		return Handle{}, errNilRequest("start")
+	}
+	m, err := r.c.Start(ctx, startToPB(req))
+	if err != nil {
+		return Handle{}, fromStatus(ctx, err)
+	}
+	return handleFromPB(m), nil
+}
+
+func (r *runtimeClient) Stop(ctx context.Context, h Handle, timeout time.Duration) error {
+	_, err := r.c.Stop(ctx, &pb.StopRequest{Handle: handleToPB(h), Timeout: durationpb.New(timeout)})
+	return fromStatus(ctx, err)
+}
+
+func (r *runtimeClient) Destroy(ctx context.Context, h Handle) error {
+	_, err := r.c.Destroy(ctx, handleToPB(h))
+	return fromStatus(ctx, err)
+}
+
+func (r *runtimeClient) Inspect(ctx context.Context, h Handle) (Status, error) {
+	m, err := r.c.Inspect(ctx, handleToPB(h))
+	if err != nil {
+		return Status{}, fromStatus(ctx, err)
+	}
+	return statusFromPB(m), nil
+}
+
+func (r *runtimeClient) Recover(ctx context.Context, h Handle) (Handle, error) {
+	m, err := r.c.Recover(ctx, handleToPB(h))
+	if err != nil {
+		return Handle{}, fromStatus(ctx, err)
+	}
+	return handleFromPB(m), nil
+}
+
+func (r *runtimeClient) Logs(ctx context.Context, h Handle, opts LogOptions, fn func([]byte) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := r.c.Logs(ctx, &pb.LogsRequest{Handle: handleToPB(h), Stream: string(opts.Stream), Follow: opts.Follow})
+	if err != nil {
+		return fromStatus(ctx, err)
+	}
+	return receive(ctx, stream, func(m *pb.LogChunk) error { return fn(m.Data) })
+}
+
+// receive feeds a server stream's messages to fn until the stream ends (nil),
+// fails (its converted error) or fn fails (fn's error, as is).
+func receive[T any](ctx context.Context, stream grpc.ServerStreamingClient[T], fn func(*T) error) error {
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fromStatus(ctx, err)
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+}
+
+// runtimeServer is the plugin side of a runtime plugin.
+type runtimeServer struct {
+	pb.UnimplementedRuntimeServer
+	impl Runtime
+}
+
+func (s *runtimeServer) Info(ctx context.Context, _ *pb.Empty) (*pb.PluginInfo, error) {
+	i, err := s.impl.Info(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return infoToPB(i), nil
+}
+
+func (s *runtimeServer) Configure(ctx context.Context, m *pb.ConfigureRequest) (*pb.Empty, error) {
+	req, err := configureFromPB(m)
+	if err == nil {
+		err = s.impl.Configure(ctx, req)
+	}
+	return &pb.Empty{}, toStatus(err)
+}
+
+func (s *runtimeServer) Start(ctx context.Context, m *pb.StartRequest) (*pb.Handle, error) {
+	h, err := s.impl.Start(ctx, startFromPB(m))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return handleToPB(h), nil
+}
+
+func (s *runtimeServer) Stop(ctx context.Context, m *pb.StopRequest) (*pb.Empty, error) {
+	timeout, err := durationFromPB(m.Timeout)
+	if err == nil {
+		err = s.impl.Stop(ctx, handleFromPB(m.Handle), timeout)
+	}
+	return &pb.Empty{}, toStatus(err)
+}
+
+func (s *runtimeServer) Destroy(ctx context.Context, m *pb.Handle) (*pb.Empty, error) {
+	return &pb.Empty{}, toStatus(s.impl.Destroy(ctx, handleFromPB(m)))
+}
+
+func (s *runtimeServer) Inspect(ctx context.Context, m *pb.Handle) (*pb.Status, error) {
+	st, err := s.impl.Inspect(ctx, handleFromPB(m))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return statusToPB(st), nil
+}
+
+func (s *runtimeServer) Recover(ctx context.Context, m *pb.Handle) (*pb.Handle, error) {
+	h, err := s.impl.Recover(ctx, handleFromPB(m))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return handleToPB(h), nil
+}
+
+func (s *runtimeServer) Logs(m *pb.LogsRequest, stream grpc.ServerStreamingServer[pb.LogChunk]) error {
+	opts := LogOptions{Stream: LogStream(m.Stream), Follow: m.Follow}
+	return toStatus(s.impl.Logs(stream.Context(), handleFromPB(m.Handle), opts, func(b []byte) error {
+		return stream.Send(&pb.LogChunk{Data: b})
+	}))
+}

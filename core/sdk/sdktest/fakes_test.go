@@ -1,0 +1,192 @@
+package sdktest_test
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/kigumi/kigumi/core/sdk"
+)
+
+// recorder remembers the arguments of a fake's last call, and runs hook
+// (when set) in every call to return its error.
+type recorder struct {
+	mu   sync.Mutex
+	seen []any
+	hook func(ctx context.Context) error
+}
+
+func (r *recorder) call(ctx context.Context, args ...any) error {
+	r.mu.Lock()
+	r.seen = args
+	hook := r.hook
+	r.mu.Unlock()
+	if hook == nil {
+		return nil
+	}
+	return hook(ctx)
+}
+
+func (r *recorder) lastArgs() []any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen
+}
+
+func (r *recorder) setHook(h func(ctx context.Context) error) {
+	r.mu.Lock()
+	r.hook = h
+	r.mu.Unlock()
+}
+
+var (
+	testInfo = sdk.Info{
+		Name:    "fake",
+		Kind:    sdk.KindRuntime,
+		Version: "1.2.3",
+		Schema: sdk.Schema{Attributes: []sdk.Attribute{
+			{Name: "path", Type: sdk.TypeString, Required: true, Description: "where"},
+			{Name: "size", Type: sdk.TypeNumber},
+			{Name: "debug", Type: sdk.TypeBool},
+			{Name: "hosts", Type: sdk.TypeStringList},
+			{Name: "labels", Type: sdk.TypeStringMap},
+		}},
+	}
+	testHandle = sdk.Handle{Version: 3, Data: []byte{0, 1, 2, 0xff}}
+	testTime   = time.Date(2026, 8, 17, 21, 24, 33, 123456789, time.UTC)
+	testStatus = sdk.Status{
+		State:      sdk.StateExited,
+		ExitCode:   -2,
+		Pid:        4242,
+		StartedAt:  testTime,
+		FinishedAt: testTime.Add(90 * time.Minute),
+		Message:    "killed by OOM",
+	}
+	testChunks = [][]byte{[]byte("hello "), {0, 0xfe}, []byte("world\n")}
+	testEvents = []sdk.LeaseEvent{
+		{Cursor: "c1", Kind: sdk.LeaseAcquired, Lease: "L1", Tenant: "alice", Spec: []byte(`instance "web" {}`), ExpiresAt: testTime},
+		{Cursor: "c2", Kind: sdk.LeaseExtended, Lease: "L1", Tenant: "alice", ExpiresAt: testTime.Add(time.Hour)},
+		{Cursor: "c3", Kind: sdk.LeaseTerminated, Lease: "L1", Tenant: "alice"},
+	}
+)
+
+// upgraded is what the fakes' Recover returns for h.
+func upgraded(h sdk.Handle) sdk.Handle {
+	return sdk.Handle{Version: h.Version + 1, Data: append([]byte("v2:"), h.Data...)}
+}
+
+// fakeRuntime is a Runtime that records its calls and returns fixed values.
+// Logs sends testChunks; with Follow it then waits for ctx to end.
+type fakeRuntime struct{ recorder }
+
+func (f *fakeRuntime) Info(ctx context.Context) (sdk.Info, error) {
+	return testInfo, f.call(ctx)
+}
+
+func (f *fakeRuntime) Configure(ctx context.Context, req sdk.ConfigureRequest) error {
+	return f.call(ctx, req)
+}
+
+func (f *fakeRuntime) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle, error) {
+	return testHandle, f.call(ctx, *req)
+}
+
+func (f *fakeRuntime) Stop(ctx context.Context, h sdk.Handle, timeout time.Duration) error {
+	return f.call(ctx, h, timeout)
+}
+
+func (f *fakeRuntime) Destroy(ctx context.Context, h sdk.Handle) error {
+	return f.call(ctx, h)
+}
+
+func (f *fakeRuntime) Inspect(ctx context.Context, h sdk.Handle) (sdk.Status, error) {
+	return testStatus, f.call(ctx, h)
+}
+
+func (f *fakeRuntime) Recover(ctx context.Context, h sdk.Handle) (sdk.Handle, error) {
+	return upgraded(h), f.call(ctx, h)
+}
+
+func (f *fakeRuntime) Logs(ctx context.Context, h sdk.Handle, opts sdk.LogOptions, fn func([]byte) error) error {
+	if err := f.call(ctx, h, opts); err != nil {
+		return err
+	}
+	for _, c := range testChunks {
+		if err := fn(c); err != nil {
+			return err
+		}
+	}
+	if opts.Follow {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
+}
+
+// fakeStateFS is a StateFS that records its calls and returns fixed values.
+type fakeStateFS struct{ recorder }
+
+func (f *fakeStateFS) Info(ctx context.Context) (sdk.Info, error) {
+	return testInfo, f.call(ctx)
+}
+
+func (f *fakeStateFS) Configure(ctx context.Context, req sdk.ConfigureRequest) error {
+	return f.call(ctx, req)
+}
+
+func (f *fakeStateFS) Provision(ctx context.Context, req *sdk.ProvisionRequest) (sdk.Handle, error) {
+	return testHandle, f.call(ctx, *req)
+}
+
+func (f *fakeStateFS) Mount(ctx context.Context, h sdk.Handle) (sdk.Mount, error) {
+	return sdk.Mount{Source: "/var/lib/kigumi/state/alice/web"}, f.call(ctx, h)
+}
+
+func (f *fakeStateFS) Unmount(ctx context.Context, h sdk.Handle) error {
+	return f.call(ctx, h)
+}
+
+func (f *fakeStateFS) Hash(ctx context.Context, h sdk.Handle) ([]byte, error) {
+	return []byte{0xde, 0xad, 0xbe, 0xef}, f.call(ctx, h)
+}
+
+func (f *fakeStateFS) Recover(ctx context.Context, h sdk.Handle) (sdk.Handle, error) {
+	return upgraded(h), f.call(ctx, h)
+}
+
+func (f *fakeStateFS) Deprovision(ctx context.Context, h sdk.Handle) error {
+	return f.call(ctx, h)
+}
+
+// fakeLedger is a Ledger that records its calls. Events sends the
+// testEvents after the cursor, then waits for ctx to end.
+type fakeLedger struct{ recorder }
+
+func (f *fakeLedger) Info(ctx context.Context) (sdk.Info, error) {
+	return testInfo, f.call(ctx)
+}
+
+func (f *fakeLedger) Configure(ctx context.Context, req sdk.ConfigureRequest) error {
+	return f.call(ctx, req)
+}
+
+func (f *fakeLedger) Events(ctx context.Context, cursor string, fn func(sdk.LeaseEvent) error) error {
+	if err := f.call(ctx, cursor); err != nil {
+		return err
+	}
+	send := cursor == ""
+	for _, e := range testEvents {
+		if send {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		send = send || e.Cursor == cursor
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (f *fakeLedger) Reply(ctx context.Context, r sdk.LeaseReply) error {
+	return f.call(ctx, r)
+}
