@@ -1,0 +1,193 @@
+package pluginhost
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin/runner"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kigumi/kigumi/core/sdk"
+)
+
+// exitGrace bounds how long a call that lost its connection waits for the
+// plugin process to be seen exiting, to report its exit status.
+const exitGrace = 2 * time.Second
+
+// process is one run of a plugin executable, as a go-plugin runner. Unlike
+// go-plugin's own runner it notices the process's exit as soon as it
+// happens, even while a grandchild keeps its output pipes open, and keeps
+// the exit status to explain failed calls.
+type process struct {
+	label string
+	path  string
+	args  []string
+
+	cmd            *exec.Cmd
+	stdout, stderr *os.File // read ends of the child's output pipes
+
+	done chan struct{} // closed when the process has exited
+	exit string        // the exit status, set before done is closed
+	err  error         // cmd.Wait's error, set before done is closed
+}
+
+var _ runner.Runner = (*process)(nil)
+
+// runner is the go-plugin RunnerFunc. spec carries the environment that
+// go-plugin prepared (handshake cookie, protocol versions).
+func (p *process) runner(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
+	cmd := exec.Command(p.path, p.args...)
+	cmd.Env = spec.Env
+	// The kernel kills the plugin if the host dies first. (Strictly, when the
+	// starting OS thread ends; Go ends threads only for goroutines that exit
+	// while locked to one, so never start plugins from such a goroutine.)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p.cmd = cmd
+	return p, nil
+}
+
+// Start starts the process with fresh pipes for its stdout and stderr.
+func (p *process) Start(context.Context) error {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		_, _ = outR.Close(), outW.Close()
+		return err
+	}
+	p.cmd.Stdout, p.cmd.Stderr = outW, errW
+	err = p.cmd.Start()
+	// The child has its own copies of the write ends.
+	_, _ = outW.Close(), errW.Close()
+	if err != nil {
+		_, _ = outR.Close(), errR.Close()
+		return err
+	}
+	p.stdout, p.stderr = outR, errR
+	go func() {
+		p.err = p.cmd.Wait()
+		p.exit = p.cmd.ProcessState.String()
+		close(p.done)
+	}()
+	return nil
+}
+
+// Wait waits for the process to exit. go-plugin calls it once, after it has
+// read both output pipes to their end, so Wait closes them.
+func (p *process) Wait(context.Context) error {
+	<-p.done
+	_ = p.stdout.Close()
+	_ = p.stderr.Close()
+	return p.err
+}
+
+// Kill kills the process.
+func (p *process) Kill(context.Context) error {
+	if p.cmd.Process == nil {
+		return nil
+	}
+	if err := p.cmd.Process.Kill(); !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	return nil
+}
+
+// Stdout returns the read end of the process's stdout.
+func (p *process) Stdout() io.ReadCloser { return p.stdout }
+
+// Stderr returns the read end of the process's stderr.
+func (p *process) Stderr() io.ReadCloser { return p.stderr }
+
+// Name returns the executable's path.
+func (p *process) Name() string { return p.path }
+
+// ID returns the process id, or "" before the process started.
+func (p *process) ID() string {
+	if p.cmd.Process == nil {
+		return ""
+	}
+	return strconv.Itoa(p.cmd.Process.Pid)
+}
+
+// Diagnose explains a failed handshake.
+func (p *process) Diagnose(context.Context) string {
+	return p.path + " did not answer as a Kigumi plugin: a plugin's main function must call sdk.Serve"
+}
+
+// PluginToHost returns the plugin's address as is: it runs on this host.
+func (p *process) PluginToHost(network, addr string) (string, string, error) {
+	return network, addr, nil
+}
+
+// HostToPlugin returns the host's address as is: the plugin runs on this host.
+func (p *process) HostToPlugin(network, addr string) (string, string, error) {
+	return network, addr, nil
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// explain replaces the transport error of a plugin call with one saying the
+// plugin exited and how, once the process is seen to have exited.
+func (p *process) explain(ctx context.Context, method string, err error) error {
+	if err == nil || ctx.Err() != nil || !strings.HasPrefix(method, "/kigumi.plugin.v1.") {
+		return err
+	}
+	st, ok := status.FromError(err)
+	if !ok || len(st.Details()) > 0 || (st.Code() != codes.Unavailable && st.Code() != codes.Canceled) {
+		return err
+	}
+	timer := time.NewTimer(exitGrace)
+	defer timer.Stop()
+	select {
+	case <-p.done:
+		return &sdk.Error{Code: sdk.CodeUnavailable, Message: p.label + " exited: " + p.exit, Err: err}
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	return err
+}
+
+func (p *process) unaryInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return p.explain(ctx, method, invoker(ctx, method, req, reply, cc, opts...))
+}
+
+func (p *process) streamInterceptor(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	s, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		return nil, p.explain(ctx, method, err)
+	}
+	return &explainedStream{ClientStream: s, ctx: ctx, proc: p, method: method}, nil
+}
+
+// explainedStream explains the transport errors of a stream's receives.
+type explainedStream struct {
+	grpc.ClientStream
+	// ctx is the caller's context; the stream's own is cancelled as soon as
+	// the stream fails.
+	ctx    context.Context
+	proc   *process
+	method string
+}
+
+func (s *explainedStream) RecvMsg(m any) error {
+	return s.proc.explain(s.ctx, s.method, s.ClientStream.RecvMsg(m))
+}
