@@ -1,0 +1,363 @@
+package spec
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/dustin/go-humanize"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/kigumi/kigumi/core/sdk"
+)
+
+// The defaults of an instance's resources.
+const (
+	defaultMemory   = 64 << 20
+	defaultMilliCPU = 100
+	defaultDisk     = 64 << 20
+	defaultPids     = 32
+	minMemory       = 1 << 20
+)
+
+var (
+	// tenantName keeps "kg-" + name a valid Linux user name.
+	tenantName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,28}$`)
+	envName    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	digest     = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+)
+
+var (
+	tenantFileSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "tenant", LabelNames: []string{"name"}}}}
+	tenantSchema     = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "instance", LabelNames: []string{"name"}}}}
+	instanceSchema   = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{
+			{Name: "runtime"}, {Name: "module"}, {Name: "image"}, {Name: "digest"},
+			{Name: "args"}, {Name: "env"}, {Name: "permissions"},
+		},
+		Blocks: []hcl.BlockHeaderSchema{{Type: "resources"}, {Type: "state"}},
+	}
+	resourcesSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "memory"}, {Name: "cpu"}, {Name: "disk"}, {Name: "pids"},
+	}}
+	stateSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "size"}}}
+)
+
+// LoadTenants loads every *.hcl file of h.TenantDir, in name order (hidden
+// files are left out), and checks the tenants against h and each other. It
+// returns the tenants sorted by name, or nil and the diagnostics when a spec
+// is invalid.
+func (p *Parser) LoadTenants(h *Host) ([]*Tenant, hcl.Diagnostics) {
+	files, err := hclFiles(h.TenantDir)
+	if err != nil {
+		return nil, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Cannot read tenant specs",
+			Detail:   err.Error() + ".",
+			Subject:  h.DeclRange.Ptr(),
+		}}
+	}
+	var all []*Tenant
+	var diags hcl.Diagnostics
+	for _, file := range files {
+		f, ds := p.parseFile(file)
+		diags = append(diags, ds...)
+		if ds.HasErrors() {
+			continue
+		}
+		tenants, ds := decodeTenants(f.Body, file, h)
+		diags = append(diags, ds...)
+		all = append(all, tenants...)
+	}
+	return checkTenants(all, h, diags)
+}
+
+// ParseTenant decodes src, a tenant spec file named filename, and checks
+// its tenants against h and each other. Module paths are resolved against
+// filename's directory. A file parsed before under the same name is
+// replaced. It returns the tenants sorted by name, or nil and
+// the diagnostics when the spec is invalid.
+func (p *Parser) ParseTenant(filename string, src []byte, h *Host) ([]*Tenant, hcl.Diagnostics) {
+	f, diags := p.parse(filename, src)
+	if diags.HasErrors() {
+		return nil, sorted(diags)
+	}
+	tenants, ds := decodeTenants(f.Body, filename, h)
+	return checkTenants(tenants, h, append(diags, ds...))
+}
+
+// checkTenants checks tenants, in file order, for duplicate names and for
+// more instances than h allows. It returns them sorted by name, or nil if
+// diags (to which it adds) hold errors.
+func checkTenants(tenants []*Tenant, h *Host, diags hcl.Diagnostics) ([]*Tenant, hcl.Diagnostics) {
+	d := &decoder{diags: diags}
+	seen := map[string]*Tenant{}
+	var count int64
+	for _, t := range tenants {
+		if first := seen[t.Name]; first != nil {
+			d.errorAt(t.DeclRange, "Duplicate tenant", "Tenant %q is already defined at %s.", t.Name, at(first.DeclRange))
+		}
+		seen[t.Name] = t
+		for _, in := range t.Instances {
+			if count++; count == h.Capacity.MaxInstances+1 {
+				d.errorAt(in.DeclRange, "Too many instances",
+					"The host's capacity allows %d instances in all; this is instance number %d.", h.Capacity.MaxInstances, count)
+			}
+		}
+	}
+	if d.diags.HasErrors() {
+		return nil, sorted(d.diags)
+	}
+	sort.SliceStable(tenants, func(i, j int) bool { return tenants[i].Name < tenants[j].Name })
+	return tenants, sorted(d.diags)
+}
+
+// decodeTenants decodes the body of the tenant spec file named filename.
+func decodeTenants(body hcl.Body, filename string, h *Host) ([]*Tenant, hcl.Diagnostics) {
+	d := &decoder{}
+	dir, err := filepath.Abs(filepath.Dir(filename))
+	if err != nil {
+		d.errorAt(body.MissingItemRange(), "Invalid tenant spec path", "%v.", err)
+		return nil, d.diags
+	}
+	c := d.content(body, tenantFileSchema, body.MissingItemRange())
+	tenants := make([]*Tenant, 0, len(c.Blocks))
+	for _, b := range c.Blocks {
+		tenants = append(tenants, d.tenant(b, filename, dir, h))
+	}
+	return tenants, d.diags
+}
+
+// tenant decodes the tenant block b.
+func (d *decoder) tenant(b *hcl.Block, file, dir string, h *Host) *Tenant {
+	t := &Tenant{Name: b.Labels[0], File: file, DeclRange: b.DefRange}
+	d.name(t.Name, b.LabelRanges[0], "tenant", tenantName, 29)
+	c := d.content(b.Body, tenantSchema, b.DefRange)
+	seen := map[string]hcl.Range{}
+	for _, ib := range c.Blocks {
+		in := d.instance(ib, dir, h)
+		if first, ok := seen[in.Name]; ok {
+			d.errorAt(in.DeclRange, "Duplicate instance", "Tenant %q already has an instance %q, at %s.", t.Name, in.Name, at(first))
+			continue
+		}
+		seen[in.Name] = in.DeclRange
+		t.Instances = append(t.Instances, in)
+	}
+	return t
+}
+
+// instance decodes the instance block b.
+func (d *decoder) instance(b *hcl.Block, dir string, h *Host) Instance {
+	in := Instance{
+		Name:        b.Labels[0],
+		Args:        []string{},
+		Env:         map[string]string{},
+		Permissions: []sdk.Permission{},
+		Resources: sdk.Resources{
+			MemoryBytes: defaultMemory,
+			MilliCPU:    defaultMilliCPU,
+			DiskBytes:   defaultDisk,
+			Pids:        defaultPids,
+		},
+		DeclRange: b.DefRange,
+		Ranges:    map[string]hcl.Range{},
+	}
+	d.name(in.Name, b.LabelRanges[0], "instance", hostName, 63)
+	c := d.content(b.Body, instanceSchema, b.DefRange, "runtime")
+	for name, a := range c.Attributes {
+		in.Ranges[name] = a.Expr.Range()
+	}
+	if a := c.Attributes["runtime"]; a != nil {
+		if v := d.value(a.Expr, a.Name, cty.String); v != cty.NilVal {
+			in.Runtime = v.AsString()
+			d.checkRuntime(a, in.Runtime, h)
+		}
+	}
+	d.artifact(&in, c, dir)
+	if a := c.Attributes["args"]; a != nil {
+		in.Args, _ = d.strings(a)
+	}
+	if a := c.Attributes["env"]; a != nil {
+		in.Env = d.env(a)
+	}
+	if a := c.Attributes["permissions"]; a != nil {
+		in.Permissions = d.permissions(a)
+	}
+	if rb := d.single(c.Blocks, "resources"); rb != nil {
+		d.resources(rb, &in)
+	}
+	if sb := d.single(c.Blocks, "state"); sb != nil {
+		sc := d.content(sb.Body, stateSchema, sb.DefRange)
+		if a := sc.Attributes["size"]; a != nil {
+			in.Ranges["state.size"] = a.Expr.Range()
+			in.StateBytes = d.size(a, 0)
+		}
+	}
+	d.checkCapacity(&in, h)
+	return in
+}
+
+// checkRuntime reports the runtime argument a unless h declares name.
+func (d *decoder) checkRuntime(a *hcl.Attribute, name string, h *Host) {
+	var declared []string
+	for _, pb := range h.Plugins {
+		if pb.Kind != sdk.KindRuntime {
+			continue
+		}
+		if pb.Name == name {
+			return
+		}
+		declared = append(declared, fmt.Sprintf("%q", pb.Name))
+	}
+	d.errorAt(a.Expr.Range(), "Unknown runtime", "The host declares no runtime %q; it declares %s.", name, strings.Join(declared, ", "))
+}
+
+// artifact decodes the module, image and digest arguments of c into in.
+func (d *decoder) artifact(in *Instance, c *hcl.BodyContent, dir string) {
+	module, image := c.Attributes["module"], c.Attributes["image"]
+	switch {
+	case module != nil && image != nil:
+		second := image
+		if module.Range.Start.Byte > image.Range.Start.Byte {
+			second = module
+		}
+		d.errorAt(second.Range, "Conflicting artifact", "An instance runs either a module or an image, not both.")
+	case module == nil && image == nil:
+		d.errorAt(in.DeclRange, "Missing artifact", "An instance must set either module (a wasm file) or image (an OCI image reference).")
+	case module != nil:
+		in.Module = d.path(module, dir)
+		if in.Module == "" {
+			break
+		}
+		if fi, err := os.Stat(in.Module); err != nil {
+			d.errorAt(module.Expr.Range(), "Module not found", "Cannot use %s as the module: %v.", in.Module, err)
+		} else if !fi.Mode().IsRegular() {
+			d.errorAt(module.Expr.Range(), "Module is not a file", "%s is not a regular file.", in.Module)
+		}
+	default:
+		in.Image = d.str(image)
+		if in.Image == "" || strings.ContainsAny(in.Image, " \t\r\n") {
+			d.invalid(image.Expr, image.Name, "%q is not an image reference such as \"registry.example/app:1.0\".", in.Image)
+		}
+	}
+	if a := c.Attributes["digest"]; a != nil {
+		if in.Digest = d.str(a); !digest.MatchString(in.Digest) {
+			d.invalid(a.Expr, a.Name, "%q is not a digest: write \"sha256:\" and 64 lowercase hex digits.", in.Digest)
+		}
+	}
+}
+
+// env decodes the env argument, written as a map of environment variables.
+func (d *decoder) env(a *hcl.Attribute) map[string]string {
+	pairs, diags := hcl.ExprMap(a.Expr)
+	if diags.HasErrors() {
+		d.invalid(a.Expr, a.Name, "A map such as { NAME = \"value\" } is required.")
+	}
+	env := make(map[string]string, len(pairs))
+	keys := map[string]hcl.Range{}
+	for _, kv := range pairs {
+		k, v := d.value(kv.Key, a.Name, cty.String), d.value(kv.Value, a.Name, cty.String)
+		if k == cty.NilVal || v == cty.NilVal {
+			continue
+		}
+		key := k.AsString()
+		if first, ok := keys[key]; ok {
+			d.errorAt(kv.Key.Range(), "Duplicate environment variable", "%q is already set at %s.", key, at(first))
+			continue
+		}
+		keys[key] = kv.Key.Range()
+		if !envName.MatchString(key) {
+			d.errorAt(kv.Key.Range(), "Invalid environment variable name",
+				"%q is not a valid environment variable name: it must start with a letter or underscore and hold only letters, digits and underscores.", key)
+			continue
+		}
+		env[key] = v.AsString()
+	}
+	return env
+}
+
+// permissions decodes the permissions argument.
+func (d *decoder) permissions(a *hcl.Attribute) []sdk.Permission {
+	names, ranges := d.strings(a)
+	known := make([]string, len(sdk.Permissions))
+	for i, p := range sdk.Permissions {
+		known[i] = fmt.Sprintf("%q", p)
+	}
+	perms := []sdk.Permission{}
+	seen := map[sdk.Permission]bool{}
+	for i, n := range names {
+		p := sdk.Permission(n)
+		switch {
+		case seen[p]:
+			d.errorAt(ranges[i], "Duplicate permission", "%q is already granted.", n)
+		case !isPermission(p):
+			d.errorAt(ranges[i], "Unknown permission", "%q is not a permission; the permissions are %s.", n, strings.Join(known, ", "))
+		default:
+			seen[p] = true
+			perms = append(perms, p)
+		}
+	}
+	return perms
+}
+
+// isPermission reports whether p is one of sdk.Permissions.
+func isPermission(p sdk.Permission) bool {
+	for _, k := range sdk.Permissions {
+		if p == k {
+			return true
+		}
+	}
+	return false
+}
+
+// resources decodes the resources block b into in.
+func (d *decoder) resources(b *hcl.Block, in *Instance) {
+	c := d.content(b.Body, resourcesSchema, b.DefRange)
+	for name, a := range c.Attributes {
+		in.Ranges["resources."+name] = a.Expr.Range()
+	}
+	r := &in.Resources
+	if a := c.Attributes["memory"]; a != nil {
+		r.MemoryBytes = d.size(a, minMemory)
+	}
+	if a := c.Attributes["cpu"]; a != nil {
+		r.MilliCPU = d.milliCPU(a)
+	}
+	if a := c.Attributes["disk"]; a != nil {
+		r.DiskBytes = d.size(a, 1)
+	}
+	if a := c.Attributes["pids"]; a != nil {
+		r.Pids = d.whole(a, 1, 1<<22)
+	}
+}
+
+// checkCapacity reports each resource of in that exceeds h's capacity, at
+// its argument or, for a default, at the instance block.
+func (d *decoder) checkCapacity(in *Instance, h *Host) {
+	bytes := func(n int64) string { return humanize.IBytes(uint64(n)) }
+	cores := func(m int64) string { return fmt.Sprintf("%g cores", float64(m)/1000) }
+	for _, c := range []struct {
+		key       string
+		what      string
+		want, max int64
+		format    func(int64) string
+	}{
+		{"resources.memory", "memory", in.Resources.MemoryBytes, h.Capacity.MemoryBytes, bytes},
+		{"resources.cpu", "CPU", in.Resources.MilliCPU, h.Capacity.MilliCPU, cores},
+		{"resources.disk", "disk", in.Resources.DiskBytes, h.Capacity.DiskBytes, bytes},
+		{"state.size", "state size", in.StateBytes, h.Capacity.DiskBytes, bytes},
+	} {
+		if c.want <= c.max {
+			continue
+		}
+		r, ok := in.Ranges[c.key]
+		if !ok {
+			r = in.DeclRange
+		}
+		d.errorAt(r, "Exceeds host capacity", "The instance's %s of %s exceeds the host capacity of %s.", c.what, c.format(c.want), c.format(c.max))
+	}
+}

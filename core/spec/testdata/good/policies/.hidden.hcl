@@ -1,0 +1,1 @@
+# Not a policy: the spec package skips hidden files.

@@ -1,0 +1,1 @@
+# Policy fixture: the spec package only lists it.

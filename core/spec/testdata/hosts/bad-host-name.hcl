@@ -1,0 +1,10 @@
+host "Quick_Start" {
+  capacity {
+    cpu       = 1
+    memory    = "1GiB"
+    disk      = "1GiB"
+    instances = 4
+  }
+}
+
+runtime "wasm" {}

@@ -1,0 +1,11 @@
+host "h" {
+  capacity {
+    cpu       = 1
+    memory    = "1GiB"
+    disk      = "1GiB"
+    instances = 4
+  }
+}
+
+runtime "wasm" {}
+host "other" {}

@@ -1,0 +1,4 @@
+host "h" {
+}
+
+runtime "wasm" {}

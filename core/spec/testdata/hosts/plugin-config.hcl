@@ -1,0 +1,37 @@
+host "h" {
+  capacity {
+    cpu       = 1
+    memory    = "1GiB"
+    disk      = "1GiB"
+    instances = 4
+  }
+}
+
+runtime "wasm" {}
+
+runtime "full" {
+  max_memory = "1GiB"
+  workers    = 4
+  cache      = true
+  dirs       = ["a", "b"]
+  labels     = { zone = "eu" }
+}
+
+runtime "unknown" {
+  max_memory = "1GiB"
+  colour     = "blue"
+}
+
+runtime "wrong-type" {
+  max_memory = "1GiB"
+  workers    = "many"
+}
+
+runtime "missing" {
+  cache = true
+}
+
+runtime "null-element" {
+  max_memory = "1GiB"
+  dirs       = ["a", null]
+}

@@ -1,0 +1,11 @@
+host "h" {
+  colour = "blue"
+  capacity {
+    cpu       = 1
+    memory    = "1GiB"
+    disk      = "1GiB"
+    instances = 4
+  }
+}
+
+runtime "wasm" {}

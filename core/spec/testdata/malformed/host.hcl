@@ -1,0 +1,10 @@
+host "malformed" {
+  capacity {
+    cpu       = 4
+    memory    = "4GiB"
+    disk      = "4GiB"
+    instances = 2
+  }
+}
+
+runtime "wasm" {}

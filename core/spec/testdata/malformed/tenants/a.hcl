@@ -1,0 +1,4 @@
+tenant "alice" {
+  instance "one" {
+    runtime = "wasm"
+    image   = "busybox"

@@ -1,0 +1,6 @@
+tenant "alice" {
+  instance "hello" {
+    runtime = "wasm"
+    image   = "busy box"
+  }
+}

@@ -1,0 +1,8 @@
+tenant "alice" {
+  instance "hello" {
+    runtime = "wasm"
+    module  = "../good/build/hello.wasm"
+  }
+}
+
+tenant "alice" {}

@@ -1,0 +1,6 @@
+tenant "alice" {
+  instance "hello world" {
+    runtime = "wasm"
+    module  = "../good/build/hello.wasm"
+  }
+}

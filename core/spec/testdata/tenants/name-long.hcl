@@ -1,0 +1,6 @@
+tenant "abcdefghijabcdefghijabcdefghij" {
+  instance "hello" {
+    runtime = "wasm"
+    module  = "../good/build/hello.wasm"
+  }
+}

@@ -1,0 +1,6 @@
+tenant "a/b" {
+  instance "hello" {
+    runtime = "wasm"
+    module  = "../good/build/hello.wasm"
+  }
+}

@@ -1,0 +1,6 @@
+tenant "Alice" {
+  instance "hello" {
+    runtime = "wasm"
+    module  = "../good/build/hello.wasm"
+  }
+}

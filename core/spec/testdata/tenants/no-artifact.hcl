@@ -1,0 +1,5 @@
+tenant "alice" {
+  instance "hello" {
+    runtime = "wasm"
+  }
+}

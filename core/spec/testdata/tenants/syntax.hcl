@@ -1,0 +1,6 @@
+tenant "alice" {
+  instance "hello" {
+    = "wasm"
+    module  = "../good/build/hello.wasm"
+  }
+}

@@ -1,0 +1,7 @@
+owner = "alice"
+tenant "alice" {
+  instance "hello" {
+    runtime = "wasm"
+    module  = "../good/build/hello.wasm"
+  }
+}

@@ -1,0 +1,6 @@
+tenant "alice" {
+  instance "hello" {
+    runtime = "containerd"
+    module  = "../good/build/hello.wasm"
+  }
+}

@@ -1,0 +1,91 @@
+package spec
+
+import (
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/kigumi/kigumi/core/sdk"
+)
+
+// Host is a decoded host spec.
+type Host struct {
+	// Name is the host's identity.
+	Name string
+	// File is the absolute path of the host spec file.
+	File string
+	// StateDir is the absolute path of the host's state directory.
+	StateDir string
+	// PluginDir is the absolute path of the third-party plugin directory.
+	PluginDir string
+	Capacity  Capacity
+	Isolation Isolation
+	// PolicyFiles are the absolute paths of the policy files to load,
+	// with directories expanded to the *.hcl files they hold, sorted.
+	PolicyFiles []string
+	// TenantDir is the absolute path of the directory of tenant *.hcl specs.
+	TenantDir string
+	// Plugins are the plugin blocks, in file order.
+	Plugins []PluginBlock
+	// DeclRange is the range of the host block's header.
+	DeclRange hcl.Range
+}
+
+// Capacity is what the host offers to all tenants together.
+type Capacity struct {
+	MilliCPU     int64
+	MemoryBytes  int64
+	DiskBytes    int64
+	MaxInstances int64
+}
+
+// Isolation holds tenant isolation settings.
+type Isolation struct {
+	// TenantUsers binds each tenant to its own Linux user.
+	TenantUsers bool
+	// UIDBase is the first uid (and gid) given to tenant users.
+	UIDBase uint32
+	// SubIDBase is the first subordinate id handed out to tenants.
+	SubIDBase uint32
+	// SubIDCount is the size of each tenant's subordinate id range.
+	SubIDCount uint32
+}
+
+// PluginBlock is one plugin block of the host spec, such as
+// `runtime "wasm" { ... }`. Its body is decoded later, against the schema the
+// plugin declares, by DecodePluginConfig.
+type PluginBlock struct {
+	Kind sdk.Kind
+	Name string
+	Body hcl.Body
+	// DeclRange is the range of the block header.
+	DeclRange hcl.Range
+}
+
+// Tenant is a decoded tenant spec.
+type Tenant struct {
+	Name string
+	// File is the absolute path of the spec file.
+	File      string
+	Instances []Instance
+	DeclRange hcl.Range
+}
+
+// Instance is one instance of a tenant.
+type Instance struct {
+	Name    string
+	Runtime string
+	// Module is the absolute path of the wasm module, resolved against the
+	// spec file's directory. Exactly one of Module and Image is set.
+	Module      string
+	Image       string
+	Digest      string
+	Args        []string
+	Env         map[string]string
+	Resources   sdk.Resources
+	StateBytes  int64
+	Permissions []sdk.Permission
+	// DeclRange is the range of the instance block header; Ranges maps
+	// attribute names (such as "module" or "resources.memory") to the
+	// range of their expression.
+	DeclRange hcl.Range
+	Ranges    map[string]hcl.Range
+}
