@@ -1,0 +1,175 @@
+package policy
+
+import (
+	"github.com/kigumi/kigumi/core/spec"
+)
+
+// The types below are what policies see as the variables host, tenant and
+// instance. They are exposed to CEL as typed objects (policy.host, ...), so a
+// misspelled field is a type error when a policy is loaded. Field names come
+// from the cel tags; policies/README.md documents them.
+
+type host struct {
+	Name      string    `cel:"name"`
+	Capacity  capacity  `cel:"capacity"`
+	Isolation isolation `cel:"isolation"`
+	Allocated allocated `cel:"allocated"`
+	Tenants   int64     `cel:"tenants"`
+}
+
+type capacity struct {
+	CPU       float64 `cel:"cpu"`
+	Memory    int64   `cel:"memory"`
+	Disk      int64   `cel:"disk"`
+	Instances int64   `cel:"instances"`
+}
+
+type isolation struct {
+	TenantUsers bool  `cel:"tenant_users"`
+	UIDBase     int64 `cel:"uid_base"`
+	SubIDBase   int64 `cel:"subid_base"`
+	SubIDCount  int64 `cel:"subid_count"`
+}
+
+type allocated struct {
+	CPU       float64 `cel:"cpu"`
+	Memory    int64   `cel:"memory"`
+	Disk      int64   `cel:"disk"`
+	Pids      int64   `cel:"pids"`
+	Instances int64   `cel:"instances"`
+	State     int64   `cel:"state"`
+}
+
+type tenant struct {
+	Name      string `cel:"name"`
+	User      string `cel:"user"`
+	Instances int64  `cel:"instances"`
+	Totals    totals `cel:"totals"`
+}
+
+type totals struct {
+	CPU    float64 `cel:"cpu"`
+	Memory int64   `cel:"memory"`
+	Disk   int64   `cel:"disk"`
+	Pids   int64   `cel:"pids"`
+	State  int64   `cel:"state"`
+}
+
+type instance struct {
+	Name        string            `cel:"name"`
+	Tenant      string            `cel:"tenant"`
+	Runtime     string            `cel:"runtime"`
+	Module      string            `cel:"module"`
+	Image       string            `cel:"image"`
+	Digest      string            `cel:"digest"`
+	Args        []string          `cel:"args"`
+	Env         map[string]string `cel:"env"`
+	Resources   resources         `cel:"resources"`
+	StateSize   int64             `cel:"state_size"`
+	Permissions []string          `cel:"permissions"`
+}
+
+type resources struct {
+	CPU    float64 `cel:"cpu"`
+	Memory int64   `cel:"memory"`
+	Disk   int64   `cel:"disk"`
+	Pids   int64   `cel:"pids"`
+}
+
+// cores converts thousandths of a core to cores.
+func cores(milli int64) float64 { return float64(milli) / 1000 }
+
+func newInstance(t *spec.Tenant, in *spec.Instance) *instance {
+	perms := make([]string, len(in.Permissions))
+	for i, p := range in.Permissions {
+		perms[i] = string(p)
+	}
+	return &instance{
+		Name:    in.Name,
+		Tenant:  t.Name,
+		Runtime: in.Runtime,
+		Module:  in.Module,
+		Image:   in.Image,
+		Digest:  in.Digest,
+		Args:    in.Args,
+		Env:     in.Env,
+		Resources: resources{
+			CPU:    cores(in.Resources.MilliCPU),
+			Memory: in.Resources.MemoryBytes,
+			Disk:   in.Resources.DiskBytes,
+			Pids:   in.Resources.Pids,
+		},
+		StateSize:   in.StateBytes,
+		Permissions: perms,
+	}
+}
+
+// usage sums the resources of instances; CPU stays in thousandths of a core
+// so that sums are exact.
+type usage struct {
+	milliCPU, memory, disk, pids, state, instances int64
+}
+
+func (u *usage) add(ins []spec.Instance) {
+	for _, in := range ins {
+		u.milliCPU += in.Resources.MilliCPU
+		u.memory += in.Resources.MemoryBytes
+		u.disk += in.Resources.DiskBytes
+		u.pids += in.Resources.Pids
+		u.state += in.StateBytes
+		u.instances++
+	}
+}
+
+func newTenant(h *spec.Host, t *spec.Tenant) *tenant {
+	var u usage
+	u.add(t.Instances)
+	tv := &tenant{
+		Name:      t.Name,
+		Instances: u.instances,
+		Totals: totals{
+			CPU:    cores(u.milliCPU),
+			Memory: u.memory,
+			Disk:   u.disk,
+			Pids:   u.pids,
+			State:  u.state,
+		},
+	}
+	if h.Isolation.TenantUsers {
+		tv.User = "kg-" + t.Name
+	}
+	return tv
+}
+
+// newHost builds the host variable; allocated sums over every tenant's
+// instances.
+func newHost(h *spec.Host, tenants []*spec.Tenant) *host {
+	var u usage
+	for _, t := range tenants {
+		u.add(t.Instances)
+	}
+	return &host{
+		Name: h.Name,
+		Capacity: capacity{
+			CPU:       cores(h.Capacity.MilliCPU),
+			Memory:    h.Capacity.MemoryBytes,
+			Disk:      h.Capacity.DiskBytes,
+			Instances: h.Capacity.MaxInstances,
+		},
+		Isolation: isolation{
+			TenantUsers: h.Isolation.TenantUsers,
+			UIDBase:     int64(h.Isolation.UIDBase),
+			SubIDBase:   int64(h.Isolation.SubIDBase),
+			SubIDCount:  int64(h.Isolation.SubIDCount),
+		},
+		Allocated: allocated{
+			CPU:       cores(u.milliCPU),
+			Memory:    u.memory,
+			Disk:      u.disk,
+			Pids:      u.pids,
+			Instances: u.instances,
+			State:     u.state,
+		},
+		Tenants: int64(len(tenants)),
+	}
+}
