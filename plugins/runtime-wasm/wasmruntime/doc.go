@@ -1,0 +1,27 @@
+// Package wasmruntime is Kigumi's WASI runtime plugin: it runs WebAssembly
+// modules with wazero, one sandbox process per instance.
+//
+// Start re-executes the current executable (os.Executable) with
+// SandboxCommand as its first argument. The new process, the sandbox, is
+// detached into its own session so that it outlives the plugin, which the CLI
+// runs only for one command. Every executable that embeds this runtime must
+// therefore dispatch to SandboxMain before doing anything else:
+//
+//	if len(os.Args) > 1 && os.Args[1] == wasmruntime.SandboxCommand {
+//		os.Exit(wasmruntime.SandboxMain(os.Args[2:]))
+//	}
+//
+// The plugin, as root, opens everything the sandbox needs and hands it over as
+// open file descriptors: the verified module (in a sealed memfd), the
+// instance's log files, a status file, a config pipe and a ready pipe. The
+// sandbox joins the instance's cgroups, drops to the tenant's user (it refuses
+// to run a workload as root) with no_new_privs set, compiles the module (from
+// the compilation cache the plugin filled), reports readiness, and runs the
+// module. It records the exit code in the status file, where Inspect reads it
+// after the sandbox has gone.
+//
+// The workload gets nothing it was not granted: its only filesystem is the
+// state directory at /state (with state.read or state.write), its clocks are
+// wazero's deterministic fakes unless clock is granted, and its random source
+// is deterministic unless random is granted.
+package wasmruntime

@@ -1,0 +1,665 @@
+package wasmruntime
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/tetratelabs/wazero"
+	"golang.org/x/sys/unix"
+
+	"github.com/kigumi/kigumi/core/sdk"
+)
+
+// Version is the plugin's version.
+const Version = "0.1.0"
+
+const (
+	defaultMaxModuleSize = "64MiB"
+	pageSize             = 65536
+	maxPages             = 65536 // 4 GiB, wasm32's limit
+	// pollInterval is how often Stop and Logs look at a running sandbox.
+	pollInterval = 50 * time.Millisecond
+	// destroyStopTimeout is how long Destroy lets a sandbox end on SIGTERM.
+	destroyStopTimeout = 5 * time.Second
+)
+
+// child identifies a sandbox this process started; the start time tells it
+// from a later process that reuses the pid.
+type child struct {
+	pid        int
+	startTicks uint64
+}
+
+// Runtime runs WASI modules, one sandbox process per instance. It implements
+// sdk.Runtime. Its zero value is not usable; call New.
+type Runtime struct {
+	interpreter   bool
+	maxModuleSize int64
+	// cacheDir holds the compilation cache the plugin fills and the
+	// sandboxes read; empty until Configure.
+	cacheDir string
+	cache    wazero.CompilationCache
+
+	mu sync.Mutex
+	// children maps the sandboxes this process started to a channel closed
+	// once they are reaped.
+	children map[child]chan struct{}
+}
+
+// New returns a Runtime with default settings and no compilation cache
+// until Configure.
+func New() *Runtime {
+	size, _ := humanize.ParseBytes(defaultMaxModuleSize)
+	return &Runtime{maxModuleSize: int64(size), children: map[child]chan struct{}{}}
+}
+
+// Info describes the plugin and its settings.
+func (r *Runtime) Info(context.Context) (sdk.Info, error) {
+	return sdk.Info{
+		Name:    "wasm",
+		Kind:    sdk.KindRuntime,
+		Version: Version,
+		Schema: sdk.Schema{Attributes: []sdk.Attribute{
+			{Name: "compiler", Type: sdk.TypeString, Description: `wazero engine: "compiler" (default) or "interpreter"`},
+			{Name: "max_module_size", Type: sdk.TypeString, Description: `largest module accepted, such as "64MiB" (default)`},
+		}},
+	}, nil
+}
+
+// Configure applies the settings and opens the compilation cache in
+// DataDir/cache.
+func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
+	if v, ok := req.Settings["compiler"]; ok {
+		switch s, _ := v.(string); s {
+		case "compiler":
+			r.interpreter = false
+		case "interpreter":
+			r.interpreter = true
+		default:
+			return sdk.InvalidAttribute("compiler", `must be "compiler" or "interpreter", not %v`, v)
+		}
+	}
+	if v, ok := req.Settings["max_module_size"]; ok {
+		s, _ := v.(string)
+		n, err := humanize.ParseBytes(s)
+		if err != nil || n == 0 || n > 1<<32 {
+			return sdk.InvalidAttribute("max_module_size", "must be a size between 1B and 4GiB, not %v", v)
+		}
+		r.maxModuleSize = int64(n)
+	}
+	if req.DataDir == "" {
+		return nil
+	}
+	dir := filepath.Join(req.DataDir, "cache")
+	cache, err := wazero.NewCompilationCacheWithDir(dir)
+	if err != nil {
+		return fmt.Errorf("open compilation cache: %w", err)
+	}
+	if err := shareCache(dir); err != nil {
+		return err
+	}
+	r.cacheDir, r.cache = dir, cache
+	return nil
+}
+
+// shareCache lets the unprivileged sandboxes read the cache: directories
+// become traversable but not listable (0711), so that a tenant can read only
+// the entry of a module it knows, and entries become readable (0644).
+func shareCache(dir string) error {
+	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case e.IsDir():
+			return os.Chmod(p, 0o711)
+		case e.Type().IsRegular() && !strings.HasSuffix(p, ".tmp"):
+			return os.Chmod(p, 0o644)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("share compilation cache: %w", err)
+	}
+	return nil
+}
+
+// Start verifies and precompiles the module, then launches the instance's
+// sandbox and waits until it has linked the module.
+func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle, error) {
+	cfg, err := r.sandboxConfig(req)
+	if err != nil {
+		return sdk.Handle{}, err
+	}
+	bin, err := r.readModule(req.Artifact)
+	if err != nil {
+		return sdk.Handle{}, err
+	}
+	if err := r.precompile(ctx, bin, cfg.MemoryPages); err != nil {
+		return sdk.Handle{}, err
+	}
+	module, err := sealedMemfd(bin)
+	if err != nil {
+		return sdk.Handle{}, err
+	}
+	defer module.Close()
+
+	rf, err := openRunFiles(req.RunDir)
+	if err != nil {
+		return sdk.Handle{}, err
+	}
+	defer rf.close()
+	d, err := r.launch(ctx, cfg, append([]*os.File{module}, rf.files...))
+	if err != nil {
+		rf.remove()
+		return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
+	}
+	d.RunDir, d.Instance = req.RunDir, req.Instance
+	return d.encode()
+}
+
+// sandboxConfig validates req and turns it into the sandbox's config.
+func (r *Runtime) sandboxConfig(req *sdk.StartRequest) (sandboxConfig, error) {
+	cfg := sandboxConfig{
+		Name:        req.Instance.Name,
+		Args:        req.Args,
+		Env:         req.Env,
+		Permissions: req.Permissions,
+		StateDir:    req.StateDir,
+		UID:         req.User.UID,
+		GID:         req.User.GID,
+		ProcsFiles:  req.Cgroup.ProcsFiles,
+		CacheDir:    r.cacheDir,
+		Interpreter: r.interpreter,
+	}
+	if req.Instance.Name == "" {
+		return cfg, sdk.Errorf(sdk.CodeInvalid, "instance has no name")
+	}
+	if !filepath.IsAbs(req.RunDir) {
+		return cfg, sdk.Errorf(sdk.CodeInvalid, "run dir %q is not an absolute path", req.RunDir)
+	}
+	for _, p := range req.Permissions {
+		if !slices.Contains(sdk.Permissions, p) {
+			return cfg, sdk.Errorf(sdk.CodeInvalid, "unknown permission %q", p)
+		}
+		if (p == sdk.PermStateRead || p == sdk.PermStateWrite) && !filepath.IsAbs(req.StateDir) {
+			return cfg, sdk.Errorf(sdk.CodeInvalid, "permission %s needs a state dir", p)
+		}
+	}
+	switch mem := req.Resources.MemoryBytes; {
+	case mem < 0 || (mem > 0 && mem < pageSize):
+		return cfg, sdk.Errorf(sdk.CodeInvalid, "memory limit %d is under one wasm page (64KiB)", mem)
+	case mem >= maxPages*pageSize:
+		cfg.MemoryPages = maxPages
+	default:
+		cfg.MemoryPages = uint32(mem / pageSize)
+	}
+	return cfg, nil
+}
+
+// readModule reads the module file, enforcing the size limit and the digest.
+func (r *Runtime) readModule(a sdk.Artifact) ([]byte, error) {
+	if !filepath.IsAbs(a.Module) {
+		return nil, sdk.Errorf(sdk.CodeInvalid, "module %q is not an absolute path", a.Module)
+	}
+	// O_NONBLOCK: opening a FIFO must not hang; regular files ignore it.
+	f, err := os.OpenFile(a.Module, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, sdk.Errorf(sdk.CodeInvalid, "open module: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat module: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, sdk.Errorf(sdk.CodeInvalid, "module %s is not a regular file", a.Module)
+	}
+	bin, err := io.ReadAll(io.LimitReader(f, r.maxModuleSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read module: %w", err)
+	}
+	if int64(len(bin)) > r.maxModuleSize {
+		return nil, sdk.Errorf(sdk.CodeInvalid, "module %s is larger than %s", a.Module, humanize.IBytes(uint64(r.maxModuleSize)))
+	}
+	if a.Digest != "" {
+		algo, want, _ := strings.Cut(a.Digest, ":")
+		if algo != "sha256" {
+			return nil, sdk.Errorf(sdk.CodeInvalid, "module digest %q: only sha256 is supported", a.Digest)
+		}
+		sum := sha256.Sum256(bin)
+		if got := hex.EncodeToString(sum[:]); got != strings.ToLower(want) {
+			return nil, sdk.Errorf(sdk.CodeInvalid, "module %s has digest sha256:%s, want %s", a.Module, got, a.Digest)
+		}
+	}
+	return bin, nil
+}
+
+// precompile compiles the module, which rejects invalid modules early and
+// fills the compilation cache for the sandbox.
+func (r *Runtime) precompile(ctx context.Context, bin []byte, memoryPages uint32) error {
+	rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(r.interpreter, memoryPages, r.cache))
+	defer rt.Close(ctx)
+	if _, err := rt.CompileModule(ctx, bin); err != nil {
+		return sdk.Errorf(sdk.CodeInvalid, "compile module: %w", err)
+	}
+	if r.cacheDir == "" {
+		return nil
+	}
+	return shareCache(r.cacheDir)
+}
+
+// sealedMemfd returns an in-memory file holding bin that nobody can change.
+func sealedMemfd(bin []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate("kigumi-module", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "module")
+	if _, err := f.Write(bin); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write memfd: %w", err)
+	}
+	seals := unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE | unix.F_SEAL_SEAL
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, seals); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("seal memfd: %w", err)
+	}
+	return f, nil
+}
+
+// runFiles are the files Start opens in an instance's RunDir, in the order
+// the sandbox expects them after the module: stdout, stderr, status.
+type runFiles struct {
+	dir     string
+	madeDir bool
+	files   []*os.File
+	// made lists the files Start created, when the RunDir already existed.
+	made []string
+}
+
+func openRunFiles(dir string) (*runFiles, error) {
+	rf := &runFiles{dir: dir}
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create run dir: %w", err)
+		}
+		rf.madeDir = true
+	}
+	for _, f := range []struct {
+		name string
+		flag int
+	}{
+		{stdoutFile, os.O_WRONLY | os.O_APPEND},
+		{stderrFile, os.O_WRONLY | os.O_APPEND},
+		{statusFile, os.O_RDWR | os.O_TRUNC},
+	} {
+		if err := rf.open(f.name, f.flag); err != nil {
+			rf.close()
+			rf.remove()
+			return nil, err
+		}
+	}
+	return rf, nil
+}
+
+func (rf *runFiles) open(name string, flag int) error {
+	p := filepath.Join(rf.dir, name)
+	f, err := os.OpenFile(p, flag|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		rf.made = append(rf.made, p)
+	} else if errors.Is(err, fs.ErrExist) {
+		f, err = os.OpenFile(p, flag|syscall.O_NOFOLLOW, 0)
+	}
+	if err != nil {
+		return fmt.Errorf("open %s: %w", name, err)
+	}
+	rf.files = append(rf.files, f)
+	return nil
+}
+
+func (rf *runFiles) close() {
+	for _, f := range rf.files {
+		f.Close()
+	}
+}
+
+// remove removes what openRunFiles made.
+func (rf *runFiles) remove() {
+	if rf.madeDir {
+		os.RemoveAll(rf.dir)
+		return
+	}
+	for _, p := range rf.made {
+		os.Remove(p)
+	}
+}
+
+// launch starts a sandbox with files (module, stdout, stderr, status), sends
+// it cfg and waits until it is ready. On failure it leaves no process behind.
+func (r *Runtime) launch(ctx context.Context, cfg sandboxConfig, files []*os.File) (handleData, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return handleData{}, fmt.Errorf("find sandbox executable: %w", err)
+	}
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return handleData{}, err
+	}
+	defer cfgW.Close()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		cfgR.Close()
+		return handleData{}, err
+	}
+	defer readyR.Close()
+
+	cmd := exec.Command(exe, SandboxCommand)
+	cmd.Env = []string{} // the workload's env goes to WASI only
+	cmd.Dir = "/"
+	cmd.ExtraFiles = append(files, cfgR, readyW)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	d, err := r.spawn(cmd)
+	cfgR.Close()
+	readyW.Close()
+	if err != nil {
+		return d, fmt.Errorf("start sandbox: %w", err)
+	}
+	if err := r.awaitReady(ctx, cfg, cfgW, readyR); err != nil {
+		_ = syscall.Kill(-d.Pid, syscall.SIGKILL)
+		r.reap(d)
+		return d, err
+	}
+	return d, nil
+}
+
+// spawn starts cmd with no_new_privs set, and reaps it when it ends. The
+// flag is per thread and inherited by the child, so it is set on a thread
+// locked to a goroutine that starts the child and then ends, which makes
+// the Go runtime discard the thread.
+func (r *Runtime) spawn(cmd *exec.Cmd) (handleData, error) {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			errc <- fmt.Errorf("set no_new_privs: %w", err)
+			return
+		}
+		errc <- cmd.Start()
+	}()
+	if err := <-errc; err != nil {
+		return handleData{}, err
+	}
+	// Not reaped before the Wait below, the child's /proc entry is there.
+	_, ticks, err := procStat(cmd.Process.Pid)
+	c := child{pid: cmd.Process.Pid, startTicks: ticks}
+	done := make(chan struct{})
+	r.mu.Lock()
+	r.children[c] = done
+	r.mu.Unlock()
+	go func() {
+		_ = cmd.Wait()
+		r.mu.Lock()
+		delete(r.children, c)
+		r.mu.Unlock()
+		close(done)
+	}()
+	d := handleData{Pid: c.pid, StartTicks: ticks, StartedAt: time.Now()}
+	if err != nil {
+		_ = syscall.Kill(-d.Pid, syscall.SIGKILL)
+		<-done
+		return d, err
+	}
+	return d, nil
+}
+
+// awaitReady sends the sandbox its config and reads its ready message.
+func (r *Runtime) awaitReady(ctx context.Context, cfg sandboxConfig, cfgW, readyR *os.File) error {
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("encode sandbox config: %w", err)
+	}
+	type result struct {
+		msg []byte
+		err error
+	}
+	rc := make(chan result, 1)
+	go func() {
+		msg, err := io.ReadAll(io.LimitReader(readyR, 64<<10))
+		rc <- result{msg, err}
+	}()
+	// The sandbox reads its config first: if it died instead, the write
+	// fails and the ready pipe is at its end.
+	_, _ = cfgW.Write(b)
+	cfgW.Close()
+	var res result
+	select {
+	case res = <-rc:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	switch msg := string(res.msg); {
+	case res.err != nil:
+		return fmt.Errorf("read sandbox ready: %w", res.err)
+	case msg == readyOK:
+		return nil
+	case msg == "":
+		return sdk.Errorf(sdk.CodeInternal, "sandbox ended before it was ready")
+	default:
+		code, text, _ := strings.Cut(msg, ": ")
+		if sdk.Code(code) != sdk.CodeInvalid {
+			code = string(sdk.CodeInternal)
+		}
+		return &sdk.Error{Code: sdk.Code(code), Message: text}
+	}
+}
+
+// signal sends sig to the sandbox's process group if the sandbox is alive.
+func (d handleData) signal(sig syscall.Signal) {
+	if d.alive() {
+		_ = syscall.Kill(-d.Pid, sig)
+	}
+}
+
+// waitGone waits until the sandbox is no longer alive and, if this process
+// started it, reaped.
+func (r *Runtime) waitGone(ctx context.Context, d handleData) error {
+	for d.alive() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollInterval):
+		}
+	}
+	r.mu.Lock()
+	done, ok := r.children[child{d.Pid, d.StartTicks}]
+	r.mu.Unlock()
+	if ok {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// reap waits, without a deadline, for a sandbox that was sent SIGKILL.
+func (r *Runtime) reap(d handleData) {
+	_ = r.waitGone(context.Background(), d)
+}
+
+// Stop sends the sandbox's process group SIGTERM, then SIGKILL after
+// timeout, waits until it is gone and records that it was stopped.
+func (r *Runtime) Stop(ctx context.Context, h sdk.Handle, timeout time.Duration) error {
+	d, err := decodeHandle(h)
+	if err != nil {
+		return err
+	}
+	if !d.alive() {
+		return r.waitGone(ctx, d)
+	}
+	sig := syscall.SIGTERM
+	d.signal(sig)
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	err = r.waitGone(tctx, d)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		sig = syscall.SIGKILL
+		d.signal(sig)
+		if err := r.waitGone(ctx, d); err != nil {
+			return err
+		}
+	}
+	return recordStopped(d.RunDir, sig)
+}
+
+// recordStopped records in dir's status file that the sandbox was killed by
+// sig, unless it recorded its own exit first.
+func recordStopped(dir string, sig syscall.Signal) error {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if _, ok, err := readStatus(dir); ok || err != nil {
+		return err
+	}
+	b, err := json.Marshal(exitStatus{
+		ExitCode:   128 + int(sig),
+		FinishedAt: time.Now(),
+		Message:    "stopped by " + unix.SignalName(sig),
+		Stopped:    true,
+	})
+	if err != nil {
+		return fmt.Errorf("record stop: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, statusFile), b, 0o600); err != nil {
+		return fmt.Errorf("record stop: %w", err)
+	}
+	return nil
+}
+
+// Destroy stops the instance and removes its RunDir.
+func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
+	d, err := decodeHandle(h)
+	if err != nil {
+		return err
+	}
+	if err := r.Stop(ctx, h, destroyStopTimeout); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(d.RunDir); err != nil {
+		return fmt.Errorf("remove run dir: %w", err)
+	}
+	return nil
+}
+
+// Inspect reports whether the sandbox runs and, once it has ended, how.
+func (r *Runtime) Inspect(_ context.Context, h sdk.Handle) (sdk.Status, error) {
+	d, err := decodeHandle(h)
+	if err != nil {
+		return sdk.Status{}, err
+	}
+	if err := d.checkRunDir(); err != nil {
+		return sdk.Status{}, err
+	}
+	s := sdk.Status{State: sdk.StateRunning, Pid: d.Pid, StartedAt: d.StartedAt}
+	if d.alive() {
+		return s, nil
+	}
+	st, ok, err := readStatus(d.RunDir)
+	if err != nil {
+		return sdk.Status{}, err
+	}
+	if !ok {
+		s.State, s.ExitCode = sdk.StateExited, -1
+		s.Message = "the sandbox ended without recording an exit status"
+		return s, nil
+	}
+	s.State, s.ExitCode, s.FinishedAt, s.Message = sdk.StateExited, st.ExitCode, st.FinishedAt, st.Message
+	if st.Stopped {
+		s.State = sdk.StateStopped
+	}
+	return s, nil
+}
+
+// Recover checks that the instance still has its RunDir and returns the
+// same handle: all the runtime's state is in the RunDir and the sandbox.
+func (r *Runtime) Recover(_ context.Context, h sdk.Handle) (sdk.Handle, error) {
+	d, err := decodeHandle(h)
+	if err != nil {
+		return sdk.Handle{}, err
+	}
+	if err := d.checkRunDir(); err != nil {
+		return sdk.Handle{}, err
+	}
+	return h, nil
+}
+
+// Logs streams the instance's stdout.log or stderr.log into fn. With Follow
+// it polls for more until the sandbox is gone, then sends the rest.
+func (r *Runtime) Logs(ctx context.Context, h sdk.Handle, opts sdk.LogOptions, fn func([]byte) error) error {
+	d, err := decodeHandle(h)
+	if err != nil {
+		return err
+	}
+	name := stdoutFile
+	switch opts.Stream {
+	case sdk.Stdout, "":
+	case sdk.Stderr:
+		name = stderrFile
+	default:
+		return sdk.Errorf(sdk.CodeInvalid, "unknown log stream %q", opts.Stream)
+	}
+	f, err := os.Open(filepath.Join(d.RunDir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return sdk.Errorf(sdk.CodeNotFound, "instance %s: %w", d.Instance, err)
+	} else if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	defer f.Close()
+	buf := make([]byte, 32<<10)
+	gone := !opts.Follow
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			if err := fn(bytes.Clone(buf[:n])); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("read log: %w", err)
+		}
+		if gone {
+			return nil
+		}
+		// Read once more after the sandbox is gone to drain what it wrote last.
+		if gone = !d.alive(); gone {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollInterval):
+		}
+	}
+}

@@ -1,0 +1,271 @@
+package wasmruntime
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
+	"golang.org/x/sys/unix"
+
+	"github.com/kigumi/kigumi/core/sdk"
+)
+
+// SandboxCommand is the first argument that makes an executable embedding
+// this runtime act as an instance's sandbox: it must then call SandboxMain.
+const SandboxCommand = "__wasm-sandbox"
+
+// The file descriptors the plugin hands the sandbox (cmd.ExtraFiles).
+const (
+	fdModule = 3 + iota // the verified module, a sealed memfd
+	fdStdout            // stdout.log, append-only
+	fdStderr            // stderr.log, append-only
+	fdStatus            // status.json, written once at exit
+	fdConfig            // read end of the config pipe (JSON sandboxConfig)
+	fdReady             // write end of the ready pipe
+)
+
+// readyOK is what the sandbox writes to the ready pipe once the module is
+// compiled and linked. Anything else is "<sdk.Code>: <message>".
+const readyOK = "ok"
+
+// sandboxConfig is what the plugin sends the sandbox through the config pipe.
+type sandboxConfig struct {
+	// Name is the instance's name, the module's argv[0].
+	Name string            `json:"name"`
+	Args []string          `json:"args"`
+	Env  map[string]string `json:"env"`
+	// MemoryPages caps the module's memory in 64 KiB pages; 0 means wazero's
+	// maximum.
+	MemoryPages uint32           `json:"memory_pages"`
+	Permissions []sdk.Permission `json:"permissions"`
+	StateDir    string           `json:"state_dir"`
+	UID         uint32           `json:"uid"`
+	GID         uint32           `json:"gid"`
+	// ProcsFiles are the cgroup.procs files the sandbox joins.
+	ProcsFiles  []string `json:"procs_files"`
+	CacheDir    string   `json:"cache_dir"`
+	Interpreter bool     `json:"interpreter"`
+}
+
+// deterministicSeed seeds the random source of modules without the random
+// permission.
+var deterministicSeed = [32]byte{'k', 'i', 'g', 'u', 'm', 'i'}
+
+// SandboxMain runs one instance's sandbox; it returns the process exit code.
+// args are the command-line arguments after SandboxCommand (there are none).
+// It expects the file descriptors and config that Start hands it, and is
+// not meant to be run by hand.
+func SandboxMain(args []string) int {
+	if len(args) != 0 {
+		fmt.Fprintf(os.Stderr, "%s takes no arguments\n", SandboxCommand)
+		return 2
+	}
+	ctx := context.Background()
+	ready := os.NewFile(fdReady, "ready")
+	start, err := prepareSandbox(ctx)
+	if err != nil {
+		var e *sdk.Error
+		if !errors.As(err, &e) {
+			e = &sdk.Error{Code: sdk.CodeInternal, Err: err}
+		}
+		_, _ = io.WriteString(ready, e.Error()) // "<code>: <message>"
+		return 1
+	}
+	if _, err := io.WriteString(ready, readyOK); err != nil {
+		return 1
+	}
+	ready.Close()
+
+	st := runModule(ctx, start)
+	if b, err := json.Marshal(st); err == nil {
+		_, _ = os.NewFile(fdStatus, "status").Write(b)
+	}
+	if st.ExitCode < 0 || st.ExitCode > 255 {
+		return 255
+	}
+	return st.ExitCode
+}
+
+// prepareSandbox does everything up to running the module: it joins the
+// cgroups, drops privileges, compiles and links the module, and returns its
+// _start function.
+func prepareSandbox(ctx context.Context) (api.Function, error) {
+	var cfg sandboxConfig
+	b, err := io.ReadAll(os.NewFile(fdConfig, "config"))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("decode config: %w", err)
+	}
+	if err := joinCgroups(cfg.ProcsFiles); err != nil {
+		return nil, err
+	}
+	if err := dropPrivileges(cfg.UID, cfg.GID); err != nil {
+		return nil, err
+	}
+	if nnp, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); err != nil || nnp != 1 {
+		return nil, fmt.Errorf("no_new_privs is not set (%d, %v)", nnp, err)
+	}
+	bin, err := io.ReadAll(io.NewSectionReader(os.NewFile(fdModule, "module"), 0, math.MaxInt64))
+	if err != nil {
+		return nil, fmt.Errorf("read module: %w", err)
+	}
+	rt, compiled, err := compileCached(ctx, cfg, bin)
+	if err != nil {
+		return nil, sdk.Errorf(sdk.CodeInvalid, "compile module: %w", err)
+	}
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		return nil, fmt.Errorf("instantiate WASI: %w", err)
+	}
+	mc := moduleConfig(cfg, os.NewFile(fdStdout, stdoutFile), os.NewFile(fdStderr, stderrFile))
+	mod, err := rt.InstantiateModule(ctx, compiled, mc.WithStartFunctions())
+	if err != nil {
+		return nil, sdk.Errorf(sdk.CodeInvalid, "link module: %w", err)
+	}
+	start := mod.ExportedFunction("_start")
+	if start == nil {
+		return nil, sdk.Errorf(sdk.CodeInvalid, "module exports no _start function")
+	}
+	return start, nil
+}
+
+// joinCgroups moves the calling process into each cgroup.procs file's cgroup.
+func joinCgroups(procsFiles []string) error {
+	pid := strconv.Itoa(os.Getpid())
+	for _, p := range procsFiles {
+		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("join cgroup: %w", err)
+		}
+		_, err = f.WriteString(pid)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("join cgroup %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// dropPrivileges switches every thread to uid and gid when running as root.
+// It refuses to run a workload as root. Not running as root, it keeps the
+// current identity, which has nothing to drop.
+func dropPrivileges(uid, gid uint32) error {
+	if os.Getuid() != 0 {
+		return nil
+	}
+	if uid == 0 || gid == 0 {
+		return sdk.Errorf(sdk.CodeInvalid, "refusing to run a workload as root (uid %d, gid %d)", uid, gid)
+	}
+	if err := syscall.Setgroups([]int{int(gid)}); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setgid(int(gid)); err != nil {
+		return fmt.Errorf("setgid: %w", err)
+	}
+	if err := syscall.Setuid(int(uid)); err != nil {
+		return fmt.Errorf("setuid: %w", err)
+	}
+	return nil
+}
+
+// runtimeConfig is the wazero configuration both the plugin (to fill the
+// compilation cache) and the sandbox use.
+func runtimeConfig(interpreter bool, memoryPages uint32, cache wazero.CompilationCache) wazero.RuntimeConfig {
+	c := wazero.NewRuntimeConfigCompiler()
+	if interpreter {
+		c = wazero.NewRuntimeConfigInterpreter()
+	}
+	if memoryPages > 0 {
+		c = c.WithMemoryLimitPages(memoryPages)
+	}
+	if cache != nil {
+		c = c.WithCompilationCache(cache)
+	}
+	return c
+}
+
+// compileCached compiles bin with the compilation cache in cfg.CacheDir and,
+// if the cache can't be used (the sandbox may not read it, or may not write
+// a missing entry), without it.
+func compileCached(ctx context.Context, cfg sandboxConfig, bin []byte) (wazero.Runtime, wazero.CompiledModule, error) {
+	if cfg.CacheDir != "" {
+		if cache, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir); err == nil {
+			rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(cfg.Interpreter, cfg.MemoryPages, cache))
+			if compiled, err := rt.CompileModule(ctx, bin); err == nil {
+				return rt, compiled, nil
+			}
+			_ = rt.Close(ctx)
+		}
+	}
+	rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(cfg.Interpreter, cfg.MemoryPages, nil))
+	compiled, err := rt.CompileModule(ctx, bin)
+	if err != nil {
+		return nil, nil, errors.Join(err, rt.Close(ctx))
+	}
+	return rt, compiled, nil
+}
+
+// moduleConfig grants the module exactly what cfg allows.
+func moduleConfig(cfg sandboxConfig, stdout, stderr io.Writer) wazero.ModuleConfig {
+	mc := wazero.NewModuleConfig().
+		WithName("").
+		WithArgs(append([]string{cfg.Name}, cfg.Args...)...).
+		WithStdout(stdout).
+		WithStderr(stderr)
+	keys := make([]string, 0, len(cfg.Env))
+	for k := range cfg.Env {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		mc = mc.WithEnv(k, cfg.Env[k])
+	}
+	if slices.Contains(cfg.Permissions, sdk.PermClock) {
+		mc = mc.WithSysWalltime().WithSysNanotime().WithSysNanosleep()
+	}
+	if slices.Contains(cfg.Permissions, sdk.PermRandom) {
+		mc = mc.WithRandSource(crand.Reader)
+	} else {
+		mc = mc.WithRandSource(rand.NewChaCha8(deterministicSeed))
+	}
+	switch {
+	case slices.Contains(cfg.Permissions, sdk.PermStateWrite):
+		mc = mc.WithFSConfig(wazero.NewFSConfig().WithDirMount(cfg.StateDir, "/state"))
+	case slices.Contains(cfg.Permissions, sdk.PermStateRead):
+		mc = mc.WithFSConfig(wazero.NewFSConfig().WithReadOnlyDirMount(cfg.StateDir, "/state"))
+	}
+	return mc
+}
+
+// runModule runs the module's _start function and reports how it ended.
+func runModule(ctx context.Context, start api.Function) exitStatus {
+	_, err := start.Call(ctx)
+	st := exitStatus{FinishedAt: time.Now()}
+	var exit *sys.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		st.ExitCode = int(exit.ExitCode())
+	default:
+		st.ExitCode = 1
+		st.Message = err.Error()
+	}
+	return st
+}
