@@ -1,0 +1,338 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/kigumi/kigumi/core/plan"
+	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/state"
+)
+
+// rollbackTimeout bounds the cleanup after a failed action. Cleanup runs even
+// when the apply's context was cancelled.
+const rollbackTimeout = time.Minute
+
+// stopTimeout is how long an instance gets to stop before it is killed.
+const stopTimeout = 5 * time.Second
+
+// ActionError is the error of a failed action.
+type ActionError struct {
+	Action plan.Action
+	Err    error
+}
+
+// Error implements error.
+func (e *ActionError) Error() string {
+	return fmt.Sprintf("%s %s: %v", e.Action.Op, e.Action.Target(), e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *ActionError) Unwrap() error { return e.Err }
+
+// Apply executes the plan's actions in order. It stops at the first action
+// that fails, after rolling that action back; actions done before stay done.
+func (e *Engine) Apply(ctx context.Context, p *plan.Plan) error {
+	created := map[string]bool{} // tenants this apply created
+	for _, a := range p.Actions {
+		start := time.Now()
+		fmt.Fprintf(e.out, "%s %s...\n", verb(a.Op), a.Target())
+		var err error
+		switch {
+		case a.Instance == "" && a.Op == plan.Create:
+			err = e.createTenant(ctx, a)
+			if err == nil {
+				created[a.Tenant] = true
+			}
+		case a.Instance == "" && a.Op == plan.Update:
+			err = e.updateTenant(ctx, a)
+		case a.Instance == "" && a.Op == plan.Destroy:
+			err = e.destroyTenant(ctx, a.Tenant)
+		case a.Op == plan.Create:
+			err = e.createInstance(ctx, a)
+			if err != nil && created[a.Tenant] {
+				err = errors.Join(err, e.dropEmptyTenant(a.Tenant))
+			}
+		case a.Op == plan.Update:
+			err = e.updateInstance(ctx, a)
+		case a.Op == plan.Destroy:
+			err = e.destroyInstance(ctx, a.Tenant, a.Instance)
+		}
+		if err != nil {
+			fmt.Fprintf(e.out, "  failed after %s\n", since(start))
+			return &ActionError{Action: a, Err: err}
+		}
+		fmt.Fprintf(e.out, "  done in %s\n", since(start))
+	}
+	return nil
+}
+
+func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond / 10) }
+
+func verb(op plan.Op) string {
+	switch op {
+	case plan.Create:
+		return "Creating"
+	case plan.Update:
+		return "Updating"
+	}
+	return "Destroying"
+}
+
+// step runs fn, journaled before and after.
+func (e *Engine) step(target, name string, fn func() error) error {
+	if err := e.store.Record(target, name, state.EventBegin, nil); err != nil {
+		return err
+	}
+	if err := fn(); err != nil {
+		e.log.Debug("step failed", "target", target, "step", name, "error", err)
+		if rerr := e.store.Record(target, name, state.EventFailed, err); rerr != nil {
+			return errors.Join(fmt.Errorf("%s: %w", name, err), rerr)
+		}
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return e.store.Record(target, name, state.EventDone, nil)
+}
+
+// cleanupContext returns a context for rollback that outlives ctx's
+// cancellation.
+func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+}
+
+func (e *Engine) createTenant(ctx context.Context, a plan.Action) error {
+	target := "tenant " + a.Tenant
+	rec, ok, err := e.store.Tenant(a.Tenant)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		rec = state.Tenant{Name: a.Tenant}
+		if err := e.allocate(ctx, &rec); err != nil {
+			return err
+		}
+	}
+	rec.Phase = state.PhaseCreating
+	rec.Limits = a.Limits
+	// The allocation is recorded before anything is made, so a resumed
+	// create reuses the same ids.
+	if err := e.store.PutTenant(rec); err != nil {
+		return err
+	}
+	err = e.step(target, "isolation.ensure", func() error {
+		u, cg, err := e.isolation.EnsureTenant(ctx, TenantSpec{
+			Name: a.Tenant, UID: rec.User.UID, SubIDStart: rec.User.SubUID, SubIDCount: rec.User.Count,
+			Home: rec.User.Home, Limits: a.Limits,
+		})
+		rec.User, rec.Cgroup = u, cg
+		return err
+	})
+	if err == nil {
+		err = e.step(target, "home.state", func() error { return e.makeStateParent(rec.User) })
+	}
+	if err != nil {
+		cctx, cancel := cleanupContext(ctx)
+		defer cancel()
+		return errors.Join(err, e.removeTenant(cctx, rec))
+	}
+	rec.Phase = state.PhaseReady
+	return e.store.PutTenant(rec)
+}
+
+// makeStateParent creates the tenant's home/state, where instance state lives.
+func (e *Engine) makeStateParent(u sdk.User) error {
+	dir := filepath.Join(u.Home, "state")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return err
+	}
+	return os.Chown(dir, int(u.UID), int(u.GID))
+}
+
+// allocate picks a tenant's uid and subordinate id range: the lowest free
+// ones not recorded for another tenant.
+func (e *Engine) allocate(ctx context.Context, rec *state.Tenant) error {
+	tenants, err := e.store.Tenants()
+	if err != nil {
+		return err
+	}
+	uids := map[uint32]bool{}
+	subs := map[uint32]bool{}
+	for _, t := range tenants {
+		uids[t.User.UID] = true
+		subs[t.User.SubUID] = true
+	}
+	iso := e.host.Isolation
+	uid, err := e.isolation.FreeUID(ctx, iso.UIDBase, func(u uint32) bool { return uids[u] })
+	if err != nil {
+		return err
+	}
+	sub := iso.SubIDBase
+	for subs[sub] {
+		next := sub + iso.SubIDCount
+		if next < sub {
+			return fmt.Errorf("no subordinate id range left above %d", iso.SubIDBase)
+		}
+		sub = next
+	}
+	rec.User = sdk.User{Name: "", UID: uid, GID: uid, SubUID: sub, SubGID: sub, Count: iso.SubIDCount, Home: e.home(rec.Name)}
+	return nil
+}
+
+func (e *Engine) updateTenant(ctx context.Context, a plan.Action) error {
+	rec, ok, err := e.store.Tenant(a.Tenant)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("tenant %q: %w", a.Tenant, ErrUnknownTenant)
+	}
+	err = e.step("tenant "+a.Tenant, "isolation.limits", func() error {
+		_, _, err := e.isolation.EnsureTenant(ctx, TenantSpec{
+			Name: a.Tenant, UID: rec.User.UID, SubIDStart: rec.User.SubUID, SubIDCount: rec.User.Count,
+			Home: rec.User.Home, Limits: a.Limits,
+		})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	rec.Limits = a.Limits
+	return e.store.PutTenant(rec)
+}
+
+func (e *Engine) destroyTenant(ctx context.Context, name string) error {
+	rec, ok, err := e.store.Tenant(name)
+	if err != nil || !ok {
+		return err
+	}
+	rec.Phase = state.PhaseDestroying
+	if err := e.store.PutTenant(rec); err != nil {
+		return err
+	}
+	return e.removeTenant(ctx, rec)
+}
+
+func (e *Engine) removeTenant(ctx context.Context, rec state.Tenant) error {
+	err := e.step("tenant "+rec.Name, "isolation.remove", func() error {
+		return e.isolation.RemoveTenant(ctx, rec.Name, rec.User.Home)
+	})
+	if err != nil {
+		return err
+	}
+	return e.store.DeleteTenant(rec.Name)
+}
+
+// dropEmptyTenant removes a tenant this apply created once a failed
+// instance create leaves it with no instances.
+func (e *Engine) dropEmptyTenant(name string) error {
+	instances, err := e.store.Instances()
+	if err != nil {
+		return err
+	}
+	if slices.ContainsFunc(instances, func(i state.Instance) bool { return i.Tenant == name }) {
+		return nil
+	}
+	return e.destroyTenant(context.Background(), name)
+}
+
+func (e *Engine) tenantRecord(name string) (state.Tenant, error) {
+	t, ok, err := e.store.Tenant(name)
+	if err != nil {
+		return t, err
+	}
+	if !ok || t.Phase != state.PhaseReady {
+		return t, fmt.Errorf("tenant %q is not ready", name)
+	}
+	return t, nil
+}
+
+func (e *Engine) createInstance(ctx context.Context, a plan.Action) error {
+	ten, err := e.tenantRecord(a.Tenant)
+	if err != nil {
+		return err
+	}
+	rec, ok, err := e.store.Instance(a.Tenant, a.Instance)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		rec = state.Instance{Tenant: a.Tenant, Name: a.Instance, RunDir: e.runDir(a.Tenant, a.Instance)}
+	}
+	rec.Phase, rec.Spec, rec.SpecHash = state.PhaseCreating, *a.Spec, a.Spec.Hash()
+	if err := e.store.PutInstance(rec); err != nil {
+		return err
+	}
+	if err := e.bringUp(ctx, ten, &rec, a.Resume); err != nil {
+		cctx, cancel := cleanupContext(ctx)
+		defer cancel()
+		return errors.Join(err, e.tearDown(cctx, &rec, true))
+	}
+	rec.Phase = state.PhaseReady
+	return e.store.PutInstance(rec)
+}
+
+func (e *Engine) updateInstance(ctx context.Context, a plan.Action) error {
+	ten, err := e.tenantRecord(a.Tenant)
+	if err != nil {
+		return err
+	}
+	rec, ok, err := e.store.Instance(a.Tenant, a.Instance)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("instance %s/%s: %w", a.Tenant, a.Instance, ErrUnknownInstance)
+	}
+	old := rec.Spec
+	target := "instance " + rec.Key()
+	// The old workload stops; its state stays.
+	if rec.RuntimeHandle != nil {
+		if err := e.step(target, "runtime.destroy", func() error { return e.runtimeDestroy(ctx, rec) }); err != nil {
+			return err
+		}
+		rec.RuntimeHandle = nil
+	}
+	rec.Phase, rec.Spec, rec.SpecHash = state.PhaseUpdating, *a.Spec, a.Spec.Hash()
+	if err := e.store.PutInstance(rec); err != nil {
+		return err
+	}
+	if err := e.bringUp(ctx, ten, &rec, a.Resume); err != nil {
+		// Put the old spec back, so the instance keeps running as it was.
+		cctx, cancel := cleanupContext(ctx)
+		defer cancel()
+		rerr := e.tearDown(cctx, &rec, false)
+		if rerr == nil && !a.Resume {
+			rec.Spec, rec.SpecHash = old, old.Hash()
+			if rerr = e.bringUp(cctx, ten, &rec, false); rerr == nil {
+				rec.Phase = state.PhaseReady
+				rerr = e.store.PutInstance(rec)
+			}
+		}
+		if rerr != nil {
+			return errors.Join(err, fmt.Errorf("restore the previous spec: %w", rerr))
+		}
+		return fmt.Errorf("%w (the previous spec was restored)", err)
+	}
+	rec.Phase = state.PhaseReady
+	return e.store.PutInstance(rec)
+}
+
+func (e *Engine) destroyInstance(ctx context.Context, tenant, name string) error {
+	rec, ok, err := e.store.Instance(tenant, name)
+	if err != nil || !ok {
+		return err
+	}
+	rec.Phase = state.PhaseDestroying
+	if err := e.store.PutInstance(rec); err != nil {
+		return err
+	}
+	return e.tearDown(ctx, &rec, true)
+}

@@ -1,0 +1,246 @@
+// Package engine brings a host to the state its specs describe. It turns specs
+// into desired state, plans against the recorded state, and applies the plan
+// through the plugins, writing every step down before and after it runs so
+// an interrupted apply resumes where it stopped.
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kigumi/kigumi/core/plan"
+	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/spec"
+	"github.com/kigumi/kigumi/core/state"
+)
+
+// Plugins launches configured plugins by kind and name.
+type Plugins interface {
+	Runtime(ctx context.Context, name string) (sdk.Runtime, error)
+	StateFS(ctx context.Context, name string) (sdk.StateFS, error)
+	Ledger(ctx context.Context, name string) (sdk.Ledger, error)
+}
+
+// TenantSpec is what Isolation needs to set a tenant up.
+type TenantSpec struct {
+	Name       string
+	UID        uint32
+	SubIDStart uint32
+	SubIDCount uint32
+	Home       string
+	Limits     sdk.Resources
+}
+
+// Isolation makes and removes the Linux isolation of tenants and instances:
+// users, subordinate ids, home directories and cgroups. Every method is
+// idempotent.
+type Isolation interface {
+	// EnsureTenant creates or adopts a tenant's user, home and cgroup, and
+	// sets the cgroup's limits.
+	EnsureTenant(ctx context.Context, s TenantSpec) (sdk.User, sdk.Cgroup, error)
+	// RemoveTenant kills the tenant's processes and removes its cgroup,
+	// user and home.
+	RemoveTenant(ctx context.Context, name, home string) error
+	// EnsureInstance creates or adopts an instance's cgroup inside its
+	// tenant's, with the instance's limits.
+	EnsureInstance(ctx context.Context, tenant, instance string, limits sdk.Resources) (sdk.Cgroup, error)
+	// RemoveInstance kills every process in the instance's cgroup and
+	// removes it.
+	RemoveInstance(ctx context.Context, tenant, instance string) error
+	// FreeUID returns the first uid at or above base that no account uses
+	// and taken does not claim.
+	FreeUID(ctx context.Context, base uint32, taken func(uint32) bool) (uint32, error)
+}
+
+// Engine applies specs to one host.
+type Engine struct {
+	host      *spec.Host
+	store     *state.Store
+	plugins   Plugins
+	isolation Isolation
+	log       hclog.Logger
+	out       io.Writer
+	configs   map[string]*configured
+}
+
+// Option configures an Engine.
+type Option func(*Engine)
+
+// WithLogger sets the engine's logger.
+func WithLogger(l hclog.Logger) Option { return func(e *Engine) { e.log = l } }
+
+// WithProgress sets where apply reports each action (default io.Discard).
+func WithProgress(w io.Writer) Option { return func(e *Engine) { e.out = w } }
+
+// New returns an engine for host, recording into store (nil when nothing
+// was applied and the engine only plans or reports), working through
+// plugins and isolation.
+func New(host *spec.Host, store *state.Store, plugins Plugins, isolation Isolation, opts ...Option) *Engine {
+	e := &Engine{host: host, store: store, plugins: plugins, isolation: isolation,
+		log: hclog.NewNullLogger(), out: io.Discard, configs: map[string]*configured{}}
+	for _, o := range opts {
+		o(e)
+	}
+	return e
+}
+
+// Paths of a host's state directory.
+func dbPath(h *spec.Host) string { return filepath.Join(h.StateDir, "kigumi.db") }
+
+// DBPath returns the path of the host's state database.
+func DBPath(h *spec.Host) string { return dbPath(h) }
+
+// PluginDataDir returns the data directory of a plugin.
+func PluginDataDir(h *spec.Host, kind sdk.Kind, name string) string {
+	return filepath.Join(h.StateDir, "plugins", string(kind)+"-"+name)
+}
+
+func (e *Engine) runDir(tenant, instance string) string {
+	return filepath.Join(e.host.StateDir, "run", tenant, instance)
+}
+
+func (e *Engine) home(tenant string) string {
+	return filepath.Join(e.host.StateDir, "tenants", tenant)
+}
+
+func (e *Engine) stateDir(tenant, instance string) string {
+	return filepath.Join(e.home(tenant), "state", instance)
+}
+
+// PrepareStateDir creates the host's state directory layout. Directories
+// tenants must traverse (but not list) are 0711; the rest are root-only.
+func PrepareStateDir(h *spec.Host) error {
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{
+		{h.StateDir, 0o711},
+		{filepath.Join(h.StateDir, "tenants"), 0o711},
+		{filepath.Join(h.StateDir, "plugins"), 0o711},
+		{filepath.Join(h.StateDir, "run"), 0o700},
+	} {
+		if err := os.MkdirAll(d.path, d.mode); err != nil {
+			return fmt.Errorf("create state directory: %w", err)
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			return fmt.Errorf("create state directory: %w", err)
+		}
+	}
+	return nil
+}
+
+// Desired turns decoded tenant specs into desired state. It reads each
+// module to pin its content digest.
+func Desired(tenants []*spec.Tenant) ([]plan.Tenant, error) {
+	digests := map[string]string{}
+	var out []plan.Tenant
+	for _, t := range tenants {
+		pt := plan.Tenant{Name: t.Name}
+		for _, i := range t.Instances {
+			s := state.InstanceSpec{
+				Runtime: i.Runtime, Module: i.Module, Image: i.Image, Digest: i.Digest,
+				Args: i.Args, Env: i.Env, Resources: i.Resources, StateBytes: i.StateBytes, Permissions: i.Permissions,
+			}
+			if i.Module != "" {
+				d, ok := digests[i.Module]
+				if !ok {
+					var err error
+					if d, err = fileDigest(i.Module); err != nil {
+						return nil, fmt.Errorf("tenant %q instance %q: %w", t.Name, i.Name, err)
+					}
+					digests[i.Module] = d
+				}
+				s.ModuleDigest = d
+			}
+			pt.Instances = append(pt.Instances, plan.Instance{Name: i.Name, Spec: s})
+		}
+		out = append(out, pt)
+	}
+	return out, nil
+}
+
+func fileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("read module: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("read module %s: %w", path, err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Plan diffs desired against the recorded state.
+func (e *Engine) Plan(ctx context.Context, desired []plan.Tenant) (*plan.Plan, error) {
+	tenants, instances, err := e.records(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return plan.Diff(desired, tenants, instances), nil
+}
+
+// records returns the recorded tenants and instances; none when the engine
+// has no store because nothing was applied yet.
+func (e *Engine) records(ctx context.Context) ([]state.Tenant, []state.Instance, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	if e.store == nil {
+		return nil, nil, nil
+	}
+	tenants, err := e.store.Tenants()
+	if err != nil {
+		return nil, nil, err
+	}
+	instances, err := e.store.Instances()
+	return tenants, instances, err
+}
+
+// DestroyPlan plans the destruction of the named tenants, or of every
+// recorded tenant when names is empty.
+func (e *Engine) DestroyPlan(ctx context.Context, names []string) (*plan.Plan, error) {
+	tenants, instances, err := e.records(ctx)
+	if err != nil {
+		return nil, err
+	}
+	drop := map[string]bool{}
+	for _, n := range names {
+		drop[n] = true
+	}
+	known := map[string]bool{}
+	var dt []state.Tenant
+	for _, t := range tenants {
+		known[t.Name] = true
+		if len(names) == 0 || drop[t.Name] {
+			dt = append(dt, t)
+		}
+	}
+	for _, n := range names {
+		if !known[n] {
+			return nil, fmt.Errorf("tenant %q: %w", n, ErrUnknownTenant)
+		}
+	}
+	var di []state.Instance
+	for _, i := range instances {
+		if len(names) == 0 || drop[i.Tenant] {
+			di = append(di, i)
+		}
+	}
+	return plan.Diff(nil, dt, di), nil
+}
+
+// ErrUnknownTenant is returned for a tenant that has no record.
+var ErrUnknownTenant = errors.New("no such tenant on this host")
+
+// ErrUnknownInstance is returned for an instance that has no record.
+var ErrUnknownInstance = errors.New("no such instance on this host")

@@ -1,0 +1,491 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/kigumi/kigumi/core/plan"
+	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/spec"
+	"github.com/kigumi/kigumi/core/state"
+)
+
+// world is the fake host the engine tests act on: live workloads, state
+// directories and tenant isolation, all in memory, with fault injection.
+type world struct {
+	mu        sync.Mutex
+	live      map[string]int // instance key -> workload generation
+	starts    int
+	states    map[string]bool // instance key -> provisioned
+	tenants   map[string]bool
+	cgroups   map[string]bool
+	configs   int
+	failStart error             // returned by the next Start
+	crashAt   string            // "start": the apply goroutine dies after Start, before recording
+	onStart   func(key string)  // called inside Start
+	inspect   func() sdk.State  // overrides Inspect's answer
+	rt        *runtimeClient    // the launched runtime plugin
+	dead      map[sdk.Kind]bool // the plugin of this kind "exited"
+}
+
+func newWorld() *world {
+	return &world{live: map[string]int{}, states: map[string]bool{}, tenants: map[string]bool{}, cgroups: map[string]bool{},
+		dead: map[sdk.Kind]bool{}}
+}
+
+type runtimeClient struct{ w *world }
+
+func (w *world) Runtime(_ context.Context, name string) (sdk.Runtime, error) {
+	if name != "wasm" {
+		return nil, fmt.Errorf("runtime %q: %w", name, sdk.ErrNotFound)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.rt == nil || w.dead[sdk.KindRuntime] { // (re)launch
+		w.dead[sdk.KindRuntime] = false
+		w.rt = &runtimeClient{w: w}
+	}
+	return w.rt, nil
+}
+
+func (w *world) StateFS(context.Context, string) (sdk.StateFS, error) { return &stateClient{w}, nil }
+func (w *world) Ledger(context.Context, string) (sdk.Ledger, error) {
+	return nil, fmt.Errorf("no ledger: %w", sdk.ErrNotFound)
+}
+
+func (r *runtimeClient) Info(context.Context) (sdk.Info, error) {
+	return sdk.Info{Name: "wasm", Kind: sdk.KindRuntime}, nil
+}
+func (r *runtimeClient) Configure(context.Context, sdk.ConfigureRequest) error {
+	r.w.mu.Lock()
+	r.w.configs++
+	r.w.mu.Unlock()
+	return nil
+}
+
+type fakeHandle struct {
+	Key string
+	Gen int
+}
+
+func (r *runtimeClient) Start(_ context.Context, req *sdk.StartRequest) (sdk.Handle, error) {
+	w := r.w
+	w.mu.Lock()
+	if w.failStart != nil {
+		err := w.failStart
+		w.failStart = nil
+		w.mu.Unlock()
+		return sdk.Handle{}, err
+	}
+	key := req.Instance.String()
+	if _, ok := w.live[key]; ok {
+		w.mu.Unlock()
+		return sdk.Handle{}, fmt.Errorf("duplicate workload for %s", key)
+	}
+	w.starts++
+	w.live[key] = w.starts
+	crash := w.crashAt == "start"
+	w.crashAt = ""
+	onStart := w.onStart
+	w.mu.Unlock()
+	if onStart != nil {
+		onStart(key)
+	}
+	if crash {
+		runtime.Goexit() // the process "dies": nothing after this runs
+	}
+	data, _ := json.Marshal(fakeHandle{Key: key, Gen: w.starts})
+	return sdk.Handle{Version: 1, Data: data}, nil
+}
+
+func (r *runtimeClient) handle(h sdk.Handle) (fakeHandle, bool) {
+	var fh fakeHandle
+	_ = json.Unmarshal(h.Data, &fh)
+	r.w.mu.Lock()
+	defer r.w.mu.Unlock()
+	return fh, r.w.live[fh.Key] == fh.Gen
+}
+
+func (r *runtimeClient) Stop(context.Context, sdk.Handle, time.Duration) error { return nil }
+func (r *runtimeClient) Destroy(_ context.Context, h sdk.Handle) error {
+	fh, ok := r.handle(h)
+	if ok {
+		r.w.mu.Lock()
+		delete(r.w.live, fh.Key)
+		r.w.mu.Unlock()
+	}
+	return nil
+}
+func (r *runtimeClient) Inspect(_ context.Context, h sdk.Handle) (sdk.Status, error) {
+	if _, ok := r.handle(h); !ok {
+		return sdk.Status{}, sdk.ErrNotFound
+	}
+	if r.w.inspect != nil {
+		return sdk.Status{State: r.w.inspect()}, nil
+	}
+	return sdk.Status{State: sdk.StateRunning, Pid: 42}, nil
+}
+func (r *runtimeClient) Recover(_ context.Context, h sdk.Handle) (sdk.Handle, error) {
+	if _, ok := r.handle(h); !ok {
+		return sdk.Handle{}, &sdk.Error{Code: sdk.CodeNotFound, Message: "gone"}
+	}
+	return h, nil
+}
+func (r *runtimeClient) Logs(_ context.Context, h sdk.Handle, _ sdk.LogOptions, fn func([]byte) error) error {
+	fh, _ := r.handle(h)
+	return fn([]byte("log of " + fh.Key))
+}
+
+type stateClient struct{ w *world }
+
+func (s *stateClient) Info(context.Context) (sdk.Info, error) {
+	return sdk.Info{Name: "fuse", Kind: sdk.KindStateFS}, nil
+}
+func (s *stateClient) Configure(context.Context, sdk.ConfigureRequest) error { return nil }
+func (s *stateClient) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle, error) {
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	s.w.states[req.Instance.String()] = true
+	return sdk.Handle{Version: 1, Data: []byte(req.Instance.String())}, nil
+}
+func (s *stateClient) Mount(_ context.Context, h sdk.Handle) (sdk.Mount, error) {
+	return sdk.Mount{Source: "/state/" + string(h.Data)}, nil
+}
+func (s *stateClient) Unmount(context.Context, sdk.Handle) error        { return nil }
+func (s *stateClient) Hash(context.Context, sdk.Handle) ([]byte, error) { return nil, nil }
+func (s *stateClient) Recover(_ context.Context, h sdk.Handle) (sdk.Handle, error) {
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	if !s.w.states[string(h.Data)] {
+		return sdk.Handle{}, sdk.ErrNotFound
+	}
+	return h, nil
+}
+func (s *stateClient) Deprovision(_ context.Context, h sdk.Handle) error {
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	delete(s.w.states, string(h.Data))
+	return nil
+}
+
+// Isolation.
+func (w *world) EnsureTenant(_ context.Context, s TenantSpec) (sdk.User, sdk.Cgroup, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.tenants[s.Name] = true
+	return sdk.User{Name: "kg-" + s.Name, UID: s.UID, GID: s.UID, SubUID: s.SubIDStart, SubGID: s.SubIDStart, Count: s.SubIDCount, Home: s.Home},
+		sdk.Cgroup{Path: "/kigumi/" + s.Name}, nil
+}
+func (w *world) RemoveTenant(_ context.Context, name, _ string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.tenants, name)
+	return nil
+}
+func (w *world) EnsureInstance(_ context.Context, tenant, instance string, _ sdk.Resources) (sdk.Cgroup, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.cgroups[tenant+"/"+instance] = true
+	return sdk.Cgroup{Path: "/kigumi/" + tenant + "/" + instance}, nil
+}
+
+// RemoveInstance kills whatever runs in the instance's cgroup, as the real
+// isolation does.
+func (w *world) RemoveInstance(_ context.Context, tenant, instance string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.cgroups, tenant+"/"+instance)
+	delete(w.live, tenant+"/"+instance)
+	return nil
+}
+func (w *world) FreeUID(_ context.Context, base uint32, taken func(uint32) bool) (uint32, error) {
+	for u := base; ; u++ {
+		if !taken(u) {
+			return u, nil
+		}
+	}
+}
+
+func testHost(t *testing.T) *spec.Host {
+	return &spec.Host{
+		Name: "test", StateDir: t.TempDir(),
+		Capacity:  spec.Capacity{MilliCPU: 4000, MemoryBytes: 4 << 30, DiskBytes: 10 << 30, MaxInstances: 10},
+		Isolation: spec.Isolation{TenantUsers: true, UIDBase: 61000, SubIDBase: 1 << 30, SubIDCount: 65536},
+		Plugins: []spec.PluginBlock{
+			{Kind: sdk.KindRuntime, Name: "wasm", Body: hcl.EmptyBody()},
+			{Kind: sdk.KindStateFS, Name: "fuse", Body: hcl.EmptyBody()},
+		},
+	}
+}
+
+func desired(names ...string) []plan.Tenant {
+	var out []plan.Tenant
+	for _, n := range names {
+		out = append(out, plan.Tenant{Name: n, Instances: []plan.Instance{{Name: "web", Spec: state.InstanceSpec{
+			Runtime: "wasm", Module: "/m.wasm", ModuleDigest: "sha256:1", StateBytes: 1 << 20,
+			Resources: sdk.Resources{MemoryBytes: 32 << 20, MilliCPU: 100, Pids: 8},
+		}}}})
+	}
+	return out
+}
+
+// newEngine opens the store at h.StateDir and returns a configured engine.
+func newEngine(t *testing.T, h *spec.Host, w *world) *Engine {
+	t.Helper()
+	st, err := state.Open(filepath.Join(h.StateDir, "kigumi.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := New(h, st, w, w)
+	if diags := e.Configure(context.Background()); diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	return e
+}
+
+// apply plans want and applies it, in a goroutine so a simulated crash
+// (runtime.Goexit) ends only that apply.
+func apply(t *testing.T, e *Engine, want []plan.Tenant) (*plan.Plan, error, bool) {
+	t.Helper()
+	p, err := e.Plan(context.Background(), want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		done <- e.Apply(context.Background(), p)
+	}()
+	<-exited
+	select {
+	case err := <-done:
+		return p, err, true
+	default:
+		return p, nil, false
+	}
+}
+
+func (w *world) snapshot() (live, states, tenants, cgroups []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	keys := func(m map[string]bool) []string {
+		var out []string
+		for k := range m {
+			out = append(out, k)
+		}
+		slices.Sort(out)
+		return out
+	}
+	for k := range w.live {
+		live = append(live, k)
+	}
+	slices.Sort(live)
+	return live, keys(w.states), keys(w.tenants), keys(w.cgroups)
+}
+
+func TestApplyLifecycle(t *testing.T) {
+	w := newWorld()
+	h := testHost(t)
+	e := newEngine(t, h, w)
+	ctx := context.Background()
+
+	p, err, _ := apply(t, e, desired("alice", "bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Count(plan.Create); got != 4 {
+		t.Errorf("creates = %d, want 4", got)
+	}
+	live, states, tenants, cgroups := w.snapshot()
+	if !slices.Equal(live, []string{"alice/web", "bob/web"}) || len(states) != 2 || len(tenants) != 2 || len(cgroups) != 2 {
+		t.Fatalf("after apply: live %v states %v tenants %v cgroups %v", live, states, tenants, cgroups)
+	}
+	recs, _ := e.store.Tenants()
+	if recs[0].User.UID == recs[1].User.UID || recs[0].User.SubUID == recs[1].User.SubUID {
+		t.Errorf("tenants share ids: %+v", recs)
+	}
+
+	// A second apply with no change does nothing.
+	p, err, _ = apply(t, e, desired("alice", "bob"))
+	if err != nil || !p.Empty() || w.starts != 2 {
+		t.Fatalf("second apply: plan %v, err %v, starts %d", p.Actions, err, w.starts)
+	}
+
+	st, err := e.Status(ctx)
+	if err != nil || len(st) != 2 || st[0].Instances[0].State != sdk.StateRunning {
+		t.Fatalf("status = %+v, %v", st, err)
+	}
+	var logs []byte
+	if err := e.Logs(ctx, "alice", "web", sdk.LogOptions{}, func(b []byte) error { logs = append(logs, b...); return nil }); err != nil || string(logs) != "log of alice/web" {
+		t.Errorf("logs = %q, %v", logs, err)
+	}
+	if err := e.Logs(ctx, "alice", "nope", sdk.LogOptions{}, nil); !errors.Is(err, ErrUnknownInstance) {
+		t.Errorf("logs of unknown instance: %v", err)
+	}
+
+	// Updating a spec restarts the workload and keeps its state.
+	upd := desired("alice", "bob")
+	upd[0].Instances[0].Spec.Args = []string{"-v"}
+	if _, err, _ := apply(t, e, upd); err != nil {
+		t.Fatal(err)
+	}
+	if live, states, _, _ := w.snapshot(); len(live) != 2 || len(states) != 2 || w.starts != 3 {
+		t.Fatalf("after update: live %v states %v starts %d", live, states, w.starts)
+	}
+
+	// Destroying everything leaves nothing.
+	dp, err := e.DestroyPlan(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Apply(ctx, dp); err != nil {
+		t.Fatal(err)
+	}
+	live, states, tenants, cgroups = w.snapshot()
+	if len(live)+len(states)+len(tenants)+len(cgroups) != 0 {
+		t.Fatalf("after destroy: live %v states %v tenants %v cgroups %v", live, states, tenants, cgroups)
+	}
+	if ts, _ := e.store.Tenants(); len(ts) != 0 {
+		t.Errorf("tenant records left: %+v", ts)
+	}
+	if _, err := e.DestroyPlan(ctx, []string{"ghost"}); !errors.Is(err, ErrUnknownTenant) {
+		t.Errorf("destroy of unknown tenant: %v", err)
+	}
+}
+
+func TestFailures(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(w *world)
+		// wantLive is what runs after the failed apply.
+		wantLive []string
+		wantErr  error
+	}{
+		{name: "invalid start rolls back the instance and the new tenant",
+			setup:   func(w *world) { w.failStart = sdk.InvalidAttribute("module", "bad magic") },
+			wantErr: sdk.ErrInvalid},
+		{name: "plugin exited mid-call",
+			setup: func(w *world) {
+				w.failStart = &sdk.Error{Code: sdk.CodeUnavailable, Message: `plugin runtime "wasm" exited`}
+			},
+			wantErr: sdk.ErrUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorld()
+			e := newEngine(t, testHost(t), w)
+			tt.setup(w)
+			_, err, _ := apply(t, e, desired("alice"))
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			var ae *ActionError
+			if !errors.As(err, &ae) || ae.Action.Target() != "instance alice/web" {
+				t.Errorf("err does not name the action: %v", err)
+			}
+			live, states, tenants, cgroups := w.snapshot()
+			if len(live)+len(states)+len(tenants)+len(cgroups) != 0 {
+				t.Fatalf("left behind: live %v states %v tenants %v cgroups %v", live, states, tenants, cgroups)
+			}
+			if is, _ := e.store.Instances(); len(is) != 0 {
+				t.Errorf("instance records left: %+v", is)
+			}
+			// The next apply succeeds from scratch.
+			if _, err, _ := apply(t, e, desired("alice")); err != nil {
+				t.Fatal(err)
+			}
+			if live, _, _, _ := w.snapshot(); len(live) != 1 {
+				t.Errorf("live after retry = %v", live)
+			}
+		})
+	}
+}
+
+// TestResumeAfterCrash kills an apply right after the runtime started a
+// workload but before the engine recorded its handle, then applies again
+// with a fresh engine: the orphan is swept and exactly one workload runs.
+func TestResumeAfterCrash(t *testing.T) {
+	w := newWorld()
+	h := testHost(t)
+	e := newEngine(t, h, w)
+	w.crashAt = "start"
+	if _, _, finished := apply(t, e, desired("alice")); finished {
+		// Goexit ends the goroutine without sending.
+		t.Fatal("apply finished; the simulated crash did not happen")
+	}
+	rec, ok, _ := e.store.Instance("alice", "web")
+	if !ok || rec.Phase != state.PhaseCreating || rec.RuntimeHandle != nil {
+		t.Fatalf("after crash: %+v %v", rec, ok)
+	}
+	e.store.Close()
+
+	e2 := newEngine(t, h, w)
+	p, err, _ := apply(t, e2, desired("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Actions) != 1 || !p.Actions[0].Resume || p.Actions[0].Target() != "instance alice/web" {
+		t.Errorf("resume plan = %+v", p.Actions)
+	}
+	live, states, _, _ := w.snapshot()
+	if !slices.Equal(live, []string{"alice/web"}) || len(states) != 1 || w.starts != 2 {
+		t.Fatalf("after resume: live %v states %v starts %d", live, states, w.starts)
+	}
+	// And nothing more to do.
+	if p, err, _ := apply(t, e2, desired("alice")); err != nil || !p.Empty() {
+		t.Fatalf("third apply: %v %v", p.Actions, err)
+	}
+}
+
+// TestResumeAdoptsRunning: a create interrupted after the handle was
+// recorded adopts the running workload instead of starting another.
+func TestResumeAdoptsRunning(t *testing.T) {
+	w := newWorld()
+	h := testHost(t)
+	e := newEngine(t, h, w)
+	if _, err, _ := apply(t, e, desired("alice")); err != nil {
+		t.Fatal(err)
+	}
+	rec, _, _ := e.store.Instance("alice", "web")
+	rec.Phase = state.PhaseCreating // as if killed before the last write
+	if err := e.store.PutInstance(rec); err != nil {
+		t.Fatal(err)
+	}
+	p, err, _ := apply(t, e, desired("alice"))
+	if err != nil || len(p.Actions) != 1 || !p.Actions[0].Resume {
+		t.Fatalf("plan %+v err %v", p.Actions, err)
+	}
+	if w.starts != 1 {
+		t.Errorf("starts = %d, want 1 (adopted)", w.starts)
+	}
+	if rec, _, _ := e.store.Instance("alice", "web"); rec.Phase != state.PhaseReady {
+		t.Errorf("phase = %s", rec.Phase)
+	}
+}
+
+// TestRelaunchedPluginIsConfigured: a plugin relaunched after it exited
+// gets its settings again before it is used.
+func TestRelaunchedPluginIsConfigured(t *testing.T) {
+	w := newWorld()
+	e := newEngine(t, testHost(t), w)
+	before := w.configs
+	w.dead[sdk.KindRuntime] = true
+	if _, err, _ := apply(t, e, desired("alice")); err != nil {
+		t.Fatal(err)
+	}
+	if w.configs != before+1 {
+		t.Errorf("configures = %d, want %d", w.configs, before+1)
+	}
+}

@@ -1,0 +1,248 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/state"
+)
+
+// bringUp makes whatever the instance record lacks: its cgroup, its state and
+// its running workload, recording each handle as soon as it exists. When
+// resume is set, a workload an interrupted apply may have started without
+// recording it is swept away first.
+func (e *Engine) bringUp(ctx context.Context, ten state.Tenant, rec *state.Instance, resume bool) error {
+	target := "instance " + rec.Key()
+	rt, err := e.runtime(ctx, rec.Spec.Runtime)
+	if err != nil {
+		return err
+	}
+	if rec.RuntimeHandle != nil {
+		adopted, err := e.adopt(ctx, rt, rec)
+		if err != nil || adopted {
+			return err
+		}
+	} else if resume {
+		if err := e.step(target, "isolation.sweep", func() error {
+			return e.isolation.RemoveInstance(ctx, rec.Tenant, rec.Name)
+		}); err != nil {
+			return err
+		}
+	}
+	if err := e.step(target, "isolation.instance", func() error {
+		cg, err := e.isolation.EnsureInstance(ctx, rec.Tenant, rec.Name, rec.Spec.Resources)
+		rec.Cgroup = cg
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := e.store.PutInstance(*rec); err != nil {
+		return err
+	}
+	if err := e.bringUpState(ctx, ten, rec); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(rec.RunDir); err != nil {
+		return fmt.Errorf("clear run directory: %w", err)
+	}
+	if err := os.MkdirAll(rec.RunDir, 0o700); err != nil {
+		return fmt.Errorf("create run directory: %w", err)
+	}
+	perms := rec.Spec.Permissions
+	if rec.StateSource == "" {
+		perms = nil
+		for _, p := range rec.Spec.Permissions {
+			if p != sdk.PermStateRead && p != sdk.PermStateWrite {
+				perms = append(perms, p)
+			}
+		}
+	}
+	req := &sdk.StartRequest{
+		Instance:    sdk.Instance{Tenant: rec.Tenant, Name: rec.Name},
+		User:        ten.User,
+		Cgroup:      rec.Cgroup,
+		Artifact:    sdk.Artifact{Module: rec.Spec.Module, Image: rec.Spec.Image, Digest: artifactDigest(rec.Spec)},
+		Args:        rec.Spec.Args,
+		Env:         rec.Spec.Env,
+		Resources:   rec.Spec.Resources,
+		Permissions: perms,
+		StateDir:    rec.StateSource,
+		RunDir:      rec.RunDir,
+	}
+	if err := e.step(target, "runtime.start", func() error {
+		h, err := rt.Start(ctx, req)
+		if err == nil {
+			rec.RuntimeHandle = &h
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	return e.store.PutInstance(*rec)
+}
+
+// artifactDigest is the digest the runtime must verify: the spec's pin, or
+// for a module the content digest the plan was made with.
+func artifactDigest(s state.InstanceSpec) string {
+	if s.Digest != "" {
+		return s.Digest
+	}
+	return s.ModuleDigest
+}
+
+// adopt re-attaches to a recorded workload. It reports true when the
+// workload is running and kept; otherwise it destroys what is left of it.
+func (e *Engine) adopt(ctx context.Context, rt sdk.Runtime, rec *state.Instance) (bool, error) {
+	target := "instance " + rec.Key()
+	var running bool
+	err := e.step(target, "runtime.recover", func() error {
+		h, err := rt.Recover(ctx, *rec.RuntimeHandle)
+		if errors.Is(err, sdk.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		rec.RuntimeHandle = &h
+		st, err := rt.Inspect(ctx, h)
+		if err != nil {
+			return err
+		}
+		running = st.State == sdk.StateRunning
+		return nil
+	})
+	if err != nil || running {
+		return running, err
+	}
+	if err := e.step(target, "runtime.destroy", func() error { return e.runtimeDestroy(ctx, *rec) }); err != nil {
+		return false, err
+	}
+	rec.RuntimeHandle = nil
+	return false, e.store.PutInstance(*rec)
+}
+
+func (e *Engine) bringUpState(ctx context.Context, ten state.Tenant, rec *state.Instance) error {
+	target := "instance " + rec.Key()
+	if rec.Spec.StateBytes == 0 {
+		if rec.StateHandle == nil {
+			return nil
+		}
+		// An update dropped the state.
+		if err := e.step(target, "statefs.deprovision", func() error { return e.stateDeprovision(ctx, *rec) }); err != nil {
+			return err
+		}
+		rec.StateHandle, rec.StateSource = nil, ""
+		return e.store.PutInstance(*rec)
+	}
+	fs, err := e.stateFS(ctx)
+	if err != nil {
+		return err
+	}
+	if rec.StateHandle != nil {
+		if err := e.step(target, "statefs.recover", func() error {
+			h, err := fs.Recover(ctx, *rec.StateHandle)
+			if errors.Is(err, sdk.ErrNotFound) {
+				rec.StateHandle = nil
+				return nil
+			}
+			if err == nil {
+				rec.StateHandle = &h
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	if rec.StateHandle == nil {
+		if err := e.step(target, "statefs.provision", func() error {
+			h, err := fs.Provision(ctx, &sdk.ProvisionRequest{
+				Instance:  sdk.Instance{Tenant: rec.Tenant, Name: rec.Name},
+				User:      ten.User,
+				SizeBytes: rec.Spec.StateBytes,
+				Dir:       e.stateDir(rec.Tenant, rec.Name),
+			})
+			if err == nil {
+				rec.StateHandle = &h
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+		if err := e.store.PutInstance(*rec); err != nil {
+			return err
+		}
+	}
+	return e.step(target, "statefs.mount", func() error {
+		m, err := fs.Mount(ctx, *rec.StateHandle)
+		rec.StateSource = m.Source
+		if err == nil {
+			err = e.store.PutInstance(*rec)
+		}
+		return err
+	})
+}
+
+// tearDown removes an instance's workload and, when full, everything else
+// of it and its record. Each piece is removed even if another fails; the
+// record stays until all are gone, so a later apply finishes the job.
+func (e *Engine) tearDown(ctx context.Context, rec *state.Instance, full bool) error {
+	target := "instance " + rec.Key()
+	var errs []error
+	if rec.RuntimeHandle != nil {
+		err := e.step(target, "runtime.destroy", func() error { return e.runtimeDestroy(ctx, *rec) })
+		if err == nil {
+			rec.RuntimeHandle = nil
+			err = e.store.PutInstance(*rec)
+		}
+		errs = append(errs, err)
+	}
+	if !full {
+		return errors.Join(errs...)
+	}
+	errs = append(errs, e.step(target, "isolation.instance.remove", func() error {
+		return e.isolation.RemoveInstance(ctx, rec.Tenant, rec.Name)
+	}))
+	if rec.StateHandle != nil {
+		err := e.step(target, "statefs.deprovision", func() error { return e.stateDeprovision(ctx, *rec) })
+		if err == nil {
+			rec.StateHandle, rec.StateSource = nil, ""
+			err = e.store.PutInstance(*rec)
+		}
+		errs = append(errs, err)
+	}
+	if err := os.RemoveAll(rec.RunDir); err != nil {
+		errs = append(errs, fmt.Errorf("remove run directory: %w", err))
+	}
+	// The run directory's parent goes with the tenant's last instance.
+	_ = os.Remove(filepath.Dir(rec.RunDir))
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return e.store.DeleteInstance(rec.Tenant, rec.Name)
+}
+
+func (e *Engine) runtimeDestroy(ctx context.Context, rec state.Instance) error {
+	rt, err := e.runtime(ctx, rec.Spec.Runtime)
+	if err != nil {
+		return err
+	}
+	if err := rt.Destroy(ctx, *rec.RuntimeHandle); err != nil && !errors.Is(err, sdk.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+func (e *Engine) stateDeprovision(ctx context.Context, rec state.Instance) error {
+	fs, err := e.stateFS(ctx)
+	if err != nil {
+		return err
+	}
+	if err := fs.Deprovision(ctx, *rec.StateHandle); err != nil && !errors.Is(err, sdk.ErrNotFound) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,123 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/spec"
+)
+
+// configured remembers a plugin's settings and the client they were last
+// given to, so a plugin relaunched after a crash is configured again.
+type configured struct {
+	req    sdk.ConfigureRequest
+	client sdk.Plugin
+}
+
+func key(kind sdk.Kind, name string) string { return string(kind) + " " + name }
+
+// launch returns the plugin client of a host-spec block.
+func (e *Engine) launch(ctx context.Context, kind sdk.Kind, name string) (sdk.Plugin, error) {
+	switch kind {
+	case sdk.KindRuntime:
+		return e.plugins.Runtime(ctx, name)
+	case sdk.KindStateFS:
+		return e.plugins.StateFS(ctx, name)
+	case sdk.KindLedger:
+		return e.plugins.Ledger(ctx, name)
+	}
+	return nil, fmt.Errorf("unknown plugin kind %q", kind)
+}
+
+// Configure launches the plugin of every plugin block in the host spec,
+// decodes the block against the schema the plugin declares, and hands the
+// plugin its settings. Problems are diagnostics on the block or attribute.
+func (e *Engine) Configure(ctx context.Context) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	e.configs = map[string]*configured{}
+	for _, b := range e.host.Plugins {
+		d := e.configure(ctx, b)
+		diags = append(diags, d...)
+	}
+	return diags
+}
+
+func (e *Engine) configure(ctx context.Context, b spec.PluginBlock) hcl.Diagnostics {
+	blockDiag := func(summary string, err error) hcl.Diagnostics {
+		return hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  summary,
+			Detail:   err.Error(),
+			Subject:  b.DeclRange.Ptr(),
+		}}
+	}
+	title := fmt.Sprintf("%s %q", b.Kind, b.Name)
+	client, err := e.launch(ctx, b.Kind, b.Name)
+	if err != nil {
+		return blockDiag("Cannot start plugin "+title, err)
+	}
+	info, err := client.Info(ctx)
+	if err != nil {
+		return blockDiag("Plugin "+title+" did not describe itself", err)
+	}
+	settings, diags := spec.DecodePluginConfig(b, info.Schema)
+	if diags.HasErrors() {
+		return diags
+	}
+	req := sdk.ConfigureRequest{Host: e.host.Name, Settings: settings, DataDir: PluginDataDir(e.host, b.Kind, b.Name)}
+	if err := os.MkdirAll(req.DataDir, 0o711); err != nil {
+		return blockDiag("Cannot create the data directory of plugin "+title, err)
+	}
+	if err := client.Configure(ctx, req); err != nil {
+		if errors.Is(err, sdk.ErrInvalid) {
+			return append(diags, spec.PluginConfigDiagnostic(b, err))
+		}
+		return blockDiag("Plugin "+title+" refused its settings", err)
+	}
+	e.configs[key(b.Kind, b.Name)] = &configured{req: req, client: client}
+	return diags
+}
+
+// reconfigure configures client if it is not the client last configured
+// for kind and name (the plugin was relaunched).
+func (e *Engine) reconfigure(ctx context.Context, kind sdk.Kind, name string, client sdk.Plugin) error {
+	c, ok := e.configs[key(kind, name)]
+	if !ok {
+		return fmt.Errorf("%s plugin %q is not declared in the host spec: %w", kind, name, sdk.ErrNotFound)
+	}
+	if c.client == client {
+		return nil
+	}
+	if err := client.Configure(ctx, c.req); err != nil {
+		return fmt.Errorf("configure relaunched %s plugin %q: %w", kind, name, err)
+	}
+	c.client = client
+	return nil
+}
+
+func (e *Engine) runtime(ctx context.Context, name string) (sdk.Runtime, error) {
+	rt, err := e.plugins.Runtime(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return rt, e.reconfigure(ctx, sdk.KindRuntime, name, rt)
+}
+
+func (e *Engine) stateFS(ctx context.Context) (sdk.StateFS, error) {
+	for _, b := range e.host.Plugins {
+		if b.Kind != sdk.KindStateFS {
+			continue
+		}
+		fs, err := e.plugins.StateFS(ctx, b.Name)
+		if err != nil {
+			return nil, err
+		}
+		return fs, e.reconfigure(ctx, sdk.KindStateFS, b.Name, fs)
+	}
+	return nil, fmt.Errorf("the host spec declares no statefs plugin, and an instance asks for state: %w", sdk.ErrInvalid)
+}

@@ -1,0 +1,97 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/state"
+)
+
+// TenantStatus is what `kigumi status` reports of a tenant.
+type TenantStatus struct {
+	Name      string           `json:"name"`
+	Phase     state.Phase      `json:"phase"`
+	User      string           `json:"user"`
+	UID       uint32           `json:"uid"`
+	Home      string           `json:"home"`
+	Cgroup    string           `json:"cgroup,omitempty"`
+	Instances []InstanceStatus `json:"instances"`
+}
+
+// InstanceStatus is what `kigumi status` reports of an instance.
+type InstanceStatus struct {
+	Name     string      `json:"name"`
+	Phase    state.Phase `json:"phase"`
+	Runtime  string      `json:"runtime"`
+	State    sdk.State   `json:"state"`
+	Pid      int         `json:"pid,omitempty"`
+	ExitCode int         `json:"exit_code"`
+	Message  string      `json:"message,omitempty"`
+	StateDir string      `json:"state_dir,omitempty"`
+	LogDir   string      `json:"log_dir"`
+}
+
+// Status reports every recorded tenant and instance, asking the runtimes
+// how each instance is doing.
+func (e *Engine) Status(ctx context.Context) ([]TenantStatus, error) {
+	tenants, instances, err := e.records(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]TenantStatus, 0, len(tenants))
+	for _, t := range tenants {
+		ts := TenantStatus{Name: t.Name, Phase: t.Phase, User: t.User.Name, UID: t.User.UID, Home: t.User.Home, Cgroup: t.Cgroup.Path,
+			Instances: []InstanceStatus{}}
+		for _, i := range instances {
+			if i.Tenant == t.Name {
+				ts.Instances = append(ts.Instances, e.instanceStatus(ctx, i))
+			}
+		}
+		out = append(out, ts)
+	}
+	return out, nil
+}
+
+func (e *Engine) instanceStatus(ctx context.Context, i state.Instance) InstanceStatus {
+	st := InstanceStatus{Name: i.Name, Phase: i.Phase, Runtime: i.Spec.Runtime, State: sdk.StateUnknown,
+		StateDir: i.StateSource, LogDir: i.RunDir}
+	if i.RuntimeHandle == nil {
+		st.Message = "no workload recorded"
+		return st
+	}
+	rt, err := e.runtime(ctx, i.Spec.Runtime)
+	if err == nil {
+		var s sdk.Status
+		if s, err = rt.Inspect(ctx, *i.RuntimeHandle); err == nil {
+			st.State, st.Pid, st.ExitCode, st.Message = s.State, s.Pid, s.ExitCode, s.Message
+		}
+	}
+	if err != nil {
+		st.Message = err.Error()
+	}
+	return st
+}
+
+// Logs streams an instance's output into fn.
+func (e *Engine) Logs(ctx context.Context, tenant, instance string, opts sdk.LogOptions, fn func([]byte) error) error {
+	var rec state.Instance
+	ok := false
+	if e.store != nil {
+		var err error
+		if rec, ok, err = e.store.Instance(tenant, instance); err != nil {
+			return err
+		}
+	}
+	if !ok {
+		return fmt.Errorf("instance %s/%s: %w", tenant, instance, ErrUnknownInstance)
+	}
+	if rec.RuntimeHandle == nil {
+		return fmt.Errorf("instance %s/%s has no workload (phase %s)", tenant, instance, rec.Phase)
+	}
+	rt, err := e.runtime(ctx, rec.Spec.Runtime)
+	if err != nil {
+		return err
+	}
+	return rt.Logs(ctx, *rec.RuntimeHandle, opts, fn)
+}
