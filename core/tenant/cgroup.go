@@ -1,0 +1,350 @@
+package tenant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// parentCgroup is the cgroup, under each hierarchy root, that holds the
+// tenants' cgroups.
+const parentCgroup = "kigumi"
+
+// cpuPeriod is the CFS period, in microseconds, that CPU quotas refer to.
+const cpuPeriod = 100000
+
+// pollInterval is how often waits re-check the kernel's state.
+const pollInterval = 10 * time.Millisecond
+
+// v1Hierarchies are the v1 hierarchies a tenant cgroup is made in; the
+// freezer stops forks while the tenant's processes are killed.
+var v1Hierarchies = []string{"memory", "cpu", "pids", "freezer"}
+
+// v2Controllers are the v2 controllers enabled for tenant cgroups.
+var v2Controllers = []string{"cpu", "memory", "pids"}
+
+// cgroups manages tenant cgroups under a cgroup root: a v2 hierarchy, or a
+// directory of v1 hierarchies.
+type cgroups struct {
+	root string
+	v2   bool
+}
+
+// detectCgroups reports root as v2 when root itself is a cgroup2 hierarchy.
+func detectCgroups(root string) cgroups {
+	_, err := os.Stat(filepath.Join(root, "cgroup.controllers"))
+	return cgroups{root: root, v2: err == nil}
+}
+
+// hierarchies returns the hierarchy roots in use.
+func (c cgroups) hierarchies() []string {
+	if c.v2 {
+		return []string{c.root}
+	}
+	hs := make([]string, len(v1Hierarchies))
+	for i, h := range v1Hierarchies {
+		hs[i] = filepath.Join(c.root, h)
+	}
+	return hs
+}
+
+// dirs returns the tenant's cgroup directory in each hierarchy.
+func (c cgroups) dirs(tenant string) []string {
+	hs := c.hierarchies()
+	for i, h := range hs {
+		hs[i] = filepath.Join(h, parentCgroup, tenant)
+	}
+	return hs
+}
+
+// prepare makes the parent cgroup in each hierarchy and, on v2, enables the
+// controllers tenant cgroups need.
+func (c cgroups) prepare() error {
+	if c.v2 {
+		avail, err := os.ReadFile(filepath.Join(c.root, "cgroup.controllers"))
+		if err != nil {
+			return fmt.Errorf("cgroup v2: %w", err)
+		}
+		for _, ctl := range v2Controllers {
+			if !slices.Contains(strings.Fields(string(avail)), ctl) {
+				return fmt.Errorf("cgroup v2 controller %q is not available in %s (is it bound to a v1 hierarchy?)", ctl, c.root)
+			}
+		}
+		if err := enableControllers(c.root); err != nil {
+			return err
+		}
+	}
+	for _, h := range c.hierarchies() {
+		if err := os.Mkdir(filepath.Join(h, parentCgroup), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("create cgroup (is the %s hierarchy mounted read-write?): %w", h, err)
+		}
+	}
+	if c.v2 {
+		return enableControllers(filepath.Join(c.root, parentCgroup))
+	}
+	return nil
+}
+
+// enableControllers enables v2Controllers for the children of dir.
+func enableControllers(dir string) error {
+	file := filepath.Join(dir, "cgroup.subtree_control")
+	cur, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("cgroup v2: %w", err)
+	}
+	var add []string
+	for _, ctl := range v2Controllers {
+		if !slices.Contains(strings.Fields(string(cur)), ctl) {
+			add = append(add, "+"+ctl)
+		}
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	return writeFile(file, strings.Join(add, " "))
+}
+
+// create makes the tenant's cgroups (or, for "<tenant>/<instance>", an
+// instance's inside its tenant's), adopting those that exist, and returns
+// the directories it made.
+func (c cgroups) create(tenant string) ([]string, error) {
+	if err := c.prepare(); err != nil {
+		return nil, err
+	}
+	if parent := filepath.Dir(tenant); c.v2 && parent != "." {
+		if err := enableControllers(filepath.Join(c.root, parentCgroup, parent)); err != nil {
+			return nil, err
+		}
+	}
+	var made []string
+	for _, d := range c.dirs(tenant) {
+		err := os.Mkdir(d, 0o755)
+		if err == nil {
+			made = append(made, d)
+		} else if !errors.Is(err, fs.ErrExist) {
+			return made, fmt.Errorf("create cgroup: %w", err)
+		}
+	}
+	return made, nil
+}
+
+// setLimits writes l into the tenant's cgroups; zero means unlimited.
+func (c cgroups) setLimits(tenant string, l Limits) error {
+	quota := "-1"
+	if l.MilliCPU > 0 {
+		quota = strconv.FormatInt(l.MilliCPU*cpuPeriod/1000, 10)
+	}
+	pids := unlimited(l.Pids, "max")
+	var files [][2]string
+	if c.v2 {
+		d := c.dirs(tenant)[0]
+		if quota == "-1" {
+			quota = "max"
+		}
+		files = [][2]string{
+			{filepath.Join(d, "memory.max"), unlimited(l.MemoryBytes, "max")},
+			{filepath.Join(d, "cpu.max"), fmt.Sprintf("%s %d", quota, cpuPeriod)},
+			{filepath.Join(d, "pids.max"), pids},
+		}
+		if swap := filepath.Join(d, "memory.swap.max"); exists(swap) {
+			files = append(files, [2]string{swap, "0"})
+		}
+	} else {
+		ds := c.dirs(tenant)
+		files = [][2]string{
+			{filepath.Join(ds[0], "memory.limit_in_bytes"), unlimited(l.MemoryBytes, "-1")},
+			{filepath.Join(ds[1], "cpu.cfs_period_us"), strconv.Itoa(cpuPeriod)},
+			{filepath.Join(ds[1], "cpu.cfs_quota_us"), quota},
+			{filepath.Join(ds[2], "pids.max"), pids},
+		}
+	}
+	for _, f := range files {
+		if err := writeFile(f[0], f[1]); err != nil {
+			return fmt.Errorf("set tenant %s limits: %w", tenant, err)
+		}
+	}
+	return nil
+}
+
+func unlimited(n int64, none string) string {
+	if n == 0 {
+		return none
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// procs returns the sorted ids of the processes in the tenant's cgroups and
+// their descendants, in any hierarchy.
+func (c cgroups) procs(tenant string) ([]int, error) {
+	var pids []int
+	for _, d := range c.dirs(tenant) {
+		err := filepath.WalkDir(d, func(path string, e fs.DirEntry, err error) error {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			if err != nil || !e.IsDir() {
+				return err
+			}
+			data, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			for _, f := range strings.Fields(string(data)) {
+				pid, err := strconv.Atoi(f)
+				if err != nil {
+					return fmt.Errorf("%s: %w", path, err)
+				}
+				pids = append(pids, pid)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list tenant %s processes: %w", tenant, err)
+		}
+	}
+	slices.Sort(pids)
+	return slices.Compact(pids), nil
+}
+
+// kill kills every process in the tenant's cgroups and waits until they are
+// gone.
+func (c cgroups) kill(ctx context.Context, tenant string) error {
+	for {
+		n, err := c.killOnce(ctx, tenant)
+		if err != nil || n == 0 {
+			return err
+		}
+		if err := sleep(ctx, pollInterval); err != nil {
+			return fmt.Errorf("kill tenant %s processes: %w", tenant, err)
+		}
+	}
+}
+
+// killOnce kills the processes now in the tenant's cgroups and returns how
+// many there were: on v2 with cgroup.kill, on v1 with SIGKILL while the
+// freezer cgroup is frozen, so that none can fork meanwhile.
+func (c cgroups) killOnce(ctx context.Context, tenant string) (n int, err error) {
+	if c.v2 {
+		pids, err := c.procs(tenant)
+		if err != nil || len(pids) == 0 {
+			return 0, err
+		}
+		return len(pids), writeFile(filepath.Join(c.dirs(tenant)[0], "cgroup.kill"), "1")
+	}
+	state := filepath.Join(c.root, "freezer", parentCgroup, tenant, "freezer.state")
+	if exists(state) {
+		if err := freeze(ctx, state); err != nil {
+			return 0, err
+		}
+		defer func() {
+			if terr := writeFile(state, "THAWED"); terr != nil {
+				err = errors.Join(err, terr)
+			}
+		}()
+	}
+	pids, err := c.procs(tenant)
+	if err != nil {
+		return 0, err
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return 0, fmt.Errorf("kill %d: %w", pid, err)
+		}
+	}
+	return len(pids), nil
+}
+
+// freeze freezes the v1 freezer cgroup of state and waits until it is frozen.
+func freeze(ctx context.Context, state string) error {
+	if err := writeFile(state, "FROZEN"); err != nil {
+		return err
+	}
+	for {
+		cur, err := os.ReadFile(state)
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(string(cur)) == "FROZEN" {
+			return nil
+		}
+		if err := sleep(ctx, pollInterval); err != nil {
+			return fmt.Errorf("freeze %s: %w", filepath.Dir(state), err)
+		}
+	}
+}
+
+// remove removes the tenant's cgroups, children first. They must hold no
+// processes; removal is retried while the kernel reports them busy.
+func (c cgroups) remove(ctx context.Context, tenant string) error {
+	for _, d := range c.dirs(tenant) {
+		if err := removeCgroup(ctx, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func removeCgroup(ctx context.Context, dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remove cgroup: %w", err)
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			if err := removeCgroup(ctx, filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	for {
+		err := syscall.Rmdir(dir)
+		if err == nil || errors.Is(err, syscall.ENOENT) {
+			return nil
+		}
+		if !errors.Is(err, syscall.EBUSY) {
+			return fmt.Errorf("remove cgroup %s: %w", dir, err)
+		}
+		if err := sleep(ctx, pollInterval); err != nil {
+			return fmt.Errorf("remove cgroup %s: busy: %w", dir, err)
+		}
+	}
+}
+
+// writeFile writes v to a cgroup file.
+func writeFile(path, v string) error {
+	if err := os.WriteFile(path, []byte(v), 0o644); err != nil {
+		return fmt.Errorf("write %q to %s: %w", v, path, err)
+	}
+	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+// sleep waits for d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
