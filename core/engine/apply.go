@@ -12,6 +12,7 @@ import (
 	"github.com/kigumi/kigumi/core/plan"
 	"github.com/kigumi/kigumi/core/sdk"
 	"github.com/kigumi/kigumi/core/state"
+	"github.com/kigumi/kigumi/core/tenant"
 )
 
 // rollbackTimeout bounds the cleanup after a failed action. Cleanup runs even
@@ -113,7 +114,7 @@ func (e *Engine) createTenant(ctx context.Context, a plan.Action) error {
 	}
 	if !ok {
 		rec = state.Tenant{Name: a.Tenant}
-		if err := e.allocate(ctx, &rec); err != nil {
+		if err := e.allocate(&rec); err != nil {
 			return err
 		}
 	}
@@ -125,11 +126,10 @@ func (e *Engine) createTenant(ctx context.Context, a plan.Action) error {
 		return err
 	}
 	err = e.step(target, "isolation.ensure", func() error {
-		u, cg, err := e.isolation.EnsureTenant(ctx, TenantSpec{
-			Name: a.Tenant, UID: rec.User.UID, SubIDStart: rec.User.SubUID, SubIDCount: rec.User.Count,
-			Home: rec.User.Home, Limits: a.Limits,
-		})
-		rec.User, rec.Cgroup = u, cg
+		t, err := e.isolation.Ensure(ctx, tenantSpec(rec, a.Limits))
+		if err == nil {
+			rec.User, rec.Cgroup = t.User, t.Cgroup
+		}
 		return err
 	})
 	if err == nil {
@@ -158,7 +158,7 @@ func (e *Engine) makeStateParent(u sdk.User) error {
 
 // allocate picks a tenant's uid and subordinate id range: the lowest free
 // ones not recorded for another tenant.
-func (e *Engine) allocate(ctx context.Context, rec *state.Tenant) error {
+func (e *Engine) allocate(rec *state.Tenant) error {
 	tenants, err := e.store.Tenants()
 	if err != nil {
 		return err
@@ -170,20 +170,28 @@ func (e *Engine) allocate(ctx context.Context, rec *state.Tenant) error {
 		subs[t.User.SubUID] = true
 	}
 	iso := e.host.Isolation
-	uid, err := e.isolation.FreeUID(ctx, iso.UIDBase, func(u uint32) bool { return uids[u] })
+	uid, sub, err := e.isolation.Allocate(iso.UIDBase, iso.SubIDBase, iso.SubIDCount,
+		func(u uint32) bool { return uids[u] }, func(s uint32) bool { return subs[s] })
 	if err != nil {
-		return err
+		return fmt.Errorf("allocate ids: %w", err)
 	}
-	sub := iso.SubIDBase
-	for subs[sub] {
-		next := sub + iso.SubIDCount
-		if next < sub {
-			return fmt.Errorf("no subordinate id range left above %d", iso.SubIDBase)
-		}
-		sub = next
+	rec.User = sdk.User{UID: uid, GID: uid, SubUID: sub, SubGID: sub, Count: iso.SubIDCount, Home: e.home(rec.Name)}
+	if sub == 0 {
+		rec.User.Count = 0
 	}
-	rec.User = sdk.User{Name: "", UID: uid, GID: uid, SubUID: sub, SubGID: sub, Count: iso.SubIDCount, Home: e.home(rec.Name)}
 	return nil
+}
+
+// tenantSpec is what isolation needs to make a tenant.
+func tenantSpec(rec state.Tenant, limits sdk.Resources) tenant.Spec {
+	return tenant.Spec{
+		Tenant: rec.Name, UID: rec.User.UID, SubIDStart: rec.User.SubUID, SubIDCount: rec.User.Count,
+		Home: rec.User.Home, Limits: tenantLimits(limits),
+	}
+}
+
+func tenantLimits(r sdk.Resources) tenant.Limits {
+	return tenant.Limits{MemoryBytes: r.MemoryBytes, MilliCPU: r.MilliCPU, Pids: r.Pids}
 }
 
 func (e *Engine) updateTenant(ctx context.Context, a plan.Action) error {
@@ -195,10 +203,7 @@ func (e *Engine) updateTenant(ctx context.Context, a plan.Action) error {
 		return fmt.Errorf("tenant %q: %w", a.Tenant, ErrUnknownTenant)
 	}
 	err = e.step("tenant "+a.Tenant, "isolation.limits", func() error {
-		_, _, err := e.isolation.EnsureTenant(ctx, TenantSpec{
-			Name: a.Tenant, UID: rec.User.UID, SubIDStart: rec.User.SubUID, SubIDCount: rec.User.Count,
-			Home: rec.User.Home, Limits: a.Limits,
-		})
+		_, err := e.isolation.Ensure(ctx, tenantSpec(rec, a.Limits))
 		return err
 	})
 	if err != nil {
@@ -222,7 +227,7 @@ func (e *Engine) destroyTenant(ctx context.Context, name string) error {
 
 func (e *Engine) removeTenant(ctx context.Context, rec state.Tenant) error {
 	err := e.step("tenant "+rec.Name, "isolation.remove", func() error {
-		return e.isolation.RemoveTenant(ctx, rec.Name, rec.User.Home)
+		return e.isolation.Remove(ctx, rec.Name, rec.User.Home)
 	})
 	if err != nil {
 		return err

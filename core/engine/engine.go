@@ -20,6 +20,7 @@ import (
 	"github.com/kigumi/kigumi/core/sdk"
 	"github.com/kigumi/kigumi/core/spec"
 	"github.com/kigumi/kigumi/core/state"
+	"github.com/kigumi/kigumi/core/tenant"
 )
 
 // Plugins launches configured plugins by kind and name.
@@ -29,35 +30,25 @@ type Plugins interface {
 	Ledger(ctx context.Context, name string) (sdk.Ledger, error)
 }
 
-// TenantSpec is what Isolation needs to set a tenant up.
-type TenantSpec struct {
-	Name       string
-	UID        uint32
-	SubIDStart uint32
-	SubIDCount uint32
-	Home       string
-	Limits     sdk.Resources
-}
-
 // Isolation makes and removes the Linux isolation of tenants and instances:
-// users, subordinate ids, home directories and cgroups. Every method is
-// idempotent.
+// users, subordinate ids, home directories and cgroups. Every method but
+// Allocate is idempotent. *tenant.Manager and *tenant.Shared implement it.
 type Isolation interface {
-	// EnsureTenant creates or adopts a tenant's user, home and cgroup, and
-	// sets the cgroup's limits.
-	EnsureTenant(ctx context.Context, s TenantSpec) (sdk.User, sdk.Cgroup, error)
-	// RemoveTenant kills the tenant's processes and removes its cgroup,
-	// user and home.
-	RemoveTenant(ctx context.Context, name, home string) error
+	// Allocate picks a new tenant's uid and the start of its subordinate id
+	// range; takenUID and takenSub report ids recorded for other tenants.
+	Allocate(uidBase, subBase, subCount uint32, takenUID, takenSub func(uint32) bool) (uid, sub uint32, err error)
+	// Ensure creates or adopts a tenant's user, home and cgroup, and sets
+	// the cgroup's limits.
+	Ensure(ctx context.Context, s tenant.Spec) (*tenant.Tenant, error)
+	// Remove kills the tenant's processes and removes its cgroup, user and
+	// home.
+	Remove(ctx context.Context, name, home string) error
 	// EnsureInstance creates or adopts an instance's cgroup inside its
 	// tenant's, with the instance's limits.
-	EnsureInstance(ctx context.Context, tenant, instance string, limits sdk.Resources) (sdk.Cgroup, error)
+	EnsureInstance(ctx context.Context, tenantName, instance string, l tenant.Limits) (sdk.Cgroup, error)
 	// RemoveInstance kills every process in the instance's cgroup and
 	// removes it.
-	RemoveInstance(ctx context.Context, tenant, instance string) error
-	// FreeUID returns the first uid at or above base that no account uses
-	// and taken does not claim.
-	FreeUID(ctx context.Context, base uint32, taken func(uint32) bool) (uint32, error)
+	RemoveInstance(ctx context.Context, tenantName, instance string) error
 }
 
 // Engine applies specs to one host.

@@ -18,6 +18,7 @@ import (
 	"github.com/kigumi/kigumi/core/sdk"
 	"github.com/kigumi/kigumi/core/spec"
 	"github.com/kigumi/kigumi/core/state"
+	"github.com/kigumi/kigumi/core/tenant"
 )
 
 // world is the fake host the engine tests act on: live workloads, state
@@ -179,24 +180,36 @@ func (s *stateClient) Deprovision(_ context.Context, h sdk.Handle) error {
 }
 
 // Isolation.
-func (w *world) EnsureTenant(_ context.Context, s TenantSpec) (sdk.User, sdk.Cgroup, error) {
+func (w *world) Allocate(uidBase, subBase, subCount uint32, takenUID, takenSub func(uint32) bool) (uint32, uint32, error) {
+	uid, sub := uidBase, subBase
+	for takenUID(uid) {
+		uid++
+	}
+	for takenSub(sub) {
+		sub += subCount
+	}
+	return uid, sub, nil
+}
+func (w *world) Ensure(_ context.Context, s tenant.Spec) (*tenant.Tenant, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.tenants[s.Name] = true
-	return sdk.User{Name: "kg-" + s.Name, UID: s.UID, GID: s.UID, SubUID: s.SubIDStart, SubGID: s.SubIDStart, Count: s.SubIDCount, Home: s.Home},
-		sdk.Cgroup{Path: "/kigumi/" + s.Name}, nil
+	w.tenants[s.Tenant] = true
+	return &tenant.Tenant{
+		User:   sdk.User{Name: "kg-" + s.Tenant, UID: s.UID, GID: s.UID, SubUID: s.SubIDStart, SubGID: s.SubIDStart, Count: s.SubIDCount, Home: s.Home},
+		Cgroup: sdk.Cgroup{Path: "/kigumi/" + s.Tenant},
+	}, nil
 }
-func (w *world) RemoveTenant(_ context.Context, name, _ string) error {
+func (w *world) Remove(_ context.Context, name, _ string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.tenants, name)
 	return nil
 }
-func (w *world) EnsureInstance(_ context.Context, tenant, instance string, _ sdk.Resources) (sdk.Cgroup, error) {
+func (w *world) EnsureInstance(_ context.Context, ten, instance string, _ tenant.Limits) (sdk.Cgroup, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.cgroups[tenant+"/"+instance] = true
-	return sdk.Cgroup{Path: "/kigumi/" + tenant + "/" + instance}, nil
+	w.cgroups[ten+"/"+instance] = true
+	return sdk.Cgroup{Path: "/kigumi/" + ten + "/" + instance}, nil
 }
 
 // RemoveInstance kills whatever runs in the instance's cgroup, as the real
@@ -208,14 +221,6 @@ func (w *world) RemoveInstance(_ context.Context, tenant, instance string) error
 	delete(w.live, tenant+"/"+instance)
 	return nil
 }
-func (w *world) FreeUID(_ context.Context, base uint32, taken func(uint32) bool) (uint32, error) {
-	for u := base; ; u++ {
-		if !taken(u) {
-			return u, nil
-		}
-	}
-}
-
 func testHost(t *testing.T) *spec.Host {
 	return &spec.Host{
 		Name: "test", StateDir: t.TempDir(),

@@ -34,7 +34,7 @@ func (e *Engine) bringUp(ctx context.Context, ten state.Tenant, rec *state.Insta
 		}
 	}
 	if err := e.step(target, "isolation.instance", func() error {
-		cg, err := e.isolation.EnsureInstance(ctx, rec.Tenant, rec.Name, rec.Spec.Resources)
+		cg, err := e.isolation.EnsureInstance(ctx, rec.Tenant, rec.Name, tenantLimits(rec.Spec.Resources))
 		rec.Cgroup = cg
 		return err
 	}); err != nil {

@@ -52,8 +52,6 @@ type Tenant struct {
 	// User is the tenant's Linux identity; zero UID when tenant users are off.
 	User   sdk.User
 	Cgroup sdk.Cgroup
-	// Users records whether a dedicated Linux user was made for the tenant.
-	Users bool
 	// Limits are the tenant's cgroup limits: the sums over its instances.
 	Limits    sdk.Resources
 	UpdatedAt time.Time
