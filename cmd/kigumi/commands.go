@@ -1,0 +1,274 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/kigumi/kigumi/core/engine"
+	"github.com/kigumi/kigumi/core/plan"
+	"github.com/kigumi/kigumi/core/sdk"
+)
+
+var cmdValidate = &command{
+	name:    "validate",
+	summary: "Check the host spec, tenant specs and policies",
+	help: `Decodes the host spec and every tenant spec, loads the policies and
+evaluates them, and checks each plugin's settings against the schema the
+plugin declares. Changes nothing.`,
+	run: func(ctx context.Context, c *cli, fs *flag.FlagSet, args []string) int {
+		if code, done := c.parse(fs, args, 0, 0); done {
+			return code
+		}
+		s := c.session()
+		defer s.close()
+		if code := s.loadHost(); code != exitOK {
+			return code
+		}
+		if code := s.loadTenants(ctx); code != exitOK {
+			return code
+		}
+		if code := s.startEngine(ctx, true); code != exitOK {
+			return code
+		}
+		n := 0
+		for _, t := range s.tenants {
+			n += len(t.Instances)
+		}
+		fmt.Fprintf(c.stdout, "Valid: host %q, %d tenants, %d instances, %d plugins.\n", s.host.Name, len(s.tenants), n, len(s.host.Plugins))
+		return exitOK
+	},
+}
+
+var cmdPlan = &command{
+	name:    "plan",
+	summary: "Show what apply would change",
+	help: `Compares the tenant specs with what is recorded on this host and prints
+the instances and tenants that apply would create, update and destroy.
+Changes nothing.`,
+	run: func(ctx context.Context, c *cli, fs *flag.FlagSet, args []string) int {
+		if code, done := c.parse(fs, args, 0, 0); done {
+			return code
+		}
+		s, p, code := planFromSpecs(ctx, c, true)
+		defer s.close()
+		if code != exitOK {
+			return code
+		}
+		if err := p.Render(c.stdout); err != nil {
+			return s.fail(err)
+		}
+		return exitOK
+	},
+}
+
+// planFromSpecs loads everything and plans the specs against the state.
+func planFromSpecs(ctx context.Context, c *cli, readOnly bool) (*session, *plan.Plan, int) {
+	s := c.session()
+	if code := s.loadHost(); code != exitOK {
+		return s, nil, code
+	}
+	if code := s.loadTenants(ctx); code != exitOK {
+		return s, nil, code
+	}
+	if code := s.startEngine(ctx, readOnly); code != exitOK {
+		return s, nil, code
+	}
+	desired, err := engine.Desired(s.tenants)
+	if err != nil {
+		c.errorf("%v", err)
+		return s, nil, exitInvalid
+	}
+	p, err := s.engine.Plan(ctx, desired)
+	if err != nil {
+		return s, nil, s.fail(err)
+	}
+	return s, p, exitOK
+}
+
+var cmdApply = &command{
+	name:    "apply",
+	summary: "Create, update and destroy tenants and instances to match the specs",
+	help: `Plans like 'kigumi plan', asks for confirmation, then carries the plan
+out through the plugins. Every step is recorded before and after it runs:
+an interrupted apply is resumed by the next one. A failed create is rolled
+back. A second apply with no spec change does nothing.`,
+	run: func(ctx context.Context, c *cli, fs *flag.FlagSet, args []string) int {
+		fs.BoolVar(&c.autoApprove, "auto-approve", false, "apply without asking for confirmation")
+		if code, done := c.parse(fs, args, 0, 0); done {
+			return code
+		}
+		s, p, code := planFromSpecs(ctx, c, false)
+		defer s.close()
+		if code != exitOK {
+			return code
+		}
+		return applyPlan(ctx, s, p, "Apply these actions?")
+	},
+}
+
+func applyPlan(ctx context.Context, s *session, p *plan.Plan, question string) int {
+	c := s.cli
+	if err := p.Render(c.stdout); err != nil {
+		return s.fail(err)
+	}
+	if p.Empty() {
+		return exitOK
+	}
+	ok, err := c.confirm(question)
+	if err != nil {
+		c.errorf("%v", err)
+		return exitInvalid
+	}
+	if !ok {
+		fmt.Fprintln(c.stdout, "Cancelled: nothing was changed.")
+		return exitInvalid
+	}
+	fmt.Fprintln(c.stdout)
+	if err := s.engine.Apply(ctx, p); err != nil {
+		return s.fail(err)
+	}
+	fmt.Fprintf(c.stdout, "\nApply complete: %d created, %d updated, %d destroyed.\n",
+		p.Count(plan.Create), p.Count(plan.Update), p.Count(plan.Destroy))
+	return exitOK
+}
+
+var cmdDestroy = &command{
+	name:    "destroy",
+	args:    "[TENANT...]",
+	summary: "Destroy tenants and everything they own",
+	help: `Destroys the named tenants, or every tenant on this host when none is
+named: their instances, state, cgroups, Linux users and home directories.
+Reads only the host spec, not the tenant specs.`,
+	run: func(ctx context.Context, c *cli, fs *flag.FlagSet, args []string) int {
+		fs.BoolVar(&c.autoApprove, "auto-approve", false, "destroy without asking for confirmation")
+		if code, done := c.parse(fs, args, 0, -1); done {
+			return code
+		}
+		s := c.session()
+		defer s.close()
+		if code := s.loadHost(); code != exitOK {
+			return code
+		}
+		if code := s.startEngine(ctx, false); code != exitOK {
+			return code
+		}
+		p, err := s.engine.DestroyPlan(ctx, fs.Args())
+		if errors.Is(err, engine.ErrUnknownTenant) {
+			c.errorf("%v", err)
+			return exitInvalid
+		} else if err != nil {
+			return s.fail(err)
+		}
+		return applyPlan(ctx, s, p, "Destroy these tenants and everything they own? There is no undo.")
+	},
+}
+
+var cmdStatus = &command{
+	name:    "status",
+	summary: "Show tenants and instances on this host",
+	help:    `Lists every recorded tenant and instance, asking the runtimes how each instance is doing.`,
+	run: func(ctx context.Context, c *cli, fs *flag.FlagSet, args []string) int {
+		fs.BoolVar(&c.jsonOut, "json", false, "print JSON")
+		if code, done := c.parse(fs, args, 0, 0); done {
+			return code
+		}
+		s := c.session()
+		defer s.close()
+		if code := s.loadHost(); code != exitOK {
+			return code
+		}
+		if code := s.startEngine(ctx, true); code != exitOK {
+			return code
+		}
+		st, err := s.engine.Status(ctx)
+		if err != nil {
+			return s.fail(err)
+		}
+		if c.jsonOut {
+			enc := json.NewEncoder(c.stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(map[string]any{"host": s.host.Name, "tenants": st}); err != nil {
+				return s.fail(err)
+			}
+			return exitOK
+		}
+		if len(st) == 0 {
+			fmt.Fprintf(c.stdout, "Host %q runs no tenants.\n", s.host.Name)
+			return exitOK
+		}
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TENANT\tUSER\tINSTANCE\tRUNTIME\tSTATE\tPID\tEXIT\tMESSAGE")
+		for _, t := range st {
+			user := fmt.Sprintf("%s(%d)", t.User, t.UID)
+			if len(t.Instances) == 0 {
+				fmt.Fprintf(tw, "%s\t%s\t-\t-\t%s\t\t\t\n", t.Name, user, t.Phase)
+			}
+			for _, i := range t.Instances {
+				pid, exit := "-", "-"
+				if i.Pid != 0 {
+					pid = fmt.Sprint(i.Pid)
+				}
+				if i.State == sdk.StateExited || i.State == sdk.StateStopped {
+					exit = fmt.Sprint(i.ExitCode)
+				}
+				state := string(i.State)
+				if i.Phase != "ready" {
+					state += " (" + string(i.Phase) + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, user, i.Name, i.Runtime, state, pid, exit, i.Message)
+			}
+		}
+		if err := tw.Flush(); err != nil {
+			return s.fail(err)
+		}
+		return exitOK
+	},
+}
+
+var cmdLogs = &command{
+	name:    "logs",
+	args:    "TENANT/INSTANCE",
+	summary: "Print an instance's output",
+	help:    `Prints what an instance wrote to its standard output (or, with --stderr, its standard error).`,
+	run: func(ctx context.Context, c *cli, fs *flag.FlagSet, args []string) int {
+		stderr := fs.Bool("stderr", false, "print standard error instead of standard output")
+		follow := fs.Bool("f", false, "keep printing new output until the instance ends or you press Ctrl-C")
+		if code, done := c.parse(fs, args, 1, 1); done {
+			return code
+		}
+		tenant, instance, ok := strings.Cut(fs.Arg(0), "/")
+		if !ok || tenant == "" || instance == "" {
+			c.errorf("logs takes TENANT/INSTANCE, got %q", fs.Arg(0))
+			return exitInvalid
+		}
+		s := c.session()
+		defer s.close()
+		if code := s.loadHost(); code != exitOK {
+			return code
+		}
+		if code := s.startEngine(ctx, true); code != exitOK {
+			return code
+		}
+		opts := sdk.LogOptions{Stream: sdk.Stdout, Follow: *follow}
+		if *stderr {
+			opts.Stream = sdk.Stderr
+		}
+		err := s.engine.Logs(ctx, tenant, instance, opts, func(b []byte) error {
+			_, err := c.stdout.Write(b)
+			return err
+		})
+		switch {
+		case errors.Is(err, engine.ErrUnknownInstance):
+			c.errorf("%v", err)
+			return exitInvalid
+		case err != nil && !errors.Is(err, context.Canceled):
+			return s.fail(err)
+		}
+		return exitOK
+	},
+}

@@ -1,0 +1,23 @@
+package main
+
+import (
+	"github.com/kigumi/kigumi/core/engine"
+	"github.com/kigumi/kigumi/core/spec"
+	"github.com/kigumi/kigumi/core/tenant"
+)
+
+// newIsolation returns the host's tenant isolation: a dedicated Linux user
+// per tenant, or one shared user when the host spec turns tenant users off.
+func newIsolation(h *spec.Host) (engine.Isolation, error) {
+	if !h.Isolation.TenantUsers {
+		return tenant.NewShared(), nil
+	}
+	m, err := tenant.NewManager()
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Preflight(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
