@@ -1,0 +1,70 @@
+# Kigumi. `make run` brings up the quickstart host; `make test` installs what
+# the tests need and runs them. Both need root (tenant users are real Linux
+# users).
+
+GO        ?= go
+BIN       := bin
+QUICKSTART:= examples/quickstart
+APP_WASM  := $(QUICKSTART)/build/app.wasm
+HOST_HCL  := $(QUICKSTART)/host.hcl
+KIGUMI    := $(BIN)/kigumi
+
+.PHONY: all build plugins wasm run stop test deps bench proto fmt vet clean
+
+all: build
+
+## build: bin/kigumi (first-party plugins compiled in) and the quickstart module
+build: wasm
+	$(GO) build -o $(KIGUMI) ./cmd/kigumi
+
+## plugins: standalone plugin binaries, for plugin_dir
+plugins:
+	$(GO) build -o $(BIN)/plugins/kigumi-runtime-wasm ./plugins/runtime-wasm
+	$(GO) build -o $(BIN)/plugins/kigumi-statefs-fuse ./plugins/statefs-fuse
+
+wasm: $(APP_WASM)
+
+$(APP_WASM): $(wildcard $(QUICKSTART)/app/*.go)
+	GOOS=wasip1 GOARCH=wasm $(GO) build -o $@ ./$(QUICKSTART)/app
+
+## run: the quickstart: validate, plan, apply, then show status and logs
+run: build
+	$(KIGUMI) validate -c $(HOST_HCL)
+	$(KIGUMI) plan -c $(HOST_HCL)
+	$(KIGUMI) apply -c $(HOST_HCL) --auto-approve
+	@sleep 3
+	$(KIGUMI) status -c $(HOST_HCL)
+	$(KIGUMI) logs -c $(HOST_HCL) alice/hello
+	$(KIGUMI) logs -c $(HOST_HCL) bob/counter
+	@echo
+	@echo "The quickstart is running. 'make stop' destroys it."
+
+## stop: destroy the quickstart's tenants
+stop: build
+	$(KIGUMI) destroy -c $(HOST_HCL) --auto-approve
+
+## deps: install what the tests need (idempotent; root)
+deps:
+	./.ci/install-deps
+
+## test: install what the tests need, then run every test
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+## bench: benchmarks, with the numbers the closing notes quote
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## proto: regenerate the plugin protocol's Go code (needs protoc)
+proto:
+	$(GO) generate ./core/sdk/...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN) $(QUICKSTART)/build
