@@ -1,0 +1,147 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestBadInput checks that bad input stops before anything changes, with
+// exit code 1 and a diagnostic that names the file, line and column.
+func TestBadInput(t *testing.T) {
+	tests := []struct {
+		name string
+		// edit breaks the workspace.
+		edit func(t *testing.T, w *workspace)
+		args []string
+		// want are regular expressions the output (stdout+stderr) must match.
+		want []string
+	}{
+		{name: "negative memory",
+			edit: func(t *testing.T, w *workspace) {
+				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), `memory = "64MiB"`, `memory = "-64MiB"`)
+			},
+			args: []string{"validate"},
+			want: []string{`tenants/e2e\w+\.hcl:8,16: Error: Invalid value for "memory"`}},
+		{name: "unknown attribute",
+			edit: func(t *testing.T, w *workspace) {
+				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), `runtime     = "wasm"`, "runtime = \"wasm\"\n    colour = \"red\"")
+			},
+			args: []string{"plan"},
+			want: []string{`\.hcl:4,5: Error: Unsupported argument`}},
+		{name: "duplicate tenant",
+			edit: func(t *testing.T, w *workspace) {
+				data, _ := os.ReadFile(filepath.Join(w.tenants, w.names[0]+".hcl"))
+				writeFile(t, filepath.Join(w.tenants, "zz-copy.hcl"), string(data))
+			},
+			args: []string{"apply", "--auto-approve"},
+			want: []string{`zz-copy\.hcl:1,1: Error: Duplicate tenant`, `e2e\w+\.hcl:1,1`}},
+		{name: "more memory than the host",
+			edit: func(t *testing.T, w *workspace) {
+				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), `memory = "64MiB"`, `memory = "3GiB"`)
+			},
+			args: []string{"plan"},
+			want: []string{`\.hcl:8,16: Error: Exceeds host capacity`}},
+		{name: "missing module",
+			edit: func(t *testing.T, w *workspace) {
+				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), appWasm, "/nonexistent/app.wasm")
+			},
+			args: []string{"validate"},
+			want: []string{`\.hcl:4,19: Error: Module not found`, `/nonexistent/app.wasm`}},
+		{name: "policy denial",
+			edit: func(t *testing.T, w *workspace) {
+				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), `memory = "64MiB"`, `memory = "1536MiB"`)
+			},
+			args: []string{"apply", "--auto-approve"},
+			want: []string{`Policy "[a-z-]+" denied tenant "e2e\w+"`, `policy defined at .*policies/tenant-totals\.hcl:\d+`, `e2e\w+\.hcl:1,1: Error: Policy`}},
+		{name: "plugin setting",
+			edit: func(t *testing.T, w *workspace) {
+				replaceIn(t, w.host, `runtime "wasm" {}`, "runtime \"wasm\" {\n  compiler = \"jit\"\n}")
+			},
+			args: []string{"validate"},
+			want: []string{`host\.hcl:16,14: Error: Invalid runtime "wasm" setting "compiler"`}},
+		{name: "unknown plugin setting",
+			edit: func(t *testing.T, w *workspace) {
+				replaceIn(t, w.host, `runtime "wasm" {}`, "runtime \"wasm\" {\n  turbo = true\n}")
+			},
+			args: []string{"validate"},
+			want: []string{`host\.hcl:16,3: Error: Unsupported argument`, `turbo`}},
+		{name: "unknown plugin",
+			edit: func(t *testing.T, w *workspace) {
+				replaceIn(t, w.host, `statefs "fuse" {}`, "statefs \"fuse\" {}\nledger \"xrpl\" {}")
+			},
+			args: []string{"validate"},
+			want: []string{`host\.hcl:17,1: Error: Cannot start plugin ledger "xrpl"`}},
+		{name: "apply without a terminal",
+			args: []string{"apply"},
+			want: []string{`pass --auto-approve`}},
+		{name: "logs of an unknown instance",
+			args: []string{"logs", "nobody/nothing"},
+			want: []string{`no such instance`}},
+		{name: "destroy of an unknown tenant",
+			args: []string{"destroy", "--auto-approve", "ghost"},
+			want: []string{`tenant "ghost": no such tenant`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorkspace(t, 1)
+			if tt.edit != nil {
+				tt.edit(t, w)
+			}
+			args := append([]string{tt.args[0], "-c", w.host}, tt.args[1:]...)
+			code, out, errOut := kigumi(t, args...)
+			all := out + errOut
+			if code != exitInvalid {
+				t.Errorf("exit %d, want %d\n%s", code, exitInvalid, all)
+			}
+			for _, re := range tt.want {
+				if !regexp.MustCompile(re).MatchString(all) {
+					t.Errorf("output does not match %q:\n%s", re, all)
+				}
+			}
+			// Nothing was applied.
+			if _, err := os.Stat(filepath.Join(w.state, "tenants", w.names[0])); err == nil {
+				t.Errorf("tenant home was created despite bad input")
+			}
+		})
+	}
+}
+
+// TestUsage checks help and usage errors.
+func TestUsage(t *testing.T) {
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--help"}, exitOK, "Usage: kigumi COMMAND"},
+		{[]string{"apply", "--help"}, exitOK, "-auto-approve"},
+		{[]string{"status", "-h"}, exitOK, "-json"},
+		{[]string{"frobnicate"}, exitInvalid, `unknown command "frobnicate"`},
+		{[]string{"plan", "--bogus"}, exitInvalid, "flag provided but not defined"},
+		{[]string{"logs"}, exitInvalid, "wrong number of arguments"},
+		{[]string{"plan", "-c", "/nonexistent/host.hcl"}, exitInvalid, "/nonexistent/host.hcl"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, out, errOut := kigumi(t, tt.args...)
+			if code != tt.code || !strings.Contains(out+errOut, tt.want) {
+				t.Errorf("exit %d (want %d), output lacks %q:\n%s%s", code, tt.code, tt.want, out, errOut)
+			}
+		})
+	}
+}
+
+func replaceIn(t *testing.T, path, old, new string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), old) {
+		t.Fatalf("%s lacks %q", path, old)
+	}
+	writeFile(t, path, strings.Replace(string(data), old, new, 1))
+}
