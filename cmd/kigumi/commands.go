@@ -24,15 +24,9 @@ plugin declares. Changes nothing.`,
 		if code, done := c.parse(fs, args, 0, 0); done {
 			return code
 		}
-		s := c.session()
+		s, code := c.open(ctx, true, storeNone)
 		defer s.close()
-		if code := s.loadHost(); code != exitOK {
-			return code
-		}
-		if code := s.loadTenants(ctx); code != exitOK {
-			return code
-		}
-		if code := s.startEngine(ctx, true); code != exitOK {
+		if code != exitOK {
 			return code
 		}
 		n := 0
@@ -54,7 +48,7 @@ Changes nothing.`,
 		if code, done := c.parse(fs, args, 0, 0); done {
 			return code
 		}
-		s, p, code := planFromSpecs(ctx, c, true)
+		s, p, code := planFromSpecs(ctx, c, storeRead)
 		defer s.close()
 		if code != exitOK {
 			return code
@@ -67,15 +61,9 @@ Changes nothing.`,
 }
 
 // planFromSpecs loads everything and plans the specs against the state.
-func planFromSpecs(ctx context.Context, c *cli, readOnly bool) (*session, *plan.Plan, int) {
-	s := c.session()
-	if code := s.loadHost(); code != exitOK {
-		return s, nil, code
-	}
-	if code := s.loadTenants(ctx); code != exitOK {
-		return s, nil, code
-	}
-	if code := s.startEngine(ctx, readOnly); code != exitOK {
+func planFromSpecs(ctx context.Context, c *cli, mode storeMode) (*session, *plan.Plan, int) {
+	s, code := c.open(ctx, true, mode)
+	if code != exitOK {
 		return s, nil, code
 	}
 	desired, err := engine.Desired(s.tenants)
@@ -102,7 +90,7 @@ back. A second apply with no spec change does nothing.`,
 		if code, done := c.parse(fs, args, 0, 0); done {
 			return code
 		}
-		s, p, code := planFromSpecs(ctx, c, false)
+		s, p, code := planFromSpecs(ctx, c, storeWrite)
 		defer s.close()
 		if code != exitOK {
 			return code
@@ -149,12 +137,9 @@ Reads only the host spec, not the tenant specs.`,
 		if code, done := c.parse(fs, args, 0, -1); done {
 			return code
 		}
-		s := c.session()
+		s, code := c.open(ctx, false, storeWrite)
 		defer s.close()
-		if code := s.loadHost(); code != exitOK {
-			return code
-		}
-		if code := s.startEngine(ctx, false); code != exitOK {
+		if code != exitOK {
 			return code
 		}
 		p, err := s.engine.DestroyPlan(ctx, fs.Args())
@@ -177,12 +162,9 @@ var cmdStatus = &command{
 		if code, done := c.parse(fs, args, 0, 0); done {
 			return code
 		}
-		s := c.session()
+		s, code := c.open(ctx, false, storeRead)
 		defer s.close()
-		if code := s.loadHost(); code != exitOK {
-			return code
-		}
-		if code := s.startEngine(ctx, true); code != exitOK {
+		if code != exitOK {
 			return code
 		}
 		st, err := s.engine.Status(ctx)
@@ -246,12 +228,9 @@ var cmdLogs = &command{
 			c.errorf("logs takes TENANT/INSTANCE, got %q", fs.Arg(0))
 			return exitInvalid
 		}
-		s := c.session()
+		s, code := c.open(ctx, false, storeRead)
 		defer s.close()
-		if code := s.loadHost(); code != exitOK {
-			return code
-		}
-		if code := s.startEngine(ctx, true); code != exitOK {
+		if code != exitOK {
 			return code
 		}
 		opts := sdk.LogOptions{Stream: sdk.Stdout, Follow: *follow}

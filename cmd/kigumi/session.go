@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 
 	"github.com/kigumi/kigumi/core/engine"
@@ -25,7 +24,30 @@ type session struct {
 	engine  *engine.Engine
 }
 
-func (c *cli) session() *session { return &session{cli: c, parser: spec.NewParser()} }
+// storeMode says how a command uses the state database.
+type storeMode int
+
+const (
+	storeNone  storeMode = iota // not at all
+	storeRead                   // read-only; absent when nothing was applied yet
+	storeWrite                  // read-write, created if needed
+)
+
+// open loads what a command needs: the host spec, the tenant specs and
+// policies when tenants is set, the plugins, and the state database as mode
+// says. The session must be closed even when the code is not exitOK.
+func (c *cli) open(ctx context.Context, tenants bool, mode storeMode) (*session, int) {
+	s := &session{cli: c, parser: spec.NewParser()}
+	if code := s.loadHost(); code != exitOK {
+		return s, code
+	}
+	if tenants {
+		if code := s.loadTenants(ctx); code != exitOK {
+			return s, code
+		}
+	}
+	return s, s.startEngine(ctx, mode)
+}
 
 func (s *session) close() {
 	if s.plugins != nil {
@@ -76,37 +98,32 @@ func (s *session) loadTenants(ctx context.Context) int {
 	return exitOK
 }
 
-// startEngine launches and configures the host's plugins and opens the state
-// database (read-only, or not at all when readOnly and nothing is applied).
-func (s *session) startEngine(ctx context.Context, readOnly bool) int {
+// startEngine opens the state database as mode says, and launches and
+// configures the host's plugins.
+func (s *session) startEngine(ctx context.Context, mode storeMode) int {
 	s.plugins = pluginhost.New(s.cli.log.Named("plugin"),
 		pluginhost.WithBuiltins(builtins()...),
 		pluginhost.WithPluginDir(s.host.PluginDir))
-	if !readOnly {
-		if err := engine.PrepareStateDir(s.host); err != nil {
-			s.cli.errorf("%v", err)
-			return exitFailed
-		}
-	}
-	if readOnly {
+	switch mode {
+	case storeRead:
 		st, err := state.Open(engine.DBPath(s.host), state.WithReadOnly())
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			s.cli.errorf("%v", err)
-			return exitFailed
+			return s.fail(err)
 		}
 		s.store = st
-	} else {
+	case storeWrite:
+		if err := engine.PrepareStateDir(s.host); err != nil {
+			return s.fail(err)
+		}
 		st, err := state.Open(engine.DBPath(s.host))
 		if err != nil {
-			s.cli.errorf("%v", err)
-			return exitFailed
+			return s.fail(err)
 		}
 		s.store = st
 	}
 	iso, err := newIsolation(s.host)
 	if err != nil {
-		s.cli.errorf("%v", err)
-		return exitFailed
+		return s.fail(err)
 	}
 	s.engine = engine.New(s.host, s.store, s.plugins, iso,
 		engine.WithLogger(s.cli.log), engine.WithProgress(s.cli.stdout))
@@ -121,6 +138,3 @@ func (s *session) fail(err error) int {
 	s.cli.errorf("%v", err)
 	return exitFailed
 }
-
-// errNothingApplied is reported when a command needs recorded state.
-var errNothingApplied = fmt.Errorf("nothing has been applied on this host yet")
