@@ -53,9 +53,11 @@ type Runtime struct {
 	interpreter   bool
 	maxModuleSize int64
 	// cacheDir holds the compilation cache the plugin fills and the
-	// sandboxes read; empty until Configure.
+	// sandboxes read while still root; empty until Configure.
 	cacheDir string
 	cache    wazero.CompilationCache
+	// emptyDir is the empty directory a sandbox without state is jailed in.
+	emptyDir string
 
 	mu sync.Mutex
 	// children maps the sandboxes this process started to a channel closed
@@ -104,39 +106,23 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 		}
 		r.maxModuleSize = int64(n)
 	}
-	if req.DataDir == "" {
-		return nil
+	if !filepath.IsAbs(req.DataDir) {
+		return sdk.Errorf(sdk.CodeInvalid, "data dir %q is not an absolute path", req.DataDir)
 	}
 	dir := filepath.Join(req.DataDir, "cache")
 	cache, err := wazero.NewCompilationCacheWithDir(dir)
 	if err != nil {
 		return fmt.Errorf("open compilation cache: %w", err)
 	}
-	if err := shareCache(dir); err != nil {
-		return err
+	// The jail of sandboxes without state: empty, and unreadable to them.
+	empty := filepath.Join(req.DataDir, "empty")
+	if err := os.MkdirAll(empty, 0o111); err != nil {
+		return fmt.Errorf("create empty jail: %w", err)
 	}
-	r.cacheDir, r.cache = dir, cache
-	return nil
-}
-
-// shareCache lets the unprivileged sandboxes read the cache: directories
-// become traversable but not listable (0711), so that a tenant can read only
-// the entry of a module it knows, and entries become readable (0644).
-func shareCache(dir string) error {
-	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
-		switch {
-		case err != nil:
-			return err
-		case e.IsDir():
-			return os.Chmod(p, 0o711)
-		case e.Type().IsRegular() && !strings.HasSuffix(p, ".tmp"):
-			return os.Chmod(p, 0o644)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("share compilation cache: %w", err)
+	if err := os.Chmod(empty, 0o111); err != nil {
+		return fmt.Errorf("create empty jail: %w", err)
 	}
+	r.cacheDir, r.cache, r.emptyDir = dir, cache, empty
 	return nil
 }
 
@@ -181,7 +167,7 @@ func (r *Runtime) sandboxConfig(req *sdk.StartRequest) (sandboxConfig, error) {
 		Args:        req.Args,
 		Env:         req.Env,
 		Permissions: req.Permissions,
-		StateDir:    req.StateDir,
+		Jail:        r.emptyDir,
 		UID:         req.User.UID,
 		GID:         req.User.GID,
 		ProcsFiles:  req.Cgroup.ProcsFiles,
@@ -198,9 +184,15 @@ func (r *Runtime) sandboxConfig(req *sdk.StartRequest) (sandboxConfig, error) {
 		if !slices.Contains(sdk.Permissions, p) {
 			return cfg, sdk.Errorf(sdk.CodeInvalid, "unknown permission %q", p)
 		}
-		if (p == sdk.PermStateRead || p == sdk.PermStateWrite) && !filepath.IsAbs(req.StateDir) {
-			return cfg, sdk.Errorf(sdk.CodeInvalid, "permission %s needs a state dir", p)
+		if p == sdk.PermStateRead || p == sdk.PermStateWrite {
+			if !filepath.IsAbs(req.StateDir) {
+				return cfg, sdk.Errorf(sdk.CodeInvalid, "permission %s needs a state dir", p)
+			}
+			cfg.Jail = req.StateDir
 		}
+	}
+	if cfg.Jail == "" {
+		return cfg, sdk.Errorf(sdk.CodeUnavailable, "the runtime is not configured")
 	}
 	switch mem := req.Resources.MemoryBytes; {
 	case mem < 0 || (mem > 0 && mem < pageSize):
@@ -259,10 +251,7 @@ func (r *Runtime) precompile(ctx context.Context, bin []byte, memoryPages uint32
 	if _, err := rt.CompileModule(ctx, bin); err != nil {
 		return sdk.Errorf(sdk.CodeInvalid, "compile module: %w", err)
 	}
-	if r.cacheDir == "" {
-		return nil
-	}
-	return shareCache(r.cacheDir)
+	return nil
 }
 
 // sealedMemfd returns an in-memory file holding bin that nobody can change.

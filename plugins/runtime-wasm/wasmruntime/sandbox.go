@@ -52,9 +52,12 @@ type sandboxConfig struct {
 	// maximum.
 	MemoryPages uint32           `json:"memory_pages"`
 	Permissions []sdk.Permission `json:"permissions"`
-	StateDir    string           `json:"state_dir"`
-	UID         uint32           `json:"uid"`
-	GID         uint32           `json:"gid"`
+	// Jail is the directory the sandbox chroots into before it drops
+	// privileges: the state directory when a state permission is granted
+	// (the module sees it as /state), else an empty directory.
+	Jail string `json:"jail"`
+	UID  uint32 `json:"uid"`
+	GID  uint32 `json:"gid"`
 	// ProcsFiles are the cgroup.procs files the sandbox joins.
 	ProcsFiles  []string `json:"procs_files"`
 	CacheDir    string   `json:"cache_dir"`
@@ -100,9 +103,12 @@ func SandboxMain(args []string) int {
 	return st.ExitCode
 }
 
-// prepareSandbox does everything up to running the module: it joins the
-// cgroups, drops privileges, compiles and links the module, and returns its
-// _start function.
+// prepareSandbox does everything up to running the module and returns its
+// _start function. Still root, it joins the cgroups, compiles the module (from the root-only compilation
+// cache the plugin filled) and chroots into its jail; then it drops to the
+// tenant's user and links the module. Nothing of the tenant's runs before
+// the jail and the drop, and the jail holds whatever a WASI path resolves
+// to, symlinks included.
 func prepareSandbox(ctx context.Context) (api.Function, error) {
 	var cfg sandboxConfig
 	b, err := io.ReadAll(os.NewFile(fdConfig, "config"))
@@ -115,12 +121,6 @@ func prepareSandbox(ctx context.Context) (api.Function, error) {
 	if err := joinCgroups(cfg.ProcsFiles); err != nil {
 		return nil, err
 	}
-	if err := dropPrivileges(cfg.UID, cfg.GID); err != nil {
-		return nil, err
-	}
-	if nnp, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); err != nil || nnp != 1 {
-		return nil, fmt.Errorf("no_new_privs is not set (%d, %v)", nnp, err)
-	}
 	bin, err := io.ReadAll(io.NewSectionReader(os.NewFile(fdModule, "module"), 0, math.MaxInt64))
 	if err != nil {
 		return nil, fmt.Errorf("read module: %w", err)
@@ -128,6 +128,15 @@ func prepareSandbox(ctx context.Context) (api.Function, error) {
 	rt, compiled, err := compileCached(ctx, cfg, bin)
 	if err != nil {
 		return nil, sdk.Errorf(sdk.CodeInvalid, "compile module: %w", err)
+	}
+	if err := jail(cfg.Jail); err != nil {
+		return nil, err
+	}
+	if err := dropPrivileges(cfg.UID, cfg.GID); err != nil {
+		return nil, err
+	}
+	if nnp, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); err != nil || nnp != 1 {
+		return nil, fmt.Errorf("no_new_privs is not set (%d, %v)", nnp, err)
 	}
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		return nil, fmt.Errorf("instantiate WASI: %w", err)
@@ -159,6 +168,23 @@ func joinCgroups(procsFiles []string) error {
 		if err != nil {
 			return fmt.Errorf("join cgroup %s: %w", p, err)
 		}
+	}
+	return nil
+}
+
+// jail makes dir the process's root directory, so that no path the module
+// uses, symlinks included, leads out of it. Not running as root (tenant
+// users off, engine not root), it may not chroot: the module then runs
+// unjailed with the engine user's own rights, which that mode documents.
+func jail(dir string) error {
+	if os.Getuid() != 0 {
+		return nil
+	}
+	if err := unix.Chroot(dir); err != nil {
+		return fmt.Errorf("chroot %s: %w", dir, err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("chdir to the jail: %w", err)
 	}
 	return nil
 }
@@ -202,8 +228,7 @@ func runtimeConfig(interpreter bool, memoryPages uint32, cache wazero.Compilatio
 }
 
 // compileCached compiles bin with the compilation cache in cfg.CacheDir and,
-// if the cache can't be used (the sandbox may not read it, or may not write
-// a missing entry), without it.
+// if the cache can't be used, without it.
 func compileCached(ctx context.Context, cfg sandboxConfig, bin []byte) (wazero.Runtime, wazero.CompiledModule, error) {
 	if cfg.CacheDir != "" {
 		if cache, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir); err == nil {
@@ -247,9 +272,9 @@ func moduleConfig(cfg sandboxConfig, stdout, stderr io.Writer) wazero.ModuleConf
 	}
 	switch {
 	case slices.Contains(cfg.Permissions, sdk.PermStateWrite):
-		mc = mc.WithFSConfig(wazero.NewFSConfig().WithDirMount(cfg.StateDir, "/state"))
+		mc = mc.WithFSConfig(wazero.NewFSConfig().WithDirMount("/", "/state"))
 	case slices.Contains(cfg.Permissions, sdk.PermStateRead):
-		mc = mc.WithFSConfig(wazero.NewFSConfig().WithReadOnlyDirMount(cfg.StateDir, "/state"))
+		mc = mc.WithFSConfig(wazero.NewFSConfig().WithReadOnlyDirMount("/", "/state"))
 	}
 	return mc
 }

@@ -1,5 +1,6 @@
-// Command fsprobe tries each "read:PATH" or "write:PATH" argument, prints
-// how it went, and exits with the number of operations that succeeded.
+// Command fsprobe tries each "read:PATH", "write:PATH" or
+// "symlink:TARGET=LINK" argument, prints how it went, and exits with the
+// number of operations that succeeded.
 package main
 
 import (
@@ -13,9 +14,13 @@ func main() {
 	for _, a := range os.Args[1:] {
 		op, path, _ := strings.Cut(a, ":")
 		var err error
-		if op == "write" {
+		switch op {
+		case "write":
 			err = os.WriteFile(path, []byte("written\n"), 0o600)
-		} else {
+		case "symlink":
+			target, link, _ := strings.Cut(path, "=")
+			err = os.Symlink(target, link)
+		default:
 			_, err = os.ReadFile(path)
 		}
 		if err != nil {
