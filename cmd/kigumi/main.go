@@ -3,12 +3,18 @@
 package main
 
 import (
+	"math"
 	"os"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/kigumi/kigumi/plugins/runtime-wasm/wasmruntime"
 )
 
 func main() {
+	// Files inherited from whoever started kigumi must not reach plugins or
+	// sandboxes: mark them close-on-exec before anything runs.
+	_ = unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC)
 	// The wasm runtime re-executes this binary as its per-instance sandbox.
 	if len(os.Args) > 1 && os.Args[1] == wasmruntime.SandboxCommand {
 		os.Exit(wasmruntime.SandboxMain(os.Args[2:]))
