@@ -73,7 +73,7 @@ func TestBadInput(t *testing.T) {
 				replaceIn(t, w.host, `statefs "fuse" {}`, "statefs \"fuse\" {}\nledger \"xrpl\" {}")
 			},
 			args: []string{"validate"},
-			want: []string{`host\.hcl:17,1: Error: Cannot start plugin ledger "xrpl"`}},
+			want: []string{`host\.hcl:17,1: Error: Cannot use ledger plugin "xrpl"`}},
 		{name: "apply without a terminal",
 			args: []string{"apply"},
 			want: []string{`pass --auto-approve`}},

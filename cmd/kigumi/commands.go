@@ -118,7 +118,11 @@ func applyPlan(ctx context.Context, s *session, p *plan.Plan, question string) i
 	}
 	fmt.Fprintln(c.stdout)
 	if err := s.engine.Apply(ctx, p); err != nil {
-		return s.fail(err)
+		c.errorf("%v", err)
+		if errors.Is(err, sdk.ErrInvalid) {
+			return exitInvalid // a plugin refused what the spec asks for
+		}
+		return exitFailed
 	}
 	fmt.Fprintf(c.stdout, "\nApply complete: %d created, %d updated, %d destroyed.\n",
 		p.Count(plan.Create), p.Count(plan.Update), p.Count(plan.Destroy))

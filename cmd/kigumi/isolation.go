@@ -8,13 +8,17 @@ import (
 
 // newIsolation returns the host's tenant isolation: a dedicated Linux user
 // per tenant, or one shared user when the host spec turns tenant users off.
-func newIsolation(h *spec.Host) (engine.Isolation, error) {
+// Only a command that changes the host checks (and prepares) the cgroups.
+func newIsolation(h *spec.Host, mode storeMode) (engine.Isolation, error) {
 	if !h.Isolation.TenantUsers {
 		return tenant.NewShared(), nil
 	}
 	m, err := tenant.NewManager()
 	if err != nil {
 		return nil, err
+	}
+	if mode != storeWrite {
+		return m, nil
 	}
 	if err := m.Preflight(); err != nil {
 		return nil, err

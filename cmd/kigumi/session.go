@@ -121,14 +121,18 @@ func (s *session) startEngine(ctx context.Context, mode storeMode) int {
 		}
 		s.store = st
 	}
-	iso, err := newIsolation(s.host)
+	iso, err := newIsolation(s.host, mode)
 	if err != nil {
 		return s.fail(err)
 	}
 	s.engine = engine.New(s.host, s.store, s.plugins, iso,
 		engine.WithLogger(s.cli.log), engine.WithProgress(s.cli.stdout))
-	if s.writeDiags(s.engine.Configure(ctx)) {
+	diags, err := s.engine.Configure(ctx)
+	if s.writeDiags(diags) {
 		return exitInvalid
+	}
+	if err != nil {
+		return s.fail(err)
 	}
 	return exitOK
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -133,7 +132,7 @@ func (e *Engine) createTenant(ctx context.Context, a plan.Action) error {
 		return err
 	})
 	if err == nil {
-		err = e.step(target, "home.state", func() error { return e.makeStateParent(rec.User) })
+		err = e.step(target, "state.parent", func() error { return mkdirMode(e.stateParent(rec.Name), 0o700) })
 	}
 	if err != nil {
 		cctx, cancel := cleanupContext(ctx)
@@ -144,16 +143,12 @@ func (e *Engine) createTenant(ctx context.Context, a plan.Action) error {
 	return e.store.PutTenant(rec)
 }
 
-// makeStateParent creates the tenant's home/state, where instance state lives.
-func (e *Engine) makeStateParent(u sdk.User) error {
-	dir := filepath.Join(u.Home, "state")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+// mkdirMode creates dir with mode, or sets the mode of an existing one.
+func mkdirMode(dir string, mode os.FileMode) error {
+	if err := os.MkdirAll(dir, mode); err != nil {
 		return err
 	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return err
-	}
-	return os.Chown(dir, int(u.UID), int(u.GID))
+	return os.Chmod(dir, mode)
 }
 
 // allocate picks a tenant's uid and subordinate id range: the lowest free
@@ -226,9 +221,13 @@ func (e *Engine) destroyTenant(ctx context.Context, name string) error {
 }
 
 func (e *Engine) removeTenant(ctx context.Context, rec state.Tenant) error {
-	err := e.step("tenant "+rec.Name, "isolation.remove", func() error {
+	target := "tenant " + rec.Name
+	err := e.step(target, "isolation.remove", func() error {
 		return e.isolation.Remove(ctx, rec.Name, rec.User.Home)
 	})
+	if err == nil {
+		err = e.step(target, "state.parent.remove", func() error { return os.RemoveAll(e.stateParent(rec.Name)) })
+	}
 	if err != nil {
 		return err
 	}

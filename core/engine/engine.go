@@ -83,11 +83,8 @@ func New(host *spec.Host, store *state.Store, plugins Plugins, isolation Isolati
 	return e
 }
 
-// Paths of a host's state directory.
-func dbPath(h *spec.Host) string { return filepath.Join(h.StateDir, "kigumi.db") }
-
 // DBPath returns the path of the host's state database.
-func DBPath(h *spec.Host) string { return dbPath(h) }
+func DBPath(h *spec.Host) string { return filepath.Join(h.StateDir, "kigumi.db") }
 
 // PluginDataDir returns the data directory of a plugin.
 func PluginDataDir(h *spec.Host, kind sdk.Kind, name string) string {
@@ -102,12 +99,19 @@ func (e *Engine) home(tenant string) string {
 	return filepath.Join(e.host.StateDir, "tenants", tenant)
 }
 
+// stateParent is the root-owned directory that holds a tenant's instance
+// state: the tenant can't replace it, or any path leading to its state.
+func (e *Engine) stateParent(tenant string) string {
+	return filepath.Join(e.host.StateDir, "state", tenant)
+}
+
 func (e *Engine) stateDir(tenant, instance string) string {
-	return filepath.Join(e.home(tenant), "state", instance)
+	return filepath.Join(e.stateParent(tenant), instance)
 }
 
 // PrepareStateDir creates the host's state directory layout. Directories
-// tenants must traverse (but not list) are 0711; the rest are root-only.
+// tenants may traverse (but not list) to their homes are 0711; the rest
+// are root-only.
 func PrepareStateDir(h *spec.Host) error {
 	for _, d := range []struct {
 		path string
@@ -115,8 +119,9 @@ func PrepareStateDir(h *spec.Host) error {
 	}{
 		{h.StateDir, 0o711},
 		{filepath.Join(h.StateDir, "tenants"), 0o711},
-		{filepath.Join(h.StateDir, "plugins"), 0o711},
+		{filepath.Join(h.StateDir, "plugins"), 0o700},
 		{filepath.Join(h.StateDir, "run"), 0o700},
+		{filepath.Join(h.StateDir, "state"), 0o700},
 	} {
 		if err := os.MkdirAll(d.path, d.mode); err != nil {
 			return fmt.Errorf("create state directory: %w", err)

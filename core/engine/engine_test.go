@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -253,8 +254,8 @@ func newEngine(t *testing.T, h *spec.Host, w *world) *Engine {
 	}
 	t.Cleanup(func() { st.Close() })
 	e := New(h, st, w, w)
-	if diags := e.Configure(context.Background()); diags.HasErrors() {
-		t.Fatal(diags.Error())
+	if diags, err := e.Configure(context.Background()); err != nil || diags.HasErrors() {
+		t.Fatal(diags, err)
 	}
 	return e
 }
@@ -492,5 +493,58 @@ func TestRelaunchedPluginIsConfigured(t *testing.T) {
 	}
 	if w.configs != before+1 {
 		t.Errorf("configures = %d, want %d", w.configs, before+1)
+	}
+}
+
+// TestResumeWithChangedSpec: a create interrupted after its workload
+// started, resumed with an edited spec, replaces the workload instead of
+// adopting one that runs the old spec.
+func TestResumeWithChangedSpec(t *testing.T) {
+	w := newWorld()
+	e := newEngine(t, testHost(t), w)
+	if _, err, _ := apply(t, e, desired("alice")); err != nil {
+		t.Fatal(err)
+	}
+	rec, _, _ := e.store.Instance("alice", "web")
+	rec.Phase = state.PhaseCreating
+	if err := e.store.PutInstance(rec); err != nil {
+		t.Fatal(err)
+	}
+	edited := desired("alice")
+	edited[0].Instances[0].Spec.Args = []string{"--new"}
+	if _, err, _ := apply(t, e, edited); err != nil {
+		t.Fatal(err)
+	}
+	rec, _, _ = e.store.Instance("alice", "web")
+	if w.starts != 2 || rec.RuntimeSpecHash != edited[0].Instances[0].Spec.Hash() || rec.Phase != state.PhaseReady {
+		t.Errorf("starts %d, record %+v", w.starts, rec)
+	}
+	if live, _, _, _ := w.snapshot(); len(live) != 1 {
+		t.Errorf("live = %v", live)
+	}
+}
+
+// TestFailedUpdateKeepsState: an update that drops the state and fails to
+// start restores the previous spec, state included.
+func TestFailedUpdateKeepsState(t *testing.T) {
+	w := newWorld()
+	e := newEngine(t, testHost(t), w)
+	if _, err, _ := apply(t, e, desired("alice")); err != nil {
+		t.Fatal(err)
+	}
+	noState := desired("alice")
+	noState[0].Instances[0].Spec.StateBytes = 0
+	w.failStart = sdk.InvalidAttribute("module", "bad magic")
+	_, err, _ := apply(t, e, noState)
+	if !errors.Is(err, sdk.ErrInvalid) || !strings.Contains(err.Error(), "previous spec was restored") {
+		t.Fatalf("err = %v", err)
+	}
+	live, states, _, _ := w.snapshot()
+	if len(live) != 1 || len(states) != 1 {
+		t.Fatalf("after failed update: live %v states %v", live, states)
+	}
+	rec, _, _ := e.store.Instance("alice", "web")
+	if rec.Phase != state.PhaseReady || rec.Spec.StateBytes == 0 || rec.StateHandle == nil {
+		t.Errorf("record = %+v", rec)
 	}
 }

@@ -6,27 +6,24 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/kigumi/kigumi/core/sdk"
 	"github.com/kigumi/kigumi/core/state"
 )
 
 // bringUp makes whatever the instance record lacks: its cgroup, its state and
-// its running workload, recording each handle as soon as it exists. When
-// resume is set, a workload an interrupted apply may have started without
-// recording it is swept away first.
+// its running workload, recording each handle as soon as it exists. A
+// recorded workload is adopted if it still runs the spec being applied.
+// When resume is set, a workload an interrupted apply may have started
+// without recording it is swept away first, with everything in its cgroup.
 func (e *Engine) bringUp(ctx context.Context, ten state.Tenant, rec *state.Instance, resume bool) error {
 	target := "instance " + rec.Key()
 	rt, err := e.runtime(ctx, rec.Spec.Runtime)
 	if err != nil {
 		return err
 	}
-	if rec.RuntimeHandle != nil {
-		adopted, err := e.adopt(ctx, rt, rec)
-		if err != nil || adopted {
-			return err
-		}
-	} else if resume {
+	if rec.RuntimeHandle == nil && resume {
 		if err := e.step(target, "isolation.sweep", func() error {
 			return e.isolation.RemoveInstance(ctx, rec.Tenant, rec.Name)
 		}); err != nil {
@@ -43,9 +40,33 @@ func (e *Engine) bringUp(ctx context.Context, ten state.Tenant, rec *state.Insta
 	if err := e.store.PutInstance(*rec); err != nil {
 		return err
 	}
-	if err := e.bringUpState(ctx, ten, rec); err != nil {
+	if rec.Spec.StateBytes > 0 {
+		if err := e.bringUpState(ctx, ten, rec); err != nil {
+			return err
+		}
+	}
+	if rec.RuntimeHandle != nil {
+		adopted, err := e.adopt(ctx, rt, rec)
+		if err != nil {
+			return err
+		}
+		if !adopted {
+			if err := e.start(ctx, rt, ten, rec); err != nil {
+				return err
+			}
+		}
+	} else if err := e.start(ctx, rt, ten, rec); err != nil {
 		return err
 	}
+	// An update that dropped the state drops it once the new workload runs.
+	if rec.Spec.StateBytes == 0 && rec.StateHandle != nil {
+		return e.dropState(ctx, rec)
+	}
+	return nil
+}
+
+// start starts the instance's workload and records its handle.
+func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, rec *state.Instance) error {
 	if err := os.RemoveAll(rec.RunDir); err != nil {
 		return fmt.Errorf("clear run directory: %w", err)
 	}
@@ -53,13 +74,14 @@ func (e *Engine) bringUp(ctx context.Context, ten state.Tenant, rec *state.Insta
 		return fmt.Errorf("create run directory: %w", err)
 	}
 	perms := rec.Spec.Permissions
-	if rec.StateSource == "" {
-		perms = nil
-		for _, p := range rec.Spec.Permissions {
-			if p != sdk.PermStateRead && p != sdk.PermStateWrite {
-				perms = append(perms, p)
-			}
-		}
+	if rec.Spec.StateBytes == 0 {
+		perms = slices.DeleteFunc(slices.Clone(perms), func(p sdk.Permission) bool {
+			return p == sdk.PermStateRead || p == sdk.PermStateWrite
+		})
+	}
+	source := rec.StateSource
+	if rec.Spec.StateBytes == 0 {
+		source = ""
 	}
 	req := &sdk.StartRequest{
 		Instance:    sdk.Instance{Tenant: rec.Tenant, Name: rec.Name},
@@ -70,13 +92,13 @@ func (e *Engine) bringUp(ctx context.Context, ten state.Tenant, rec *state.Insta
 		Env:         rec.Spec.Env,
 		Resources:   rec.Spec.Resources,
 		Permissions: perms,
-		StateDir:    rec.StateSource,
+		StateDir:    source,
 		RunDir:      rec.RunDir,
 	}
-	if err := e.step(target, "runtime.start", func() error {
+	if err := e.step("instance "+rec.Key(), "runtime.start", func() error {
 		h, err := rt.Start(ctx, req)
 		if err == nil {
-			rec.RuntimeHandle = &h
+			rec.RuntimeHandle, rec.RuntimeSpecHash = &h, rec.SpecHash
 		}
 		return err
 	}); err != nil {
@@ -95,11 +117,15 @@ func artifactDigest(s state.InstanceSpec) string {
 }
 
 // adopt re-attaches to a recorded workload. It reports true when the
-// workload is running and kept; otherwise it destroys what is left of it.
+// workload is running the spec being applied and is kept; otherwise it
+// destroys what is left of it.
 func (e *Engine) adopt(ctx context.Context, rt sdk.Runtime, rec *state.Instance) (bool, error) {
 	target := "instance " + rec.Key()
 	var running bool
 	err := e.step(target, "runtime.recover", func() error {
+		if rec.RuntimeSpecHash != rec.SpecHash {
+			return nil // it runs another spec: replace it
+		}
 		h, err := rt.Recover(ctx, *rec.RuntimeHandle)
 		if errors.Is(err, sdk.ErrNotFound) {
 			return nil
@@ -127,17 +153,6 @@ func (e *Engine) adopt(ctx context.Context, rt sdk.Runtime, rec *state.Instance)
 
 func (e *Engine) bringUpState(ctx context.Context, ten state.Tenant, rec *state.Instance) error {
 	target := "instance " + rec.Key()
-	if rec.Spec.StateBytes == 0 {
-		if rec.StateHandle == nil {
-			return nil
-		}
-		// An update dropped the state.
-		if err := e.step(target, "statefs.deprovision", func() error { return e.stateDeprovision(ctx, *rec) }); err != nil {
-			return err
-		}
-		rec.StateHandle, rec.StateSource = nil, ""
-		return e.store.PutInstance(*rec)
-	}
 	fs, err := e.stateFS(ctx)
 	if err != nil {
 		return err
@@ -207,12 +222,12 @@ func (e *Engine) tearDown(ctx context.Context, rec *state.Instance, full bool) e
 		return e.isolation.RemoveInstance(ctx, rec.Tenant, rec.Name)
 	}))
 	if rec.StateHandle != nil {
-		err := e.step(target, "statefs.deprovision", func() error { return e.stateDeprovision(ctx, *rec) })
-		if err == nil {
-			rec.StateHandle, rec.StateSource = nil, ""
-			err = e.store.PutInstance(*rec)
-		}
-		errs = append(errs, err)
+		errs = append(errs, e.dropState(ctx, rec))
+	}
+	// The engine chose the state directory: whatever a crash left there
+	// before its handle was recorded goes too.
+	if err := os.RemoveAll(e.stateDir(rec.Tenant, rec.Name)); err != nil {
+		errs = append(errs, fmt.Errorf("remove state directory: %w", err))
 	}
 	if err := os.RemoveAll(rec.RunDir); err != nil {
 		errs = append(errs, fmt.Errorf("remove run directory: %w", err))
@@ -230,19 +245,32 @@ func (e *Engine) runtimeDestroy(ctx context.Context, rec state.Instance) error {
 	if err != nil {
 		return err
 	}
-	if err := rt.Destroy(ctx, *rec.RuntimeHandle); err != nil && !errors.Is(err, sdk.ErrNotFound) {
-		return err
-	}
-	return nil
+	return ignoreNotFound(rt.Destroy(ctx, *rec.RuntimeHandle))
 }
 
-func (e *Engine) stateDeprovision(ctx context.Context, rec state.Instance) error {
+// dropState unmounts and deprovisions the instance's state and forgets its
+// handle.
+func (e *Engine) dropState(ctx context.Context, rec *state.Instance) error {
 	fs, err := e.stateFS(ctx)
 	if err != nil {
 		return err
 	}
-	if err := fs.Deprovision(ctx, *rec.StateHandle); err != nil && !errors.Is(err, sdk.ErrNotFound) {
+	target := "instance " + rec.Key()
+	err = e.step(target, "statefs.unmount", func() error { return ignoreNotFound(fs.Unmount(ctx, *rec.StateHandle)) })
+	if err == nil {
+		err = e.step(target, "statefs.deprovision", func() error { return ignoreNotFound(fs.Deprovision(ctx, *rec.StateHandle)) })
+	}
+	if err != nil {
 		return err
 	}
-	return nil
+	rec.StateHandle, rec.StateSource = nil, ""
+	return e.store.PutInstance(*rec)
+}
+
+// ignoreNotFound treats "already gone" as done.
+func ignoreNotFound(err error) error {
+	if errors.Is(err, sdk.ErrNotFound) {
+		return nil
+	}
+	return err
 }

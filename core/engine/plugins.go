@@ -36,51 +36,56 @@ func (e *Engine) launch(ctx context.Context, kind sdk.Kind, name string) (sdk.Pl
 
 // Configure launches the plugin of every plugin block in the host spec,
 // decodes the block against the schema the plugin declares, and hands the
-// plugin its settings. Problems are diagnostics on the block or attribute.
-func (e *Engine) Configure(ctx context.Context) hcl.Diagnostics {
+// plugin its settings. Problems with the spec (an unknown plugin, a bad
+// setting) are diagnostics on the block or attribute; a plugin that fails
+// to run is an error.
+func (e *Engine) Configure(ctx context.Context) (hcl.Diagnostics, error) {
 	var diags hcl.Diagnostics
 	e.configs = map[string]*configured{}
 	for _, b := range e.host.Plugins {
-		d := e.configure(ctx, b)
+		d, err := e.configure(ctx, b)
 		diags = append(diags, d...)
+		if err != nil {
+			return diags, err
+		}
 	}
-	return diags
+	return diags, nil
 }
 
-func (e *Engine) configure(ctx context.Context, b spec.PluginBlock) hcl.Diagnostics {
-	blockDiag := func(summary string, err error) hcl.Diagnostics {
+func (e *Engine) configure(ctx context.Context, b spec.PluginBlock) (hcl.Diagnostics, error) {
+	title := fmt.Sprintf("%s plugin %q", b.Kind, b.Name)
+	client, err := e.launch(ctx, b.Kind, b.Name)
+	if errors.Is(err, sdk.ErrNotFound) || errors.Is(err, sdk.ErrInvalid) {
 		return hcl.Diagnostics{{
 			Severity: hcl.DiagError,
-			Summary:  summary,
+			Summary:  "Cannot use " + title,
 			Detail:   err.Error(),
 			Subject:  b.DeclRange.Ptr(),
-		}}
+		}}, nil
 	}
-	title := fmt.Sprintf("%s %q", b.Kind, b.Name)
-	client, err := e.launch(ctx, b.Kind, b.Name)
 	if err != nil {
-		return blockDiag("Cannot start plugin "+title, err)
+		return nil, fmt.Errorf("start %s: %w", title, err)
 	}
 	info, err := client.Info(ctx)
 	if err != nil {
-		return blockDiag("Plugin "+title+" did not describe itself", err)
+		return nil, fmt.Errorf("%s did not describe itself: %w", title, err)
 	}
 	settings, diags := spec.DecodePluginConfig(b, info.Schema)
 	if diags.HasErrors() {
-		return diags
+		return diags, nil
 	}
 	req := sdk.ConfigureRequest{Host: e.host.Name, Settings: settings, DataDir: PluginDataDir(e.host, b.Kind, b.Name)}
-	if err := os.MkdirAll(req.DataDir, 0o711); err != nil {
-		return blockDiag("Cannot create the data directory of plugin "+title, err)
+	if err := os.MkdirAll(req.DataDir, 0o700); err != nil {
+		return diags, fmt.Errorf("create the data directory of %s: %w", title, err)
 	}
 	if err := client.Configure(ctx, req); err != nil {
 		if errors.Is(err, sdk.ErrInvalid) {
-			return append(diags, spec.PluginConfigDiagnostic(b, err))
+			return append(diags, spec.PluginConfigDiagnostic(b, err)), nil
 		}
-		return blockDiag("Plugin "+title+" refused its settings", err)
+		return diags, fmt.Errorf("configure %s: %w", title, err)
 	}
 	e.configs[key(b.Kind, b.Name)] = &configured{req: req, client: client}
-	return diags
+	return diags, nil
 }
 
 // reconfigure configures client if it is not the client last configured

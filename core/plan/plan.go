@@ -137,15 +137,25 @@ func Diff(desired []Tenant, tenants []state.Tenant, instances []state.Instance) 
 			p.Actions = append(p.Actions, Action{Op: Destroy, Tenant: t.Name, Resume: t.Phase == state.PhaseDestroying})
 		}
 	}
-	// 3. Wanted tenants, each followed by its instances.
+	// 3. Wanted tenants, each followed by its instances. A tenant's limits
+	// are raised before its instances change and lowered after, so that
+	// they always hold its instances' limits (cgroup v1 refuses a parent
+	// CPU quota below a child's).
 	for _, t := range sorted(desired, func(t Tenant) string { return t.Name }) {
 		limits := t.Limits()
+		var lower *Action
 		if have, ok := haveTenant[t.Name]; !ok {
 			p.Actions = append(p.Actions, Action{Op: Create, Tenant: t.Name, Limits: limits})
 		} else if have.Phase != state.PhaseReady {
 			p.Actions = append(p.Actions, Action{Op: Create, Tenant: t.Name, Limits: limits, Resume: true})
 		} else if have.Limits != limits {
-			p.Actions = append(p.Actions, Action{Op: Update, Tenant: t.Name, Limits: limits, Changes: resourceChanges("limits.", have.Limits, limits)})
+			raised := maxResources(have.Limits, limits)
+			if raised != have.Limits {
+				p.Actions = append(p.Actions, Action{Op: Update, Tenant: t.Name, Limits: raised, Changes: resourceChanges("limits.", have.Limits, raised)})
+			}
+			if raised != limits {
+				lower = &Action{Op: Update, Tenant: t.Name, Limits: limits, Changes: resourceChanges("limits.", raised, limits)}
+			}
 		}
 		for _, i := range sorted(t.Instances, func(i Instance) string { return i.Name }) {
 			spec := i.Spec
@@ -160,8 +170,21 @@ func Diff(desired []Tenant, tenants []state.Tenant, instances []state.Instance) 
 					Changes: SpecChanges(have.Spec, spec), Resume: have.Phase == state.PhaseUpdating})
 			}
 		}
+		if lower != nil {
+			p.Actions = append(p.Actions, *lower)
+		}
 	}
 	return p
+}
+
+// maxResources returns the larger of a and b, field by field.
+func maxResources(a, b sdk.Resources) sdk.Resources {
+	return sdk.Resources{
+		MemoryBytes: max(a.MemoryBytes, b.MemoryBytes),
+		MilliCPU:    max(a.MilliCPU, b.MilliCPU),
+		DiskBytes:   max(a.DiskBytes, b.DiskBytes),
+		Pids:        max(a.Pids, b.Pids),
+	}
 }
 
 func sorted[T any](in []T, key func(T) string) []T {

@@ -65,6 +65,24 @@ func TestDiff(t *testing.T) {
 			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
 			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)},
 			want:      []string{"update tenant alice", "update instance alice/web"}, changes: []string{"resources.memory"}},
+		{name: "lower cpu: instance first, then tenant limits",
+			desired: []Tenant{{Name: "alice", Instances: []Instance{{Name: "web", Spec: func() state.InstanceSpec {
+				s := spec(32 << 20)
+				s.Resources.MilliCPU = 50
+				return s
+			}()}}}},
+			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
+			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)},
+			want:      []string{"update instance alice/web", "update tenant alice"}, changes: []string{"limits.cpu"}},
+		{name: "more memory, less cpu: raise memory first, lower cpu last",
+			desired: []Tenant{{Name: "alice", Instances: []Instance{{Name: "web", Spec: func() state.InstanceSpec {
+				s := spec(64 << 20)
+				s.Resources.MilliCPU = 50
+				return s
+			}()}}}},
+			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
+			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)},
+			want:      []string{"update tenant alice", "update instance alice/web", "update tenant alice"}, changes: []string{"limits.cpu"}},
 		{name: "destroy tenant and its instances first",
 			desired:   []Tenant{{Name: "bob"}},
 			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},

@@ -84,6 +84,9 @@ type Instance struct {
 	SpecHash string
 	// RuntimeHandle and StateHandle are the plugins' handles; nil until made.
 	RuntimeHandle *sdk.Handle
+	// RuntimeSpecHash is the SpecHash the recorded workload was started
+	// with: a workload is adopted only if it runs the spec being applied.
+	RuntimeSpecHash string
 	StateHandle   *sdk.Handle
 	StateSource   string
 	RunDir        string
