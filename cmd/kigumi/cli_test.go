@@ -50,6 +50,12 @@ func TestBadInput(t *testing.T) {
 			},
 			args: []string{"validate"},
 			want: []string{`\.hcl:4,19: Error: Module not found`, `/nonexistent/app.wasm`}},
+		{name: "module outside the artifacts directory",
+			edit: func(t *testing.T, w *workspace) {
+				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), appWasm, "/etc/hostname")
+			},
+			args: []string{"plan"},
+			want: []string{`\.hcl:4,19: Error: Module outside the artifacts directory`}},
 		{name: "policy denial",
 			edit: func(t *testing.T, w *workspace) {
 				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), `memory = "64MiB"`, `memory = "1536MiB"`)
@@ -61,19 +67,19 @@ func TestBadInput(t *testing.T) {
 				replaceIn(t, w.host, `runtime "wasm" {}`, "runtime \"wasm\" {\n  compiler = \"jit\"\n}")
 			},
 			args: []string{"validate"},
-			want: []string{`host\.hcl:16,14: Error: Invalid runtime "wasm" setting "compiler"`}},
+			want: []string{`host\.hcl:17,14: Error: Invalid runtime "wasm" setting "compiler"`}},
 		{name: "unknown plugin setting",
 			edit: func(t *testing.T, w *workspace) {
 				replaceIn(t, w.host, `runtime "wasm" {}`, "runtime \"wasm\" {\n  turbo = true\n}")
 			},
 			args: []string{"validate"},
-			want: []string{`host\.hcl:16,3: Error: Unsupported argument`, `turbo`}},
+			want: []string{`host\.hcl:17,3: Error: Unsupported argument`, `turbo`}},
 		{name: "unknown plugin",
 			edit: func(t *testing.T, w *workspace) {
 				replaceIn(t, w.host, `statefs "fuse" {}`, "statefs \"fuse\" {}\nledger \"xrpl\" {}")
 			},
 			args: []string{"validate"},
-			want: []string{`host\.hcl:17,1: Error: Cannot use ledger plugin "xrpl"`}},
+			want: []string{`host\.hcl:18,1: Error: Cannot use ledger plugin "xrpl"`}},
 		{name: "apply without a terminal",
 			args: []string{"apply"},
 			want: []string{`pass --auto-approve`}},

@@ -71,8 +71,9 @@ func newWorkspace(t *testing.T, tenants int) *workspace {
 	w := &workspace{dir: dir, host: filepath.Join(dir, "host.hcl"), tenants: filepath.Join(dir, "tenants"), state: filepath.Join(dir, "state")}
 	policies, _ := filepath.Abs("../../policies")
 	writeFile(t, w.host, fmt.Sprintf(`host "e2e" {
-  state_dir = %q
-  policies  = [%q]
+  state_dir     = %q
+  artifacts_dir = %q
+  policies      = [%q]
   capacity {
     cpu       = 2
     memory    = "2GiB"
@@ -86,7 +87,7 @@ func newWorkspace(t *testing.T, tenants int) *workspace {
 }
 runtime "wasm" {}
 statefs "fuse" {}
-`, w.state, policies))
+`, w.state, filepath.Dir(appWasm), policies))
 	if err := os.Mkdir(w.tenants, 0o755); err != nil {
 		t.Fatal(err)
 	}

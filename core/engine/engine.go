@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -164,11 +165,15 @@ func Desired(tenants []*spec.Tenant) ([]plan.Tenant, error) {
 }
 
 func fileDigest(path string) (string, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: a FIFO swapped in for the module must not hang the engine.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return "", fmt.Errorf("read module: %w", err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("read module %s: not a regular file", path)
+	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return "", fmt.Errorf("read module %s: %w", path, err)

@@ -33,7 +33,7 @@ var (
 		{Type: string(sdk.KindLedger), LabelNames: []string{"name"}},
 	}}
 	hostSchema = &hcl.BodySchema{
-		Attributes: []hcl.AttributeSchema{{Name: "state_dir"}, {Name: "plugin_dir"}, {Name: "policies"}},
+		Attributes: []hcl.AttributeSchema{{Name: "state_dir"}, {Name: "plugin_dir"}, {Name: "artifacts_dir"}, {Name: "policies"}},
 		Blocks:     []hcl.BlockHeaderSchema{{Type: "capacity"}, {Type: "isolation"}, {Type: "tenants"}},
 	}
 	capacitySchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
@@ -124,6 +124,7 @@ func (d *decoder) host(b *hcl.Block, file string) *Host {
 		},
 		PolicyFiles: []string{},
 		TenantDir:   filepath.Join(dir, defaultTenantDir),
+		ArtifactDir: dir,
 		DeclRange:   b.DefRange,
 	}
 	d.name(h.Name, b.LabelRanges[0], "host", hostName, 63)
@@ -133,6 +134,9 @@ func (d *decoder) host(b *hcl.Block, file string) *Host {
 	}
 	if a := c.Attributes["plugin_dir"]; a != nil {
 		h.PluginDir = d.path(a, dir)
+	}
+	if a := c.Attributes["artifacts_dir"]; a != nil {
+		h.ArtifactDir = d.path(a, dir)
 	}
 	if a := c.Attributes["policies"]; a != nil {
 		h.PolicyFiles = d.policies(a, dir)

@@ -177,7 +177,7 @@ func (d *decoder) instance(b *hcl.Block, dir string, h *Host) Instance {
 			d.checkRuntime(a, in.Runtime, h)
 		}
 	}
-	d.artifact(&in, c, dir)
+	d.artifact(&in, c, dir, h)
 	if a := c.Attributes["args"]; a != nil {
 		in.Args, _ = d.strings(a)
 	}
@@ -216,8 +216,22 @@ func (d *decoder) checkRuntime(a *hcl.Attribute, name string, h *Host) {
 	d.errorAt(a.Expr.Range(), "Unknown runtime", "The host declares no runtime %q; it declares %s.", name, strings.Join(declared, ", "))
 }
 
+// within reports whether path, with symlinks resolved, lies inside dir.
+func within(dir, path string) bool {
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return false
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return false
+	}
+	rel, err := filepath.Rel(root, real)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
 // artifact decodes the module, image and digest arguments of c into in.
-func (d *decoder) artifact(in *Instance, c *hcl.BodyContent, dir string) {
+func (d *decoder) artifact(in *Instance, c *hcl.BodyContent, dir string, h *Host) {
 	module, image := c.Attributes["module"], c.Attributes["image"]
 	switch {
 	case module != nil && image != nil:
@@ -237,6 +251,9 @@ func (d *decoder) artifact(in *Instance, c *hcl.BodyContent, dir string) {
 			d.errorAt(module.Expr.Range(), "Module not found", "Cannot use %s as the module: %v.", in.Module, err)
 		} else if !fi.Mode().IsRegular() {
 			d.errorAt(module.Expr.Range(), "Module is not a file", "%s is not a regular file.", in.Module)
+		} else if !within(h.ArtifactDir, in.Module) {
+			d.errorAt(module.Expr.Range(), "Module outside the artifacts directory",
+				"%s is not inside the host's artifacts directory %s (symlinks resolved); set artifacts_dir in the host spec.", in.Module, h.ArtifactDir)
 		}
 	default:
 		in.Image = d.str(image)

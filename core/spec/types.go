@@ -23,6 +23,10 @@ type Host struct {
 	PolicyFiles []string
 	// TenantDir is the absolute path of the directory of tenant *.hcl specs.
 	TenantDir string
+	// ArtifactDir is the absolute path of the directory that every module
+	// must lie in (symlinks resolved), so that a tenant spec cannot name an
+	// arbitrary host file. It defaults to the host spec's directory.
+	ArtifactDir string
 	// Plugins are the plugin blocks, in file order.
 	Plugins []PluginBlock
 	// DeclRange is the range of the host block's header.

@@ -87,11 +87,11 @@ type Instance struct {
 	// RuntimeSpecHash is the SpecHash the recorded workload was started
 	// with: a workload is adopted only if it runs the spec being applied.
 	RuntimeSpecHash string
-	StateHandle   *sdk.Handle
-	StateSource   string
-	RunDir        string
-	Cgroup        sdk.Cgroup
-	UpdatedAt     time.Time
+	StateHandle     *sdk.Handle
+	StateSource     string
+	RunDir          string
+	Cgroup          sdk.Cgroup
+	UpdatedAt       time.Time
 }
 
 // Key returns "tenant/name".
