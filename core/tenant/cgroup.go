@@ -159,11 +159,20 @@ func (c cgroups) setLimits(tenant string, l Limits) error {
 		}
 	} else {
 		ds := c.dirs(tenant)
+		mem := unlimited(l.MemoryBytes, "-1")
 		files = [][2]string{
-			{filepath.Join(ds[0], "memory.limit_in_bytes"), unlimited(l.MemoryBytes, "-1")},
+			{filepath.Join(ds[0], "memory.limit_in_bytes"), mem},
 			{filepath.Join(ds[1], "cpu.cfs_period_us"), strconv.Itoa(cpuPeriod)},
 			{filepath.Join(ds[1], "cpu.cfs_quota_us"), quota},
 			{filepath.Join(ds[2], "pids.max"), pids},
+		}
+		// Memory plus swap gets the same limit, so nothing swaps past it.
+		// It may never be below the memory limit: when raising, it goes
+		// first (and succeeds); when lowering, it fails and goes last.
+		if memsw := filepath.Join(ds[0], "memory.memsw.limit_in_bytes"); exists(memsw) {
+			if writeFile(memsw, mem) != nil {
+				files = append(files, [2]string{memsw, mem})
+			}
 		}
 	}
 	for _, f := range files {

@@ -151,10 +151,11 @@ func TestEnsure(t *testing.T) {
 			name:   "limited",
 			limits: Limits{MemoryBytes: 64 << 20, MilliCPU: 500, Pids: 64},
 			wantV1: map[string]string{
-				"memory/memory.limit_in_bytes": "67108864",
-				"cpu/cpu.cfs_period_us":        "100000",
-				"cpu/cpu.cfs_quota_us":         "50000",
-				"pids/pids.max":                "64",
+				"memory/memory.limit_in_bytes":       "67108864",
+				"memory/memory.memsw.limit_in_bytes": "67108864",
+				"cpu/cpu.cfs_period_us":              "100000",
+				"cpu/cpu.cfs_quota_us":               "50000",
+				"pids/pids.max":                      "64",
 			},
 			wantV2: map[string]string{
 				"memory/memory.max": "67108864",
@@ -166,9 +167,10 @@ func TestEnsure(t *testing.T) {
 			name:   "unlimited",
 			limits: Limits{},
 			wantV1: map[string]string{
-				"memory/memory.limit_in_bytes": unlimitedMemory,
-				"cpu/cpu.cfs_quota_us":         "-1",
-				"pids/pids.max":                "max",
+				"memory/memory.limit_in_bytes":       unlimitedMemory,
+				"memory/memory.memsw.limit_in_bytes": unlimitedMemory,
+				"cpu/cpu.cfs_quota_us":               "-1",
+				"pids/pids.max":                      "max",
 			},
 			wantV2: map[string]string{
 				"memory/memory.max": "max",
@@ -602,5 +604,28 @@ func TestPreflight(t *testing.T) {
 				t.Errorf("Preflight = %v, want error containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestMemoryLimitChanges: memory and memory+swap limits move together, up
+// and down, although the kernel keeps memsw at or above the memory limit.
+func TestMemoryLimitChanges(t *testing.T) {
+	m := newManager(t)
+	s := newSpec(t, m)
+	for _, mem := range []int64{64 << 20, 32 << 20, 128 << 20, 0, 16 << 20} {
+		s.Limits = Limits{MemoryBytes: mem}
+		if _, err := m.Ensure(context.Background(), s); err != nil {
+			t.Fatalf("memory %d: %v", mem, err)
+		}
+		want := strconv.FormatInt(mem, 10)
+		if mem == 0 {
+			want = unlimitedMemory
+		}
+		for _, f := range []string{"memory.limit_in_bytes", "memory.memsw.limit_in_bytes"} {
+			got, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory/kigumi", s.Tenant, f))
+			if err != nil || strings.TrimSpace(string(got)) != want {
+				t.Errorf("memory %d: %s = %q (%v), want %s", mem, f, got, err, want)
+			}
+		}
 	}
 }
