@@ -141,7 +141,7 @@ func prepareSandbox(ctx context.Context) (api.Function, error) {
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		return nil, fmt.Errorf("instantiate WASI: %w", err)
 	}
-	mc := moduleConfig(cfg, os.NewFile(fdStdout, stdoutFile), os.NewFile(fdStderr, stderrFile))
+	mc := moduleConfig(cfg, capLog(os.NewFile(fdStdout, stdoutFile)), capLog(os.NewFile(fdStderr, stderrFile)))
 	mod, err := rt.InstantiateModule(ctx, compiled, mc.WithStartFunctions())
 	if err != nil {
 		return nil, sdk.Errorf(sdk.CodeInvalid, "link module: %w", err)
@@ -277,6 +277,36 @@ func moduleConfig(cfg sandboxConfig, stdout, stderr io.Writer) wazero.ModuleConf
 		mc = mc.WithFSConfig(wazero.NewFSConfig().WithReadOnlyDirMount("/", "/state"))
 	}
 	return mc
+}
+
+// maxLogBytes caps each output stream of an instance, so that no workload
+// fills the host's disk with logs.
+const maxLogBytes = 16 << 20
+
+// cappedWriter passes the first left bytes on to w, then drops the rest,
+// saying so once.
+type cappedWriter struct {
+	w    io.Writer
+	left int64
+}
+
+func capLog(w io.Writer) io.Writer { return &cappedWriter{w: w, left: maxLogBytes} }
+
+// Write implements io.Writer. It never fails the workload's write.
+func (c *cappedWriter) Write(p []byte) (int, error) {
+	if c.left <= 0 {
+		return len(p), nil
+	}
+	keep := p
+	if int64(len(keep)) > c.left {
+		keep = keep[:c.left]
+	}
+	c.left -= int64(len(keep))
+	_, _ = c.w.Write(keep)
+	if c.left == 0 {
+		_, _ = io.WriteString(c.w, "\n[kigumi: this instance reached its log limit; further output is dropped]\n")
+	}
+	return len(p), nil
 }
 
 // runModule runs the module's _start function and reports how it ended.
