@@ -55,7 +55,7 @@ type workspace struct {
 	names                     []string
 }
 
-func newWorkspace(t *testing.T, tenants int) *workspace {
+func newWorkspace(t testing.TB, tenants int) *workspace {
 	t.Helper()
 	var b [3]byte
 	rand.Read(b[:])
@@ -106,7 +106,7 @@ statefs "fuse" {}
 	return w
 }
 
-func (w *workspace) writeTenant(t *testing.T, name, greeting string) {
+func (w *workspace) writeTenant(t testing.TB, name, greeting string) {
 	t.Helper()
 	writeFile(t, filepath.Join(w.tenants, name+".hcl"), fmt.Sprintf(`tenant %q {
   instance "app" {
@@ -127,7 +127,7 @@ func (w *workspace) writeTenant(t *testing.T, name, greeting string) {
 `, name, appWasm, name, greeting))
 }
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
@@ -135,7 +135,7 @@ func writeFile(t *testing.T, path, content string) {
 }
 
 // kigumi runs the binary and returns its exit code and output.
-func kigumi(t *testing.T, args ...string) (int, string, string) {
+func kigumi(t testing.TB, args ...string) (int, string, string) {
 	t.Helper()
 	cmd := exec.Command(kigumiBin, args...)
 	var stdout, stderr bytes.Buffer
@@ -150,7 +150,7 @@ func kigumi(t *testing.T, args ...string) (int, string, string) {
 	return code, stdout.String(), stderr.String()
 }
 
-func mustKigumi(t *testing.T, args ...string) string {
+func mustKigumi(t testing.TB, args ...string) string {
 	t.Helper()
 	code, out, errOut := kigumi(t, args...)
 	if code != 0 {

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -164,6 +165,35 @@ func TestRender(t *testing.T) {
 				if !strings.Contains(b.String(), w) {
 					t.Errorf("output lacks %q:\n%s", w, b.String())
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkDiff plans 1000 tenants of 10 instances each against records
+// that match (no change) or that are all stale (all updates).
+func BenchmarkDiff(b *testing.B) {
+	var desired []Tenant
+	var tenants []state.Tenant
+	var same, stale []state.Instance
+	for i := range 1000 {
+		t := Tenant{Name: fmt.Sprintf("t%04d", i)}
+		for j := range 10 {
+			s := spec(32<<20, fmt.Sprint(j))
+			t.Instances = append(t.Instances, Instance{Name: fmt.Sprintf("i%d", j), Spec: s})
+			same = append(same, rec(t.Name, fmt.Sprintf("i%d", j), s, state.PhaseReady))
+			stale = append(stale, rec(t.Name, fmt.Sprintf("i%d", j), spec(16<<20), state.PhaseReady))
+		}
+		desired = append(desired, t)
+		tenants = append(tenants, tenantRec(t.Name, state.PhaseReady, t.Limits()))
+	}
+	for _, bc := range []struct {
+		name    string
+		records []state.Instance
+	}{{"no-change", same}, {"all-updates", stale}} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				Diff(desired, tenants, bc.records)
 			}
 		})
 	}
