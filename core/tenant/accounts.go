@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // The account database files.
@@ -27,10 +29,34 @@ const (
 // maxID is one past the largest usable id: 2^32-1 is (uid_t)-1.
 const maxID = 1<<32 - 1
 
-// accountsMu serializes this process's changes to the account database, so
-// that a check and the change it allows are not interleaved with another
-// tenant's. The shadow tools lock the files against other processes.
-var accountsMu sync.Mutex
+// accountsMu and accountsLockFile serialize changes to the account
+// database, within this process and across kigumi processes, so that a
+// check and the change it allows are not interleaved with another tenant's,
+// and so that two kigumi processes never run shadow tools at once (they
+// fail, rather than wait, when another holds /etc/passwd's lock).
+var (
+	accountsMu       sync.Mutex
+	accountsLockFile = "/run/lock/kigumi-accounts.lock"
+)
+
+// lockAccounts takes both locks and returns the function that releases them.
+func lockAccounts() (unlock func(), err error) {
+	accountsMu.Lock()
+	f, err := os.OpenFile(accountsLockFile, os.O_CREATE|os.O_RDWR, 0o600)
+	if err == nil {
+		if err = unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		accountsMu.Unlock()
+		return nil, fmt.Errorf("lock the account database: %w", err)
+	}
+	return func() {
+		f.Close()
+		accountsMu.Unlock()
+	}, nil
+}
 
 // passwdEntry is one line of /etc/passwd.
 type passwdEntry struct {

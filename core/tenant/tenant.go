@@ -276,8 +276,11 @@ func validHome(home string) error {
 // ensureAccount creates or adopts the tenant's group, user and subordinate
 // ids, adding to u the steps that undo what it made.
 func ensureAccount(ctx context.Context, s Spec, u *undo) error {
-	accountsMu.Lock()
-	defer accountsMu.Unlock()
+	unlock, err := lockAccounts()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	a, err := readAccounts()
 	if err != nil {
 		return err
@@ -452,8 +455,11 @@ func removeHome(a *accounts, home, name string) error {
 // removeAccount deletes the user and group name and checks that its
 // subordinate ids went with it.
 func removeAccount(ctx context.Context, name string) error {
-	accountsMu.Lock()
-	defer accountsMu.Unlock()
+	unlock, err := lockAccounts()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	a, err := readAccounts()
 	if err != nil {
 		return err
