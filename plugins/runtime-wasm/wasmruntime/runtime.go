@@ -360,7 +360,9 @@ func (r *Runtime) launch(ctx context.Context, cfg sandboxConfig, files []*os.Fil
 	defer readyR.Close()
 
 	cmd := exec.Command(exe, SandboxCommand)
-	cmd.Env = []string{} // the workload's env goes to WASI only
+	// The workload's env goes to WASI only. TZ keeps the Go runtime from
+	// reading a time zone file inside the jail, where the tenant writes.
+	cmd.Env = []string{"TZ=UTC"}
 	cmd.Dir = "/"
 	cmd.ExtraFiles = append(files, cfgR, readyW)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

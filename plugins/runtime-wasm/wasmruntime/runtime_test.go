@@ -156,8 +156,12 @@ func TestSandboxIsolation(t *testing.T) {
 	if sid, err := unix.Getsid(d.Pid); err != nil || sid != d.Pid {
 		t.Errorf("session = %d (%v), want its own (%d)", sid, err, d.Pid)
 	}
-	if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", d.Pid)); err != nil || len(env) != 0 {
-		t.Errorf("sandbox environment = %q (%v), want empty", env, err)
+	if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", d.Pid)); err != nil || string(env) != "TZ=UTC\x00" {
+		t.Errorf("sandbox environment = %q (%v), want only TZ=UTC", env, err)
+	}
+	// Without state, the sandbox is jailed in the runtime's empty directory.
+	if root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", d.Pid)); err != nil || root != r.emptyDir {
+		t.Errorf("sandbox root = %q (%v), want %s", root, err, r.emptyDir)
 	}
 
 	ctx := context.Background()

@@ -129,8 +129,12 @@ func prepareSandbox(ctx context.Context) (api.Function, error) {
 	if err != nil {
 		return nil, sdk.Errorf(sdk.CodeInvalid, "compile module: %w", err)
 	}
-	if err := jail(cfg.Jail); err != nil {
+	jailed, err := jail(cfg.Jail)
+	if err != nil {
 		return nil, err
+	}
+	if jailed {
+		cfg.Jail = "/" // from now on, the jail is the root
 	}
 	if err := dropPrivileges(cfg.UID, cfg.GID); err != nil {
 		return nil, err
@@ -173,20 +177,30 @@ func joinCgroups(procsFiles []string) error {
 }
 
 // jail makes dir the process's root directory, so that no path the module
-// uses, symlinks included, leads out of it. Not running as root (tenant
-// users off, engine not root), it may not chroot: the module then runs
-// unjailed with the engine user's own rights, which that mode documents.
-func jail(dir string) error {
+// uses, symlinks included, leads out of it; dir itself is opened without
+// following symlinks. It reports whether it did: not running as root
+// (tenant users off, engine not root), it may not chroot, and the module
+// runs unjailed with the engine user's own rights, which that mode
+// documents.
+func jail(dir string) (bool, error) {
 	if os.Getuid() != 0 {
-		return nil
+		return false, nil
 	}
-	if err := unix.Chroot(dir); err != nil {
-		return fmt.Errorf("chroot %s: %w", dir, err)
+	fd, err := unix.Openat2(unix.AT_FDCWD, dir, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_NO_SYMLINKS,
+	})
+	if err != nil {
+		return false, fmt.Errorf("open jail %s: %w", dir, err)
 	}
-	if err := unix.Chdir("/"); err != nil {
-		return fmt.Errorf("chdir to the jail: %w", err)
+	defer unix.Close(fd)
+	if err := unix.Fchdir(fd); err != nil {
+		return false, fmt.Errorf("enter jail %s: %w", dir, err)
 	}
-	return nil
+	if err := unix.Chroot("."); err != nil {
+		return false, fmt.Errorf("chroot %s: %w", dir, err)
+	}
+	return true, unix.Chdir("/")
 }
 
 // dropPrivileges switches every thread to uid and gid when running as root.
@@ -272,9 +286,9 @@ func moduleConfig(cfg sandboxConfig, stdout, stderr io.Writer) wazero.ModuleConf
 	}
 	switch {
 	case slices.Contains(cfg.Permissions, sdk.PermStateWrite):
-		mc = mc.WithFSConfig(wazero.NewFSConfig().WithDirMount("/", "/state"))
+		mc = mc.WithFSConfig(wazero.NewFSConfig().WithDirMount(cfg.Jail, "/state"))
 	case slices.Contains(cfg.Permissions, sdk.PermStateRead):
-		mc = mc.WithFSConfig(wazero.NewFSConfig().WithReadOnlyDirMount("/", "/state"))
+		mc = mc.WithFSConfig(wazero.NewFSConfig().WithReadOnlyDirMount(cfg.Jail, "/state"))
 	}
 	return mc
 }
