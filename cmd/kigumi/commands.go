@@ -119,8 +119,8 @@ func applyPlan(ctx context.Context, s *session, p *plan.Plan, question string) i
 	fmt.Fprintln(c.stdout)
 	if err := s.engine.Apply(ctx, p); err != nil {
 		c.errorf("%v", err)
-		if errors.Is(err, sdk.ErrInvalid) {
-			return exitInvalid // a plugin refused what the spec asks for
+		if engine.Refused(err) {
+			return exitInvalid // a plugin refused what the spec asks for; rolled back
 		}
 		return exitFailed
 	}

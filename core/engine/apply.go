@@ -21,6 +21,31 @@ const rollbackTimeout = time.Minute
 // stopTimeout is how long an instance gets to stop before it is killed.
 const stopTimeout = 5 * time.Second
 
+// RollbackError is the error of cleaning up after a failed action: what
+// the action made may be left behind, for the next apply to finish.
+type RollbackError struct{ Err error }
+
+// Error implements error.
+func (e *RollbackError) Error() string { return "rollback: " + e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *RollbackError) Unwrap() error { return e.Err }
+
+// rollback wraps a cleanup's error, if any, in a *RollbackError.
+func rollback(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &RollbackError{Err: err}
+}
+
+// Refused reports whether err is an action refused as invalid (by a plugin,
+// for what a spec asks) and cleanly rolled back: nothing was changed.
+func Refused(err error) bool {
+	var rb *RollbackError
+	return errors.Is(err, sdk.ErrInvalid) && !errors.As(err, &rb)
+}
+
 // ActionError is the error of a failed action.
 type ActionError struct {
 	Action plan.Action
@@ -56,7 +81,7 @@ func (e *Engine) Apply(ctx context.Context, p *plan.Plan) error {
 		case a.Op == plan.Create:
 			err = e.createInstance(ctx, a)
 			if err != nil && created[a.Tenant] {
-				err = errors.Join(err, e.dropEmptyTenant(a.Tenant))
+				err = errors.Join(err, rollback(e.dropEmptyTenant(a.Tenant)))
 			}
 		case a.Op == plan.Update:
 			err = e.updateInstance(ctx, a)
@@ -137,7 +162,7 @@ func (e *Engine) createTenant(ctx context.Context, a plan.Action) error {
 	if err != nil {
 		cctx, cancel := cleanupContext(ctx)
 		defer cancel()
-		return errors.Join(err, e.removeTenant(cctx, rec))
+		return errors.Join(err, rollback(e.removeTenant(cctx, rec)))
 	}
 	rec.Phase = state.PhaseReady
 	return e.store.PutTenant(rec)
@@ -277,7 +302,7 @@ func (e *Engine) createInstance(ctx context.Context, a plan.Action) error {
 	if err := e.bringUp(ctx, ten, &rec, a.Resume); err != nil {
 		cctx, cancel := cleanupContext(ctx)
 		defer cancel()
-		return errors.Join(err, e.tearDown(cctx, &rec, true))
+		return errors.Join(err, rollback(e.tearDown(cctx, &rec, true)))
 	}
 	rec.Phase = state.PhaseReady
 	return e.store.PutInstance(rec)
@@ -312,16 +337,20 @@ func (e *Engine) updateInstance(ctx context.Context, a plan.Action) error {
 		// Put the old spec back, so the instance keeps running as it was.
 		cctx, cancel := cleanupContext(ctx)
 		defer cancel()
-		rerr := e.tearDown(cctx, &rec, false)
-		if rerr == nil && !a.Resume {
-			rec.Spec, rec.SpecHash = old, old.Hash()
-			if rerr = e.bringUp(cctx, ten, &rec, false); rerr == nil {
-				rec.Phase = state.PhaseReady
-				rerr = e.store.PutInstance(rec)
-			}
+		if rerr := e.tearDown(cctx, &rec, false); rerr != nil {
+			return errors.Join(err, rollback(rerr))
 		}
-		if rerr != nil {
-			return errors.Join(err, fmt.Errorf("restore the previous spec: %w", rerr))
+		if a.Resume {
+			// The spec before the interrupted update is not known any more.
+			return errors.Join(err, rollback(errors.New("the instance has no workload; the next apply retries the update")))
+		}
+		rec.Spec, rec.SpecHash = old, old.Hash()
+		if rerr := e.bringUp(cctx, ten, &rec, false); rerr != nil {
+			return errors.Join(err, rollback(fmt.Errorf("restore the previous spec: %w", rerr)))
+		}
+		rec.Phase = state.PhaseReady
+		if rerr := e.store.PutInstance(rec); rerr != nil {
+			return errors.Join(err, rollback(rerr))
 		}
 		return fmt.Errorf("%w (the previous spec was restored)", err)
 	}

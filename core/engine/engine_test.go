@@ -373,15 +373,15 @@ func TestApplyLifecycle(t *testing.T) {
 
 func TestFailures(t *testing.T) {
 	tests := []struct {
-		name  string
-		setup func(w *world)
-		// wantLive is what runs after the failed apply.
-		wantLive []string
-		wantErr  error
+		name    string
+		setup   func(w *world)
+		wantErr error
+		// wantRefused: the CLI reports invalid input, not a failure.
+		wantRefused bool
 	}{
 		{name: "invalid start rolls back the instance and the new tenant",
 			setup:   func(w *world) { w.failStart = sdk.InvalidAttribute("module", "bad magic") },
-			wantErr: sdk.ErrInvalid},
+			wantErr: sdk.ErrInvalid, wantRefused: true},
 		{name: "plugin exited mid-call",
 			setup: func(w *world) {
 				w.failStart = &sdk.Error{Code: sdk.CodeUnavailable, Message: `plugin runtime "wasm" exited`}
@@ -396,6 +396,9 @@ func TestFailures(t *testing.T) {
 			_, err, _ := apply(t, e, desired("alice"))
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if Refused(err) != tt.wantRefused {
+				t.Errorf("Refused(%v) = %v", err, !tt.wantRefused)
 			}
 			var ae *ActionError
 			if !errors.As(err, &ae) || ae.Action.Target() != "instance alice/web" {

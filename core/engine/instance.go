@@ -153,6 +153,9 @@ func (e *Engine) adopt(ctx context.Context, rt sdk.Runtime, rec *state.Instance)
 
 func (e *Engine) bringUpState(ctx context.Context, ten state.Tenant, rec *state.Instance) error {
 	target := "instance " + rec.Key()
+	if err := e.step(target, "state.parent", func() error { return mkdirMode(e.stateParent(rec.Tenant), 0o700) }); err != nil {
+		return err
+	}
 	fs, err := e.stateFS(ctx)
 	if err != nil {
 		return err

@@ -177,13 +177,20 @@ func Diff(desired []Tenant, tenants []state.Tenant, instances []state.Instance) 
 	return p
 }
 
-// maxResources returns the larger of a and b, field by field.
+// maxResources returns the larger of a and b, field by field; 0 means
+// unlimited, the largest of all.
 func maxResources(a, b sdk.Resources) sdk.Resources {
+	larger := func(x, y int64) int64 {
+		if x == 0 || y == 0 {
+			return 0
+		}
+		return max(x, y)
+	}
 	return sdk.Resources{
-		MemoryBytes: max(a.MemoryBytes, b.MemoryBytes),
-		MilliCPU:    max(a.MilliCPU, b.MilliCPU),
-		DiskBytes:   max(a.DiskBytes, b.DiskBytes),
-		Pids:        max(a.Pids, b.Pids),
+		MemoryBytes: larger(a.MemoryBytes, b.MemoryBytes),
+		MilliCPU:    larger(a.MilliCPU, b.MilliCPU),
+		DiskBytes:   larger(a.DiskBytes, b.DiskBytes),
+		Pids:        larger(a.Pids, b.Pids),
 	}
 }
 

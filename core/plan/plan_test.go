@@ -198,3 +198,17 @@ func BenchmarkDiff(b *testing.B) {
 		})
 	}
 }
+
+func TestMaxResources(t *testing.T) {
+	tests := []struct {
+		a, b, want sdk.Resources
+	}{
+		{sdk.Resources{MemoryBytes: 1, MilliCPU: 5}, sdk.Resources{MemoryBytes: 2, MilliCPU: 3}, sdk.Resources{MemoryBytes: 2, MilliCPU: 5}},
+		{sdk.Resources{MemoryBytes: 0, Pids: 4}, sdk.Resources{MemoryBytes: 9, Pids: 0}, sdk.Resources{}}, // 0 is unlimited
+	}
+	for _, tt := range tests {
+		if got := maxResources(tt.a, tt.b); got != tt.want {
+			t.Errorf("maxResources(%+v, %+v) = %+v, want %+v", tt.a, tt.b, got, tt.want)
+		}
+	}
+}

@@ -224,7 +224,12 @@ func within(dir, path string) bool {
 	}
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
-		return false
+		// A missing file is judged by its directory.
+		parent, perr := filepath.EvalSymlinks(filepath.Dir(path))
+		if perr != nil {
+			return false
+		}
+		real = filepath.Join(parent, filepath.Base(path))
 	}
 	rel, err := filepath.Rel(root, real)
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
@@ -247,13 +252,14 @@ func (d *decoder) artifact(in *Instance, c *hcl.BodyContent, dir string, h *Host
 		if in.Module == "" {
 			break
 		}
-		if fi, err := os.Stat(in.Module); err != nil {
+		// Containment first, so a spec learns nothing of files outside.
+		if !within(h.ArtifactDir, in.Module) {
+			d.errorAt(module.Expr.Range(), "Module outside the artifacts directory",
+				"%s is not inside the host's artifacts directory %s (symlinks resolved); set artifacts_dir in the host spec.", in.Module, h.ArtifactDir)
+		} else if fi, err := os.Stat(in.Module); err != nil {
 			d.errorAt(module.Expr.Range(), "Module not found", "Cannot use %s as the module: %v.", in.Module, err)
 		} else if !fi.Mode().IsRegular() {
 			d.errorAt(module.Expr.Range(), "Module is not a file", "%s is not a regular file.", in.Module)
-		} else if !within(h.ArtifactDir, in.Module) {
-			d.errorAt(module.Expr.Range(), "Module outside the artifacts directory",
-				"%s is not inside the host's artifacts directory %s (symlinks resolved); set artifacts_dir in the host spec.", in.Module, h.ArtifactDir)
 		}
 	default:
 		in.Image = d.str(image)

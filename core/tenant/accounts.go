@@ -9,10 +9,12 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,15 +36,23 @@ const maxID = 1<<32 - 1
 // check and the change it allows are not interleaved with another tenant's,
 // and so that two kigumi processes never run shadow tools at once (they
 // fail, rather than wait, when another holds /etc/passwd's lock).
+// The lock file lives in a root-only directory, so that no other user can
+// plant a symlink there or hold the lock.
 var (
-	accountsMu       sync.Mutex
-	accountsLockFile = "/run/lock/kigumi-accounts.lock"
+	accountsMu      sync.Mutex
+	accountsLockDir = "/run/kigumi"
 )
 
 // lockAccounts takes both locks and returns the function that releases them.
 func lockAccounts() (unlock func(), err error) {
 	accountsMu.Lock()
-	f, err := os.OpenFile(accountsLockFile, os.O_CREATE|os.O_RDWR, 0o600)
+	var f *os.File
+	if err = os.MkdirAll(accountsLockDir, 0o700); err == nil {
+		err = checkLockDir(accountsLockDir)
+	}
+	if err == nil {
+		f, err = os.OpenFile(filepath.Join(accountsLockDir, "accounts.lock"), os.O_CREATE|os.O_RDWR|unix.O_NOFOLLOW, 0o600)
+	}
 	if err == nil {
 		if err = unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
 			f.Close()
@@ -56,6 +66,20 @@ func lockAccounts() (unlock func(), err error) {
 		f.Close()
 		accountsMu.Unlock()
 	}, nil
+}
+
+// checkLockDir refuses a lock directory that is not a real directory owned
+// by root and closed to others.
+func checkLockDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || st.Uid != 0 || fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%s must be a directory owned by root and writable only by it", dir)
+	}
+	return nil
 }
 
 // passwdEntry is one line of /etc/passwd.
