@@ -46,10 +46,10 @@ func TestBadInput(t *testing.T) {
 			want: []string{`\.hcl:8,16: Error: Exceeds host capacity`}},
 		{name: "missing module",
 			edit: func(t *testing.T, w *workspace) {
-				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), appWasm, "/nonexistent/app.wasm")
+				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), appWasm, filepath.Join(filepath.Dir(appWasm), "missing.wasm"))
 			},
 			args: []string{"validate"},
-			want: []string{`\.hcl:4,19: Error: Module not found`, `/nonexistent/app.wasm`}},
+			want: []string{`\.hcl:4,19: Error: Module not found`, `missing\.wasm`}},
 		{name: "module outside the artifacts directory",
 			edit: func(t *testing.T, w *workspace) {
 				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), appWasm, "/etc/hostname")
