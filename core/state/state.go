@@ -258,9 +258,18 @@ func (s *Store) Record(target, step string, ev Event, stepErr error) error {
 		if err != nil {
 			return err
 		}
+		if seq > JournalKeep {
+			if err := b.Delete(binary.BigEndian.AppendUint64(nil, seq-JournalKeep)); err != nil {
+				return err
+			}
+		}
 		return b.Put(binary.BigEndian.AppendUint64(nil, seq), v)
 	})
 }
+
+// JournalKeep is how many journal entries the store keeps; older ones are
+// dropped as new ones arrive.
+const JournalKeep = 10000
 
 // Journal returns the last n journal entries, oldest first (all when n <= 0).
 func (s *Store) Journal(n int) ([]Entry, error) {

@@ -90,6 +90,17 @@ func TestJournal(t *testing.T) {
 	if all[0].Seq >= all[1].Seq || all[1].Error != "boom" || all[2].Step != "rollback" {
 		t.Errorf("journal order or content wrong: %+v", all)
 	}
+	for range JournalKeep {
+		if err := s.Record("instance a/b", "filler", EventDone, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if kept, _ := s.Journal(0); len(kept) != JournalKeep || kept[0].Seq != 4 {
+		t.Fatalf("journal keeps %d entries from seq %d, want %d from 4", len(kept), kept[0].Seq, JournalKeep)
+	}
+	if err := s.Record("instance a/b", "rollback", EventDone, nil); err != nil {
+		t.Fatal(err)
+	}
 	last, _ := s.Journal(1)
 	if len(last) != 1 || last[0].Step != "rollback" {
 		t.Errorf("Journal(1) = %+v", last)
