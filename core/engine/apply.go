@@ -18,9 +18,6 @@ import (
 // when the apply's context was cancelled.
 const rollbackTimeout = time.Minute
 
-// stopTimeout is how long an instance gets to stop before it is killed.
-const stopTimeout = 5 * time.Second
-
 // RollbackError is the error of cleaning up after a failed action: what
 // the action made may be left behind, for the next apply to finish.
 type RollbackError struct{ Err error }
