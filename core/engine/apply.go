@@ -280,12 +280,19 @@ func (e *Engine) tenantRecord(name string) (state.Tenant, error) {
 	return t, nil
 }
 
-func (e *Engine) createInstance(ctx context.Context, a plan.Action) error {
+// actionRecords returns the records of an instance action's tenant, which
+// must be ready, and of the instance, if it has one.
+func (e *Engine) actionRecords(a plan.Action) (state.Tenant, state.Instance, bool, error) {
 	ten, err := e.tenantRecord(a.Tenant)
 	if err != nil {
-		return err
+		return ten, state.Instance{}, false, err
 	}
 	rec, ok, err := e.store.Instance(a.Tenant, a.Instance)
+	return ten, rec, ok, err
+}
+
+func (e *Engine) createInstance(ctx context.Context, a plan.Action) error {
+	ten, rec, ok, err := e.actionRecords(a)
 	if err != nil {
 		return err
 	}
@@ -306,11 +313,7 @@ func (e *Engine) createInstance(ctx context.Context, a plan.Action) error {
 }
 
 func (e *Engine) updateInstance(ctx context.Context, a plan.Action) error {
-	ten, err := e.tenantRecord(a.Tenant)
-	if err != nil {
-		return err
-	}
-	rec, ok, err := e.store.Instance(a.Tenant, a.Instance)
+	ten, rec, ok, err := e.actionRecords(a)
 	if err != nil {
 		return err
 	}
