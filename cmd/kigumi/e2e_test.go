@@ -30,6 +30,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	// Others may run the binary and read the module (TestNonRoot).
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	kigumiBin = filepath.Join(dir, "kigumi")
 	appWasm = filepath.Join(dir, "app.wasm")
 	builds := []*exec.Cmd{
