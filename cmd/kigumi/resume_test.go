@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -77,4 +80,87 @@ func processesOf(t *testing.T, uid int) []int {
 		}
 	}
 	return pids
+}
+
+// TestPluginCrashMidApply kills the runtime plugin process while apply is
+// compiling a module through it: apply fails with a clear error and exit
+// code 2, and the next apply converges.
+func TestPluginCrashMidApply(t *testing.T) {
+	w := newWorkspace(t, 1)
+	cmd := exec.Command(kigumiBin, "apply", "-c", w.host, "--auto-approve")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The first start compiles the module (about a second, with a cold
+	// cache): kill the plugin as soon as the instance create begins.
+	var plugin int
+	eventually(t, "the runtime plugin process", func() bool {
+		plugin = childWithArgs(t, cmd.Process.Pid, "plugin serve runtime wasm")
+		return plugin != 0 && strings.Contains(out.String(), "Creating instance")
+	})
+	if err := syscall.Kill(plugin, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitFailed {
+		t.Fatalf("apply after the plugin died: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), `plugin runtime "wasm" exited`) {
+		t.Errorf("apply output does not say the plugin exited:\n%s", out.String())
+	}
+	mustKigumi(t, "apply", "-c", w.host, "--auto-approve")
+	st := status(t, w.host)
+	if len(st.Tenants) != 1 || len(st.Tenants[0].Instances) != 1 || st.Tenants[0].Instances[0].State != "running" {
+		t.Fatalf("status after recovery: %+v", st)
+	}
+	u, err := user.Lookup(st.Tenants[0].User)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	if pids := processesOf(t, uid); len(pids) != 1 {
+		t.Errorf("tenant runs %v, want exactly one process", pids)
+	}
+}
+
+// childWithArgs returns the pid of a child of parent whose command line
+// contains args, or 0.
+func childWithArgs(t *testing.T, parent int, args string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || procField(pid, "PPid") != strconv.Itoa(parent) {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if strings.Contains(strings.ReplaceAll(string(cmdline), "\x00", " "), args) {
+			return pid
+		}
+	}
+	return 0
+}
+
+// syncBuffer is a bytes.Buffer that a command writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
