@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"github.com/kigumi/kigumi/core/sdk"
 	"github.com/kigumi/kigumi/core/state"
@@ -73,12 +72,8 @@ func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, re
 	if err := os.MkdirAll(rec.RunDir, 0o700); err != nil {
 		return fmt.Errorf("create run directory: %w", err)
 	}
-	perms := rec.Spec.Permissions
-	if rec.Spec.StateBytes == 0 {
-		perms = slices.DeleteFunc(slices.Clone(perms), func(p sdk.Permission) bool {
-			return p == sdk.PermStateRead || p == sdk.PermStateWrite
-		})
-	}
+	// The spec grants state permissions only with state; state an update
+	// dropped is still mounted until the new workload runs, but not its.
 	source := rec.StateSource
 	if rec.Spec.StateBytes == 0 {
 		source = ""
@@ -91,7 +86,7 @@ func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, re
 		Args:        rec.Spec.Args,
 		Env:         rec.Spec.Env,
 		Resources:   rec.Spec.Resources,
-		Permissions: perms,
+		Permissions: rec.Spec.Permissions,
 		StateDir:    source,
 		RunDir:      rec.RunDir,
 	}

@@ -356,6 +356,7 @@ func TestParseTenantErrors(t *testing.T) {
 		{"module-and-image.hcl", "", []wantDiag{{"Conflicting artifact", "not both", "tenants/module-and-image.hcl", 5, 5}}},
 		{"no-artifact.hcl", "", []wantDiag{{"Missing artifact", "either module", "tenants/no-artifact.hcl", 2, 3}}},
 		{"missing-module.hcl", "", []wantDiag{{"Module not found", "missing.wasm", "tenants/missing-module.hcl", 4, 15}}},
+		{"state-permission-without-state.hcl", "", []wantDiag{{"State permission without state", "add a state block", "tenants/state-permission-without-state.hcl", 5, 19}}},
 		{"module-outside.hcl", "", []wantDiag{{"Module outside the artifacts directory", "/etc/hostname is not inside", "tenants/module-outside.hcl", 4, 15}}},
 		{"module-directory.hcl", "", []wantDiag{{"Module is not a file", "not a regular file", "tenants/module-directory.hcl", 4, 15}}},
 		{"bad-image.hcl", "", []wantDiag{{`Invalid value for "image"`, `"busy box" is not an image reference`, "tenants/bad-image.hcl", 4, 15}}},

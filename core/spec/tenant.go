@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -196,6 +197,11 @@ func (d *decoder) instance(b *hcl.Block, dir string, h *Host) Instance {
 			in.Ranges["state.size"] = a.Expr.Range()
 			in.StateBytes = d.size(a, 0)
 		}
+	}
+	if a := c.Attributes["permissions"]; a != nil && in.StateBytes == 0 &&
+		(slices.Contains(in.Permissions, sdk.PermStateRead) || slices.Contains(in.Permissions, sdk.PermStateWrite)) {
+		d.errorAt(a.Expr.Range(), "State permission without state",
+			"The instance is granted state.read or state.write but has no state: add a state block with a size.")
 	}
 	d.checkCapacity(&in, h)
 	return in

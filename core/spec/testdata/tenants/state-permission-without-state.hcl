@@ -1,0 +1,7 @@
+tenant "alice" {
+  instance "hello" {
+    runtime     = "wasm"
+    module      = "../good/build/hello.wasm"
+    permissions = ["state.write"]
+  }
+}
