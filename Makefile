@@ -48,13 +48,14 @@ deps:
 	./.ci/install-deps
 
 ## test: install what the tests need, then run every test
-test: deps
-	$(GO) vet ./...
+test: deps vet
 	$(GO) test -count=1 -timeout 20m ./...
+	cd core/sdk && $(GO) test -count=1 -timeout 5m ./...
 
 ## bench: benchmarks, with the numbers the closing notes quote
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	cd core/sdk && $(GO) test -run '^$$' -bench . -benchmem ./...
 
 ## proto: regenerate the plugin protocol's Go code (needs protoc)
 proto:
@@ -65,6 +66,7 @@ fmt:
 
 vet:
 	$(GO) vet ./...
+	cd core/sdk && $(GO) vet ./...
 
 clean:
 	rm -rf $(BIN) $(QUICKSTART)/build

@@ -11,7 +11,7 @@ import (
 
 	"github.com/kigumi/kigumi/core/engine"
 	"github.com/kigumi/kigumi/core/plan"
-	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
 var cmdValidate = &command{

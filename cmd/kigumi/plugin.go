@@ -5,7 +5,7 @@ import (
 	"flag"
 
 	"github.com/kigumi/kigumi/core/pluginhost"
-	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/plugins/runtime-wasm/wasmruntime"
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/statefs"
 )

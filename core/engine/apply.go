@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/kigumi/kigumi/core/plan"
-	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/state"
 	"github.com/kigumi/kigumi/core/tenant"
 )

@@ -16,7 +16,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/kigumi/kigumi/core/plan"
-	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/spec"
 	"github.com/kigumi/kigumi/core/state"
 	"github.com/kigumi/kigumi/core/tenant"

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/state"
 )
 

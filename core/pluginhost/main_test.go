@@ -11,7 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
 // fakeEnv, when set, makes the test binary serve the fake plugin instead of

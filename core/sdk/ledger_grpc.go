@@ -5,7 +5,7 @@ import (
 
 	"google.golang.org/grpc"
 
-	pb "github.com/kigumi/kigumi/core/sdk/proto"
+	pb "github.com/kigumi/kigumi/core/sdk/v2/proto"
 )
 
 // ledgerClient is the host side of a ledger plugin.

@@ -8,7 +8,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
-	pb "github.com/kigumi/kigumi/core/sdk/proto"
+	pb "github.com/kigumi/kigumi/core/sdk/v2/proto"
 )
 
 // ProtocolVersion is the version of the plugin protocol this SDK speaks.

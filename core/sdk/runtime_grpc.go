@@ -9,7 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	pb "github.com/kigumi/kigumi/core/sdk/proto"
+	pb "github.com/kigumi/kigumi/core/sdk/v2/proto"
 )
 
 // runtimeClient is the host side of a runtime plugin.

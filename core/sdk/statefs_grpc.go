@@ -3,7 +3,7 @@ package sdk
 import (
 	"context"
 
-	pb "github.com/kigumi/kigumi/core/sdk/proto"
+	pb "github.com/kigumi/kigumi/core/sdk/v2/proto"
 )
 
 // stateFSClient is the host side of a statefs plugin.

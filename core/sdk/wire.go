@@ -7,7 +7,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	pb "github.com/kigumi/kigumi/core/sdk/proto"
+	pb "github.com/kigumi/kigumi/core/sdk/v2/proto"
 )
 
 // This file converts between the SDK's Go types and their wire messages.

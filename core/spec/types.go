@@ -3,7 +3,7 @@ package spec
 import (
 	"github.com/hashicorp/hcl/v2"
 
-	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
 // Host is a decoded host spec.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
 func openTemp(t *testing.T) (*Store, string) {

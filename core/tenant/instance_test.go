@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
 // hostRoot is the host's cgroup root, a directory of v1 hierarchies.

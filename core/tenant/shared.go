@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
 // nobody is the uid and gid tenants share when tenant users are off and

@@ -6,7 +6,7 @@ package main
 import (
 	"os"
 
-	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/plugins/runtime-wasm/wasmruntime"
 )
 

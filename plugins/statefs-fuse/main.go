@@ -4,7 +4,7 @@
 package main
 
 import (
-	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/statefs"
 )
 

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
 // recorder remembers the arguments of a fake's last call, and runs hook

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kigumi/kigumi/core/sdk"
-	"github.com/kigumi/kigumi/core/sdk/sdktest"
+	"github.com/kigumi/kigumi/core/sdk/v2"
+	"github.com/kigumi/kigumi/core/sdk/v2/sdktest"
 )
 
 var testConfigure = sdk.ConfigureRequest{

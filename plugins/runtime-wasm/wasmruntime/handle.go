@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
 // handleVersion is the only handle version this runtime produces.

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kigumi/kigumi/core/sdk"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
 // nobody is the user and group the tests run workloads as.

@@ -19,8 +19,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/kigumi/kigumi/core/sdk"
-	"github.com/kigumi/kigumi/core/sdk/sdktest"
+	"github.com/kigumi/kigumi/core/sdk/v2"
+	"github.com/kigumi/kigumi/core/sdk/v2/sdktest"
 )
 
 func TestInfo(t *testing.T) {

@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/kigumi/kigumi/core/sdk"
-	"github.com/kigumi/kigumi/core/sdk/sdktest"
+	"github.com/kigumi/kigumi/core/sdk/v2"
+	"github.com/kigumi/kigumi/core/sdk/v2/sdktest"
 )
 
 // nobody owns the state in these tests.
