@@ -1818,7 +1818,7 @@ const file_plugin_proto_rawDesc = "" +
 	"\x04Info\x12\x17.kigumi.plugin.v1.Empty\x1a\x1c.kigumi.plugin.v1.PluginInfo\x12H\n" +
 	"\tConfigure\x12\".kigumi.plugin.v1.ConfigureRequest\x1a\x17.kigumi.plugin.v1.Empty\x12I\n" +
 	"\x06Events\x12\x1f.kigumi.plugin.v1.EventsRequest\x1a\x1c.kigumi.plugin.v1.LeaseEvent0\x01\x12>\n" +
-	"\x05Reply\x12\x1c.kigumi.plugin.v1.LeaseReply\x1a\x17.kigumi.plugin.v1.EmptyB)Z'github.com/kigumi/kigumi/core/sdk/v2/protob\x06proto3"
+	"\x05Reply\x12\x1c.kigumi.plugin.v1.LeaseReply\x1a\x17.kigumi.plugin.v1.EmptyB,Z*github.com/kigumi/kigumi/core/sdk/v2/protob\x06proto3"
 
 var (
 	file_plugin_proto_rawDescOnce sync.Once
