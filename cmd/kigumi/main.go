@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kigumi/kigumi/core/pluginhost"
 	"github.com/kigumi/kigumi/plugins/runtime-wasm/wasmruntime"
 )
 
@@ -15,6 +16,11 @@ func main() {
 	// Files inherited from whoever started kigumi must not reach plugins or
 	// sandboxes: mark them close-on-exec before anything runs.
 	_ = unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC)
+	// The plugin host re-executes this binary to start a tenant's plugin
+	// process inside the tenant's cgroup, as the tenant.
+	if len(os.Args) > 1 && os.Args[1] == pluginhost.ExecCommand {
+		os.Exit(pluginhost.ExecMain(os.Args[2:]))
+	}
 	// The wasm runtime re-executes this binary as its per-instance sandbox.
 	if len(os.Args) > 1 && os.Args[1] == wasmruntime.SandboxCommand {
 		os.Exit(wasmruntime.SandboxMain(os.Args[2:]))

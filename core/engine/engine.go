@@ -18,17 +18,18 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/kigumi/kigumi/core/plan"
+	"github.com/kigumi/kigumi/core/pluginhost"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/spec"
 	"github.com/kigumi/kigumi/core/state"
 	"github.com/kigumi/kigumi/core/tenant"
 )
 
-// Plugins launches configured plugins by kind and name.
+// Plugins launches configured plugins by kind, name and scope.
 type Plugins interface {
-	Runtime(ctx context.Context, name string) (sdk.Runtime, error)
-	StateFS(ctx context.Context, name string) (sdk.StateFS, error)
-	Ledger(ctx context.Context, name string) (sdk.Ledger, error)
+	Runtime(ctx context.Context, name string, scope pluginhost.Scope) (sdk.Runtime, error)
+	StateFS(ctx context.Context, name string, scope pluginhost.Scope) (sdk.StateFS, error)
+	Ledger(ctx context.Context, name string, scope pluginhost.Scope) (sdk.Ledger, error)
 }
 
 // Isolation makes and removes the Linux isolation of tenants and instances:

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/kigumi/kigumi/core/plan"
+	"github.com/kigumi/kigumi/core/pluginhost"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/spec"
 	"github.com/kigumi/kigumi/core/state"
@@ -47,7 +48,7 @@ func newWorld() *world {
 
 type runtimeClient struct{ w *world }
 
-func (w *world) Runtime(_ context.Context, name string) (sdk.Runtime, error) {
+func (w *world) Runtime(_ context.Context, name string, _ pluginhost.Scope) (sdk.Runtime, error) {
 	if name != "wasm" {
 		return nil, fmt.Errorf("runtime %q: %w", name, sdk.ErrNotFound)
 	}
@@ -60,8 +61,8 @@ func (w *world) Runtime(_ context.Context, name string) (sdk.Runtime, error) {
 	return w.rt, nil
 }
 
-func (w *world) StateFS(context.Context, string) (sdk.StateFS, error) { return &stateClient{w}, nil }
-func (w *world) Ledger(context.Context, string) (sdk.Ledger, error) {
+func (w *world) StateFS(context.Context, string, pluginhost.Scope) (sdk.StateFS, error) { return &stateClient{w}, nil }
+func (w *world) Ledger(context.Context, string, pluginhost.Scope) (sdk.Ledger, error) {
 	return nil, fmt.Errorf("no ledger: %w", sdk.ErrNotFound)
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 
+	"github.com/kigumi/kigumi/core/pluginhost"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/spec"
 )
@@ -25,11 +26,11 @@ func key(kind sdk.Kind, name string) string { return string(kind) + " " + name }
 func (e *Engine) launch(ctx context.Context, kind sdk.Kind, name string) (sdk.Plugin, error) {
 	switch kind {
 	case sdk.KindRuntime:
-		return e.plugins.Runtime(ctx, name)
+		return e.plugins.Runtime(ctx, name, pluginhost.HostScope)
 	case sdk.KindStateFS:
-		return e.plugins.StateFS(ctx, name)
+		return e.plugins.StateFS(ctx, name, pluginhost.HostScope)
 	case sdk.KindLedger:
-		return e.plugins.Ledger(ctx, name)
+		return e.plugins.Ledger(ctx, name, pluginhost.HostScope)
 	}
 	return nil, fmt.Errorf("unknown plugin kind %q", kind)
 }
@@ -106,7 +107,7 @@ func (e *Engine) reconfigure(ctx context.Context, kind sdk.Kind, name string, cl
 }
 
 func (e *Engine) runtime(ctx context.Context, name string) (sdk.Runtime, error) {
-	rt, err := e.plugins.Runtime(ctx, name)
+	rt, err := e.plugins.Runtime(ctx, name, pluginhost.HostScope)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +119,7 @@ func (e *Engine) stateFS(ctx context.Context) (sdk.StateFS, error) {
 		if b.Kind != sdk.KindStateFS {
 			continue
 		}
-		fs, err := e.plugins.StateFS(ctx, b.Name)
+		fs, err := e.plugins.StateFS(ctx, b.Name, pluginhost.HostScope)
 		if err != nil {
 			return nil, err
 		}

@@ -86,9 +86,9 @@ func TestBuiltins(t *testing.T) {
 		kind sdk.Kind
 		get  func() (sdk.Plugin, error)
 	}{
-		{sdk.KindRuntime, func() (sdk.Plugin, error) { return h.Runtime(ctx, "fake") }},
-		{sdk.KindStateFS, func() (sdk.Plugin, error) { return h.StateFS(ctx, "fake") }},
-		{sdk.KindLedger, func() (sdk.Plugin, error) { return h.Ledger(ctx, "fake") }},
+		{sdk.KindRuntime, func() (sdk.Plugin, error) { return h.Runtime(ctx, "fake", pluginhost.HostScope) }},
+		{sdk.KindStateFS, func() (sdk.Plugin, error) { return h.StateFS(ctx, "fake", pluginhost.HostScope) }},
+		{sdk.KindLedger, func() (sdk.Plugin, error) { return h.Ledger(ctx, "fake", pluginhost.HostScope) }},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.kind), func(t *testing.T) {
@@ -123,7 +123,7 @@ func TestPluginDir(t *testing.T) {
 	h := newHost(t, nil, pluginhost.WithPluginDir(dir), pluginhost.WithBuiltins(fakeBuiltins[0]))
 	ctx := context.Background()
 
-	rt, err := h.Runtime(ctx, "thirdparty")
+	rt, err := h.Runtime(ctx, "thirdparty", pluginhost.HostScope)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,14 +131,14 @@ func TestPluginDir(t *testing.T) {
 	if err != nil || string(h1.Data) != "alice/web" {
 		t.Errorf("Start = %+v, %v", h1, err)
 	}
-	fs, err := h.StateFS(ctx, "thirdparty")
+	fs, err := h.StateFS(ctx, "thirdparty", pluginhost.HostScope)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if info, err := fs.Info(ctx); err != nil || info.Kind != sdk.KindStateFS || info.Name != "thirdparty" {
 		t.Errorf("Info = %+v, %v", info, err)
 	}
-	if _, err := h.Runtime(ctx, "fake"); err != nil {
+	if _, err := h.Runtime(ctx, "fake", pluginhost.HostScope); err != nil {
 		t.Errorf("builtin fake: %v", err)
 	}
 }
@@ -172,7 +172,7 @@ func TestRefusedPluginFiles(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := h.Runtime(context.Background(), tt.name)
+			_, err := h.Runtime(context.Background(), tt.name, pluginhost.HostScope)
 			wantCode(t, err, sdk.CodeInvalid, "refusing to run runtime plugin", tt.why)
 		})
 	}
@@ -185,7 +185,7 @@ func TestBrokenPlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := newHost(t, nil, pluginhost.WithPluginDir(dir))
-	_, err := h.Runtime(context.Background(), "broken")
+	_, err := h.Runtime(context.Background(), "broken", pluginhost.HostScope)
 	wantCode(t, err, sdk.CodeUnavailable, `plugin runtime "broken": start:`, "not a plugin")
 }
 
@@ -203,7 +203,7 @@ func TestUnknownPlugin(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHost(t, nil, tt.opts...)
-			_, err := h.Runtime(context.Background(), "nope")
+			_, err := h.Runtime(context.Background(), "nope", pluginhost.HostScope)
 			if !errors.Is(err, sdk.ErrNotFound) {
 				t.Fatalf("error %v is not ErrNotFound", err)
 			}
@@ -215,7 +215,7 @@ func TestUnknownPlugin(t *testing.T) {
 func TestInvalidName(t *testing.T) {
 	h := newHost(t, nil, pluginhost.WithPluginDir(t.TempDir()))
 	for _, name := range []string{"", "../runtime-x", "a/b", "-x"} {
-		_, err := h.Runtime(context.Background(), name)
+		_, err := h.Runtime(context.Background(), name, pluginhost.HostScope)
 		wantCode(t, err, sdk.CodeInvalid, "invalid runtime plugin name")
 	}
 }
@@ -228,7 +228,7 @@ func TestIdentityMismatch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := h.Runtime(context.Background(), tt.name)
+			_, err := h.Runtime(context.Background(), tt.name, pluginhost.HostScope)
 			wantCode(t, err, sdk.CodeInvalid, tt.want)
 		})
 	}
@@ -258,7 +258,7 @@ func TestCrashAndRelaunch(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHost(t, nil, pluginhost.WithBuiltins(fakeBuiltins[0]))
-			rt, err := h.Runtime(ctx, "fake")
+			rt, err := h.Runtime(ctx, "fake", pluginhost.HostScope)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -270,7 +270,7 @@ func TestCrashAndRelaunch(t *testing.T) {
 				t.Errorf("errors.Is(%v, ErrUnavailable) = false", err)
 			}
 
-			again, err := h.Runtime(ctx, "fake")
+			again, err := h.Runtime(ctx, "fake", pluginhost.HostScope)
 			if err != nil {
 				t.Fatalf("relaunch: %v", err)
 			}
@@ -287,7 +287,7 @@ func TestCrashAndRelaunch(t *testing.T) {
 func TestClose(t *testing.T) {
 	ctx := context.Background()
 	h := newHost(t, nil, pluginhost.WithBuiltins(fakeBuiltins[0]))
-	rt, err := h.Runtime(ctx, "fake")
+	rt, err := h.Runtime(ctx, "fake", pluginhost.HostScope)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +301,7 @@ func TestClose(t *testing.T) {
 	}
 	_, err = rt.Info(ctx)
 	wantCode(t, err, sdk.CodeUnavailable)
-	_, err = h.Runtime(ctx, "fake")
+	_, err = h.Runtime(ctx, "fake", pluginhost.HostScope)
 	wantCode(t, err, sdk.CodeUnavailable, "closed")
 }
 
@@ -327,7 +327,7 @@ func TestLogForwarding(t *testing.T) {
 	var out syncBuffer
 	logger := hclog.New(&hclog.LoggerOptions{Name: "kigumi", Output: &out, Level: hclog.Info})
 	h := newHost(t, logger, pluginhost.WithBuiltins(fakeBuiltins[0]))
-	rt, err := h.Runtime(context.Background(), "fake")
+	rt, err := h.Runtime(context.Background(), "fake", pluginhost.HostScope)
 	if err != nil {
 		t.Fatal(err)
 	}

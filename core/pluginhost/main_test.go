@@ -2,31 +2,37 @@ package pluginhost_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/kigumi/kigumi/core/pluginhost"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
-// fakeEnv, when set, makes the test binary serve the fake plugin instead of
-// running tests. TestMain sets it, so every plugin process the tests launch
-// (the test binary itself, re-executed or copied) inherits it.
-const fakeEnv = "KIGUMI_PLUGINHOST_FAKE_PLUGIN"
-
+// TestMain makes the test binary the trampoline when run as such, the fake
+// plugin when a plugin host started it (go-plugin's handshake cookie is
+// set), or a probe of a socket (see probeEnv); else it runs the tests.
 func TestMain(m *testing.M) {
-	if os.Getenv(fakeEnv) != "" {
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == pluginhost.ExecCommand:
+		os.Exit(pluginhost.ExecMain(os.Args[2:]))
+	case os.Getenv(sdk.Handshake.MagicCookieKey) == sdk.Handshake.MagicCookieValue:
 		serveFake()
 		return
-	}
-	if err := os.Setenv(fakeEnv, "1"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	case os.Getenv(probeEnv) != "":
+		os.Exit(probe(os.Getenv(probeEnv)))
 	}
 	os.Exit(m.Run())
 }
@@ -84,10 +90,83 @@ func (f *fake) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 }
 
 func (f *fake) Start(_ context.Context, req *sdk.StartRequest) (sdk.Handle, error) {
-	if len(req.Args) > 0 && req.Args[0] == "exit" {
-		os.Exit(3)
+	if len(req.Args) > 0 {
+		switch req.Args[0] {
+		case "exit":
+			os.Exit(3)
+		case "report":
+			data, err := json.Marshal(selfReport())
+			if err != nil {
+				return sdk.Handle{}, err
+			}
+			return sdk.Handle{Version: 1, Data: data}, nil
+		}
 	}
 	return sdk.Handle{Version: 1, Data: []byte(req.Instance.String())}, nil
+}
+
+// report is what a plugin process sees of itself.
+type report struct {
+	Pid int
+	// Status holds the Uid, Gid, Groups, NoNewPrivs and CapEff lines of
+	// /proc/self/status, by name.
+	Status     map[string]string
+	Cgroup     string
+	Env        []string
+	FDs        map[int]string // fd -> its /proc/self/fd link
+	GOMAXPROCS int
+	Cwd        string
+	SocketDir  string
+}
+
+func selfReport() report {
+	r := report{Pid: os.Getpid(), Status: map[string]string{}, Env: os.Environ(),
+		FDs: map[int]string{}, GOMAXPROCS: runtime.GOMAXPROCS(0), SocketDir: os.Getenv("PLUGIN_UNIX_SOCKET_DIR")}
+	status, _ := os.ReadFile("/proc/self/status")
+	for _, line := range strings.Split(string(status), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		switch k {
+		case "Uid", "Gid", "Groups", "NoNewPrivs", "CapEff":
+			r.Status[k] = strings.Join(strings.Fields(v), " ")
+		}
+	}
+	cg, _ := os.ReadFile("/proc/self/cgroup")
+	r.Cgroup = string(cg)
+	r.Cwd, _ = os.Getwd()
+	// Read the directory in one go, so that its own fd is closed before the
+	// links are read.
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if link, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil {
+			r.FDs[fd] = link
+		}
+	}
+	return r
+}
+
+// probeEnv, set to a socket path, makes the test binary try to connect to
+// it and exit 0 on success, probeDenied when permission is denied, and 1
+// otherwise.
+const probeEnv = "KIGUMI_PLUGINHOST_PROBE"
+
+// probeDenied is the exit status of a probe refused with EACCES.
+const probeDenied = 13
+
+func probe(path string) int {
+	c, err := net.Dial("unix", path)
+	if err == nil {
+		c.Close()
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, err)
+	if errors.Is(err, syscall.EACCES) {
+		return probeDenied
+	}
+	return 1
 }
 
 func (f *fake) Stop(context.Context, sdk.Handle, time.Duration) error { return nil }
