@@ -300,12 +300,8 @@ func (h *Host) get(ctx context.Context, kind sdk.Kind, name string, scope Scope)
 	if err != nil {
 		return nil, err
 	}
-	select {
-	case s.sem <- struct{}{}:
-	case <-s.stop:
-		return nil, closedError(k)
-	case <-ctx.Done():
-		return nil, &sdk.Error{Code: sdk.CodeUnavailable, Message: fmt.Sprintf("%s: %v", label(k), ctx.Err()), Err: ctx.Err()}
+	if err := s.acquire(ctx, k); err != nil {
+		return nil, err
 	}
 	defer func() { <-s.sem }()
 
@@ -356,6 +352,24 @@ func (h *Host) get(ctx context.Context, kind sdk.Kind, name string, scope Scope)
 	s.cur = l
 	go h.watch(k, s, l)
 	return l.impl, nil
+}
+
+// acquire takes the slot's launch lock, waiting for it no longer than ctx
+// allows.
+func (s *slot) acquire(ctx context.Context, k key) error {
+	select {
+	case s.sem <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case s.sem <- struct{}{}:
+		return nil
+	case <-s.stop:
+		return closedError(k)
+	case <-ctx.Done():
+		return &sdk.Error{Code: sdk.CodeUnavailable, Message: fmt.Sprintf("%s: %v", label(k), ctx.Err()), Err: ctx.Err()}
+	}
 }
 
 // fail counts a failure of the slot's plugin, that ran for ran, and sets
