@@ -61,7 +61,9 @@ func (w *world) Runtime(_ context.Context, name string, _ pluginhost.Scope) (sdk
 	return w.rt, nil
 }
 
-func (w *world) StateFS(context.Context, string, pluginhost.Scope) (sdk.StateFS, error) { return &stateClient{w}, nil }
+func (w *world) StateFS(context.Context, string, pluginhost.Scope) (sdk.StateFS, error) {
+	return &stateClient{w}, nil
+}
 func (w *world) Ledger(context.Context, string, pluginhost.Scope) (sdk.Ledger, error) {
 	return nil, fmt.Errorf("no ledger: %w", sdk.ErrNotFound)
 }
