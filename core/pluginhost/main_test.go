@@ -23,7 +23,8 @@ import (
 
 // TestMain makes the test binary the trampoline when run as such, the fake
 // plugin when a plugin host started it (go-plugin's handshake cookie is
-// set), or a probe of a socket (see probeEnv); else it runs the tests.
+// set), a probe of a socket (see probeEnv) or a plugin host (see hostEnv);
+// else it runs the tests.
 func TestMain(m *testing.M) {
 	switch {
 	case len(os.Args) > 1 && os.Args[1] == pluginhost.ExecCommand:
@@ -33,6 +34,8 @@ func TestMain(m *testing.M) {
 		return
 	case os.Getenv(probeEnv) != "":
 		os.Exit(probe(os.Getenv(probeEnv)))
+	case os.Getenv(hostEnv) != "":
+		os.Exit(serveHost(os.Getenv(hostEnv)))
 	}
 	os.Exit(m.Run())
 }
@@ -210,3 +213,29 @@ func (f *fake) Events(ctx context.Context, cursor string, fn func(sdk.LeaseEvent
 }
 
 func (f *fake) Reply(context.Context, sdk.LeaseReply) error { return nil }
+
+// hostEnv, set to a JSON pluginhost.Tenant, makes the test binary a plugin
+// host that launches the builtin fake runtime in the tenant's scope, prints
+// the plugin's pid, and waits to be killed.
+const hostEnv = "KIGUMI_PLUGINHOST_HOST"
+
+func serveHost(tenantJSON string) int {
+	var tn pluginhost.Tenant
+	if err := json.Unmarshal([]byte(tenantJSON), &tn); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	h := pluginhost.New(hclog.NewNullLogger(), pluginhost.WithBuiltins(pluginhost.Builtin{Kind: sdk.KindRuntime, Name: "fake"}))
+	rt, err := h.Runtime(context.Background(), "fake", pluginhost.Scope{Tenant: &tn})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	st, err := rt.Inspect(context.Background(), sdk.Handle{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println(st.Pid)
+	select {}
+}

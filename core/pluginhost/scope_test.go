@@ -509,3 +509,46 @@ func TestCrashBackoff(t *testing.T) {
 		})
 	}
 }
+
+func TestTenantPluginDiesWithHost(t *testing.T) {
+	w := newWorld(t)
+	scope := w.tenant(t, tenant.Limits{})
+	js, err := json.Marshal(scope.Tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := exec.Command(w.exe)
+	host.Env = []string{hostEnv + "=" + string(js)}
+	var stderr strings.Builder
+	host.Stderr = &stderr
+	out, err := host.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = host.Process.Kill(); _ = host.Wait() })
+	var pid int
+	if _, err := fmt.Fscan(out, &pid); err != nil {
+		t.Fatalf("read the plugin's pid: %v; host: %s", err, stderr.String())
+	}
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("plugin %d before the host died: %v", pid, err)
+	}
+	if err := host.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = host.Wait()
+	// The parent-death signal, set again after the trampoline took the
+	// tenant's uid, kills the plugin; init reaps it.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for syscall.Kill(pid, 0) == nil {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("plugin %d outlived its host", pid)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
