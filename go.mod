@@ -16,7 +16,11 @@ require (
 	google.golang.org/grpc v1.85.0
 )
 
-require google.golang.org/protobuf v1.36.12 // indirect
+require (
+	github.com/creack/pty v1.1.24 // indirect
+	github.com/prometheus/client_golang v1.25.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
 
 require (
 	cel.dev/expr v0.25.3 // indirect

@@ -52,19 +52,19 @@ const (
 
 // Action is one step of a plan.
 type Action struct {
-	Op Op
+	Op Op `json:"op"`
 	// Tenant names the tenant; Instance is empty for a tenant action.
-	Tenant   string
-	Instance string
+	Tenant   string `json:"tenant"`
+	Instance string `json:"instance,omitempty"`
 	// Spec is the desired instance spec (create and update of instances).
-	Spec *state.InstanceSpec
+	Spec *state.InstanceSpec `json:"spec,omitempty"`
 	// Limits are the desired tenant limits (create and update of tenants).
-	Limits sdk.Resources
+	Limits sdk.Resources `json:"limits"`
 	// Changes lists what an update changes.
-	Changes []Change
+	Changes []Change `json:"changes,omitempty"`
 	// Resume is set when the action finishes one that an earlier apply
 	// left half done.
-	Resume bool
+	Resume bool `json:"resume,omitempty"`
 }
 
 // Target returns "tenant NAME" or "instance TENANT/NAME".
@@ -77,13 +77,14 @@ func (a Action) Target() string {
 
 // Change is one changed field of an update.
 type Change struct {
-	Field    string
-	Old, New string
+	Field string `json:"field"`
+	Old   string `json:"old"`
+	New   string `json:"new"`
 }
 
 // Plan is an ordered list of actions.
 type Plan struct {
-	Actions []Action
+	Actions []Action `json:"actions"`
 }
 
 // Empty reports whether the plan changes nothing.
