@@ -123,10 +123,19 @@ func Diagnostics(diags hcl.Diagnostics) []Diagnostic {
 // whose buffer is full loses the event, and its Dropped count says how many
 // it lost. It is safe for concurrent use.
 type Bus struct {
-	mu     sync.Mutex
-	seq    uint64
-	subs   map[*Subscription]struct{}
-	closed bool
+	mu      sync.Mutex
+	seq     uint64
+	dropped uint64
+	subs    map[*Subscription]struct{}
+	closed  bool
+}
+
+// Dropped returns how many events all subscribers together lost to full
+// buffers, since the bus was made.
+func (b *Bus) Dropped() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.dropped
 }
 
 // NewBus returns an empty bus.
@@ -193,6 +202,7 @@ func (b *Bus) Publish(e Event) Event {
 		case s.c <- e:
 		default:
 			s.dropped++
+			b.dropped++
 		}
 	}
 	return e

@@ -22,6 +22,9 @@ func TestBusFanOutAndDrops(t *testing.T) {
 	if got := slow.Dropped(); got != 2 {
 		t.Fatalf("slow subscriber dropped %d, want 2", got)
 	}
+	if got := b.Dropped(); got != 2 {
+		t.Fatalf("bus dropped %d, want 2", got)
+	}
 	e := <-fast.C()
 	if e.Seq != 1 || e.Version != SchemaVersion || e.Time.IsZero() {
 		t.Fatalf("first event not stamped: %+v", e)

@@ -3,9 +3,11 @@ package spec
 import (
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -34,8 +36,9 @@ var (
 	}}
 	hostSchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{{Name: "state_dir"}, {Name: "plugin_dir"}, {Name: "artifacts_dir"}, {Name: "policies"}},
-		Blocks:     []hcl.BlockHeaderSchema{{Type: "capacity"}, {Type: "isolation"}, {Type: "tenants"}},
+		Blocks:     []hcl.BlockHeaderSchema{{Type: "capacity"}, {Type: "isolation"}, {Type: "tenants"}, {Type: "agent"}},
 	}
+	agentSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "metrics_address"}}}
 	capacitySchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "cpu"}, {Name: "memory"}, {Name: "disk"}, {Name: "instances"},
 	}}
@@ -149,6 +152,9 @@ func (d *decoder) host(b *hcl.Block, file string) *Host {
 	if ib := d.single(c.Blocks, "isolation"); ib != nil {
 		d.isolation(ib, &h.Isolation)
 	}
+	if ab := d.single(c.Blocks, "agent"); ab != nil {
+		d.agent(ab, &h.Agent)
+	}
 	var tenantDir *hcl.Attribute
 	if tb := d.single(c.Blocks, "tenants"); tb != nil {
 		tenantDir = d.content(tb.Body, tenantsSchema, tb.DefRange).Attributes["dir"]
@@ -227,6 +233,38 @@ func (d *decoder) capacity(b *hcl.Block) Capacity {
 		cp.MaxInstances = d.whole(a, 1, math.MaxInt64)
 	}
 	return cp
+}
+
+// agent decodes the agent block b into a.
+func (d *decoder) agent(b *hcl.Block, a *Agent) {
+	c := d.content(b.Body, agentSchema, b.DefRange)
+	if attr := c.Attributes["metrics_address"]; attr != nil {
+		addr := d.str(attr)
+		if err := checkLoopback(addr); err != nil {
+			d.invalid(attr.Expr, attr.Name, "%v. The metrics are for the host's own collector: use a loopback address such as \"127.0.0.1:9464\" or \"[::1]:9464\".", err)
+			return
+		}
+		a.MetricsAddress = addr
+	}
+}
+
+// checkLoopback checks that addr is host:port with a loopback host and a
+// port number.
+func checkLoopback(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q has no port number (1 to 65535)", addr)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q is not a loopback address", addr)
+	}
+	return nil
 }
 
 // isolation decodes the isolation block b into iso, which holds defaults.

@@ -96,6 +96,7 @@ func TestLoadHost(t *testing.T) {
 				PluginDir: "/opt/kigumi/plugins",
 				Capacity:  Capacity{MilliCPU: 2500, MemoryBytes: 2 << 30, DiskBytes: 10 << 30, MaxInstances: 16},
 				Isolation: Isolation{TenantUsers: false, UIDBase: 62000, SubIDBase: 2000000000, SubIDCount: 131072},
+				Agent:     Agent{MetricsAddress: "127.0.0.1:9464"},
 				PolicyFiles: []string{
 					testdata(t, "good/policies/10-base.hcl"),
 					testdata(t, "good/policies/20-tenants.hcl"),
@@ -179,6 +180,10 @@ func TestLoadHostErrors(t *testing.T) {
 		{"missing-tenant-dir.hcl", []wantDiag{{`Invalid value for "dir"`, "must exist and be a directory", "hosts/missing-tenant-dir.hcl", 9, 11}}},
 		{"tenant-dir-file.hcl", []wantDiag{{`Invalid value for "dir"`, "must exist and be a directory", "hosts/tenant-dir-file.hcl", 9, 11}}},
 		{"empty-state-dir.hcl", []wantDiag{{`Invalid value for "state_dir"`, "must not be empty", "hosts/empty-state-dir.hcl", 2, 15}}},
+		{"metrics-public.hcl", []wantDiag{{`Invalid value for "metrics_address"`, `"0.0.0.0:9464" is not a loopback address`, "hosts/metrics-public.hcl", 9, 23}}},
+		{"metrics-no-port.hcl", []wantDiag{{`Invalid value for "metrics_address"`, `"127.0.0.1" is not host:port`, "hosts/metrics-no-port.hcl", 9, 23}}},
+		{"metrics-bad-port.hcl", []wantDiag{{`Invalid value for "metrics_address"`, `"[::1]:99999" has no port number`, "hosts/metrics-bad-port.hcl", 9, 23}}},
+		{"metrics-hostname.hcl", []wantDiag{{`Invalid value for "metrics_address"`, `"metrics.example:9464" is not a loopback address`, "hosts/metrics-hostname.hcl", 9, 23}}},
 		{"../no-tenants/host.hcl", []wantDiag{{"Missing tenants directory", "no-tenants/tenants must exist", "no-tenants/host.hcl", 1, 1}}},
 	}
 	for _, tt := range tests {
@@ -572,5 +577,29 @@ func TestParseSize(t *testing.T) {
 				t.Fatalf("parseSize(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestCheckLoopback(t *testing.T) {
+	tests := []struct {
+		addr string
+		ok   bool
+	}{
+		{"127.0.0.1:9464", true},
+		{"127.1.2.3:1", true},
+		{"[::1]:9464", true},
+		{"localhost:9464", true},
+		{"0.0.0.0:9464", false},
+		{"[::]:9464", false},
+		{"10.0.0.1:9464", false},
+		{":9464", false},
+		{"127.0.0.1:0", false},
+		{"127.0.0.1:http", false},
+		{"127.0.0.1", false},
+	}
+	for _, tt := range tests {
+		if err := checkLoopback(tt.addr); (err == nil) != tt.ok {
+			t.Errorf("checkLoopback(%q) = %v, want ok %v", tt.addr, err, tt.ok)
+		}
 	}
 }

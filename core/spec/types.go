@@ -18,6 +18,8 @@ type Host struct {
 	PluginDir string
 	Capacity  Capacity
 	Isolation Isolation
+	// Agent holds the settings of `kigumi agent`.
+	Agent Agent
 	// PolicyFiles are the absolute paths of the policy files to load,
 	// with directories expanded to the *.hcl files they hold, sorted.
 	PolicyFiles []string
@@ -39,6 +41,13 @@ type Capacity struct {
 	MemoryBytes  int64
 	DiskBytes    int64
 	MaxInstances int64
+}
+
+// Agent holds the settings of `kigumi agent`, from the host's agent block.
+type Agent struct {
+	// MetricsAddress is the loopback host:port the Prometheus metrics are
+	// served on; empty when they are not served.
+	MetricsAddress string
 }
 
 // Isolation holds tenant isolation settings.

@@ -349,3 +349,24 @@ func (s InstanceSpec) Hash() string {
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:])
 }
+
+// Stats are figures about the database.
+type Stats struct {
+	// JournalEntries is how many journal entries are kept.
+	JournalEntries int
+	// SizeBytes is the size of the database file.
+	SizeBytes int64
+}
+
+// Stats returns figures about the database.
+func (s *Store) Stats() (Stats, error) {
+	var st Stats
+	err := s.db.View(func(tx *bolt.Tx) error {
+		st.SizeBytes = tx.Size()
+		if b := tx.Bucket(bucketJournal); b != nil {
+			st.JournalEntries = b.Stats().KeyN
+		}
+		return nil
+	})
+	return st, err
+}

@@ -90,6 +90,9 @@ func TestJournal(t *testing.T) {
 	if all[0].Seq >= all[1].Seq || all[1].Error != "boom" || all[2].Step != "rollback" {
 		t.Errorf("journal order or content wrong: %+v", all)
 	}
+	if st, err := s.Stats(); err != nil || st.JournalEntries != 3 || st.SizeBytes <= 0 {
+		t.Errorf("Stats() = %+v, %v", st, err)
+	}
 	for range JournalKeep {
 		if err := s.Record("instance a/b", "filler", EventDone, nil); err != nil {
 			t.Fatal(err)
@@ -97,6 +100,9 @@ func TestJournal(t *testing.T) {
 	}
 	if kept, _ := s.Journal(0); len(kept) != JournalKeep || kept[0].Seq != 4 {
 		t.Fatalf("journal keeps %d entries from seq %d, want %d from 4", len(kept), kept[0].Seq, JournalKeep)
+	}
+	if st, err := s.Stats(); err != nil || st.JournalEntries != JournalKeep {
+		t.Errorf("Stats() = %+v, %v; want %d journal entries", st, err, JournalKeep)
 	}
 	if err := s.Record("instance a/b", "rollback", EventDone, nil); err != nil {
 		t.Fatal(err)

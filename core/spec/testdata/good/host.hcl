@@ -20,6 +20,10 @@ host "quickstart" {
   tenants {
     dir = "tenants"
   }
+
+  agent {
+    metrics_address = "127.0.0.1:9464"
+  }
 }
 
 runtime "wasm" {

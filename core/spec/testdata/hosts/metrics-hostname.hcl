@@ -1,0 +1,13 @@
+host "h" {
+  capacity {
+    cpu       = 1
+    memory    = "1GiB"
+    disk      = "1GiB"
+    instances = 4
+  }
+  agent {
+    metrics_address = "metrics.example:9464"
+  }
+}
+
+runtime "wasm" {}
