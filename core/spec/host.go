@@ -38,7 +38,7 @@ var (
 		Attributes: []hcl.AttributeSchema{{Name: "state_dir"}, {Name: "plugin_dir"}, {Name: "artifacts_dir"}, {Name: "policies"}},
 		Blocks:     []hcl.BlockHeaderSchema{{Type: "capacity"}, {Type: "isolation"}, {Type: "tenants"}, {Type: "agent"}},
 	}
-	agentSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "metrics_address"}}}
+	agentSchema    = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "metrics_address"}}}
 	capacitySchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "cpu"}, {Name: "memory"}, {Name: "disk"}, {Name: "instances"},
 	}}
