@@ -8,6 +8,9 @@ QUICKSTART:= examples/quickstart
 APP_WASM  := $(QUICKSTART)/build/app.wasm
 HOST_HCL  := $(QUICKSTART)/host.hcl
 KIGUMI    := $(BIN)/kigumi
+# VERSION is what `kigumi version` prints: git describe, or dev outside git.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
 
 .PHONY: all build plugins wasm run stop test deps bench proto fmt vet clean
 
@@ -15,7 +18,7 @@ all: build
 
 ## build: bin/kigumi (first-party plugins compiled in) and the quickstart module
 build: wasm
-	$(GO) build -o $(KIGUMI) ./cmd/kigumi
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(KIGUMI) ./cmd/kigumi
 
 ## plugins: standalone plugin binaries, for plugin_dir
 plugins:

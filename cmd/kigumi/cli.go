@@ -39,7 +39,8 @@ var commands []*command
 
 func init() {
 	commands = []*command{
-		cmdValidate, cmdPlan, cmdApply, cmdDestroy, cmdStatus, cmdLogs, cmdPlugin,
+		cmdValidate, cmdPlan, cmdApply, cmdDestroy, cmdStatus, cmdLogs, cmdStop, cmdStart, cmdRestart,
+		cmdJournal, cmdVersion, cmdPlugin,
 	}
 }
 
@@ -52,6 +53,9 @@ type cli struct {
 	stderr      io.Writer
 	stdin       *os.File
 	log         hclog.Logger
+	// collected, when set, gathers diagnostics instead of printing them
+	// (validate --json).
+	collected *hcl.Diagnostics
 }
 
 func usage(w io.Writer) {
@@ -171,6 +175,10 @@ func (c *cli) errorf(format string, args ...any) {
 func (s *session) writeDiags(diags hcl.Diagnostics) bool {
 	if len(diags) == 0 {
 		return false
+	}
+	if s.cli.collected != nil {
+		*s.cli.collected = append(*s.cli.collected, diags...)
+		return diags.HasErrors()
 	}
 	color := false
 	if f, ok := s.cli.stderr.(*os.File); ok {

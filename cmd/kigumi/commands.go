@@ -2,13 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"strings"
 	"text/tabwriter"
 
+	"github.com/kigumi/kigumi/core/api"
 	"github.com/kigumi/kigumi/core/engine"
 	"github.com/kigumi/kigumi/core/plan"
 	"github.com/kigumi/kigumi/core/sdk/v2"
@@ -21,8 +20,12 @@ var cmdValidate = &command{
 evaluates them, and checks each plugin's settings against the schema the
 plugin declares. Changes nothing.`,
 	run: func(ctx context.Context, c *cli, fs *flag.FlagSet, args []string) int {
+		fs.BoolVar(&c.jsonOut, "json", false, "print the result and diagnostics as JSON")
 		if code, done := c.parse(fs, args, 0, 0); done {
 			return code
+		}
+		if c.jsonOut {
+			return validateJSON(ctx, c)
 		}
 		s, code := c.open(ctx, true, storeNone)
 		defer s.close()
@@ -45,16 +48,35 @@ var cmdPlan = &command{
 the instances and tenants that apply would create, update and destroy.
 Changes nothing.`,
 	run: func(ctx context.Context, c *cli, fs *flag.FlagSet, args []string) int {
+		fs.BoolVar(&c.jsonOut, "json", false, "print the plan as JSON")
 		if code, done := c.parse(fs, args, 0, 0); done {
 			return code
 		}
-		s, p, code := planFromSpecs(ctx, c, storeRead)
-		defer s.close()
-		if code != exitOK {
-			return code
+		client, _, ok := c.agent(ctx)
+		if !ok {
+			return exitFailed
+		}
+		var p *plan.Plan
+		if client != nil {
+			defer client.Close()
+			var err error
+			if p, err = client.Plan(ctx); err != nil {
+				return c.agentFail(err)
+			}
+		} else {
+			s, sp, code := planFromSpecs(ctx, c, storeRead)
+			defer s.close()
+			if code != exitOK {
+				return code
+			}
+			p = sp
+		}
+		if c.jsonOut {
+			return c.printJSON(planJSON(p))
 		}
 		if err := p.Render(c.stdout); err != nil {
-			return s.fail(err)
+			c.errorf("%v", err)
+			return exitFailed
 		}
 		return exitOK
 	},
@@ -87,15 +109,11 @@ an interrupted apply is resumed by the next one. A failed create is rolled
 back. A second apply with no spec change does nothing.`,
 	run: func(ctx context.Context, c *cli, fs *flag.FlagSet, args []string) int {
 		fs.BoolVar(&c.autoApprove, "auto-approve", false, "apply without asking for confirmation")
+		fs.BoolVar(&c.jsonOut, "json", false, "print a stream of JSON events, one a line (needs --auto-approve)")
 		if code, done := c.parse(fs, args, 0, 0); done {
 			return code
 		}
-		s, p, code := planFromSpecs(ctx, c, storeWrite)
-		defer s.close()
-		if code != exitOK {
-			return code
-		}
-		return applyPlan(ctx, s, p, "Apply these actions?")
+		return apply(ctx, c)
 	},
 }
 
@@ -107,26 +125,46 @@ func applyPlan(ctx context.Context, s *session, p *plan.Plan, question string) i
 	if p.Empty() {
 		return exitOK
 	}
+	if code, ok := confirmPlan(c, question); !ok {
+		return code
+	}
+	return execute(ctx, s, p)
+}
+
+// confirmPlan asks whether to carry out the plan just shown; when not, it
+// says so and returns the exit code.
+func confirmPlan(c *cli, question string) (int, bool) {
 	ok, err := c.confirm(question)
 	if err != nil {
 		c.errorf("%v", err)
-		return exitInvalid
+		return exitInvalid, false
 	}
 	if !ok {
 		fmt.Fprintln(c.stdout, "Cancelled: nothing was changed.")
-		return exitInvalid
+		return exitInvalid, false
 	}
+	return exitOK, true
+}
+
+// execute carries out a confirmed plan.
+func execute(ctx context.Context, s *session, p *plan.Plan) int {
+	c := s.cli
 	fmt.Fprintln(c.stdout)
 	if err := s.engine.Apply(ctx, p); err != nil {
 		c.errorf("%v", err)
-		if engine.Refused(err) {
-			return exitInvalid // a plugin refused what the spec asks for; rolled back
-		}
-		return exitFailed
+		return applyExit(err)
 	}
 	fmt.Fprintf(c.stdout, "\nApply complete: %d created, %d updated, %d destroyed.\n",
 		p.Count(plan.Create), p.Count(plan.Update), p.Count(plan.Destroy))
 	return exitOK
+}
+
+// applyExit returns the exit code of a failed apply.
+func applyExit(err error) int {
+	if engine.Refused(err) {
+		return exitInvalid // a plugin refused what the spec asks for; rolled back
+	}
+	return exitFailed
 }
 
 var cmdDestroy = &command{
@@ -166,25 +204,35 @@ var cmdStatus = &command{
 		if code, done := c.parse(fs, args, 0, 0); done {
 			return code
 		}
-		s, code := c.open(ctx, false, storeRead)
-		defer s.close()
-		if code != exitOK {
-			return code
+		client, _, ok := c.agent(ctx)
+		if !ok {
+			return exitFailed
 		}
-		st, err := s.engine.Status(ctx)
-		if err != nil {
-			return s.fail(err)
-		}
-		if c.jsonOut {
-			enc := json.NewEncoder(c.stdout)
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(map[string]any{"host": s.host.Name, "tenants": st}); err != nil {
+		var report api.StatusReport
+		if client != nil {
+			defer client.Close()
+			var err error
+			if report, err = client.Status(ctx); err != nil {
+				return c.agentFail(err)
+			}
+		} else {
+			s, code := c.open(ctx, false, storeRead)
+			defer s.close()
+			if code != exitOK {
+				return code
+			}
+			st, err := s.engine.Status(ctx)
+			if err != nil {
 				return s.fail(err)
 			}
-			return exitOK
+			report = api.StatusReport{Host: s.host.Name, Tenants: st}
 		}
+		if c.jsonOut {
+			return c.printJSON(report)
+		}
+		st := report.Tenants
 		if len(st) == 0 {
-			fmt.Fprintf(c.stdout, "Host %q runs no tenants.\n", s.host.Name)
+			fmt.Fprintf(c.stdout, "Host %q runs no tenants.\n", report.Host)
 			return exitOK
 		}
 		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
@@ -210,7 +258,8 @@ var cmdStatus = &command{
 			}
 		}
 		if err := tw.Flush(); err != nil {
-			return s.fail(err)
+			c.errorf("%v", err)
+			return exitFailed
 		}
 		return exitOK
 	},
@@ -220,31 +269,46 @@ var cmdLogs = &command{
 	name:    "logs",
 	args:    "TENANT/INSTANCE",
 	summary: "Print an instance's output",
-	help:    `Prints what an instance wrote to its standard output (or, with --stderr, its standard error).`,
+	help: `Prints what an instance wrote to its standard output (or, with --stderr, its
+standard error). On a terminal, control characters and invalid UTF-8 are
+escaped so that an instance cannot drive your terminal; into a pipe or a
+file, or with --raw, the bytes pass unchanged.`,
 	run: func(ctx context.Context, c *cli, fs *flag.FlagSet, args []string) int {
 		stderr := fs.Bool("stderr", false, "print standard error instead of standard output")
 		follow := fs.Bool("f", false, "keep printing new output until the instance ends or you press Ctrl-C")
+		raw := fs.Bool("raw", false, "write the output unescaped, even to a terminal")
 		if code, done := c.parse(fs, args, 1, 1); done {
 			return code
 		}
-		tenant, instance, ok := strings.Cut(fs.Arg(0), "/")
-		if !ok || tenant == "" || instance == "" {
-			c.errorf("logs takes TENANT/INSTANCE, got %q", fs.Arg(0))
+		tenant, instance, ok := splitInstance(c, fs.Arg(0), "logs")
+		if !ok {
 			return exitInvalid
+		}
+		opts := sdk.LogOptions{Stream: sdk.Stdout, Follow: *follow}
+		if *stderr {
+			opts.Stream = sdk.Stderr
+		}
+		client, _, ok := c.agent(ctx)
+		if !ok {
+			return exitFailed
+		}
+		if client != nil {
+			defer client.Close()
+			return logsViaAgent(ctx, c, client, tenant, instance, opts, *raw)
 		}
 		s, code := c.open(ctx, false, storeRead)
 		defer s.close()
 		if code != exitOK {
 			return code
 		}
-		opts := sdk.LogOptions{Stream: sdk.Stdout, Follow: *follow}
-		if *stderr {
-			opts.Stream = sdk.Stderr
-		}
+		w, done := c.logWriter(*raw)
 		err := s.engine.Logs(ctx, tenant, instance, opts, func(b []byte) error {
-			_, err := c.stdout.Write(b)
+			_, err := w.Write(b)
 			return err
 		})
+		if derr := done(); err == nil {
+			err = derr
+		}
 		switch {
 		case errors.Is(err, engine.ErrUnknownInstance):
 			c.errorf("%v", err)

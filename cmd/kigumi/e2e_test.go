@@ -19,6 +19,9 @@ import (
 // The end-to-end tests run the real kigumi binary as root: real Linux
 // users, cgroups, plugin processes and wasm sandboxes.
 
+// testVersion is the version the test binary is built with.
+const testVersion = "v0.0.0-e2e"
+
 var (
 	kigumiBin string // built by TestMain
 	appWasm   string
@@ -38,7 +41,7 @@ func TestMain(m *testing.M) {
 	kigumiBin = filepath.Join(dir, "kigumi")
 	appWasm = filepath.Join(dir, "app.wasm")
 	builds := []*exec.Cmd{
-		exec.Command("go", "build", "-o", kigumiBin, "."),
+		exec.Command("go", "build", "-ldflags", "-X main.version="+testVersion, "-o", kigumiBin, "."),
 		exec.Command("go", "build", "-o", appWasm, "../../examples/quickstart/app"),
 	}
 	builds[1].Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")

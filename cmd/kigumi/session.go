@@ -31,6 +31,10 @@ const (
 	storeNone  storeMode = iota // not at all
 	storeRead                   // read-only; absent when nothing was applied yet
 	storeWrite                  // read-write, created if needed
+	// storePlan reads the store like storeRead, and neither launches the
+	// plugins nor touches the isolation: enough to plan, and it writes
+	// nothing, not even the plugins' data directories.
+	storePlan
 )
 
 // open loads what a command needs: the host spec, the tenant specs and
@@ -101,6 +105,15 @@ func (s *session) loadTenants(ctx context.Context) int {
 // startEngine opens the state database as mode says, and launches and
 // configures the host's plugins.
 func (s *session) startEngine(ctx context.Context, mode storeMode) int {
+	if mode == storePlan {
+		st, err := state.Open(engine.DBPath(s.host), state.WithReadOnly())
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return s.fail(err)
+		}
+		s.store = st
+		s.engine = engine.New(s.host, s.store, nil, nil, engine.WithLogger(s.cli.log))
+		return exitOK
+	}
 	s.plugins = pluginhost.New(s.cli.log.Named("plugin"),
 		pluginhost.WithBuiltins(builtins()...),
 		pluginhost.WithPluginDir(s.host.PluginDir))

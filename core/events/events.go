@@ -41,6 +41,9 @@ const (
 	TypePluginRestart Type = "plugin_restart"
 	// TypePolicyDenied reports a policy denial.
 	TypePolicyDenied Type = "policy_denied"
+	// TypeApplySummary ends the stream of `kigumi apply -json`: Message
+	// sums up what was done, Error says why the apply failed.
+	TypeApplySummary Type = "apply_summary"
 )
 
 // Event is one record of the stream.
