@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -206,6 +207,9 @@ func applyAgentJSON(ctx context.Context, c *cli, client *api.Client) int {
 	defer stop()
 	subscribed := make(chan struct{})
 	streamDone := make(chan error, 1)
+	var mu sync.Mutex
+	reconciled := map[string]bool{} // tenants whose reconcile event was printed
+	seen := make(chan struct{}, 1)
 	go func() {
 		first := true
 		streamDone <- client.Events(sctx, func(e events.Event) error {
@@ -213,6 +217,15 @@ func applyAgentJSON(ctx context.Context, c *cli, client *api.Client) int {
 			if first {
 				first = false
 				close(subscribed)
+			}
+			if e.Type == events.TypeReconcile {
+				mu.Lock()
+				reconciled[e.Tenant] = true
+				mu.Unlock()
+				select {
+				case seen <- struct{}{}:
+				default:
+				}
 			}
 			return nil
 		})
@@ -223,10 +236,38 @@ func applyAgentJSON(ctx context.Context, c *cli, client *api.Client) int {
 		return c.agentFail(fmt.Errorf("follow the agent's events: %w", err))
 	}
 	results, err := client.Reconcile(ctx)
+	// The agent publishes each tenant's reconcile event before Reconcile
+	// returns; wait (a little) for those still in flight to be printed.
+	grace := time.NewTimer(eventGrace)
+	defer grace.Stop()
+	ended := false
+	for waiting := true; waiting && err == nil; {
+		mu.Lock()
+		all := true
+		for _, r := range results {
+			all = all && reconciled[r.Tenant]
+		}
+		mu.Unlock()
+		if all {
+			break
+		}
+		select {
+		case <-seen:
+		case <-grace.C:
+			waiting = false
+		case <-streamDone:
+			waiting, ended = false, true
+		}
+	}
 	stop()
-	<-streamDone
+	if !ended {
+		<-streamDone // nothing prints after the summary
+	}
+	// The summary keeps the agent's sequence numbers apart: it has none.
+	summary := events.Event{Version: events.SchemaVersion, Type: events.TypeApplySummary}
 	if err != nil {
-		out.emit(events.Event{Type: events.TypeApplySummary, Error: err.Error()})
+		summary.Error = err.Error()
+		out.emit(summary)
 		return c.agentFail(err)
 	}
 	var created, updated, destroyed int
@@ -237,15 +278,19 @@ func applyAgentJSON(ctx context.Context, c *cli, client *api.Client) int {
 			failed = append(failed, fmt.Sprintf("tenant %s: %s", r.Tenant, r.Error))
 		}
 	}
-	summary := events.Event{Type: events.TypeApplySummary, Message: fmt.Sprintf("Apply complete: %d created, %d updated, %d destroyed.", created, updated, destroyed)}
+	summary.Message = fmt.Sprintf("Apply complete: %d created, %d updated, %d destroyed.", created, updated, destroyed)
 	if len(failed) > 0 {
-		summary.Error = fmt.Sprint(failed)
+		summary.Error = strings.Join(failed, "; ")
 		out.emit(summary)
 		return exitFailed
 	}
 	out.emit(summary)
 	return exitOK
 }
+
+// eventGrace bounds the wait for reconcile events still in flight after the
+// agent answered.
+const eventGrace = 2 * time.Second
 
 // planJSON is the document `kigumi plan -json` prints.
 func planJSON(p *plan.Plan) any {
