@@ -62,7 +62,7 @@ bench: build
 
 ## proto: regenerate the plugin protocol's Go code (needs protoc)
 proto:
-	$(GO) generate ./core/sdk/...
+	cd core/sdk && $(GO) generate ./...
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -1,6 +1,7 @@
 package sdk
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -17,6 +18,9 @@ const (
 	// CodeUnavailable: the plugin or something it needs is not available,
 	// for example because the plugin process exited. A retry may help.
 	CodeUnavailable Code = "unavailable"
+	// CodeUnsupported: the plugin does not implement the call, as when
+	// it does not declare the call's feature, or predates the call.
+	CodeUnsupported Code = "unsupported"
 	// CodeInternal: anything else.
 	CodeInternal Code = "internal"
 )
@@ -28,6 +32,10 @@ type Error struct {
 	Attribute string
 	// Message is the whole message; when empty, Err's message is used.
 	Message string
+	// Transient marks an error whose code alone says a retry won't help,
+	// but which may pass (a module not there yet, a full disk). See
+	// Retryable.
+	Transient bool
 	// Err is the wrapped cause, on the side that made the error. It does
 	// not cross the wire; its text does, through Message.
 	Err error
@@ -51,7 +59,7 @@ func (e *Error) Unwrap() error { return e.Err }
 // Is reports whether target is the sentinel of e's code.
 func (e *Error) Is(target error) bool {
 	t, ok := target.(*Error)
-	return ok && t.Message == "" && t.Attribute == "" && t.Err == nil && t.Code == e.Code
+	return ok && t.Message == "" && t.Attribute == "" && t.Err == nil && !t.Transient && t.Code == e.Code
 }
 
 // Sentinels for errors.Is.
@@ -59,6 +67,7 @@ var (
 	ErrInvalid     = &Error{Code: CodeInvalid}
 	ErrNotFound    = &Error{Code: CodeNotFound}
 	ErrUnavailable = &Error{Code: CodeUnavailable}
+	ErrUnsupported = &Error{Code: CodeUnsupported}
 	ErrInternal    = &Error{Code: CodeInternal}
 )
 
@@ -81,4 +90,25 @@ func CodeOf(err error) Code {
 		return e.Code
 	}
 	return CodeInternal
+}
+
+// Retryable reports whether retrying the call that failed with err may
+// succeed. It is false for nil, for a cancelled context, and for an *Error
+// with CodeInvalid, CodeNotFound or CodeUnsupported that is not Transient:
+// those are permanent until the request changes. Every other error,
+// CodeUnavailable, CodeInternal and errors that are no *Error among them, is
+// retryable: an agent retries it with backoff.
+func Retryable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var e *Error
+	if !errors.As(err, &e) {
+		return true
+	}
+	switch e.Code {
+	case CodeInvalid, CodeNotFound, CodeUnsupported:
+		return e.Transient
+	}
+	return true
 }

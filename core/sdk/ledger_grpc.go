@@ -43,7 +43,7 @@ func (l *ledgerClient) Events(ctx context.Context, cursor string, fn func(LeaseE
 }
 
 func (l *ledgerClient) Reply(ctx context.Context, r LeaseReply) error {
-	_, err := l.c.Reply(ctx, &pb.LeaseReply{Lease: r.Lease, Ok: r.OK, Message: r.Message})
+	_, err := l.c.Reply(ctx, replyToPB(r))
 	return fromStatus(ctx, err)
 }
 
@@ -76,5 +76,5 @@ func (s *ledgerServer) Events(m *pb.EventsRequest, stream grpc.ServerStreamingSe
 }
 
 func (s *ledgerServer) Reply(ctx context.Context, m *pb.LeaseReply) (*pb.Empty, error) {
-	return &pb.Empty{}, toStatus(s.impl.Reply(ctx, LeaseReply{Lease: m.Lease, OK: m.Ok, Message: m.Message}))
+	return &pb.Empty{}, toStatus(s.impl.Reply(ctx, replyFromPB(m)))
 }

@@ -11,8 +11,16 @@ import (
 	pb "github.com/kigumi/kigumi/core/sdk/v2/proto"
 )
 
-// ProtocolVersion is the version of the plugin protocol this SDK speaks.
-const ProtocolVersion = 1
+// ProtocolVersion is the major version of the plugin protocol this SDK
+// speaks. go-plugin negotiates it when a plugin starts: a host and a plugin
+// of different major versions do not talk.
+const ProtocolVersion = 2
+
+// ProtocolMinor is the minor version of the protocol. A minor version only
+// adds: fields, which older peers ignore, and calls, which older plugins
+// answer with CodeUnsupported and which the host makes only on plugins that
+// declare the call's feature.
+const ProtocolMinor = 0
 
 // Handshake is the go-plugin handshake shared by the host and its plugins.
 // The cookie only tells a plugin binary that a Kigumi host started it; it is

@@ -36,11 +36,43 @@ func (r *runtimeClient) Configure(ctx context.Context, req ConfigureRequest) err
 	return fromStatus(ctx, err)
 }
 
+func (r *runtimeClient) PrepareTenant(ctx context.Context, req *TenantRequest) (Handle, error) {
+	if req == nil {
+		return Handle{}, errNilRequest("prepare tenant")
+	}
+	m, err := r.c.PrepareTenant(ctx, tenantToPB(req))
+	if err != nil {
+		return Handle{}, fromStatus(ctx, err)
+	}
+	return handleFromPB(m), nil
+}
+
+func (r *runtimeClient) ReleaseTenant(ctx context.Context, h Handle) error {
+	_, err := r.c.ReleaseTenant(ctx, handleToPB(h))
+	return fromStatus(ctx, err)
+}
+
+func (r *runtimeClient) Validate(ctx context.Context, req *StartRequest) error {
+	if req == nil {
+		return errNilRequest("validate")
+	}
+	m, err := startToPB(req)
+	if err != nil {
+		return err
+	}
+	_, err = r.c.Validate(ctx, m)
+	return fromStatus(ctx, err)
+}
+
 func (r *runtimeClient) Start(ctx context.Context, req *StartRequest) (Handle, error) {
 	if req == nil {
 		return Handle{}, errNilRequest("start")
 	}
-	m, err := r.c.Start(ctx, startToPB(req))
+	sm, err := startToPB(req)
+	if err != nil {
+		return Handle{}, err
+	}
+	m, err := r.c.Start(ctx, sm)
 	if err != nil {
 		return Handle{}, fromStatus(ctx, err)
 	}
@@ -122,8 +154,32 @@ func (s *runtimeServer) Configure(ctx context.Context, m *pb.ConfigureRequest) (
 	return &pb.Empty{}, toStatus(err)
 }
 
+func (s *runtimeServer) PrepareTenant(ctx context.Context, m *pb.TenantRequest) (*pb.Handle, error) {
+	h, err := s.impl.PrepareTenant(ctx, tenantFromPB(m))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return handleToPB(h), nil
+}
+
+func (s *runtimeServer) ReleaseTenant(ctx context.Context, m *pb.Handle) (*pb.Empty, error) {
+	return &pb.Empty{}, toStatus(s.impl.ReleaseTenant(ctx, handleFromPB(m)))
+}
+
+func (s *runtimeServer) Validate(ctx context.Context, m *pb.StartRequest) (*pb.Empty, error) {
+	req, err := startFromPB(m)
+	if err == nil {
+		err = s.impl.Validate(ctx, req)
+	}
+	return &pb.Empty{}, toStatus(err)
+}
+
 func (s *runtimeServer) Start(ctx context.Context, m *pb.StartRequest) (*pb.Handle, error) {
-	h, err := s.impl.Start(ctx, startFromPB(m))
+	req, err := startFromPB(m)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	h, err := s.impl.Start(ctx, req)
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -46,7 +46,7 @@ func (s *stateFSClient) Mount(ctx context.Context, h Handle) (Mount, error) {
 	if err != nil {
 		return Mount{}, fromStatus(ctx, err)
 	}
-	return Mount{Source: m.Source}, nil
+	return mountFromPB(m), nil
 }
 
 func (s *stateFSClient) Unmount(ctx context.Context, h Handle) error {
@@ -60,6 +60,39 @@ func (s *stateFSClient) Hash(ctx context.Context, h Handle) ([]byte, error) {
 		return nil, fromStatus(ctx, err)
 	}
 	return m.Digest, nil
+}
+
+func (s *stateFSClient) Usage(ctx context.Context, h Handle) (Usage, error) {
+	m, err := s.c.Usage(ctx, handleToPB(h))
+	if err != nil {
+		return Usage{}, fromStatus(ctx, err)
+	}
+	return usageFromPB(m), nil
+}
+
+func (s *stateFSClient) Checkpoint(ctx context.Context, h Handle, name string) (Checkpoint, error) {
+	m, err := s.c.Checkpoint(ctx, &pb.CheckpointRequest{Handle: handleToPB(h), Name: name})
+	if err != nil {
+		return Checkpoint{}, fromStatus(ctx, err)
+	}
+	return checkpointFromPB(m), nil
+}
+
+func (s *stateFSClient) Checkpoints(ctx context.Context, h Handle) ([]Checkpoint, error) {
+	m, err := s.c.Checkpoints(ctx, handleToPB(h))
+	if err != nil {
+		return nil, fromStatus(ctx, err)
+	}
+	var list []Checkpoint
+	for _, c := range m.Checkpoints {
+		list = append(list, checkpointFromPB(c))
+	}
+	return list, nil
+}
+
+func (s *stateFSClient) Rollback(ctx context.Context, h Handle, name string) error {
+	_, err := s.c.Rollback(ctx, &pb.CheckpointRequest{Handle: handleToPB(h), Name: name})
+	return fromStatus(ctx, err)
 }
 
 func (s *stateFSClient) Recover(ctx context.Context, h Handle) (Handle, error) {
@@ -110,7 +143,7 @@ func (s *stateFSServer) Mount(ctx context.Context, m *pb.Handle) (*pb.MountPoint
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.MountPoint{Source: mnt.Source}, nil
+	return mountToPB(mnt), nil
 }
 
 func (s *stateFSServer) Unmount(ctx context.Context, m *pb.Handle) (*pb.Empty, error) {
@@ -123,6 +156,38 @@ func (s *stateFSServer) Hash(ctx context.Context, m *pb.Handle) (*pb.Digest, err
 		return nil, toStatus(err)
 	}
 	return &pb.Digest{Digest: d}, nil
+}
+
+func (s *stateFSServer) Usage(ctx context.Context, m *pb.Handle) (*pb.StateUsage, error) {
+	u, err := s.impl.Usage(ctx, handleFromPB(m))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return usageToPB(u), nil
+}
+
+func (s *stateFSServer) Checkpoint(ctx context.Context, m *pb.CheckpointRequest) (*pb.CheckpointInfo, error) {
+	c, err := s.impl.Checkpoint(ctx, handleFromPB(m.Handle), m.Name)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return checkpointToPB(c), nil
+}
+
+func (s *stateFSServer) Checkpoints(ctx context.Context, m *pb.Handle) (*pb.CheckpointList, error) {
+	list, err := s.impl.Checkpoints(ctx, handleFromPB(m))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &pb.CheckpointList{}
+	for _, c := range list {
+		out.Checkpoints = append(out.Checkpoints, checkpointToPB(c))
+	}
+	return out, nil
+}
+
+func (s *stateFSServer) Rollback(ctx context.Context, m *pb.CheckpointRequest) (*pb.Empty, error) {
+	return &pb.Empty{}, toStatus(s.impl.Rollback(ctx, handleFromPB(m.Handle), m.Name))
 }
 
 func (s *stateFSServer) Recover(ctx context.Context, m *pb.Handle) (*pb.Handle, error) {

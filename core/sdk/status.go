@@ -16,6 +16,7 @@ var grpcCodes = map[Code]codes.Code{
 	CodeInvalid:     codes.InvalidArgument,
 	CodeNotFound:    codes.NotFound,
 	CodeUnavailable: codes.Unavailable,
+	CodeUnsupported: codes.Unimplemented,
 	CodeInternal:    codes.Internal,
 }
 
@@ -31,7 +32,7 @@ func toStatus(err error) error {
 	var e *Error
 	switch {
 	case errors.As(err, &e):
-		d.Attribute = e.Attribute
+		d.Attribute, d.Transient = e.Attribute, e.Transient
 		if err == error(e) {
 			d.Message = e.Message
 			if d.Message == "" && e.Err != nil {
@@ -81,7 +82,7 @@ func fromStatus(ctx context.Context, err error) error {
 			if _, known := grpcCodes[c]; !known {
 				c = CodeInternal
 			}
-			return &Error{Code: c, Attribute: d.Attribute, Message: d.Message}
+			return &Error{Code: c, Attribute: d.Attribute, Message: d.Message, Transient: d.Transient}
 		}
 	}
 	switch st.Code() {
@@ -89,6 +90,9 @@ func fromStatus(ctx context.Context, err error) error {
 		return &Error{Code: CodeUnavailable, Message: "plugin exited or is unreachable: " + st.Message(), Err: err}
 	case codes.DeadlineExceeded:
 		return context.DeadlineExceeded
+	case codes.Unimplemented:
+		// A plugin of an older minor version, without the call.
+		return &Error{Code: CodeUnsupported, Message: "the plugin does not implement this call: " + st.Message(), Err: err}
 	default:
 		return &Error{Code: CodeInternal, Message: "plugin call failed: " + st.Code().String() + ": " + st.Message(), Err: err}
 	}

@@ -27,7 +27,7 @@ func TestFromStatusWithoutDetail(t *testing.T) {
 		{"connection-closing", context.Background(), status.Error(codes.Canceled, "grpc: the client connection is closing"), ErrUnavailable, "plugin exited or is unreachable"},
 		{"eof", context.Background(), io.ErrUnexpectedEOF, ErrUnavailable, "plugin exited or is unreachable: unexpected EOF"},
 		{"deadline", context.Background(), status.Error(codes.DeadlineExceeded, "deadline"), context.DeadlineExceeded, "deadline exceeded"},
-		{"unimplemented", context.Background(), status.Error(codes.Unimplemented, "unknown service"), ErrInternal, "Unimplemented: unknown service"},
+		{"unimplemented", context.Background(), status.Error(codes.Unimplemented, "unknown method Usage"), ErrUnsupported, "does not implement this call: unknown method Usage"},
 		{"not-a-status", context.Background(), errors.New("boom"), ErrInternal, "boom"},
 		{"caller-cancelled", cancelled, status.Error(codes.Canceled, "context canceled"), context.Canceled, "context canceled"},
 		{"interceptor-error", context.Background(), own, own, own.Message},

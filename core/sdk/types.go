@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -27,7 +28,7 @@ const (
 	TypeStringMap  AttrType = "map(string)"
 )
 
-// Attribute declares one setting of a plugin's block in the host spec.
+// Attribute declares one setting: an argument such as `path = "/srv"`.
 type Attribute struct {
 	Name        string
 	Type        AttrType
@@ -35,10 +36,139 @@ type Attribute struct {
 	Description string
 }
 
-// Schema declares the settings a plugin accepts in its host-spec block.
-// The core decodes the block against it with hcldec, keeping source ranges.
+// Nesting says how often a block may appear and how its values are keyed.
+type Nesting string
+
+// The block nestings, as in Terraform's and Nomad's schemas.
+const (
+	// NestingSingle: at most one block, `name { ... }`; its value is a Config.
+	NestingSingle Nesting = "single"
+	// NestingList: any number of blocks, `name { ... }`, in file order; its
+	// value is a []Config.
+	NestingList Nesting = "list"
+	// NestingMap: any number of labeled blocks, `name "key" { ... }`, each
+	// label once; its value is a map[string]Config.
+	NestingMap Nesting = "map"
+)
+
+// Block declares a nested block of settings.
+type Block struct {
+	Name    string
+	Nesting Nesting
+	// Required: a single block must be present, a list or map must hold at
+	// least one block.
+	Required    bool
+	Description string
+	// Schema declares the block's own settings; it may nest further.
+	Schema Schema
+}
+
+// Schema declares settings: arguments and nested blocks. The core decodes
+// the settings a spec writes against it with hcldec, keeping source ranges,
+// so that a bad setting is reported at its place in the spec.
 type Schema struct {
 	Attributes []Attribute
+	Blocks     []Block
+}
+
+// Scope is where a plugin's process runs.
+type Scope string
+
+// The scopes.
+const (
+	// ScopeHost: one process for the host, run by the agent as root.
+	ScopeHost Scope = "host"
+	// ScopeTenant: one process per tenant, run as the tenant's user inside
+	// the tenant's cgroup.
+	ScopeTenant Scope = "tenant"
+)
+
+// The artifact kinds a runtime can declare it runs.
+const (
+	ArtifactWasm = "wasm"
+	ArtifactOCI  = "oci"
+)
+
+// Names of isolation features a runtime can declare it enforces. Other
+// names are allowed; these are the ones the core and policies know.
+const (
+	IsolationUser       = "user"         // workloads run as the tenant's user
+	IsolationCgroup     = "cgroup"       // workloads run in their instance's cgroup
+	IsolationNoNewPrivs = "no_new_privs" // no privilege gain through exec
+	IsolationSeccomp    = "seccomp"      // a syscall filter
+	IsolationUserNS     = "userns"       // a user namespace
+	IsolationChroot     = "chroot"       // a filesystem jail
+	IsolationNoNetwork  = "no-network"   // no network access
+)
+
+// Feature names of the optional calls and behaviours of protocol version 2.
+// A feature name is versioned by its kind's protocol namespace; a plugin
+// declares the ones it implements, and the host calls an optional call only
+// on a plugin that declares its feature. A plugin answers a call whose
+// feature it does not declare with CodeUnsupported.
+const (
+	// FeatureTenantLifecycle: the runtime needs PrepareTenant before a
+	// tenant's first Start and ReleaseTenant after its last Destroy.
+	FeatureTenantLifecycle = "kigumi.runtime.v2/tenant-lifecycle"
+	// FeatureValidate: the runtime checks instances in Validate.
+	FeatureValidate = "kigumi.runtime.v2/validate"
+	// FeatureUsage: the StateFS reports Usage.
+	FeatureUsage = "kigumi.statefs.v2/usage"
+	// FeatureCheckpoint: the StateFS implements Checkpoint, Checkpoints and
+	// Rollback.
+	FeatureCheckpoint = "kigumi.statefs.v2/checkpoint"
+	// FeatureEncryptedReplies: the ledger encrypts a reply's Payload to
+	// the tenant.
+	FeatureEncryptedReplies = "kigumi.ledger.v2/encrypted-replies"
+)
+
+// PermissionParam declares one parameter of a permission. Parameter values
+// are strings.
+type PermissionParam struct {
+	Name        string
+	Required    bool
+	Description string
+}
+
+// PermissionSpec declares a permission a runtime can grant to workloads.
+type PermissionSpec struct {
+	Name        string
+	Description string
+	// Params are the parameters the permission takes; a permission without
+	// any is written in the spec's permissions list.
+	Params []PermissionParam
+}
+
+// Capabilities declare what a plugin is and does. The host reads them from
+// Info and passes its own in ConfigureRequest: capabilities and features,
+// not version numbers, are how both sides adapt to each other within a
+// major protocol version.
+type Capabilities struct {
+	// Scope is where the plugin's process runs; empty means ScopeHost.
+	Scope Scope
+	// Artifacts are the artifact kinds a runtime runs (ArtifactWasm, ...).
+	Artifacts []string
+	// Isolation names the isolation features a runtime enforces
+	// (IsolationUser, ...).
+	Isolation []string
+	// Permissions are the permissions a runtime can grant. The core
+	// refuses a spec that asks for any other.
+	Permissions []PermissionSpec
+	// Features name the optional calls and behaviours the plugin
+	// implements (FeatureTenantLifecycle, ...).
+	Features []string
+}
+
+// Has reports whether c declares feature.
+func (c Capabilities) Has(feature string) bool { return slices.Contains(c.Features, feature) }
+
+// Permission looks up a declared permission by name.
+func (c Capabilities) Permission(name string) (PermissionSpec, bool) {
+	i := slices.IndexFunc(c.Permissions, func(p PermissionSpec) bool { return p.Name == name })
+	if i < 0 {
+		return PermissionSpec{}, false
+	}
+	return c.Permissions[i], true
 }
 
 // Info describes a plugin.
@@ -49,14 +179,33 @@ type Info struct {
 	Kind Kind
 	// Version is the plugin's own version string.
 	Version string
-	// Schema declares the plugin's settings.
+	// Schema declares the plugin's settings in its host-spec block.
 	Schema Schema
+	// InstanceSchema declares, for a runtime, the runtime-specific settings
+	// of one instance (ports, entrypoint, workload uid...), which a tenant
+	// writes in the instance's `settings { ... }` block. They reach the
+	// runtime as StartRequest.Settings.
+	InstanceSchema Schema
+	// Capabilities declare what the plugin is and does.
+	Capabilities Capabilities
 }
 
-// Config holds a plugin's decoded settings. Values are string, float64,
-// bool, []string or map[string]string, as the schema declares. Attributes
-// absent from the spec are absent from the map.
+// Config holds decoded settings. Values are string, float64, bool,
+// []string or map[string]string for arguments, as the schema declares, and
+// Config, []Config or map[string]Config for single, list and map blocks.
+// Arguments absent from the spec are absent from the map; so are single
+// blocks, while an absent list or map block is an empty []Config or
+// map[string]Config.
 type Config map[string]any
+
+// HostCapabilities are the host's side of capability negotiation.
+type HostCapabilities struct {
+	// ProtocolMinor is the minor protocol version the host speaks.
+	ProtocolMinor uint32
+	// Features name what the host supports, in the same versioned
+	// namespace as a plugin's features.
+	Features []string
+}
 
 // ConfigureRequest hands a plugin its settings.
 type ConfigureRequest struct {
@@ -68,6 +217,8 @@ type ConfigureRequest struct {
 	// may keep its own data (caches, indexes). It exists when Configure is
 	// called.
 	DataDir string
+	// HostCapabilities say what the host supports, so a plugin can adapt.
+	HostCapabilities HostCapabilities
 }
 
 // Plugin is what every plugin kind implements.
@@ -76,7 +227,9 @@ type Plugin interface {
 	Info(ctx context.Context) (Info, error)
 	// Configure hands the plugin its decoded settings. It is called once,
 	// before any other call but Info. An invalid setting is reported as an
-	// *Error with code CodeInvalid and Attribute set to the setting's name.
+	// *Error with code CodeInvalid and Attribute set to the setting's name
+	// (a nested one as "block.name", or "block[index].name" and
+	// "block[\"key\"].name" for list and map blocks).
 	Configure(ctx context.Context, req ConfigureRequest) error
 }
 
@@ -103,7 +256,8 @@ type User struct {
 	Home string
 }
 
-// Cgroup is the cgroup that an instance's processes must be placed in.
+// Cgroup is the cgroup that a tenant's or an instance's processes must be
+// placed in.
 type Cgroup struct {
 	// Path is the cgroup's path relative to the hierarchy root,
 	// such as "/kigumi/alice/web".
@@ -113,7 +267,7 @@ type Cgroup struct {
 	ProcsFiles []string
 }
 
-// Resources are the limits of one instance.
+// Resources are the limits of an instance, or of a tenant in all.
 type Resources struct {
 	MemoryBytes int64
 	// MilliCPU is CPU in thousandths of a core.
@@ -132,20 +286,77 @@ type Artifact struct {
 	Digest string
 }
 
-// Permission names a capability granted to a workload. Workloads get nothing
-// that is not granted.
-type Permission string
-
-// The permissions a spec can grant.
+// The names of the permissions every runtime that offers state or time is
+// expected to use for them. A runtime declares the permissions it supports
+// in Capabilities.Permissions; these are names, not a closed list.
 const (
-	PermStateRead  Permission = "state.read"
-	PermStateWrite Permission = "state.write"
-	PermClock      Permission = "clock"
-	PermRandom     Permission = "random"
+	PermStateRead  = "state.read"
+	PermStateWrite = "state.write"
+	PermClock      = "clock"
+	PermRandom     = "random"
 )
 
-// Permissions lists every permission the SDK knows.
-var Permissions = []Permission{PermStateRead, PermStateWrite, PermClock, PermRandom}
+// Permission is a capability granted to a workload, by name, with its
+// parameters. Workloads get nothing that is not granted.
+type Permission struct {
+	Name string
+	// Params are the permission's parameters; nil when it has none.
+	Params map[string]string
+}
+
+// Permissions is a list of granted permissions, each name at most once.
+type Permissions []Permission
+
+// Has reports whether ps grants the permission name.
+func (ps Permissions) Has(name string) bool {
+	_, ok := ps.Get(name)
+	return ok
+}
+
+// Get returns the granted permission name.
+func (ps Permissions) Get(name string) (Permission, bool) {
+	i := slices.IndexFunc(ps, func(p Permission) bool { return p.Name == name })
+	if i < 0 {
+		return Permission{}, false
+	}
+	return ps[i], true
+}
+
+// Names returns the names of ps, in order.
+func (ps Permissions) Names() []string {
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.Name
+	}
+	return names
+}
+
+// The mount types.
+const (
+	// MountBind: Source is a host directory to bind into the workload.
+	MountBind = "bind"
+	// MountFUSE: Source is a FUSE mount point served on the host.
+	MountFUSE = "fuse"
+	// MountDir: Source is a plain host directory; a runtime that cannot
+	// bind (wasm) preopens it.
+	MountDir = "dir"
+)
+
+// Mount is a filesystem handed to a workload.
+type Mount struct {
+	// Source is the host path.
+	Source string
+	// Target is the path the workload sees it at, such as "/state".
+	Target   string
+	ReadOnly bool
+	// Type is MountBind, MountFUSE, MountDir or a runtime-specific type.
+	Type string
+	// Options are mount options, such as "nosuid".
+	Options []string
+}
+
+// StateTarget is the guest path the core mounts an instance's state at.
+const StateTarget = "/state"
 
 // Instance identifies an instance.
 type Instance struct {
@@ -156,19 +367,41 @@ type Instance struct {
 // String returns "tenant/name".
 func (i Instance) String() string { return i.Tenant + "/" + i.Name }
 
+// TenantRequest asks a runtime to prepare for a tenant's instances, for
+// example by starting a per-tenant daemon or sandbox.
+type TenantRequest struct {
+	Tenant string
+	User   User
+	// Cgroup is the tenant's cgroup; its instances' cgroups lie inside.
+	Cgroup Cgroup
+	// RunDir is a root-owned directory the runtime may use for the tenant's
+	// bookkeeping. It is removed once the tenant is released.
+	RunDir string
+	// Resources are the tenant's limits: the sums over its instances.
+	Resources Resources
+}
+
 // StartRequest asks a runtime to start an instance.
 type StartRequest struct {
-	Instance    Instance
-	User        User
-	Cgroup      Cgroup
-	Artifact    Artifact
-	Args        []string
-	Env         map[string]string
-	Resources   Resources
-	Permissions []Permission
-	// StateDir is the state mount source from the StateFS plugin; it is
-	// chosen by the engine, never by the tenant. Empty means no state.
-	StateDir string
+	Instance  Instance
+	User      User
+	Cgroup    Cgroup
+	Artifact  Artifact
+	Args      []string
+	Env       map[string]string
+	Resources Resources
+	// Permissions are what the workload is granted.
+	Permissions Permissions
+	// Mounts are the filesystems to hand to the workload, such as its
+	// state at StateTarget. They are chosen by the engine, never by the
+	// tenant.
+	Mounts []Mount
+	// Settings are the instance's runtime-specific settings, decoded
+	// against the runtime's InstanceSchema.
+	Settings Config
+	// Tenant is the handle PrepareTenant returned for the instance's
+	// tenant; zero for a runtime without FeatureTenantLifecycle.
+	Tenant Handle
 	// RunDir is a root-owned directory the runtime may use for the
 	// instance's logs and bookkeeping. It is removed on destroy.
 	RunDir string
@@ -185,10 +418,38 @@ const (
 	StateUnknown State = "unknown"
 )
 
+// Cause says why an instance is no longer running.
+type Cause string
+
+// The causes. A running instance has none.
+const (
+	// CauseExit: the workload exited by itself, with ExitCode.
+	CauseExit Cause = "exit"
+	// CauseSignal: the workload was killed by Signal, not by the runtime.
+	CauseSignal Cause = "signal"
+	// CauseOOM: the workload was killed for going over its memory limit.
+	CauseOOM Cause = "oom"
+	// CauseLimit: the workload was stopped for going over another limit
+	// (a CPU or time budget, pids...); Message says which.
+	CauseLimit Cause = "limit"
+	// CauseTrap: the workload trapped (a wasm trap, a fault).
+	CauseTrap Cause = "trap"
+	// CauseKilled: the runtime stopped the workload, through Stop or
+	// Destroy.
+	CauseKilled Cause = "killed"
+	// CauseUnknown: the workload ended, and the runtime cannot tell how.
+	CauseUnknown Cause = "unknown"
+)
+
 // Status is what Inspect reports of an instance.
 type Status struct {
-	State      State
-	ExitCode   int
+	State State
+	// Cause says why an exited or stopped instance ended.
+	Cause Cause
+	// ExitCode is the workload's exit code, for CauseExit.
+	ExitCode int
+	// Signal is the number of the signal that ended the workload, if any.
+	Signal     int
 	Pid        int
 	StartedAt  time.Time
 	FinishedAt time.Time
@@ -216,6 +477,22 @@ type LogOptions struct {
 // Runtime runs instances.
 type Runtime interface {
 	Plugin
+	// PrepareTenant readies the runtime for a tenant's instances and
+	// returns the tenant's handle, which every StartRequest of the tenant
+	// carries. It is idempotent: preparing a prepared tenant returns its
+	// handle. The core calls it only on a runtime that declares
+	// FeatureTenantLifecycle.
+	PrepareTenant(ctx context.Context, req *TenantRequest) (Handle, error)
+	// ReleaseTenant undoes PrepareTenant once the tenant has no instances
+	// left on the runtime. Releasing a released tenant succeeds.
+	ReleaseTenant(ctx context.Context, h Handle) error
+	// Validate checks, without starting anything, what Start would refuse
+	// in req: the artifact, permissions and settings. req has no Mounts,
+	// Tenant or RunDir. A refusal is an *Error with CodeInvalid whose
+	// Attribute names the spec's attribute ("module", "permissions",
+	// "settings.port"), which the core reports at that place in the spec.
+	// The core calls it only on a runtime that declares FeatureValidate.
+	Validate(ctx context.Context, req *StartRequest) error
 	// Start creates and starts an instance and returns its handle. A failed
 	// Start leaves nothing behind.
 	Start(ctx context.Context, req *StartRequest) (Handle, error)
@@ -241,14 +518,29 @@ type ProvisionRequest struct {
 	Instance  Instance
 	User      User
 	SizeBytes int64
+	// InodeLimit caps the number of files and directories; 0 lets the
+	// StateFS derive one from SizeBytes.
+	InodeLimit int64
 	// Dir is an engine-chosen directory the StateFS may keep the state in.
 	Dir string
 }
 
-// Mount is a mounted state filesystem.
-type Mount struct {
-	// Source is the host path to hand to the runtime.
-	Source string
+// Usage is how much of its quota a state uses.
+type Usage struct {
+	Bytes  int64
+	Inodes int64
+	// BytesLimit and InodesLimit are the quotas; 0 means none.
+	BytesLimit  int64
+	InodesLimit int64
+}
+
+// Checkpoint is a named, read-only snapshot of a state.
+type Checkpoint struct {
+	Name      string
+	CreatedAt time.Time
+	// Root is the digest of the state's content when the checkpoint was
+	// made, as Hash reports it.
+	Root []byte
 }
 
 // StateFS provides per-instance state filesystems.
@@ -257,17 +549,29 @@ type StateFS interface {
 	// Provision creates an instance's state. A failed Provision leaves
 	// nothing behind.
 	Provision(ctx context.Context, req *ProvisionRequest) (Handle, error)
-	// Mount makes the state available and returns where. Mounting a
-	// mounted state returns the same mount.
+	// Mount makes the state available and returns it as a mount, whose
+	// Target the core sets. Mounting a mounted state returns the same mount.
 	Mount(ctx context.Context, h Handle) (Mount, error)
 	// Unmount releases the mount. Unmounting an unmounted state succeeds.
 	Unmount(ctx context.Context, h Handle) error
 	// Hash returns a digest of the state's current content.
 	Hash(ctx context.Context, h Handle) ([]byte, error)
+	// Usage reports the state's use against its quotas (FeatureUsage).
+	Usage(ctx context.Context, h Handle) (Usage, error)
+	// Checkpoint snapshots the state under name, which must be new
+	// (FeatureCheckpoint). Names are 1 to 64 letters, digits, '.', '_'
+	// and '-', not starting with '.'.
+	Checkpoint(ctx context.Context, h Handle, name string) (Checkpoint, error)
+	// Checkpoints lists the state's checkpoints, oldest first
+	// (FeatureCheckpoint).
+	Checkpoints(ctx context.Context, h Handle) ([]Checkpoint, error)
+	// Rollback returns the state's content to the checkpoint name, which
+	// is kept (FeatureCheckpoint). The instance should be stopped.
+	Rollback(ctx context.Context, h Handle, name string) error
 	// Recover re-attaches to a state after a restart. It is idempotent.
 	Recover(ctx context.Context, h Handle) (Handle, error)
-	// Deprovision unmounts and deletes an instance's state. Deprovisioning
-	// deleted state succeeds.
+	// Deprovision unmounts and deletes an instance's state and its
+	// checkpoints. Deprovisioning deleted state succeeds.
 	Deprovision(ctx context.Context, h Handle) error
 }
 
@@ -283,6 +587,9 @@ const (
 
 // LeaseEvent is one event of a ledger's lease stream.
 type LeaseEvent struct {
+	// ID identifies the event uniquely and for good, such as the hash of
+	// the transaction that carried it. The core handles each ID once.
+	ID string
 	// Cursor resumes the stream just after this event.
 	Cursor string
 	Kind   LeaseEventKind
@@ -290,17 +597,28 @@ type LeaseEvent struct {
 	Lease string
 	// Tenant is the tenant the lease is for.
 	Tenant string
-	// Spec is the tenant spec (HCL) carried by an acquire.
+	// Spec is the tenant spec (HCL) carried by an acquire, decrypted.
 	Spec      []byte
 	ExpiresAt time.Time
 }
 
 // LeaseReply answers a lease event.
 type LeaseReply struct {
-	Lease string
-	OK    bool
+	// EventID is the ID of the event answered.
+	EventID string
+	// IdempotencyKey identifies this reply. The core sends a reply again
+	// with the same key when it cannot know whether a first attempt went
+	// out (it crashed, the call failed). A plugin must answer a key it has
+	// already sent without sending again, and with the same result.
+	IdempotencyKey string
+	Lease          string
+	OK             bool
 	// Message is sent to the tenant; it must hold no secrets.
 	Message string
+	// Payload holds details for the tenant only (such as how to reach the
+	// instance). A plugin declaring FeatureEncryptedReplies encrypts it to
+	// the tenant; others refuse a non-empty Payload with CodeInvalid.
+	Payload []byte
 }
 
 // Ledger is a source of lease events and a sink for replies.
@@ -310,6 +628,6 @@ type Ledger interface {
 	// until ctx is cancelled or fn fails. The engine stores each event's
 	// Cursor once it has handled the event.
 	Events(ctx context.Context, cursor string, fn func(LeaseEvent) error) error
-	// Reply answers a lease event.
+	// Reply answers a lease event, at most once per IdempotencyKey.
 	Reply(ctx context.Context, r LeaseReply) error
 }

@@ -1,5 +1,5 @@
 // Package proto holds the generated Go code of Kigumi's plugin protocol,
-// the gRPC package kigumi.plugin.v1 defined in plugin.proto. Plugins do not
+// the gRPC package kigumi.plugin.v2 defined in plugin.proto. Plugins do not
 // use it directly: package sdk converts between it and the SDK's Go types.
 //
 // Regenerating needs protoc, protoc-gen-go and protoc-gen-go-grpc on PATH.

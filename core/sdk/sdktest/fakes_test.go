@@ -44,13 +44,42 @@ var (
 		Name:    "fake",
 		Kind:    sdk.KindRuntime,
 		Version: "1.2.3",
-		Schema: sdk.Schema{Attributes: []sdk.Attribute{
-			{Name: "path", Type: sdk.TypeString, Required: true, Description: "where"},
-			{Name: "size", Type: sdk.TypeNumber},
-			{Name: "debug", Type: sdk.TypeBool},
-			{Name: "hosts", Type: sdk.TypeStringList},
-			{Name: "labels", Type: sdk.TypeStringMap},
-		}},
+		Schema: sdk.Schema{
+			Attributes: []sdk.Attribute{
+				{Name: "path", Type: sdk.TypeString, Required: true, Description: "where"},
+				{Name: "size", Type: sdk.TypeNumber},
+				{Name: "debug", Type: sdk.TypeBool},
+				{Name: "hosts", Type: sdk.TypeStringList},
+				{Name: "labels", Type: sdk.TypeStringMap},
+			},
+			Blocks: []sdk.Block{
+				{Name: "registry", Nesting: sdk.NestingSingle, Required: true, Description: "pull settings", Schema: sdk.Schema{
+					Attributes: []sdk.Attribute{{Name: "url", Type: sdk.TypeString, Required: true}},
+					Blocks: []sdk.Block{{Name: "mirror", Nesting: sdk.NestingList, Schema: sdk.Schema{
+						Attributes: []sdk.Attribute{{Name: "url", Type: sdk.TypeString}},
+					}}},
+				}},
+				{Name: "pool", Nesting: sdk.NestingMap, Schema: sdk.Schema{
+					Attributes: []sdk.Attribute{{Name: "first", Type: sdk.TypeNumber}},
+				}},
+			},
+		},
+		InstanceSchema: sdk.Schema{
+			Attributes: []sdk.Attribute{{Name: "entrypoint", Type: sdk.TypeStringList}, {Name: "uid", Type: sdk.TypeNumber}},
+			Blocks:     []sdk.Block{{Name: "port", Nesting: sdk.NestingMap, Schema: sdk.Schema{Attributes: []sdk.Attribute{{Name: "container", Type: sdk.TypeNumber, Required: true}}}}},
+		},
+		Capabilities: sdk.Capabilities{
+			Scope:     sdk.ScopeTenant,
+			Artifacts: []string{sdk.ArtifactWasm, sdk.ArtifactOCI},
+			Isolation: []string{sdk.IsolationUser, sdk.IsolationSeccomp, "custom"},
+			Permissions: []sdk.PermissionSpec{
+				{Name: sdk.PermClock, Description: "real time"},
+				{Name: "net.connect", Description: "outbound TCP", Params: []sdk.PermissionParam{
+					{Name: "host", Required: true, Description: "where to"}, {Name: "port"},
+				}},
+			},
+			Features: []string{sdk.FeatureTenantLifecycle, sdk.FeatureValidate},
+		},
 	}
 	testHandle = sdk.Handle{Version: 3, Data: []byte{0, 1, 2, 0xff}}
 	testTime   = time.Date(2026, 8, 17, 21, 24, 33, 123456789, time.UTC)
@@ -62,11 +91,16 @@ var (
 		FinishedAt: testTime.Add(90 * time.Minute),
 		Message:    "killed by OOM",
 	}
+	testUsage       = sdk.Usage{Bytes: 5 << 20, Inodes: 12, BytesLimit: 16 << 20, InodesLimit: 4096}
+	testCheckpoints = []sdk.Checkpoint{
+		{Name: "before-upgrade", CreatedAt: testTime, Root: []byte{1, 2, 3}},
+		{Name: "no-root"},
+	}
 	testChunks = [][]byte{[]byte("hello "), {0, 0xfe}, []byte("world\n")}
 	testEvents = []sdk.LeaseEvent{
-		{Cursor: "c1", Kind: sdk.LeaseAcquired, Lease: "L1", Tenant: "alice", Spec: []byte(`instance "web" {}`), ExpiresAt: testTime},
-		{Cursor: "c2", Kind: sdk.LeaseExtended, Lease: "L1", Tenant: "alice", ExpiresAt: testTime.Add(time.Hour)},
-		{Cursor: "c3", Kind: sdk.LeaseTerminated, Lease: "L1", Tenant: "alice"},
+		{ID: "tx-A1", Cursor: "c1", Kind: sdk.LeaseAcquired, Lease: "L1", Tenant: "alice", Spec: []byte(`instance "web" {}`), ExpiresAt: testTime},
+		{ID: "tx-B2", Cursor: "c2", Kind: sdk.LeaseExtended, Lease: "L1", Tenant: "alice", ExpiresAt: testTime.Add(time.Hour)},
+		{ID: "tx-C3", Cursor: "c3", Kind: sdk.LeaseTerminated, Lease: "L1", Tenant: "alice"},
 	}
 )
 
@@ -85,6 +119,18 @@ func (f *fakeRuntime) Info(ctx context.Context) (sdk.Info, error) {
 
 func (f *fakeRuntime) Configure(ctx context.Context, req sdk.ConfigureRequest) error {
 	return f.call(ctx, req)
+}
+
+func (f *fakeRuntime) PrepareTenant(ctx context.Context, req *sdk.TenantRequest) (sdk.Handle, error) {
+	return testHandle, f.call(ctx, *req)
+}
+
+func (f *fakeRuntime) ReleaseTenant(ctx context.Context, h sdk.Handle) error {
+	return f.call(ctx, h)
+}
+
+func (f *fakeRuntime) Validate(ctx context.Context, req *sdk.StartRequest) error {
+	return f.call(ctx, *req)
 }
 
 func (f *fakeRuntime) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle, error) {
@@ -139,7 +185,23 @@ func (f *fakeStateFS) Provision(ctx context.Context, req *sdk.ProvisionRequest) 
 }
 
 func (f *fakeStateFS) Mount(ctx context.Context, h sdk.Handle) (sdk.Mount, error) {
-	return sdk.Mount{Source: "/var/lib/kigumi/state/alice/web"}, f.call(ctx, h)
+	return testMount, f.call(ctx, h)
+}
+
+func (f *fakeStateFS) Usage(ctx context.Context, h sdk.Handle) (sdk.Usage, error) {
+	return testUsage, f.call(ctx, h)
+}
+
+func (f *fakeStateFS) Checkpoint(ctx context.Context, h sdk.Handle, name string) (sdk.Checkpoint, error) {
+	return testCheckpoints[0], f.call(ctx, h, name)
+}
+
+func (f *fakeStateFS) Checkpoints(ctx context.Context, h sdk.Handle) ([]sdk.Checkpoint, error) {
+	return testCheckpoints, f.call(ctx, h)
+}
+
+func (f *fakeStateFS) Rollback(ctx context.Context, h sdk.Handle, name string) error {
+	return f.call(ctx, h, name)
 }
 
 func (f *fakeStateFS) Unmount(ctx context.Context, h sdk.Handle) error {

@@ -26,9 +26,27 @@ var testConfigure = sdk.ConfigureRequest{
 		"labels": map[string]string{"tier": "gold", "": "empty key"},
 		"empty":  map[string]string{},
 		"blank":  "",
+		"registry": sdk.Config{
+			"url":    "https://r.example",
+			"mirror": []sdk.Config{{"url": "https://m1"}, {}},
+		},
+		"pool":      map[string]sdk.Config{"web": {"first": 8000.0}, "": {}},
+		"no-blocks": []sdk.Config{},
+		"no-pool":   map[string]sdk.Config{},
 	},
-	DataDir: "/var/lib/kigumi/plugins/runtime-fake",
+	DataDir:          "/var/lib/kigumi/plugins/runtime-fake",
+	HostCapabilities: sdk.HostCapabilities{ProtocolMinor: 3, Features: []string{"kigumi.host.v2/reattach"}},
 }
+
+var testTenant = sdk.TenantRequest{
+	Tenant:    "alice",
+	User:      sdk.User{Name: "kg-alice", UID: 1001, GID: 1002, SubUID: 100000, SubGID: 200000, Count: 65536, Home: "/home/kg-alice"},
+	Cgroup:    sdk.Cgroup{Path: "/kigumi/alice", ProcsFiles: []string{"/sys/fs/cgroup/memory/kigumi/alice/cgroup.procs"}},
+	RunDir:    "/run/kigumi/tenants/alice",
+	Resources: sdk.Resources{MemoryBytes: 1 << 30, MilliCPU: 2000, DiskBytes: 4 << 30, Pids: 512},
+}
+
+var testMount = sdk.Mount{Source: "/var/lib/kigumi/state/alice/web", Target: "/state", ReadOnly: true, Type: sdk.MountFUSE, Options: []string{"nosuid", "nodev"}}
 
 var testStart = sdk.StartRequest{
 	Instance:    sdk.Instance{Tenant: "alice", Name: "web"},
@@ -38,16 +56,23 @@ var testStart = sdk.StartRequest{
 	Args:        []string{"web", "--port", "8080"},
 	Env:         map[string]string{"A": "1", "EMPTY": ""},
 	Resources:   sdk.Resources{MemoryBytes: 64 << 20, MilliCPU: 250, DiskBytes: 1 << 30, Pids: 32},
-	Permissions: []sdk.Permission{sdk.PermStateRead, sdk.PermClock},
-	StateDir:    "/var/lib/kigumi/state/alice/web",
-	RunDir:      "/run/kigumi/alice/web",
+	Permissions: sdk.Permissions{{Name: sdk.PermStateRead}, {Name: "net.connect", Params: map[string]string{"host": "db.internal", "port": "5432", "": ""}}},
+	Mounts:      []sdk.Mount{testMount, {Source: "/srv/assets", Target: "/assets", Type: sdk.MountBind}},
+	Settings: sdk.Config{
+		"entrypoint": []string{"/bin/web", "-v"},
+		"uid":        10000.0,
+		"port":       map[string]sdk.Config{"http": {"container": 8080.0}},
+	},
+	Tenant: sdk.Handle{Version: 1, Data: []byte("tenant-alice")},
+	RunDir: "/run/kigumi/alice/web",
 }
 
 var testProvision = sdk.ProvisionRequest{
-	Instance:  sdk.Instance{Tenant: "bob", Name: "db"},
-	User:      sdk.User{Name: "kg-bob", UID: 1003, GID: 1003, Home: "/home/kg-bob"},
-	SizeBytes: 10 << 30,
-	Dir:       "/var/lib/kigumi/state/bob/db",
+	Instance:   sdk.Instance{Tenant: "bob", Name: "db"},
+	User:       sdk.User{Name: "kg-bob", UID: 1003, GID: 1003, Home: "/home/kg-bob"},
+	SizeBytes:  10 << 30,
+	InodeLimit: 100000,
+	Dir:        "/var/lib/kigumi/state/bob/db",
 }
 
 // roundTrip is one call through the protocol: what the client gets back and
@@ -84,6 +109,9 @@ func TestRuntimeRoundTrip(t *testing.T) {
 	checkRoundTrips(t, &impl.recorder, []roundTrip{
 		{"info", func(ctx context.Context) (any, error) { return rt.Info(ctx) }, testInfo, nil},
 		{"configure", func(ctx context.Context) (any, error) { return nil, rt.Configure(ctx, testConfigure) }, nil, []any{testConfigure}},
+		{"prepare-tenant", func(ctx context.Context) (any, error) { return rt.PrepareTenant(ctx, &testTenant) }, testHandle, []any{testTenant}},
+		{"release-tenant", func(ctx context.Context) (any, error) { return nil, rt.ReleaseTenant(ctx, testHandle) }, nil, []any{testHandle}},
+		{"validate", func(ctx context.Context) (any, error) { return nil, rt.Validate(ctx, &testStart) }, nil, []any{testStart}},
 		{"start", func(ctx context.Context) (any, error) { return rt.Start(ctx, &testStart) }, testHandle, []any{testStart}},
 		{"start-empty", func(ctx context.Context) (any, error) { return rt.Start(ctx, &sdk.StartRequest{}) }, testHandle, []any{sdk.StartRequest{}}},
 		{"stop", func(ctx context.Context) (any, error) { return nil, rt.Stop(ctx, testHandle, 1500*time.Millisecond) }, nil, []any{testHandle, 1500 * time.Millisecond}},
@@ -108,7 +136,11 @@ func TestStateFSRoundTrip(t *testing.T) {
 		{"info", func(ctx context.Context) (any, error) { return fs.Info(ctx) }, testInfo, nil},
 		{"configure", func(ctx context.Context) (any, error) { return nil, fs.Configure(ctx, testConfigure) }, nil, []any{testConfigure}},
 		{"provision", func(ctx context.Context) (any, error) { return fs.Provision(ctx, &testProvision) }, testHandle, []any{testProvision}},
-		{"mount", func(ctx context.Context) (any, error) { return fs.Mount(ctx, testHandle) }, sdk.Mount{Source: "/var/lib/kigumi/state/alice/web"}, []any{testHandle}},
+		{"mount", func(ctx context.Context) (any, error) { return fs.Mount(ctx, testHandle) }, testMount, []any{testHandle}},
+		{"usage", func(ctx context.Context) (any, error) { return fs.Usage(ctx, testHandle) }, testUsage, []any{testHandle}},
+		{"checkpoint", func(ctx context.Context) (any, error) { return fs.Checkpoint(ctx, testHandle, "before-upgrade") }, testCheckpoints[0], []any{testHandle, "before-upgrade"}},
+		{"checkpoints", func(ctx context.Context) (any, error) { return fs.Checkpoints(ctx, testHandle) }, testCheckpoints, []any{testHandle}},
+		{"rollback", func(ctx context.Context) (any, error) { return nil, fs.Rollback(ctx, testHandle, "before-upgrade") }, nil, []any{testHandle, "before-upgrade"}},
 		{"unmount", func(ctx context.Context) (any, error) { return nil, fs.Unmount(ctx, testHandle) }, nil, []any{testHandle}},
 		{"hash", func(ctx context.Context) (any, error) { return fs.Hash(ctx, testHandle) }, []byte{0xde, 0xad, 0xbe, 0xef}, []any{testHandle}},
 		{"recover", func(ctx context.Context) (any, error) { return fs.Recover(ctx, testHandle) }, upgraded(testHandle), []any{testHandle}},
@@ -119,7 +151,7 @@ func TestStateFSRoundTrip(t *testing.T) {
 func TestLedgerRoundTrip(t *testing.T) {
 	impl := &fakeLedger{}
 	l := sdktest.Ledger(t, impl)
-	reply := sdk.LeaseReply{Lease: "L1", OK: true, Message: "started web"}
+	reply := sdk.LeaseReply{EventID: "tx-A1", IdempotencyKey: "reply-tx-A1", Lease: "L1", OK: true, Message: "started web", Payload: []byte{0, 0xff, 'x'}}
 	checkRoundTrips(t, &impl.recorder, []roundTrip{
 		{"info", func(ctx context.Context) (any, error) { return l.Info(ctx) }, testInfo, nil},
 		{"configure", func(ctx context.Context) (any, error) { return nil, l.Configure(ctx, testConfigure) }, nil, []any{testConfigure}},
@@ -166,6 +198,16 @@ func TestConfigValues(t *testing.T) {
 		{"empty-list", []string{}, ""},
 		{"map", map[string]string{"k": "v", "k2": ""}, ""},
 		{"empty-map", map[string]string{}, ""},
+		{"block", sdk.Config{"a": "b", "inner": sdk.Config{"n": 1.0}}, ""},
+		{"empty-block", sdk.Config{}, ""},
+		{"block-list", []sdk.Config{{"a": true}, {}}, ""},
+		{"empty-block-list", []sdk.Config{}, ""},
+		{"block-map", map[string]sdk.Config{"x": {"l": []string{"1"}}}, ""},
+		{"empty-block-map", map[string]sdk.Config{}, ""},
+		{"bad-in-block", sdk.Config{"deep": sdk.Config{"n": 1}}, "bad-in-block.deep.n"},
+		{"bad-in-list", []sdk.Config{{}, {"n": int64(1)}}, "bad-in-list[1].n"},
+		{"bad-in-map", map[string]sdk.Config{"k": {"n": []int{1}}}, `bad-in-map["k"].n`},
+		{"nil-block", sdk.Config(nil), "nil-block"},
 		{"int", 3, "int"},
 		{"any-list", []any{"a"}, "any-list"},
 		{"nil", nil, "nil"},
@@ -209,6 +251,8 @@ func TestTypedErrors(t *testing.T) {
 		{"wrapped", fmt.Errorf("mount: %w", sdk.InvalidAttribute("size", "too big")), &sdk.Error{Code: sdk.CodeInvalid, Attribute: "size", Message: "mount: invalid: size: too big"}},
 		{"plugin-context", fmt.Errorf("dial: %w", context.DeadlineExceeded), &sdk.Error{Code: sdk.CodeUnavailable, Message: "dial: context deadline exceeded"}},
 		{"unknown-code", &sdk.Error{Code: "weird", Message: "odd"}, &sdk.Error{Code: sdk.CodeInternal, Message: "odd"}},
+		{"unsupported", sdk.Errorf(sdk.CodeUnsupported, "no checkpoints in directory mode"), &sdk.Error{Code: sdk.CodeUnsupported, Message: "no checkpoints in directory mode"}},
+		{"transient", &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: "not there yet", Transient: true}, &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: "not there yet", Transient: true}},
 	}
 	rtImpl, fsImpl, lImpl := &fakeRuntime{}, &fakeStateFS{}, &fakeLedger{}
 	rt, fs, l := sdktest.Runtime(t, rtImpl), sdktest.StateFS(t, fsImpl), sdktest.Ledger(t, lImpl)
@@ -216,6 +260,9 @@ func TestTypedErrors(t *testing.T) {
 	calls := map[string]func(ctx context.Context) error{
 		"runtime.info":        func(ctx context.Context) error { _, err := rt.Info(ctx); return err },
 		"runtime.configure":   func(ctx context.Context) error { return rt.Configure(ctx, testConfigure) },
+		"runtime.prepare":     func(ctx context.Context) error { _, err := rt.PrepareTenant(ctx, &testTenant); return err },
+		"runtime.release":     func(ctx context.Context) error { return rt.ReleaseTenant(ctx, testHandle) },
+		"runtime.validate":    func(ctx context.Context) error { return rt.Validate(ctx, &testStart) },
 		"runtime.start":       func(ctx context.Context) error { _, err := rt.Start(ctx, &testStart); return err },
 		"runtime.stop":        func(ctx context.Context) error { return rt.Stop(ctx, testHandle, time.Second) },
 		"runtime.destroy":     func(ctx context.Context) error { return rt.Destroy(ctx, testHandle) },
@@ -228,6 +275,10 @@ func TestTypedErrors(t *testing.T) {
 		"statefs.mount":       func(ctx context.Context) error { _, err := fs.Mount(ctx, testHandle); return err },
 		"statefs.unmount":     func(ctx context.Context) error { return fs.Unmount(ctx, testHandle) },
 		"statefs.hash":        func(ctx context.Context) error { _, err := fs.Hash(ctx, testHandle); return err },
+		"statefs.usage":       func(ctx context.Context) error { _, err := fs.Usage(ctx, testHandle); return err },
+		"statefs.checkpoint":  func(ctx context.Context) error { _, err := fs.Checkpoint(ctx, testHandle, "c"); return err },
+		"statefs.checkpoints": func(ctx context.Context) error { _, err := fs.Checkpoints(ctx, testHandle); return err },
+		"statefs.rollback":    func(ctx context.Context) error { return fs.Rollback(ctx, testHandle, "c") },
 		"statefs.recover":     func(ctx context.Context) error { _, err := fs.Recover(ctx, testHandle); return err },
 		"statefs.deprovision": func(ctx context.Context) error { return fs.Deprovision(ctx, testHandle) },
 		"ledger.info":         func(ctx context.Context) error { _, err := l.Info(ctx); return err },
@@ -240,6 +291,7 @@ func TestTypedErrors(t *testing.T) {
 	sentinels := map[sdk.Code]error{
 		sdk.CodeInvalid: sdk.ErrInvalid, sdk.CodeNotFound: sdk.ErrNotFound,
 		sdk.CodeUnavailable: sdk.ErrUnavailable, sdk.CodeInternal: sdk.ErrInternal,
+		sdk.CodeUnsupported: sdk.ErrUnsupported,
 	}
 	for _, tt := range tests {
 		hook := func(context.Context) error { return tt.err }
@@ -253,7 +305,7 @@ func TestTypedErrors(t *testing.T) {
 				if !errors.As(err, &got) {
 					t.Fatalf("error %v (%T) is no *sdk.Error", err, err)
 				}
-				if got.Code != tt.want.Code || got.Attribute != tt.want.Attribute || got.Message != tt.want.Message {
+				if got.Code != tt.want.Code || got.Attribute != tt.want.Attribute || got.Message != tt.want.Message || got.Transient != tt.want.Transient {
 					t.Errorf("got %+v, want %+v", got, tt.want)
 				}
 				if got.Error() != tt.want.Error() {
@@ -263,6 +315,9 @@ func TestTypedErrors(t *testing.T) {
 					if errors.Is(err, sentinel) != (code == tt.want.Code) {
 						t.Errorf("errors.Is(err, %s sentinel) = %v", code, !(code == tt.want.Code))
 					}
+				}
+				if sdk.Retryable(err) != sdk.Retryable(tt.want) {
+					t.Errorf("Retryable = %v across the wire, %v before", sdk.Retryable(err), sdk.Retryable(tt.want))
 				}
 				if sdk.CodeOf(err) != tt.want.Code {
 					t.Errorf("CodeOf = %s, want %s", sdk.CodeOf(err), tt.want.Code)
