@@ -252,7 +252,7 @@ func TestLoadTenants(t *testing.T) {
 				Env:         map[string]string{"GREETING": "hello", "_DEBUG": "1"},
 				Resources:   sdk.Resources{MemoryBytes: 32 << 20, MilliCPU: 250, DiskBytes: 1 << 20, Pids: 16},
 				StateBytes:  16 << 20,
-				Permissions: []sdk.Permission{sdk.PermStateWrite, sdk.PermClock},
+				Permissions: sdk.Permissions{{Name: sdk.PermStateWrite}, {Name: sdk.PermClock}},
 			}},
 		},
 		{
@@ -261,11 +261,11 @@ func TestLoadTenants(t *testing.T) {
 			Instances: []Instance{
 				{
 					Name: "web", Runtime: "native", Image: "127.0.0.1:5000/busybox:1.36",
-					Args: []string{}, Env: map[string]string{}, Resources: defaults, Permissions: []sdk.Permission{},
+					Args: []string{}, Env: map[string]string{}, Resources: defaults, Permissions: sdk.Permissions{},
 				},
 				{
 					Name: "worker", Runtime: "wasm", Module: wasm,
-					Args: []string{}, Env: map[string]string{}, Resources: defaults, Permissions: []sdk.Permission{},
+					Args: []string{}, Env: map[string]string{}, Resources: defaults, Permissions: sdk.Permissions{},
 				},
 			},
 		},
@@ -280,7 +280,7 @@ func TestLoadTenants(t *testing.T) {
 		keys             []string
 	}{
 		{"alice", "hello", []string{
-			"args", "digest", "env", "module", "permissions", "resources.cpu", "resources.disk",
+			"args", "digest", "env", "module", "permission.clock", "permission.state.write", "permissions", "resources.cpu", "resources.disk",
 			"resources.memory", "resources.pids", "runtime", "state.size",
 		}},
 		{"bob", "web", []string{"image", "runtime"}},
@@ -361,14 +361,15 @@ func TestParseTenantErrors(t *testing.T) {
 		{"module-and-image.hcl", "", []wantDiag{{"Conflicting artifact", "not both", "tenants/module-and-image.hcl", 5, 5}}},
 		{"no-artifact.hcl", "", []wantDiag{{"Missing artifact", "either module", "tenants/no-artifact.hcl", 2, 3}}},
 		{"missing-module.hcl", "", []wantDiag{{"Module not found", "missing.wasm", "tenants/missing-module.hcl", 4, 15}}},
-		{"state-permission-without-state.hcl", "", []wantDiag{{"State permission without state", "add a state block", "tenants/state-permission-without-state.hcl", 5, 19}}},
+		{"state-permission-without-state.hcl", "", []wantDiag{{"State permission without state", "add a state block", "tenants/state-permission-without-state.hcl", 5, 20}}},
 		{"module-outside.hcl", "", []wantDiag{{"Module outside the artifacts directory", "/etc/hostname is not inside", "tenants/module-outside.hcl", 4, 15}}},
 		{"module-directory.hcl", "", []wantDiag{{"Module is not a file", "not a regular file", "tenants/module-directory.hcl", 4, 15}}},
 		{"bad-image.hcl", "", []wantDiag{{`Invalid value for "image"`, `"busy box" is not an image reference`, "tenants/bad-image.hcl", 4, 15}}},
 		{"bad-digest.hcl", "", []wantDiag{{`Invalid value for "digest"`, `"sha256:abc" is not a digest`, "tenants/bad-digest.hcl", 5, 14}}},
 		{"unknown-runtime.hcl", "", []wantDiag{{"Unknown runtime", `no runtime "containerd"; it declares "wasm", "native"`, "tenants/unknown-runtime.hcl", 3, 15}}},
-		{"unknown-permission.hcl", "", []wantDiag{{"Unknown permission", `"network" is not a permission`, "tenants/unknown-permission.hcl", 5, 29}}},
 		{"duplicate-permission.hcl", "", []wantDiag{{"Duplicate permission", `"clock" is already granted`, "tenants/duplicate-permission.hcl", 5, 29}}},
+		{"duplicate-permission-block.hcl", "", []wantDiag{{"Duplicate permission", `"clock" is already granted at`, "tenants/duplicate-permission-block.hcl", 6, 5}}},
+		{"duplicate-settings.hcl", "", []wantDiag{{"Duplicate settings block", "Only one settings block", "tenants/duplicate-settings.hcl", 6, 5}}},
 		{"bad-env.hcl", "", []wantDiag{{"Invalid environment variable name", `"1BAD"`, "tenants/bad-env.hcl", 5, 25}}},
 		{"duplicate-env.hcl", "", []wantDiag{{"Duplicate environment variable", "tenants/duplicate-env.hcl:5,13", "tenants/duplicate-env.hcl", 5, 22}}},
 		{"env-not-map.hcl", "", []wantDiag{{`Invalid value for "env"`, "A map such as", "tenants/env-not-map.hcl", 5, 11}}},

@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"sort"
 	"strings"
 
@@ -40,7 +39,10 @@ var (
 			{Name: "runtime"}, {Name: "module"}, {Name: "image"}, {Name: "digest"},
 			{Name: "args"}, {Name: "env"}, {Name: "permissions"},
 		},
-		Blocks: []hcl.BlockHeaderSchema{{Type: "resources"}, {Type: "state"}},
+		Blocks: []hcl.BlockHeaderSchema{
+			{Type: "resources"}, {Type: "state"}, {Type: "settings"},
+			{Type: "permission", LabelNames: []string{"name"}},
+		},
 	}
 	resourcesSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "memory"}, {Name: "cpu"}, {Name: "disk"}, {Name: "pids"},
@@ -157,7 +159,7 @@ func (d *decoder) instance(b *hcl.Block, dir string, h *Host) Instance {
 		Name:        b.Labels[0],
 		Args:        []string{},
 		Env:         map[string]string{},
-		Permissions: []sdk.Permission{},
+		Permissions: sdk.Permissions{},
 		Resources: sdk.Resources{
 			MemoryBytes: defaultMemory,
 			MilliCPU:    defaultMilliCPU,
@@ -185,9 +187,7 @@ func (d *decoder) instance(b *hcl.Block, dir string, h *Host) Instance {
 	if a := c.Attributes["env"]; a != nil {
 		in.Env = d.env(a)
 	}
-	if a := c.Attributes["permissions"]; a != nil {
-		in.Permissions = d.permissions(a)
-	}
+	in.Permissions = d.permissions(c, &in)
 	if rb := d.single(c.Blocks, "resources"); rb != nil {
 		d.resources(rb, &in)
 	}
@@ -198,10 +198,15 @@ func (d *decoder) instance(b *hcl.Block, dir string, h *Host) Instance {
 			in.StateBytes = d.size(a, 0)
 		}
 	}
-	if a := c.Attributes["permissions"]; a != nil && in.StateBytes == 0 &&
-		(slices.Contains(in.Permissions, sdk.PermStateRead) || slices.Contains(in.Permissions, sdk.PermStateWrite)) {
-		d.errorAt(a.Expr.Range(), "State permission without state",
-			"The instance is granted state.read or state.write but has no state: add a state block with a size.")
+	if sb := d.single(c.Blocks, "settings"); sb != nil {
+		in.SettingsBody = sb.Body
+		in.Ranges["settings"] = sb.DefRange
+	}
+	for _, name := range []string{sdk.PermStateRead, sdk.PermStateWrite} {
+		if r, ok := in.Ranges["permission."+name]; ok && in.StateBytes == 0 {
+			d.errorAt(r, "State permission without state",
+				"The instance is granted %s but has no state: add a state block with a size.", name)
+		}
 	}
 	d.checkCapacity(&in, h)
 	return in
@@ -309,38 +314,51 @@ func (d *decoder) env(a *hcl.Attribute) map[string]string {
 	return env
 }
 
-// permissions decodes the permissions argument.
-func (d *decoder) permissions(a *hcl.Attribute) []sdk.Permission {
-	names, ranges := d.strings(a)
-	known := make([]string, len(sdk.Permissions))
-	for i, p := range sdk.Permissions {
-		known[i] = fmt.Sprintf("%q", p)
-	}
-	perms := []sdk.Permission{}
-	seen := map[sdk.Permission]bool{}
-	for i, n := range names {
-		p := sdk.Permission(n)
-		switch {
-		case seen[p]:
-			d.errorAt(ranges[i], "Duplicate permission", "%q is already granted.", n)
-		case !isPermission(p):
-			d.errorAt(ranges[i], "Unknown permission", "%q is not a permission; the permissions are %s.", n, strings.Join(known, ", "))
-		default:
-			seen[p] = true
-			perms = append(perms, p)
+// permissions decodes the permissions argument, a list of the names of
+// permissions without parameters, and the permission blocks, which grant
+// one permission each with its parameters as arguments. A name is granted
+// once. Whether the instance's runtime offers a permission is checked by
+// CheckPermissions, once the runtime is known.
+func (d *decoder) permissions(c *hcl.BodyContent, in *Instance) sdk.Permissions {
+	perms := sdk.Permissions{}
+	grant := func(p sdk.Permission, r hcl.Range) {
+		key := "permission." + p.Name
+		if first, ok := in.Ranges[key]; ok {
+			d.errorAt(r, "Duplicate permission", "%q is already granted at %s.", p.Name, at(first))
+			return
 		}
+		if p.Name == "" {
+			d.errorAt(r, "Invalid permission", "A permission needs a name.")
+			return
+		}
+		in.Ranges[key] = r
+		perms = append(perms, p)
+	}
+	if a := c.Attributes["permissions"]; a != nil {
+		names, ranges := d.strings(a)
+		for i, n := range names {
+			grant(sdk.Permission{Name: n}, ranges[i])
+		}
+	}
+	for _, b := range c.Blocks {
+		if b.Type != "permission" {
+			continue
+		}
+		attrs, diags := b.Body.JustAttributes()
+		d.diags = append(d.diags, diags...)
+		p := sdk.Permission{Name: b.Labels[0], Params: map[string]string{}}
+		for name, a := range attrs {
+			if v := d.value(a.Expr, name, cty.String); v != cty.NilVal {
+				p.Params[name] = v.AsString()
+				in.Ranges["permission."+p.Name+"."+name] = a.Expr.Range()
+			}
+		}
+		if len(p.Params) == 0 {
+			p.Params = nil
+		}
+		grant(p, b.DefRange)
 	}
 	return perms
-}
-
-// isPermission reports whether p is one of sdk.Permissions.
-func isPermission(p sdk.Permission) bool {
-	for _, k := range sdk.Permissions {
-		if p == k {
-			return true
-		}
-	}
-	return false
 }
 
 // resources decodes the resources block b into in.

@@ -94,11 +94,21 @@ type Instance struct {
 	Args        []string
 	Env         map[string]string
 	Resources   sdk.Resources
-	StateBytes  int64
-	Permissions []sdk.Permission
+	StateBytes int64
+	// Permissions are granted by the permissions list (names without
+	// parameters) and by permission blocks (names with parameters).
+	Permissions sdk.Permissions
+	// Settings are the runtime-specific settings of the settings block,
+	// decoded against the runtime's instance schema by
+	// DecodeInstanceSettings; nil until then.
+	Settings sdk.Config
+	// SettingsBody is the body of the settings block; nil without one.
+	SettingsBody hcl.Body
 	// DeclRange is the range of the instance block header; Ranges maps
 	// attribute names (such as "module" or "resources.memory") to the
-	// range of their expression.
+	// range of their expression, "permission.NAME" to the place a
+	// permission is granted, "permission.NAME.PARAM" to a parameter's
+	// value, and "settings" to the settings block's header.
 	DeclRange hcl.Range
 	Ranges    map[string]hcl.Range
 }

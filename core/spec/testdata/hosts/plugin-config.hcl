@@ -35,3 +35,28 @@ runtime "null-element" {
   max_memory = "1GiB"
   dirs       = ["a", null]
 }
+
+runtime "nested" {
+  url = "https://r.example"
+  registry {
+    url = "https://r"
+    mirror { url = "m1" }
+    mirror {}
+  }
+  pool "web" { first = 8000 }
+  pool "db" { first = 9000 }
+}
+
+runtime "nested-bad" {
+  registry {
+    mirror { url = ["x"] }
+  }
+  registry {}
+  pool "web" { first = 1 }
+  pool "web" { first = 2 }
+  pool { first = 3 }
+}
+
+runtime "nested-missing" {
+  url = "u"
+}

@@ -2,6 +2,7 @@ tenant "alice" {
   instance "hello" {
     runtime = "wasm"
     module  = "../good/build/hello.wasm"
-    permissions = ["clock", "network"]
+    settings {}
+    settings {}
   }
 }
