@@ -45,7 +45,7 @@ func fixture() (*spec.Host, []*spec.Tenant) {
 			Env:         map[string]string{"MODE": "prod"},
 			Resources:   sdk.Resources{MemoryBytes: 64 << 20, MilliCPU: 250, DiskBytes: 64 << 20, Pids: 16},
 			StateBytes:  16 << 20,
-			Permissions: []sdk.Permission{sdk.PermClock},
+			Permissions: sdk.Permissions{{Name: sdk.PermClock}},
 			DeclRange:   at("alice.hcl", 2, 3),
 			Ranges: map[string]hcl.Range{
 				"runtime":          at("alice.hcl", 3, 15),

@@ -80,10 +80,7 @@ type resources struct {
 func cores(milli int64) float64 { return float64(milli) / 1000 }
 
 func newInstance(t *spec.Tenant, in *spec.Instance) *instance {
-	perms := make([]string, len(in.Permissions))
-	for i, p := range in.Permissions {
-		perms[i] = string(p)
-	}
+	perms := in.Permissions.Names()
 	return &instance{
 		Name:    in.Name,
 		Tenant:  t.Name,

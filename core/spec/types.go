@@ -88,12 +88,12 @@ type Instance struct {
 	Runtime string
 	// Module is the absolute path of the wasm module, resolved against the
 	// spec file's directory. Exactly one of Module and Image is set.
-	Module      string
-	Image       string
-	Digest      string
-	Args        []string
-	Env         map[string]string
-	Resources   sdk.Resources
+	Module     string
+	Image      string
+	Digest     string
+	Args       []string
+	Env        map[string]string
+	Resources  sdk.Resources
 	StateBytes int64
 	// Permissions are granted by the permissions list (names without
 	// parameters) and by permission blocks (names with parameters).

@@ -6,7 +6,13 @@
 // the handle but NOT enforced: an instance can fill the filesystem its
 // directory is on. A FUSE filesystem that enforces it is to come.
 //
-// Handles are version 1: JSON {dir, instance, size, uid, gid}. Every call
+// Usage is counted by scanning the directory. Checkpoints are copies of the
+// directory, kept root-only in the state directory's parent under
+// .checkpoints/<instance directory>/<name>; rollback copies one back and
+// swaps it in. Their cost is a full copy each; the FUSE filesystem is to
+// make them cheap.
+//
+// Handles are version 1: JSON {dir, instance, size, inodes, uid, gid}. Every call
 // checks that a handle's dir is an absolute, clean path below / and is a
 // directory (not a symlink) owned by the handle's uid and gid, which is never
 // root, so that a tampered handle cannot make the plugin hash or delete
@@ -59,6 +65,10 @@ func (*FS) Info(context.Context) (sdk.Info, error) {
 			Type:        sdk.TypeString,
 			Description: `How state is kept. Only "directory" (the default): a plain directory per instance, whose size is not enforced.`,
 		}}},
+		Capabilities: sdk.Capabilities{
+			Scope:    sdk.ScopeHost,
+			Features: []string{sdk.FeatureUsage, sdk.FeatureCheckpoint},
+		},
 	}, nil
 }
 
@@ -75,6 +85,8 @@ type handleData struct {
 	Dir      string `json:"dir"`
 	Instance string `json:"instance"`
 	Size     int64  `json:"size"`
+	// Inodes is the inode limit; absent from handles made before it was.
+	Inodes int64  `json:"inodes,omitempty"`
 	UID      uint32 `json:"uid"`
 	GID      uint32 `json:"gid"`
 }
@@ -83,12 +95,18 @@ type handleData struct {
 // mode 0700. An existing directory is adopted if req.User owns it, which
 // makes Provision safe to retry.
 func (*FS) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle, error) {
-	d := handleData{Dir: req.Dir, Instance: req.Instance.String(), Size: req.SizeBytes, UID: req.User.UID, GID: req.User.GID}
+	d := handleData{Dir: req.Dir, Instance: req.Instance.String(), Size: req.SizeBytes, Inodes: req.InodeLimit, UID: req.User.UID, GID: req.User.GID}
 	if err := d.validate(); err != nil {
 		return sdk.Handle{}, err
 	}
 	if req.SizeBytes < 0 {
 		return sdk.Handle{}, sdk.Errorf(sdk.CodeInvalid, "state of %s: negative size %d", d.Instance, req.SizeBytes)
+	}
+	if req.InodeLimit < 0 {
+		return sdk.Handle{}, sdk.InvalidAttribute("inode_limit", "state of %s: negative inode limit %d", d.Instance, req.InodeLimit)
+	}
+	if d.Inodes == 0 {
+		d.Inodes = defaultInodes(req.SizeBytes)
 	}
 	err := os.Mkdir(d.Dir, 0o700)
 	switch {
@@ -125,13 +143,17 @@ func setOwner(d handleData) error {
 	return nil
 }
 
-// Mount returns the state directory as the mount source.
+// defaultInodes is the inode limit of a state of size bytes: one per 4 KiB,
+// and at least 64.
+func defaultInodes(size int64) int64 { return max(size/4096, 64) }
+
+// Mount returns the state directory as a mount of type sdk.MountDir.
 func (*FS) Mount(_ context.Context, h sdk.Handle) (sdk.Mount, error) {
 	d, err := open(h)
 	if err != nil {
 		return sdk.Mount{}, err
 	}
-	return sdk.Mount{Source: d.Dir}, nil
+	return sdk.Mount{Source: d.Dir, Type: sdk.MountDir}, nil
 }
 
 // Unmount does nothing in directory mode, once the handle is found valid.
@@ -169,6 +191,9 @@ func (*FS) Recover(_ context.Context, h sdk.Handle) (sdk.Handle, error) {
 func (*FS) Deprovision(_ context.Context, h sdk.Handle) error {
 	d, err := open(h)
 	if errors.Is(err, sdk.ErrNotFound) {
+		if err := os.RemoveAll(d.checkpointDir()); err != nil {
+			return sdk.Errorf(sdk.CodeInternal, "delete checkpoints of %s: %w", d.Instance, err)
+		}
 		return nil
 	}
 	if err != nil {
@@ -176,6 +201,9 @@ func (*FS) Deprovision(_ context.Context, h sdk.Handle) error {
 	}
 	if err := os.RemoveAll(d.Dir); err != nil {
 		return sdk.Errorf(sdk.CodeInternal, "delete state of %s: %w", d.Instance, err)
+	}
+	if err := os.RemoveAll(d.checkpointDir()); err != nil {
+		return sdk.Errorf(sdk.CodeInternal, "delete checkpoints of %s: %w", d.Instance, err)
 	}
 	return nil
 }

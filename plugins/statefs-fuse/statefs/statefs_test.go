@@ -73,13 +73,13 @@ func TestLifecycle(t *testing.T) {
 		if err := json.Unmarshal(h.Data, &d); err != nil || h.Version != 1 {
 			t.Fatalf("handle %d %s: %v", h.Version, h.Data, err)
 		}
-		if want := (handleData{Dir: dir, Instance: "alice/web", Size: 1 << 20, UID: 65534, GID: 65534}); d != want {
+		if want := (handleData{Dir: dir, Instance: "alice/web", Size: 1 << 20, Inodes: 256, UID: 65534, GID: 65534}); d != want {
 			t.Errorf("handle %+v, want %+v", d, want)
 		}
 
 		for range 2 {
 			m, err := s.Mount(ctx, h)
-			if err != nil || m.Source != dir {
+			if err != nil || m.Source != dir || m.Type != sdk.MountDir {
 				t.Errorf("Mount = %+v, %v; want source %s", m, err, dir)
 			}
 		}

@@ -1,0 +1,281 @@
+package statefs
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kigumi/kigumi/core/sdk/v2"
+)
+
+// checkpointName is what a checkpoint may be called.
+var checkpointName = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$`)
+
+// checkpointMeta is a checkpoint's meta.json.
+type checkpointMeta struct {
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+	Root      string    `json:"root"` // hex
+}
+
+// checkpointDir is where the checkpoints of d's state are kept: in the
+// state directory's root-owned parent, out of the tenant's reach.
+func (d handleData) checkpointDir() string {
+	return filepath.Join(filepath.Dir(d.Dir), ".checkpoints", filepath.Base(d.Dir))
+}
+
+// Usage scans the state directory and reports its bytes (of regular files
+// and symlink targets) and inodes (every entry below the top directory)
+// against the handle's quotas, which directory mode does not enforce.
+func (*FS) Usage(ctx context.Context, h sdk.Handle) (sdk.Usage, error) {
+	d, err := open(h)
+	if err != nil {
+		return sdk.Usage{}, err
+	}
+	u := sdk.Usage{BytesLimit: d.Size, InodesLimit: d.Inodes}
+	if u.InodesLimit == 0 {
+		u.InodesLimit = defaultInodes(d.Size)
+	}
+	root, err := os.OpenRoot(d.Dir)
+	if err != nil {
+		return sdk.Usage{}, sdk.Errorf(sdk.CodeInternal, "usage of %s: %w", d.Instance, err)
+	}
+	defer root.Close()
+	err = fs.WalkDir(root.FS(), ".", func(path string, e fs.DirEntry, err error) error {
+		if err != nil || path == "." {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		u.Inodes++
+		fi, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() || fi.Mode()&fs.ModeSymlink != 0 {
+			u.Bytes += fi.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		return sdk.Usage{}, sdk.Errorf(sdk.CodeInternal, "usage of %s: %w", d.Instance, err)
+	}
+	return u, nil
+}
+
+// Checkpoint copies the state directory to a new, root-only checkpoint
+// named name, with its hash as the root digest. The instance should not
+// write meanwhile: the copy is not atomic.
+func (f *FS) Checkpoint(ctx context.Context, h sdk.Handle, name string) (sdk.Checkpoint, error) {
+	d, err := open(h)
+	if err != nil {
+		return sdk.Checkpoint{}, err
+	}
+	if !checkpointName.MatchString(name) {
+		return sdk.Checkpoint{}, sdk.InvalidAttribute("name", "%q is not a checkpoint name: 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'", name)
+	}
+	dir := filepath.Join(d.checkpointDir(), name)
+	if _, err := os.Lstat(dir); err == nil {
+		return sdk.Checkpoint{}, sdk.InvalidAttribute("name", "state of %s already has a checkpoint %q", d.Instance, name)
+	}
+	if err := os.MkdirAll(d.checkpointDir(), 0o700); err != nil {
+		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInternal, "checkpoint %s: %w", d.Instance, err)
+	}
+	// Made under a temporary name and renamed once complete, so a crash
+	// leaves no half checkpoint under the name.
+	tmp, err := os.MkdirTemp(d.checkpointDir(), ".new-")
+	if err != nil {
+		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInternal, "checkpoint %s: %w", d.Instance, err)
+	}
+	defer os.RemoveAll(tmp)
+	if err := copyTree(ctx, d.Dir, filepath.Join(tmp, "tree")); err != nil {
+		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInternal, "checkpoint %s: %w", d.Instance, err)
+	}
+	sum, err := hashTree(filepath.Join(tmp, "tree"))
+	if err != nil {
+		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInternal, "checkpoint %s: %w", d.Instance, err)
+	}
+	cp := sdk.Checkpoint{Name: name, CreatedAt: time.Now().UTC(), Root: sum}
+	meta, err := json.Marshal(checkpointMeta{Name: name, CreatedAt: cp.CreatedAt, Root: hex.EncodeToString(sum)})
+	if err == nil {
+		err = os.WriteFile(filepath.Join(tmp, "meta.json"), meta, 0o600)
+	}
+	if err == nil {
+		err = os.Rename(tmp, dir)
+	}
+	if err != nil {
+		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInternal, "checkpoint %s: %w", d.Instance, err)
+	}
+	return cp, nil
+}
+
+// Checkpoints lists the state's checkpoints, oldest first.
+func (*FS) Checkpoints(_ context.Context, h sdk.Handle) ([]sdk.Checkpoint, error) {
+	d, err := open(h)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(d.checkpointDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, sdk.Errorf(sdk.CodeInternal, "checkpoints of %s: %w", d.Instance, err)
+	}
+	var list []sdk.Checkpoint
+	for _, e := range entries {
+		if !checkpointName.MatchString(e.Name()) {
+			continue // a checkpoint being made
+		}
+		cp, err := readCheckpoint(filepath.Join(d.checkpointDir(), e.Name()))
+		if err != nil {
+			return nil, sdk.Errorf(sdk.CodeInternal, "checkpoints of %s: %w", d.Instance, err)
+		}
+		list = append(list, cp)
+	}
+	sort.SliceStable(list, func(i, j int) bool { return list[i].CreatedAt.Before(list[j].CreatedAt) })
+	return list, nil
+}
+
+func readCheckpoint(dir string) (sdk.Checkpoint, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "meta.json"))
+	if err != nil {
+		return sdk.Checkpoint{}, err
+	}
+	var m checkpointMeta
+	if err := json.Unmarshal(b, &m); err != nil {
+		return sdk.Checkpoint{}, fmt.Errorf("%s: %w", dir, err)
+	}
+	root, err := hex.DecodeString(m.Root)
+	if err != nil {
+		return sdk.Checkpoint{}, fmt.Errorf("%s: %w", dir, err)
+	}
+	return sdk.Checkpoint{Name: m.Name, CreatedAt: m.CreatedAt, Root: root}, nil
+}
+
+// Rollback replaces the state directory's content with a copy of the
+// checkpoint name. The copy is made next to the state and swapped in by
+// renames, so the state is either the old or the checkpoint's. The
+// instance must be stopped: a running one keeps the old directory open.
+func (*FS) Rollback(ctx context.Context, h sdk.Handle, name string) error {
+	d, err := open(h)
+	if err != nil {
+		return err
+	}
+	if !checkpointName.MatchString(name) {
+		return sdk.InvalidAttribute("name", "%q is not a checkpoint name", name)
+	}
+	src := filepath.Join(d.checkpointDir(), name)
+	if _, err := readCheckpoint(src); errors.Is(err, fs.ErrNotExist) {
+		return sdk.Errorf(sdk.CodeNotFound, "state of %s has no checkpoint %q", d.Instance, name)
+	} else if err != nil {
+		return sdk.Errorf(sdk.CodeInternal, "rollback %s: %w", d.Instance, err)
+	}
+	staging, err := os.MkdirTemp(d.checkpointDir(), ".rollback-")
+	if err != nil {
+		return sdk.Errorf(sdk.CodeInternal, "rollback %s: %w", d.Instance, err)
+	}
+	defer os.RemoveAll(staging)
+	next, old := filepath.Join(staging, "next"), filepath.Join(staging, "old")
+	if err := copyTree(ctx, filepath.Join(src, "tree"), next); err != nil {
+		return sdk.Errorf(sdk.CodeInternal, "rollback %s: %w", d.Instance, err)
+	}
+	if err := os.Rename(d.Dir, old); err != nil {
+		return sdk.Errorf(sdk.CodeInternal, "rollback %s: %w", d.Instance, err)
+	}
+	if err := os.Rename(next, d.Dir); err != nil {
+		return sdk.Errorf(sdk.CodeInternal, "rollback %s: %w", d.Instance, errors.Join(err, os.Rename(old, d.Dir)))
+	}
+	return nil
+}
+
+// copyTree copies the tree at src to dst, which must not exist: directories,
+// regular files, symlinks (never followed) and FIFOs, with their modes and
+// owners. Sockets and devices are left out. Reads stay inside src.
+func copyTree(ctx context.Context, src, dst string) error {
+	root, err := os.OpenRoot(src)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return fs.WalkDir(root.FS(), ".", func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		fi, err := root.Lstat(path)
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		to := filepath.Join(dst, path)
+		switch mode := fi.Mode(); {
+		case mode.IsDir():
+			if err := os.Mkdir(to, 0o700); err != nil {
+				return err
+			}
+		case mode.IsRegular():
+			if err := copyFile(root, path, to); err != nil {
+				return err
+			}
+		case mode&fs.ModeSymlink != 0:
+			target, err := root.Readlink(path)
+			if err != nil {
+				return err
+			}
+			if err := os.Symlink(target, to); err != nil {
+				return err
+			}
+			return os.Lchown(to, int(st.Uid), int(st.Gid))
+		case mode&fs.ModeNamedPipe != 0:
+			if err := unix.Mkfifo(to, 0o600); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+		if err := os.Lchown(to, int(st.Uid), int(st.Gid)); err != nil {
+			return err
+		}
+		return os.Chmod(to, fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
+	})
+}
+
+// copyFile copies the regular file path of root to the new file to.
+func copyFile(root *os.Root, path, to string) error {
+	in, err := root.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if fi, err := in.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return errors.Join(err, fmt.Errorf("%s changed while copying", path))
+	}
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
