@@ -25,7 +25,7 @@ func BenchmarkInstantiate(b *testing.B) {
 			return moduleConfig(sandboxConfig{Name: "bench"}, io.Discard, io.Discard)
 		}},
 		{"crypto-rand", func() wazero.ModuleConfig {
-			return moduleConfig(sandboxConfig{Name: "bench", Permissions: []sdk.Permission{sdk.PermRandom}}, io.Discard, io.Discard)
+			return moduleConfig(sandboxConfig{Name: "bench", Permissions: []string{sdk.PermRandom}}, io.Discard, io.Discard)
 		}},
 	}
 	for _, engine := range []string{"compiler", "interpreter"} {

@@ -100,8 +100,11 @@ type exitStatus struct {
 	ExitCode   int       `json:"exit_code"`
 	FinishedAt time.Time `json:"finished_at"`
 	Message    string    `json:"message,omitempty"`
-	// Stopped is set when Stop killed the sandbox.
+	// Cause is how the module ended: sdk.CauseExit or sdk.CauseTrap.
+	Cause sdk.Cause `json:"cause,omitempty"`
+	// Stopped is set when Stop killed the sandbox, with Signal.
 	Stopped bool `json:"stopped,omitempty"`
+	Signal  int  `json:"signal,omitempty"`
 }
 
 // readStatus returns the status recorded in dir; ok is false while none is.

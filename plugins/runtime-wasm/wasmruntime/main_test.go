@@ -48,6 +48,14 @@ var (
 		0x07, 0x0a, 0x01, 0x06, '_', 's', 't', 'a', 'r', 't', 0x00, 0x01,
 		0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b,
 	}
+	// trapModule's _start traps at once (unreachable).
+	trapModule = []byte{
+		0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+		0x01, 0x04, 0x01, 0x60, 0x00, 0x00,
+		0x03, 0x02, 0x01, 0x00,
+		0x07, 0x0a, 0x01, 0x06, '_', 's', 't', 'a', 'r', 't', 0x00, 0x00,
+		0x0a, 0x05, 0x01, 0x03, 0x00, 0x00, 0x0b, // code: unreachable
+	}
 	// emptyModule is valid but exports no _start.
 	emptyModule = []byte{0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00}
 )
@@ -106,7 +114,7 @@ func buildModules(dir string) error {
 		modules[name] = filepath.Join(dir, name)
 	}
 	for name, bin := range map[string][]byte{
-		"tiny": tinyModule, "missing-import": missingImportModule, "empty": emptyModule, "garbage": []byte("not wasm"),
+		"tiny": tinyModule, "trap": trapModule, "missing-import": missingImportModule, "empty": emptyModule, "garbage": []byte("not wasm"),
 	} {
 		modules[name] = filepath.Join(dir, name+".wasm")
 		if err := os.WriteFile(modules[name], bin, 0o644); err != nil {
@@ -189,15 +197,19 @@ func removeCgroup(t *testing.T, dir string) {
 
 // request returns a StartRequest running module as nobody in a fresh
 // cgroup and RunDir.
-func request(t *testing.T, module string, perms ...sdk.Permission) *sdk.StartRequest {
+func request(t *testing.T, module string, perms ...string) *sdk.StartRequest {
 	t.Helper()
+	granted := sdk.Permissions{}
+	for _, p := range perms {
+		granted = append(granted, sdk.Permission{Name: p})
+	}
 	return &sdk.StartRequest{
 		Instance:    sdk.Instance{Tenant: "alice", Name: "web"},
 		User:        sdk.User{Name: "nobody", UID: nobody, GID: nobody},
 		Cgroup:      newCgroup(t),
 		Artifact:    sdk.Artifact{Module: modules[module]},
 		Resources:   sdk.Resources{MemoryBytes: 256 << 20},
-		Permissions: perms,
+		Permissions: granted,
 		RunDir:      filepath.Join(t.TempDir(), "run"),
 	}
 }
@@ -268,4 +280,9 @@ func lineWith(out, prefix string) string {
 		}
 	}
 	return ""
+}
+
+// stateMount is the state mount of the state directory dir.
+func stateMount(dir string) []sdk.Mount {
+	return []sdk.Mount{{Source: dir, Target: sdk.StateTarget, Type: sdk.MountDir}}
 }

@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -82,6 +81,18 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 			{Name: "compiler", Type: sdk.TypeString, Description: `wazero engine: "compiler" (default) or "interpreter"`},
 			{Name: "max_module_size", Type: sdk.TypeString, Description: `largest module accepted, such as "64MiB" (default)`},
 		}},
+		Capabilities: sdk.Capabilities{
+			Scope:     sdk.ScopeHost,
+			Artifacts: []string{sdk.ArtifactWasm},
+			Isolation: []string{sdk.IsolationUser, sdk.IsolationCgroup, sdk.IsolationNoNewPrivs, sdk.IsolationChroot, sdk.IsolationNoNetwork},
+			Permissions: []sdk.PermissionSpec{
+				{Name: sdk.PermStateRead, Description: "read the instance's state at /state"},
+				{Name: sdk.PermStateWrite, Description: "read and write the instance's state at /state"},
+				{Name: sdk.PermClock, Description: "the real wall and monotonic clocks, and sleep"},
+				{Name: sdk.PermRandom, Description: "random numbers from the host (else a fixed seed)"},
+			},
+			Features: []string{sdk.FeatureTenantLifecycle, sdk.FeatureValidate},
+		},
 	}, nil
 }
 
@@ -162,11 +173,38 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle,
 
 // sandboxConfig validates req and turns it into the sandbox's config.
 func (r *Runtime) sandboxConfig(req *sdk.StartRequest) (sandboxConfig, error) {
+	cfg, state, err := r.check(req)
+	if err != nil {
+		return cfg, err
+	}
+	if !filepath.IsAbs(req.RunDir) {
+		return cfg, sdk.Errorf(sdk.CodeInvalid, "run dir %q is not an absolute path", req.RunDir)
+	}
+	if err := checkTenantHandle(req); err != nil {
+		return cfg, err
+	}
+	if req.Permissions.Has(sdk.PermStateRead) || req.Permissions.Has(sdk.PermStateWrite) {
+		if state == nil || !filepath.IsAbs(state.Source) {
+			return cfg, sdk.InvalidAttribute("mounts", "a state permission needs a mount with an absolute source at %s", sdk.StateTarget)
+		}
+		cfg.Jail, cfg.StateReadOnly = state.Source, state.ReadOnly
+	}
+	if cfg.Jail == "" {
+		return cfg, sdk.Errorf(sdk.CodeUnavailable, "the runtime is not configured")
+	}
+	return cfg, nil
+}
+
+// check checks what a StartRequest asks of the runtime, apart from the
+// places Start alone needs (run dir, tenant), and returns the sandbox's
+// config without a jail, and the state mount if there is one. Refusals
+// name the spec attribute at fault.
+func (r *Runtime) check(req *sdk.StartRequest) (sandboxConfig, *sdk.Mount, error) {
 	cfg := sandboxConfig{
 		Name:        req.Instance.Name,
 		Args:        req.Args,
 		Env:         req.Env,
-		Permissions: req.Permissions,
+		Permissions: req.Permissions.Names(),
 		Jail:        r.emptyDir,
 		UID:         req.User.UID,
 		GID:         req.User.GID,
@@ -175,45 +213,66 @@ func (r *Runtime) sandboxConfig(req *sdk.StartRequest) (sandboxConfig, error) {
 		Interpreter: r.interpreter,
 	}
 	if req.Instance.Name == "" {
-		return cfg, sdk.Errorf(sdk.CodeInvalid, "instance has no name")
+		return cfg, nil, sdk.Errorf(sdk.CodeInvalid, "instance has no name")
 	}
-	if !filepath.IsAbs(req.RunDir) {
-		return cfg, sdk.Errorf(sdk.CodeInvalid, "run dir %q is not an absolute path", req.RunDir)
+	if req.Artifact.Image != "" {
+		return cfg, nil, sdk.InvalidAttribute("image", "the wasm runtime runs modules, not OCI images")
+	}
+	if len(req.Settings) > 0 {
+		return cfg, nil, sdk.InvalidAttribute("settings", "the wasm runtime has no instance settings")
 	}
 	for _, p := range req.Permissions {
-		if !slices.Contains(sdk.Permissions, p) {
-			return cfg, sdk.Errorf(sdk.CodeInvalid, "unknown permission %q", p)
+		switch p.Name {
+		case sdk.PermStateRead, sdk.PermStateWrite, sdk.PermClock, sdk.PermRandom:
+		default:
+			return cfg, nil, sdk.InvalidAttribute("permission."+p.Name, "the wasm runtime offers no permission %q", p.Name)
 		}
-		if p == sdk.PermStateRead || p == sdk.PermStateWrite {
-			if !filepath.IsAbs(req.StateDir) {
-				return cfg, sdk.Errorf(sdk.CodeInvalid, "permission %s needs a state dir", p)
-			}
-			cfg.Jail = req.StateDir
+		for k := range p.Params {
+			return cfg, nil, sdk.InvalidAttribute("permission."+p.Name+"."+k, "the permission %q takes no parameters", p.Name)
 		}
 	}
-	if cfg.Jail == "" {
-		return cfg, sdk.Errorf(sdk.CodeUnavailable, "the runtime is not configured")
+	var state *sdk.Mount
+	for i, m := range req.Mounts {
+		switch {
+		case m.Target != sdk.StateTarget:
+			return cfg, nil, sdk.InvalidAttribute("mounts", "the wasm runtime mounts only the state at %s, not %q", sdk.StateTarget, m.Target)
+		case state != nil:
+			return cfg, nil, sdk.InvalidAttribute("mounts", "two mounts at %s", sdk.StateTarget)
+		case m.Type != "" && m.Type != sdk.MountDir && m.Type != sdk.MountBind && m.Type != sdk.MountFUSE:
+			return cfg, nil, sdk.InvalidAttribute("mounts", "unsupported mount type %q", m.Type)
+		}
+		state = &req.Mounts[i]
 	}
 	switch mem := req.Resources.MemoryBytes; {
 	case mem < 0 || (mem > 0 && mem < pageSize):
-		return cfg, sdk.Errorf(sdk.CodeInvalid, "memory limit %d is under one wasm page (64KiB)", mem)
+		return cfg, nil, sdk.InvalidAttribute("resources.memory", "memory limit %d is under one wasm page (64KiB)", mem)
 	case mem >= maxPages*pageSize:
 		cfg.MemoryPages = maxPages
 	default:
 		cfg.MemoryPages = uint32(mem / pageSize)
 	}
-	return cfg, nil
+	return cfg, state, nil
+}
+
+// Validate checks the request as Start would, and reads the module (its
+// size and digest) without compiling it.
+func (r *Runtime) Validate(_ context.Context, req *sdk.StartRequest) error {
+	if _, _, err := r.check(req); err != nil {
+		return err
+	}
+	_, err := r.readModule(req.Artifact)
+	return err
 }
 
 // readModule reads the module file, enforcing the size limit and the digest.
 func (r *Runtime) readModule(a sdk.Artifact) ([]byte, error) {
 	if !filepath.IsAbs(a.Module) {
-		return nil, sdk.Errorf(sdk.CodeInvalid, "module %q is not an absolute path", a.Module)
+		return nil, sdk.InvalidAttribute("module", "module %q is not an absolute path", a.Module)
 	}
 	// O_NONBLOCK: opening a FIFO must not hang; regular files ignore it.
 	f, err := os.OpenFile(a.Module, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, sdk.Errorf(sdk.CodeInvalid, "open module: %w", err)
+		return nil, &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: "open module: " + err.Error(), Err: err}
 	}
 	defer f.Close()
 	fi, err := f.Stat()
@@ -221,23 +280,23 @@ func (r *Runtime) readModule(a sdk.Artifact) ([]byte, error) {
 		return nil, fmt.Errorf("stat module: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, sdk.Errorf(sdk.CodeInvalid, "module %s is not a regular file", a.Module)
+		return nil, sdk.InvalidAttribute("module", "module %s is not a regular file", a.Module)
 	}
 	bin, err := io.ReadAll(io.LimitReader(f, r.maxModuleSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read module: %w", err)
 	}
 	if int64(len(bin)) > r.maxModuleSize {
-		return nil, sdk.Errorf(sdk.CodeInvalid, "module %s is larger than %s", a.Module, humanize.IBytes(uint64(r.maxModuleSize)))
+		return nil, sdk.InvalidAttribute("module", "module %s is larger than %s", a.Module, humanize.IBytes(uint64(r.maxModuleSize)))
 	}
 	if a.Digest != "" {
 		algo, want, _ := strings.Cut(a.Digest, ":")
 		if algo != "sha256" {
-			return nil, sdk.Errorf(sdk.CodeInvalid, "module digest %q: only sha256 is supported", a.Digest)
+			return nil, sdk.InvalidAttribute("digest", "module digest %q: only sha256 is supported", a.Digest)
 		}
 		sum := sha256.Sum256(bin)
 		if got := hex.EncodeToString(sum[:]); got != strings.ToLower(want) {
-			return nil, sdk.Errorf(sdk.CodeInvalid, "module %s has digest sha256:%s, want %s", a.Module, got, a.Digest)
+			return nil, sdk.InvalidAttribute("digest", "module %s has digest sha256:%s, want %s", a.Module, got, a.Digest)
 		}
 	}
 	return bin, nil
@@ -249,7 +308,7 @@ func (r *Runtime) precompile(ctx context.Context, bin []byte, memoryPages uint32
 	rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(r.interpreter, memoryPages, r.cache))
 	defer rt.Close(ctx)
 	if _, err := rt.CompileModule(ctx, bin); err != nil {
-		return sdk.Errorf(sdk.CodeInvalid, "compile module: %w", err)
+		return &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: "compile module: " + err.Error(), Err: err}
 	}
 	return nil
 }
@@ -537,7 +596,9 @@ func recordStopped(dir string, sig syscall.Signal) error {
 		ExitCode:   128 + int(sig),
 		FinishedAt: time.Now(),
 		Message:    "stopped by " + unix.SignalName(sig),
+		Cause:      sdk.CauseKilled,
 		Stopped:    true,
+		Signal:     int(sig),
 	})
 	if err != nil {
 		return fmt.Errorf("record stop: %w", err)
@@ -581,11 +642,15 @@ func (r *Runtime) Inspect(_ context.Context, h sdk.Handle) (sdk.Status, error) {
 		return sdk.Status{}, err
 	}
 	if !ok {
-		s.State, s.ExitCode = sdk.StateExited, -1
+		s.State, s.ExitCode, s.Cause = sdk.StateExited, -1, sdk.CauseUnknown
 		s.Message = "the sandbox ended without recording an exit status"
 		return s, nil
 	}
 	s.State, s.ExitCode, s.FinishedAt, s.Message = sdk.StateExited, st.ExitCode, st.FinishedAt, st.Message
+	s.Cause, s.Signal = st.Cause, st.Signal
+	if s.Cause == "" {
+		s.Cause = sdk.CauseExit // recorded before causes were
+	}
 	if st.Stopped {
 		s.State = sdk.StateStopped
 	}

@@ -174,7 +174,7 @@ func TestSandboxIsolation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.State != sdk.StateStopped || st.ExitCode != 128+int(syscall.SIGTERM) {
+	if st.State != sdk.StateStopped || st.ExitCode != 128+int(syscall.SIGTERM) || st.Cause != sdk.CauseKilled || st.Signal != int(syscall.SIGTERM) {
 		t.Errorf("status after Stop = %+v", st)
 	}
 	// Gone, and reaped: no zombie is left.
@@ -252,13 +252,13 @@ func TestArgsEnvAndExitCode(t *testing.T) {
 func TestClockAndRandomPermissions(t *testing.T) {
 	const fakeEpoch = "time: 1640995200" // wazero's fake walltime
 	tests := []struct {
-		perms              []sdk.Permission
+		perms              []string
 		fakeClock, sameRnd bool
 	}{
 		{nil, true, true},
-		{[]sdk.Permission{sdk.PermClock}, false, true},
-		{[]sdk.Permission{sdk.PermRandom}, true, false},
-		{[]sdk.Permission{sdk.PermClock, sdk.PermRandom}, false, false},
+		{[]string{sdk.PermClock}, false, true},
+		{[]string{sdk.PermRandom}, true, false},
+		{[]string{sdk.PermClock, sdk.PermRandom}, false, false},
 	}
 	r := newRuntime(t, nil)
 	for _, tt := range tests {
@@ -290,22 +290,22 @@ func TestClockAndRandomPermissions(t *testing.T) {
 func TestStateAccess(t *testing.T) {
 	tests := []struct {
 		name     string
-		perms    []sdk.Permission
+		perms    []string
 		args     []string
 		wantExit int // how many operations succeeded
 		wantNew  bool
 	}{
-		{"write grant", []sdk.Permission{sdk.PermStateWrite}, []string{"read:/state/seed", "write:/state/new"}, 2, true},
-		{"read grant", []sdk.Permission{sdk.PermStateRead}, []string{"read:/state/seed", "write:/state/new"}, 1, false},
+		{"write grant", []string{sdk.PermStateWrite}, []string{"read:/state/seed", "write:/state/new"}, 2, true},
+		{"read grant", []string{sdk.PermStateRead}, []string{"read:/state/seed", "write:/state/new"}, 1, false},
 		{"no grant", nil, []string{"read:/state/seed", "write:/state/new"}, 0, false},
-		{"escapes", []sdk.Permission{sdk.PermStateWrite}, []string{
+		{"escapes", []string{sdk.PermStateWrite}, []string{
 			"read:/etc/passwd", "read:/state/../etc/passwd", "read:../etc/passwd",
 			"read:/state/../../../../etc/passwd", "write:/tmp/escaped",
 		}, 0, false},
 		// The relative symlink is made (1 success; wazero refuses absolute
 		// targets), but leads nowhere outside the state: the sandbox is
 		// jailed in it.
-		{"symlink escapes", []sdk.Permission{sdk.PermStateWrite}, []string{
+		{"symlink escapes", []string{sdk.PermStateWrite}, []string{
 			"symlink:../../../../../../../..=/state/up", "read:/state/up/etc/passwd", "write:/state/up/tmp/escaped",
 			"symlink:/etc=/state/abs", "read:/state/abs/passwd",
 		}, 1, false},
@@ -314,13 +314,14 @@ func TestStateAccess(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req := request(t, "fsprobe", tt.perms...)
-			req.StateDir = stateDir(t)
+			state := stateDir(t)
+			req.Mounts = stateMount(state)
 			req.Args = tt.args
 			st, out := run(t, r, req)
 			if st.State != sdk.StateExited || st.ExitCode != tt.wantExit {
 				t.Errorf("status = %+v, want %d successes; output:\n%s", st, tt.wantExit, out)
 			}
-			fi, err := os.Stat(filepath.Join(req.StateDir, "new"))
+			fi, err := os.Stat(filepath.Join(state, "new"))
 			switch {
 			case tt.wantNew && err != nil:
 				t.Errorf("state file not written: %v", err)
@@ -406,8 +407,18 @@ func TestStartFailures(t *testing.T) {
 		{name: "root user", module: "tiny", edit: func(r *sdk.StartRequest) { r.User = sdk.User{Name: "root"} }},
 		{name: "memory under module minimum", module: "echo", edit: func(r *sdk.StartRequest) { r.Resources.MemoryBytes = 1 << 20 }},
 		{name: "memory under a page", module: "tiny", edit: func(r *sdk.StartRequest) { r.Resources.MemoryBytes = 100 }},
-		{name: "unknown permission", module: "tiny", edit: func(r *sdk.StartRequest) { r.Permissions = []sdk.Permission{"network"} }},
-		{name: "state without dir", module: "tiny", edit: func(r *sdk.StartRequest) { r.Permissions = []sdk.Permission{sdk.PermStateRead} }},
+		{name: "unknown permission", module: "tiny", edit: func(r *sdk.StartRequest) { r.Permissions = sdk.Permissions{{Name: "network"}} }},
+		{name: "state without dir", module: "tiny", edit: func(r *sdk.StartRequest) { r.Permissions = sdk.Permissions{{Name: sdk.PermStateRead}} }},
+		{name: "permission with parameters", module: "tiny", edit: func(r *sdk.StartRequest) {
+			r.Permissions = sdk.Permissions{{Name: sdk.PermClock, Params: map[string]string{"fake": "1"}}}
+		}},
+		{name: "mount elsewhere", module: "tiny", edit: func(r *sdk.StartRequest) { r.Mounts = []sdk.Mount{{Source: "/", Target: "/host"}} }},
+		{name: "two state mounts", module: "tiny", edit: func(r *sdk.StartRequest) { r.Mounts = append(stateMount("/a"), stateMount("/b")...) }},
+		{name: "relative state mount", module: "tiny", edit: func(r *sdk.StartRequest) {
+			r.Permissions, r.Mounts = sdk.Permissions{{Name: sdk.PermStateRead}}, stateMount("state")
+		}},
+		{name: "settings", module: "tiny", edit: func(r *sdk.StartRequest) { r.Settings = sdk.Config{"entrypoint": "main"} }},
+		{name: "image", module: "tiny", edit: func(r *sdk.StartRequest) { r.Artifact.Image = "busybox" }},
 		{name: "no instance name", module: "tiny", edit: func(r *sdk.StartRequest) { r.Instance.Name = "" }},
 	}
 	for _, tt := range tests {
@@ -582,7 +593,7 @@ func TestQuickstartApp(t *testing.T) {
 	}
 	for _, tt := range tests {
 		req := request(t, "app", sdk.PermStateWrite, sdk.PermClock)
-		req.StateDir, req.Args, req.Env = state, tt.args, tt.env
+		req.Mounts, req.Args, req.Env = stateMount(state), tt.args, tt.env
 		st, out := run(t, r, req)
 		if st.State != sdk.StateExited || st.ExitCode != 0 || out != tt.want {
 			t.Fatalf("app %q: %+v, stdout %q; want %q", tt.args, st, out, tt.want)

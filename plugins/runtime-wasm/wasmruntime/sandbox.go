@@ -50,12 +50,16 @@ type sandboxConfig struct {
 	Env  map[string]string `json:"env"`
 	// MemoryPages caps the module's memory in 64 KiB pages; 0 means wazero's
 	// maximum.
-	MemoryPages uint32           `json:"memory_pages"`
-	Permissions []sdk.Permission `json:"permissions"`
+	MemoryPages uint32 `json:"memory_pages"`
+	// Permissions are the names of the granted permissions.
+	Permissions []string `json:"permissions"`
 	// Jail is the directory the sandbox chroots into before it drops
 	// privileges: the state directory when a state permission is granted
 	// (the module sees it as /state), else an empty directory.
 	Jail string `json:"jail"`
+	// StateReadOnly is set when the state mount is read-only, whatever
+	// the permissions say.
+	StateReadOnly bool `json:"state_read_only,omitempty"`
 	UID  uint32 `json:"uid"`
 	GID  uint32 `json:"gid"`
 	// ProcsFiles are the cgroup.procs files the sandbox joins.
@@ -276,19 +280,20 @@ func moduleConfig(cfg sandboxConfig, stdout, stderr io.Writer) wazero.ModuleConf
 	for _, k := range keys {
 		mc = mc.WithEnv(k, cfg.Env[k])
 	}
-	if slices.Contains(cfg.Permissions, sdk.PermClock) {
+	has := func(name string) bool { return slices.Contains(cfg.Permissions, name) }
+	if has(sdk.PermClock) {
 		mc = mc.WithSysWalltime().WithSysNanotime().WithSysNanosleep()
 	}
-	if slices.Contains(cfg.Permissions, sdk.PermRandom) {
+	if has(sdk.PermRandom) {
 		mc = mc.WithRandSource(crand.Reader)
 	} else {
 		mc = mc.WithRandSource(rand.NewChaCha8(deterministicSeed))
 	}
 	switch {
-	case slices.Contains(cfg.Permissions, sdk.PermStateWrite):
-		mc = mc.WithFSConfig(wazero.NewFSConfig().WithDirMount(cfg.Jail, "/state"))
-	case slices.Contains(cfg.Permissions, sdk.PermStateRead):
-		mc = mc.WithFSConfig(wazero.NewFSConfig().WithReadOnlyDirMount(cfg.Jail, "/state"))
+	case has(sdk.PermStateWrite) && !cfg.StateReadOnly:
+		mc = mc.WithFSConfig(wazero.NewFSConfig().WithDirMount(cfg.Jail, sdk.StateTarget))
+	case has(sdk.PermStateRead) || has(sdk.PermStateWrite):
+		mc = mc.WithFSConfig(wazero.NewFSConfig().WithReadOnlyDirMount(cfg.Jail, sdk.StateTarget))
 	}
 	return mc
 }
@@ -326,14 +331,14 @@ func (c *cappedWriter) Write(p []byte) (int, error) {
 // runModule runs the module's _start function and reports how it ended.
 func runModule(ctx context.Context, start api.Function) exitStatus {
 	_, err := start.Call(ctx)
-	st := exitStatus{FinishedAt: time.Now()}
+	st := exitStatus{FinishedAt: time.Now(), Cause: sdk.CauseExit}
 	var exit *sys.ExitError
 	switch {
 	case err == nil:
 	case errors.As(err, &exit):
 		st.ExitCode = int(exit.ExitCode())
 	default:
-		st.ExitCode = 1
+		st.ExitCode, st.Cause = 1, sdk.CauseTrap
 		st.Message = err.Error()
 	}
 	return st
