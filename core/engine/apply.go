@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -244,6 +245,11 @@ func (e *Engine) destroyTenant(ctx context.Context, name string) error {
 
 func (e *Engine) removeTenant(ctx context.Context, rec state.Tenant) error {
 	target := "tenant " + rec.Name
+	if err := e.releaseTenant(ctx, &rec); err != nil {
+		return err
+	}
+	// The tenant's run directory, emptied by its instances and runtimes.
+	_ = os.Remove(filepath.Join(e.host.StateDir, "run", rec.Name))
 	err := e.step(target, "isolation.remove", func() error {
 		return e.isolation.Remove(ctx, rec.Name, rec.User.Home)
 	})

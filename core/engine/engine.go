@@ -97,6 +97,12 @@ func (e *Engine) runDir(tenant, instance string) string {
 	return filepath.Join(e.host.StateDir, "run", tenant, instance)
 }
 
+// tenantRunDir is the run directory a runtime gets for a tenant; instance
+// names never start with a dot.
+func (e *Engine) tenantRunDir(tenant, runtime string) string {
+	return filepath.Join(e.host.StateDir, "run", tenant, ".runtime-"+runtime)
+}
+
 func (e *Engine) home(tenant string) string {
 	return filepath.Join(e.host.StateDir, "tenants", tenant)
 }
@@ -146,6 +152,9 @@ func Desired(tenants []*spec.Tenant) ([]plan.Tenant, error) {
 			s := state.InstanceSpec{
 				Runtime: i.Runtime, Module: i.Module, Image: i.Image, Digest: i.Digest,
 				Args: i.Args, Env: i.Env, Resources: i.Resources, StateBytes: i.StateBytes, Permissions: i.Permissions,
+			}
+			if len(i.Settings) > 0 {
+				s.Settings = i.Settings
 			}
 			if i.Module != "" {
 				d, ok := digests[i.Module]

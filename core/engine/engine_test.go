@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -39,11 +40,13 @@ type world struct {
 	inspect   func() sdk.State  // overrides Inspect's answer
 	rt        *runtimeClient    // the launched runtime plugin
 	dead      map[sdk.Kind]bool // the plugin of this kind "exited"
+	prepared  map[string]bool   // tenants the runtime prepared
+	lastStart sdk.StartRequest  // the last StartRequest
 }
 
 func newWorld() *world {
 	return &world{live: map[string]int{}, states: map[string]bool{}, tenants: map[string]bool{}, cgroups: map[string]bool{},
-		dead: map[sdk.Kind]bool{}}
+		dead: map[sdk.Kind]bool{}, prepared: map[string]bool{}}
 }
 
 type runtimeClient struct{ w *world }
@@ -69,7 +72,28 @@ func (w *world) Ledger(context.Context, string, pluginhost.Scope) (sdk.Ledger, e
 }
 
 func (r *runtimeClient) Info(context.Context) (sdk.Info, error) {
-	return sdk.Info{Name: "wasm", Kind: sdk.KindRuntime}, nil
+	return sdk.Info{Name: "wasm", Kind: sdk.KindRuntime, Capabilities: sdk.Capabilities{
+		Features:    []string{sdk.FeatureTenantLifecycle, sdk.FeatureValidate},
+		Permissions: []sdk.PermissionSpec{{Name: sdk.PermStateRead}, {Name: sdk.PermStateWrite}},
+	}}, nil
+}
+func (r *runtimeClient) PrepareTenant(_ context.Context, req *sdk.TenantRequest) (sdk.Handle, error) {
+	r.w.mu.Lock()
+	defer r.w.mu.Unlock()
+	r.w.prepared[req.Tenant] = true
+	return sdk.Handle{Version: 1, Data: []byte(req.Tenant)}, nil
+}
+func (r *runtimeClient) ReleaseTenant(_ context.Context, h sdk.Handle) error {
+	r.w.mu.Lock()
+	defer r.w.mu.Unlock()
+	delete(r.w.prepared, string(h.Data))
+	return nil
+}
+func (r *runtimeClient) Validate(_ context.Context, req *sdk.StartRequest) error {
+	if req.Artifact.Module == "/refused.wasm" {
+		return sdk.InvalidAttribute("module", "not a module")
+	}
+	return nil
 }
 func (r *runtimeClient) Configure(context.Context, sdk.ConfigureRequest) error {
 	r.w.mu.Lock()
@@ -93,6 +117,11 @@ func (r *runtimeClient) Start(_ context.Context, req *sdk.StartRequest) (sdk.Han
 		return sdk.Handle{}, err
 	}
 	key := req.Instance.String()
+	w.lastStart = *req
+	if string(req.Tenant.Data) != req.Instance.Tenant || !w.prepared[req.Instance.Tenant] {
+		w.mu.Unlock()
+		return sdk.Handle{}, fmt.Errorf("start %s with tenant handle %q: %w", key, req.Tenant.Data, sdk.ErrInvalid)
+	}
 	if _, ok := w.live[key]; ok {
 		w.mu.Unlock()
 		return sdk.Handle{}, fmt.Errorf("duplicate workload for %s", key)
@@ -164,8 +193,18 @@ func (s *stateClient) Provision(_ context.Context, req *sdk.ProvisionRequest) (s
 	return sdk.Handle{Version: 1, Data: []byte(req.Instance.String())}, nil
 }
 func (s *stateClient) Mount(_ context.Context, h sdk.Handle) (sdk.Mount, error) {
-	return sdk.Mount{Source: "/state/" + string(h.Data)}, nil
+	return sdk.Mount{Source: "/state/" + string(h.Data), Type: sdk.MountDir}, nil
 }
+func (s *stateClient) Usage(context.Context, sdk.Handle) (sdk.Usage, error) {
+	return sdk.Usage{}, sdk.ErrUnsupported
+}
+func (s *stateClient) Checkpoint(context.Context, sdk.Handle, string) (sdk.Checkpoint, error) {
+	return sdk.Checkpoint{}, sdk.ErrUnsupported
+}
+func (s *stateClient) Checkpoints(context.Context, sdk.Handle) ([]sdk.Checkpoint, error) {
+	return nil, sdk.ErrUnsupported
+}
+func (s *stateClient) Rollback(context.Context, sdk.Handle, string) error { return sdk.ErrUnsupported }
 func (s *stateClient) Unmount(context.Context, sdk.Handle) error        { return nil }
 func (s *stateClient) Hash(context.Context, sdk.Handle) ([]byte, error) { return nil, nil }
 func (s *stateClient) Recover(_ context.Context, h sdk.Handle) (sdk.Handle, error) {
@@ -325,6 +364,17 @@ func TestApplyLifecycle(t *testing.T) {
 	if recs[0].User.UID == recs[1].User.UID || recs[0].User.SubUID == recs[1].User.SubUID {
 		t.Errorf("tenants share ids: %+v", recs)
 	}
+	// Each tenant was prepared, and its handle recorded.
+	for _, r := range recs {
+		if h, ok := r.RuntimeHandles["wasm"]; !ok || string(h.Data) != r.Name || !w.prepared[r.Name] {
+			t.Errorf("tenant %s: runtime handles %+v, prepared %v", r.Name, r.RuntimeHandles, w.prepared)
+		}
+	}
+	// The state reaches the runtime as a read-only mount at /state.
+	wantMount := []sdk.Mount{{Source: "/state/bob/web", Target: sdk.StateTarget, ReadOnly: true, Type: sdk.MountDir}}
+	if !reflect.DeepEqual(w.lastStart.Mounts, wantMount) {
+		t.Errorf("start mounts = %+v, want %+v", w.lastStart.Mounts, wantMount)
+	}
 
 	// A second apply with no change does nothing.
 	p, err, _ = apply(t, e, desired("alice", "bob"))
@@ -368,6 +418,9 @@ func TestApplyLifecycle(t *testing.T) {
 	}
 	if ts, _ := e.store.Tenants(); len(ts) != 0 {
 		t.Errorf("tenant records left: %+v", ts)
+	}
+	if len(w.prepared) != 0 {
+		t.Errorf("tenants not released: %v", w.prepared)
 	}
 	if _, err := e.DestroyPlan(ctx, []string{"ghost"}); !errors.Is(err, ErrUnknownTenant) {
 		t.Errorf("destroy of unknown tenant: %v", err)

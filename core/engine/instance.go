@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/state"
@@ -44,17 +46,21 @@ func (e *Engine) bringUp(ctx context.Context, ten state.Tenant, rec *state.Insta
 			return err
 		}
 	}
+	tenantHandle, err := e.prepareTenant(ctx, rt, ten.Name, rec.Spec.Runtime)
+	if err != nil {
+		return err
+	}
 	if rec.RuntimeHandle != nil {
 		adopted, err := e.adopt(ctx, rt, rec)
 		if err != nil {
 			return err
 		}
 		if !adopted {
-			if err := e.start(ctx, rt, ten, rec); err != nil {
+			if err := e.start(ctx, rt, ten, tenantHandle, rec); err != nil {
 				return err
 			}
 		}
-	} else if err := e.start(ctx, rt, ten, rec); err != nil {
+	} else if err := e.start(ctx, rt, ten, tenantHandle, rec); err != nil {
 		return err
 	}
 	// An update that dropped the state drops it once the new workload runs.
@@ -64,19 +70,86 @@ func (e *Engine) bringUp(ctx context.Context, ten state.Tenant, rec *state.Insta
 	return nil
 }
 
+// prepareTenant has the runtime name prepare the tenant, when it declares
+// the tenant lifecycle, and records the tenant's handle. PrepareTenant is
+// idempotent, so it is called before every start: a runtime that lost the
+// tenant (its helper died) prepares it again.
+func (e *Engine) prepareTenant(ctx context.Context, rt sdk.Runtime, tenantName, runtime string) (sdk.Handle, error) {
+	if !e.runtimeInfo(runtime).Capabilities.Has(sdk.FeatureTenantLifecycle) {
+		return sdk.Handle{}, nil
+	}
+	ten, ok, err := e.store.Tenant(tenantName)
+	if err != nil {
+		return sdk.Handle{}, err
+	}
+	if !ok {
+		return sdk.Handle{}, fmt.Errorf("tenant %q: %w", tenantName, ErrUnknownTenant)
+	}
+	var h sdk.Handle
+	err = e.step("tenant "+tenantName, "runtime.prepare_tenant", func() error {
+		var err error
+		h, err = rt.PrepareTenant(ctx, &sdk.TenantRequest{
+			Tenant: tenantName, User: ten.User, Cgroup: ten.Cgroup,
+			RunDir: e.tenantRunDir(tenantName, runtime), Resources: ten.Limits,
+		})
+		return err
+	})
+	if err != nil {
+		return sdk.Handle{}, err
+	}
+	if old, ok := ten.RuntimeHandles[runtime]; ok && old.Version == h.Version && string(old.Data) == string(h.Data) {
+		return h, nil
+	}
+	if ten.RuntimeHandles == nil {
+		ten.RuntimeHandles = map[string]sdk.Handle{}
+	}
+	ten.RuntimeHandles[runtime] = h
+	return h, e.store.PutTenant(ten)
+}
+
+// releaseTenant has every runtime that prepared the tenant release it,
+// forgetting each handle once released.
+func (e *Engine) releaseTenant(ctx context.Context, ten *state.Tenant) error {
+	for _, name := range slices.Sorted(maps.Keys(ten.RuntimeHandles)) {
+		err := e.step("tenant "+ten.Name, "runtime.release_tenant", func() error {
+			rt, err := e.runtime(ctx, name)
+			if err != nil {
+				return err
+			}
+			return ignoreNotFound(rt.ReleaseTenant(ctx, ten.RuntimeHandles[name]))
+		})
+		if err != nil {
+			return err
+		}
+		delete(ten.RuntimeHandles, name)
+		if err := e.store.PutTenant(*ten); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stateMount is the mount of the instance's state that the runtime gets, at
+// sdk.StateTarget, read-only unless the spec grants state.write.
+func stateMount(rec *state.Instance) []sdk.Mount {
+	// State an update dropped is still mounted until the new workload
+	// runs, but not in it.
+	if rec.Spec.StateBytes == 0 || rec.StateMount.Source == "" {
+		return nil
+	}
+	m := rec.StateMount
+	m.Target = sdk.StateTarget
+	m.ReadOnly = m.ReadOnly || !rec.Spec.Permissions.Has(sdk.PermStateWrite)
+	return []sdk.Mount{m}
+}
+
 // start starts the instance's workload and records its handle.
-func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, rec *state.Instance) error {
+func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, tenantHandle sdk.Handle, rec *state.Instance) error {
 	if err := os.RemoveAll(rec.RunDir); err != nil {
 		return fmt.Errorf("clear run directory: %w", err)
 	}
 	if err := os.MkdirAll(rec.RunDir, 0o700); err != nil {
 		return fmt.Errorf("create run directory: %w", err)
-	}
-	// The spec grants state permissions only with state; state an update
-	// dropped is still mounted until the new workload runs, but not its.
-	source := rec.StateSource
-	if rec.Spec.StateBytes == 0 {
-		source = ""
 	}
 	req := &sdk.StartRequest{
 		Instance:    sdk.Instance{Tenant: rec.Tenant, Name: rec.Name},
@@ -87,7 +160,9 @@ func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, re
 		Env:         rec.Spec.Env,
 		Resources:   rec.Spec.Resources,
 		Permissions: rec.Spec.Permissions,
-		StateDir:    source,
+		Mounts:      stateMount(rec),
+		Settings:    rec.Spec.Settings,
+		Tenant:      tenantHandle,
 		RunDir:      rec.RunDir,
 	}
 	if err := e.step("instance "+rec.Key(), "runtime.start", func() error {
@@ -191,7 +266,7 @@ func (e *Engine) bringUpState(ctx context.Context, ten state.Tenant, rec *state.
 	}
 	return e.step(target, "statefs.mount", func() error {
 		m, err := fs.Mount(ctx, *rec.StateHandle)
-		rec.StateSource = m.Source
+		rec.StateMount = m
 		if err == nil {
 			err = e.store.PutInstance(*rec)
 		}
@@ -261,7 +336,7 @@ func (e *Engine) dropState(ctx context.Context, rec *state.Instance) error {
 	if err != nil {
 		return err
 	}
-	rec.StateHandle, rec.StateSource = nil, ""
+	rec.StateHandle, rec.StateMount = nil, sdk.Mount{}
 	return e.store.PutInstance(*rec)
 }
 

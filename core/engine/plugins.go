@@ -18,6 +18,7 @@ import (
 type configured struct {
 	req    sdk.ConfigureRequest
 	client sdk.Plugin
+	info   sdk.Info
 }
 
 func key(kind sdk.Kind, name string) string { return string(kind) + " " + name }
@@ -75,7 +76,10 @@ func (e *Engine) configure(ctx context.Context, b spec.PluginBlock) (hcl.Diagnos
 	if diags.HasErrors() {
 		return diags, nil
 	}
-	req := sdk.ConfigureRequest{Host: e.host.Name, Settings: settings, DataDir: PluginDataDir(e.host, b.Kind, b.Name)}
+	req := sdk.ConfigureRequest{
+		Host: e.host.Name, Settings: settings, DataDir: PluginDataDir(e.host, b.Kind, b.Name),
+		HostCapabilities: sdk.HostCapabilities{ProtocolMinor: sdk.ProtocolMinor},
+	}
 	if err := os.MkdirAll(req.DataDir, 0o700); err != nil {
 		return diags, fmt.Errorf("create the data directory of %s: %w", title, err)
 	}
@@ -85,7 +89,7 @@ func (e *Engine) configure(ctx context.Context, b spec.PluginBlock) (hcl.Diagnos
 		}
 		return diags, fmt.Errorf("configure %s: %w", title, err)
 	}
-	e.configs[key(b.Kind, b.Name)] = &configured{req: req, client: client}
+	e.configs[key(b.Kind, b.Name)] = &configured{req: req, client: client, info: info}
 	return diags, nil
 }
 
@@ -104,6 +108,58 @@ func (e *Engine) reconfigure(ctx context.Context, kind sdk.Kind, name string, cl
 	}
 	c.client = client
 	return nil
+}
+
+// CheckTenants checks the tenants' instances against their runtimes, once
+// Configure has run: it decodes each instance's settings block against the
+// runtime's instance schema (setting spec.Instance.Settings), checks its
+// permissions against those the runtime declares, and has a runtime that
+// declares sdk.FeatureValidate validate it. Refusals are diagnostics at
+// the offending attribute; a runtime that fails otherwise is an error.
+func (e *Engine) CheckTenants(ctx context.Context, tenants []*spec.Tenant) (hcl.Diagnostics, error) {
+	var diags hcl.Diagnostics
+	for _, t := range tenants {
+		for i := range t.Instances {
+			in := &t.Instances[i]
+			c, ok := e.configs[key(sdk.KindRuntime, in.Runtime)]
+			if !ok {
+				return diags, fmt.Errorf("runtime %q of %s/%s is not configured", in.Runtime, t.Name, in.Name)
+			}
+			ds := spec.DecodeInstanceSettings(in, c.info.InstanceSchema)
+			ds = append(ds, spec.CheckPermissions(in, c.info.Capabilities)...)
+			diags = append(diags, ds...)
+			if ds.HasErrors() || !c.info.Capabilities.Has(sdk.FeatureValidate) {
+				continue
+			}
+			rt, err := e.runtime(ctx, in.Runtime)
+			if err != nil {
+				return diags, err
+			}
+			req := &sdk.StartRequest{
+				Instance:    sdk.Instance{Tenant: t.Name, Name: in.Name},
+				Artifact:    sdk.Artifact{Module: in.Module, Image: in.Image, Digest: in.Digest},
+				Args:        in.Args,
+				Env:         in.Env,
+				Resources:   in.Resources,
+				Permissions: in.Permissions,
+				Settings:    in.Settings,
+			}
+			if err := rt.Validate(ctx, req); errors.Is(err, sdk.ErrInvalid) {
+				diags = append(diags, spec.InstanceDiagnostic(in, err))
+			} else if err != nil {
+				return diags, fmt.Errorf("runtime %q: validate %s/%s: %w", in.Runtime, t.Name, in.Name, err)
+			}
+		}
+	}
+	return diags, nil
+}
+
+// runtimeInfo returns what the runtime name said of itself in Configure.
+func (e *Engine) runtimeInfo(name string) sdk.Info {
+	if c, ok := e.configs[key(sdk.KindRuntime, name)]; ok {
+		return c.info
+	}
+	return sdk.Info{}
 }
 
 func (e *Engine) runtime(ctx context.Context, name string) (sdk.Runtime, error) {

@@ -55,7 +55,7 @@ func (e *Engine) Status(ctx context.Context) ([]TenantStatus, error) {
 
 func (e *Engine) instanceStatus(ctx context.Context, i state.Instance) InstanceStatus {
 	st := InstanceStatus{Name: i.Name, Phase: i.Phase, Runtime: i.Spec.Runtime, State: sdk.StateUnknown,
-		StateDir: i.StateSource, LogDir: i.RunDir}
+		StateDir: i.StateMount.Source, LogDir: i.RunDir}
 	if i.RuntimeHandle == nil {
 		st.Message = "no workload recorded"
 		return st

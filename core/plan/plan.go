@@ -221,6 +221,7 @@ func SpecChanges(old, new state.InstanceSpec) []Change {
 	out = append(out, resourceChanges("resources.", old.Resources, new.Resources)...)
 	add("state.size", size(old.StateBytes), size(new.StateBytes))
 	add("permissions", old.Permissions, new.Permissions)
+	add("settings", old.Settings, new.Settings)
 	return out
 }
 

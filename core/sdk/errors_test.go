@@ -62,6 +62,7 @@ func TestCapabilitiesAndPermissions(t *testing.T) {
 		{"not-granted", ps.Has(PermRandom), false},
 		{"params", func() bool { p, ok := ps.Get("net"); return ok && p.Params["host"] == "a" }(), true},
 		{"names", fmt.Sprint(ps.Names()) == "[clock net]", true},
+		{"string", fmt.Sprint(Permissions{{Name: "clock"}, {Name: "net", Params: map[string]string{"port": "1", "host": "a\"b"}}}) == `[clock net{host="a\"b", port="1"}]`, true},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

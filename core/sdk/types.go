@@ -2,7 +2,10 @@ package sdk
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -299,9 +302,22 @@ const (
 // Permission is a capability granted to a workload, by name, with its
 // parameters. Workloads get nothing that is not granted.
 type Permission struct {
-	Name string
+	Name string `json:"name"`
 	// Params are the permission's parameters; nil when it has none.
-	Params map[string]string
+	Params map[string]string `json:"params,omitempty"`
+}
+
+// String returns the permission as a spec would grant it: its name, then
+// its parameters in braces, sorted, such as `net{host="db", port="5432"}`.
+func (p Permission) String() string {
+	if len(p.Params) == 0 {
+		return p.Name
+	}
+	parts := make([]string, 0, len(p.Params))
+	for _, k := range slices.Sorted(maps.Keys(p.Params)) {
+		parts = append(parts, fmt.Sprintf("%s=%q", k, p.Params[k]))
+	}
+	return p.Name + "{" + strings.Join(parts, ", ") + "}"
 }
 
 // Permissions is a list of granted permissions, each name at most once.

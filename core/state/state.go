@@ -54,8 +54,11 @@ type Tenant struct {
 	User   sdk.User
 	Cgroup sdk.Cgroup
 	// Limits are the tenant's cgroup limits: the sums over its instances.
-	Limits    sdk.Resources
-	UpdatedAt time.Time
+	Limits sdk.Resources
+	// RuntimeHandles are the handles that runtimes returned from
+	// PrepareTenant, by runtime name.
+	RuntimeHandles map[string]sdk.Handle `json:",omitempty"`
+	UpdatedAt      time.Time
 }
 
 // InstanceSpec is the canonical form of an instance's desired spec. Two specs
@@ -72,7 +75,9 @@ type InstanceSpec struct {
 	Env          map[string]string
 	Resources    sdk.Resources
 	StateBytes   int64
-	Permissions  []sdk.Permission
+	Permissions  sdk.Permissions
+	// Settings are the runtime-specific settings; absent when none.
+	Settings sdk.Config `json:",omitempty"`
 }
 
 // Instance is the record of an instance.
@@ -89,10 +94,11 @@ type Instance struct {
 	// with: a workload is adopted only if it runs the spec being applied.
 	RuntimeSpecHash string
 	StateHandle     *sdk.Handle
-	StateSource     string
-	RunDir          string
-	Cgroup          sdk.Cgroup
-	UpdatedAt       time.Time
+	// StateMount is the mount the StateFS returned; zero without state.
+	StateMount sdk.Mount
+	RunDir     string
+	Cgroup     sdk.Cgroup
+	UpdatedAt  time.Time
 }
 
 // Key returns "tenant/name".
