@@ -147,6 +147,15 @@ func (s *session) startEngine(ctx context.Context, mode storeMode) int {
 	if err != nil {
 		return s.fail(err)
 	}
+	// The instances against their runtimes: settings, permissions, and
+	// what the runtime validates.
+	diags, err = s.engine.CheckTenants(ctx, s.tenants)
+	if s.writeDiags(diags) {
+		return exitInvalid
+	}
+	if err != nil {
+		return s.fail(err)
+	}
 	return exitOK
 }
 

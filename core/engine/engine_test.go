@@ -205,8 +205,8 @@ func (s *stateClient) Checkpoints(context.Context, sdk.Handle) ([]sdk.Checkpoint
 	return nil, sdk.ErrUnsupported
 }
 func (s *stateClient) Rollback(context.Context, sdk.Handle, string) error { return sdk.ErrUnsupported }
-func (s *stateClient) Unmount(context.Context, sdk.Handle) error        { return nil }
-func (s *stateClient) Hash(context.Context, sdk.Handle) ([]byte, error) { return nil, nil }
+func (s *stateClient) Unmount(context.Context, sdk.Handle) error          { return nil }
+func (s *stateClient) Hash(context.Context, sdk.Handle) ([]byte, error)   { return nil, nil }
 func (s *stateClient) Recover(_ context.Context, h sdk.Handle) (sdk.Handle, error) {
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()

@@ -172,6 +172,14 @@ func probe(path string) int {
 	return 1
 }
 
+func (f *fake) PrepareTenant(_ context.Context, req *sdk.TenantRequest) (sdk.Handle, error) {
+	return sdk.Handle{Version: 1, Data: []byte(req.Tenant)}, nil
+}
+
+func (f *fake) ReleaseTenant(context.Context, sdk.Handle) error { return nil }
+
+func (f *fake) Validate(context.Context, *sdk.StartRequest) error { return nil }
+
 func (f *fake) Stop(context.Context, sdk.Handle, time.Duration) error { return nil }
 
 func (f *fake) Destroy(context.Context, sdk.Handle) error { return nil }
@@ -201,6 +209,20 @@ func (f *fake) Mount(_ context.Context, h sdk.Handle) (sdk.Mount, error) {
 func (f *fake) Unmount(context.Context, sdk.Handle) error { return nil }
 
 func (f *fake) Hash(_ context.Context, h sdk.Handle) ([]byte, error) { return h.Data, nil }
+
+func (f *fake) Usage(context.Context, sdk.Handle) (sdk.Usage, error) {
+	return sdk.Usage{}, sdk.ErrUnsupported
+}
+
+func (f *fake) Checkpoint(context.Context, sdk.Handle, string) (sdk.Checkpoint, error) {
+	return sdk.Checkpoint{}, sdk.ErrUnsupported
+}
+
+func (f *fake) Checkpoints(context.Context, sdk.Handle) ([]sdk.Checkpoint, error) {
+	return nil, sdk.ErrUnsupported
+}
+
+func (f *fake) Rollback(context.Context, sdk.Handle, string) error { return sdk.ErrUnsupported }
 
 func (f *fake) Deprovision(context.Context, sdk.Handle) error { return nil }
 

@@ -59,9 +59,9 @@ type sandboxConfig struct {
 	Jail string `json:"jail"`
 	// StateReadOnly is set when the state mount is read-only, whatever
 	// the permissions say.
-	StateReadOnly bool `json:"state_read_only,omitempty"`
-	UID  uint32 `json:"uid"`
-	GID  uint32 `json:"gid"`
+	StateReadOnly bool   `json:"state_read_only,omitempty"`
+	UID           uint32 `json:"uid"`
+	GID           uint32 `json:"gid"`
 	// ProcsFiles are the cgroup.procs files the sandbox joins.
 	ProcsFiles  []string `json:"procs_files"`
 	CacheDir    string   `json:"cache_dir"`

@@ -87,8 +87,8 @@ type handleData struct {
 	Size     int64  `json:"size"`
 	// Inodes is the inode limit; absent from handles made before it was.
 	Inodes int64  `json:"inodes,omitempty"`
-	UID      uint32 `json:"uid"`
-	GID      uint32 `json:"gid"`
+	UID    uint32 `json:"uid"`
+	GID    uint32 `json:"gid"`
 }
 
 // Provision creates req.Dir (its parent must exist), owned by req.User with
