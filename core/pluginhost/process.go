@@ -213,7 +213,7 @@ func (p *process) exited() bool {
 // explain replaces the transport error of a plugin call with one saying the
 // plugin exited and how, once the process is seen to have exited.
 func (p *process) explain(ctx context.Context, method string, err error) error {
-	if err == nil || ctx.Err() != nil || !strings.HasPrefix(method, "/kigumi.plugin.v1.") {
+	if err == nil || ctx.Err() != nil || !strings.HasPrefix(method, "/kigumi.plugin.v") {
 		return err
 	}
 	st, ok := status.FromError(err)
