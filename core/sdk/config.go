@@ -108,3 +108,33 @@ func decodeAs[T any](raw json.RawMessage) (T, error) {
 	err := json.Unmarshal(raw, &v)
 	return v, err
 }
+
+// permissionJSON is the object form of a Permission's JSON encoding.
+type permissionJSON struct {
+	Name   string            `json:"name"`
+	Params map[string]string `json:"params,omitempty"`
+}
+
+// MarshalJSON encodes a permission without parameters as its name, a JSON
+// string, and one with parameters as {"name": ..., "params": {...}}.
+func (p Permission) MarshalJSON() ([]byte, error) {
+	if len(p.Params) == 0 {
+		return json.Marshal(p.Name)
+	}
+	return json.Marshal(permissionJSON(p))
+}
+
+// UnmarshalJSON decodes either form MarshalJSON makes.
+func (p *Permission) UnmarshalJSON(b []byte) error {
+	var name string
+	if err := json.Unmarshal(b, &name); err == nil {
+		*p = Permission{Name: name}
+		return nil
+	}
+	var o permissionJSON
+	if err := json.Unmarshal(b, &o); err != nil {
+		return fmt.Errorf("permission: %w", err)
+	}
+	*p = Permission(o)
+	return nil
+}

@@ -67,3 +67,31 @@ func TestConfigJSONErrors(t *testing.T) {
 		t.Errorf("encode of an int = %v, want an error", err)
 	}
 }
+
+func TestPermissionJSON(t *testing.T) {
+	tests := []struct {
+		name string
+		p    Permissions
+		json string
+	}{
+		{"names", Permissions{{Name: "clock"}, {Name: "state.write"}}, `["clock","state.write"]`},
+		{"params", Permissions{{Name: "net", Params: map[string]string{"port": "1", "host": "a"}}}, `[{"name":"net","params":{"host":"a","port":"1"}}]`},
+		{"empty", Permissions{}, `[]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := json.Marshal(tt.p)
+			if err != nil || string(b) != tt.json {
+				t.Fatalf("encode = %s, %v; want %s", b, err, tt.json)
+			}
+			var got Permissions
+			if err := json.Unmarshal(b, &got); err != nil || !reflect.DeepEqual(got, tt.p) {
+				t.Errorf("decode = %#v, %v; want %#v", got, err, tt.p)
+			}
+		})
+	}
+	var p Permission
+	if err := json.Unmarshal([]byte(`7`), &p); err == nil {
+		t.Error("a number decoded as a permission")
+	}
+}

@@ -302,9 +302,9 @@ const (
 // Permission is a capability granted to a workload, by name, with its
 // parameters. Workloads get nothing that is not granted.
 type Permission struct {
-	Name string `json:"name"`
+	Name string
 	// Params are the permission's parameters; nil when it has none.
-	Params map[string]string `json:"params,omitempty"`
+	Params map[string]string
 }
 
 // String returns the permission as a spec would grant it: its name, then
