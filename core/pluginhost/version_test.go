@@ -12,10 +12,6 @@ import (
 )
 
 func TestOldProtocolPlugin(t *testing.T) {
-	if sdk.ProtocolVersion == 1 {
-		// Remove with the SDK's move to protocol 2 (branch sdkv2).
-		t.Skip("the SDK still speaks protocol 1, which the test plugin speaks too")
-	}
 	dir := t.TempDir()
 	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "kigumi-runtime-foo"), "./testdata/v1plugin").CombinedOutput()
 	if err != nil {
