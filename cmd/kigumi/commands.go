@@ -11,6 +11,7 @@ import (
 	"github.com/kigumi/kigumi/core/engine"
 	"github.com/kigumi/kigumi/core/plan"
 	"github.com/kigumi/kigumi/core/sdk/v2"
+	"github.com/kigumi/kigumi/core/state"
 )
 
 var cmdValidate = &command{
@@ -88,12 +89,19 @@ func planFromSpecs(ctx context.Context, c *cli, mode storeMode) (*session, *plan
 	if code != exitOK {
 		return s, nil, code
 	}
-	desired, err := engine.Desired(s.tenants)
+	owners, err := s.engine.Owners(ctx)
+	if err != nil {
+		return s, nil, s.fail(err)
+	}
+	if s.writeDiags(engine.OwnershipDiagnostics(owners, state.SourceFile, s.tenants)) {
+		return s, nil, exitInvalid
+	}
+	desired, err := engine.Desired(s.host, s.tenants)
 	if err != nil {
 		c.errorf("%v", err)
 		return s, nil, exitInvalid
 	}
-	p, err := s.engine.Plan(ctx, desired)
+	p, err := s.engine.Plan(ctx, state.SourceFile, desired)
 	if err != nil {
 		return s, nil, s.fail(err)
 	}
@@ -154,8 +162,8 @@ func execute(ctx context.Context, s *session, p *plan.Plan) int {
 		c.errorf("%v", err)
 		return applyExit(err)
 	}
-	fmt.Fprintf(c.stdout, "\nApply complete: %d created, %d updated, %d destroyed.\n",
-		p.Count(plan.Create), p.Count(plan.Update), p.Count(plan.Destroy))
+	fmt.Fprintf(c.stdout, "\nApply complete: %d created, %d updated, %d destroyed, %d restarted.\n",
+		p.Count(plan.Create), p.Count(plan.Update), p.Count(plan.Destroy), p.Count(plan.Restart))
 	return exitOK
 }
 

@@ -229,7 +229,7 @@ func TestEndToEnd(t *testing.T) {
 	w := newWorkspace(t, 2)
 	mustKigumi(t, "validate", "-c", w.host)
 	out := mustKigumi(t, "plan", "-c", w.host)
-	if !strings.Contains(out, "Plan: 4 to create, 0 to update, 0 to destroy.") {
+	if !strings.Contains(out, "Plan: tenants: 2 to create, 0 to update, 0 to destroy; instances: 2 to create, 0 to update, 0 to destroy.") {
 		t.Fatalf("plan output:\n%s", out)
 	}
 	mustKigumi(t, "apply", "-c", w.host, "--auto-approve")

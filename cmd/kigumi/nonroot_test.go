@@ -73,7 +73,7 @@ func TestNonRoot(t *testing.T) {
 		{[]string{"validate"}, []string{`Policy "tenant-users-on" warns`, "Valid:"}},
 		{[]string{"apply", "--auto-approve"}, []string{"Apply complete: 2 created"}},
 		{[]string{"status"}, []string{"running"}},
-		{[]string{"destroy", "--auto-approve"}, []string{"Apply complete: 0 created, 0 updated, 2 destroyed."}},
+		{[]string{"destroy", "--auto-approve"}, []string{"Apply complete: 0 created, 0 updated, 2 destroyed, 0 restarted."}},
 	}
 	for _, st := range steps {
 		args := append([]string{st.args[0], "-c", w.host}, st.args[1:]...)

@@ -7,7 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/dustin/go-humanize"
 
 	"github.com/kigumi/kigumi/core/plan"
 	"github.com/kigumi/kigumi/core/sdk/v2"
@@ -58,53 +61,156 @@ func (e *ActionError) Error() string {
 // Unwrap returns the cause.
 func (e *ActionError) Unwrap() error { return e.Err }
 
-// Apply executes the plan's actions in order. It stops at the first action
-// that fails, after rolling that action back; actions done before stay done.
+// Apply executes the plan's actions in order, tenant by tenant. The first
+// action of a tenant that fails is rolled back, and the tenant's remaining
+// actions are skipped; actions done before stay done, and the other
+// tenants' actions go on. A tenant whose plan would take the host past its
+// capacity is a *CapacityError, and none of its actions run. The error
+// joins every tenant's error.
 func (e *Engine) Apply(ctx context.Context, p *plan.Plan) error {
+	var errs []error
+	failed := map[string]bool{}
 	created := map[string]bool{} // tenants this apply created
+	checked := map[string]bool{}
+	defer func() {
+		e.capMu.Lock()
+		for t := range checked {
+			delete(e.reserved, t)
+		}
+		e.capMu.Unlock()
+	}()
 	for _, a := range p.Actions {
-		start := time.Now()
-		fmt.Fprintf(e.out, "%s %s...\n", verb(a.Op), a.Target())
-		var err error
-		switch {
-		case a.Instance == "" && a.Op == plan.Create:
-			err = e.createTenant(ctx, a)
-			if err == nil {
-				created[a.Tenant] = true
-			}
-		case a.Instance == "" && a.Op == plan.Update:
-			err = e.updateTenant(ctx, a)
-		case a.Instance == "" && a.Op == plan.Destroy:
-			err = e.destroyTenant(ctx, a.Tenant)
-		case a.Op == plan.Create:
-			err = e.createInstance(ctx, a)
-			if err != nil && created[a.Tenant] {
-				err = errors.Join(err, rollback(e.dropEmptyTenant(a.Tenant)))
-			}
-		case a.Op == plan.Update:
-			err = e.updateInstance(ctx, a)
-		case a.Op == plan.Destroy:
-			err = e.destroyInstance(ctx, a.Tenant, a.Instance)
+		if failed[a.Tenant] {
+			continue
 		}
-		if err != nil {
-			fmt.Fprintf(e.out, "  failed after %s\n", since(start))
-			return &ActionError{Action: a, Err: err}
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
 		}
-		fmt.Fprintf(e.out, "  done in %s\n", since(start))
+		if !checked[a.Tenant] {
+			checked[a.Tenant] = true
+			if err := e.reserve(a.Tenant, p); err != nil {
+				failed[a.Tenant] = true
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if err := e.applyAction(ctx, a, created); err != nil {
+			failed[a.Tenant] = true
+			errs = append(errs, err)
+		}
 	}
+	return errors.Join(errs...)
+}
+
+// applyAction runs one action, framed by the hooks.
+func (e *Engine) applyAction(ctx context.Context, a plan.Action, created map[string]bool) error {
+	start := time.Now()
+	e.hooks.PreApply(a)
+	var err error
+	switch {
+	case a.Instance == "" && a.Op == plan.Create:
+		err = e.createTenant(ctx, a)
+		if err == nil {
+			created[a.Tenant] = true
+		}
+	case a.Instance == "" && a.Op == plan.Update:
+		err = e.updateTenant(ctx, a)
+	case a.Instance == "" && a.Op == plan.Destroy:
+		err = e.destroyTenant(ctx, a.Tenant)
+	case a.Op == plan.Create:
+		err = e.createInstance(ctx, a)
+		if err != nil && created[a.Tenant] {
+			err = errors.Join(err, rollback(e.dropEmptyTenant(a.Tenant)))
+		}
+	case a.Op == plan.Update:
+		err = e.updateInstance(ctx, a)
+	case a.Op == plan.Restart:
+		err = e.restartInstance(ctx, a.Tenant, a.Instance, true)
+	case a.Op == plan.Destroy:
+		err = e.destroyInstance(ctx, a.Tenant, a.Instance)
+	}
+	if err != nil {
+		err = &ActionError{Action: a, Err: err}
+	}
+	e.hooks.PostApply(a, time.Since(start), err)
+	return err
+}
+
+// CapacityError is the error of a tenant whose plan would take the host's
+// totals past its capacity.
+type CapacityError struct {
+	Tenant string
+	// Detail names what would exceed the capacity, and by how much.
+	Detail string
+}
+
+// Error implements error.
+func (e *CapacityError) Error() string {
+	return fmt.Sprintf("tenant %q does not fit on the host: %s", e.Tenant, e.Detail)
+}
+
+// reserve checks that the usage p gives tenant, with what every other tenant
+// holds (or is being applied to hold), fits the host's capacity, and
+// reserves it until the apply ends. Plans that do not grow the tenant
+// always pass: shrinking never needs room.
+func (e *Engine) reserve(tenant string, p *plan.Plan) error {
+	want := p.Usage[tenant]
+	e.capMu.Lock()
+	defer e.capMu.Unlock()
+	tenants, instances, err := e.records(context.Background())
+	if err != nil {
+		return err
+	}
+	held := map[string]plan.Usage{}
+	for _, t := range tenants {
+		u := held[t.Name]
+		u.Limits = t.Limits
+		held[t.Name] = u
+	}
+	for _, i := range instances {
+		u := held[i.Tenant]
+		u.Instances++
+		held[i.Tenant] = u
+	}
+	for t, u := range e.reserved {
+		held[t] = u
+	}
+	mine := held[tenant]
+	if want.Limits.MemoryBytes <= mine.Limits.MemoryBytes && want.Limits.MilliCPU <= mine.Limits.MilliCPU && want.Instances <= mine.Instances {
+		e.reserved[tenant] = mine
+		return nil
+	}
+	var total plan.Usage
+	for t, u := range held {
+		if t != tenant {
+			total.Limits.MemoryBytes += u.Limits.MemoryBytes
+			total.Limits.MilliCPU += u.Limits.MilliCPU
+			total.Instances += u.Instances
+		}
+	}
+	c := e.host.Capacity
+	var over []string
+	if m := total.Limits.MemoryBytes + want.Limits.MemoryBytes; c.MemoryBytes > 0 && m > c.MemoryBytes {
+		over = append(over, fmt.Sprintf("memory %s of %s", humanize.IBytes(uint64(m)), humanize.IBytes(uint64(c.MemoryBytes))))
+	}
+	if m := total.Limits.MilliCPU + want.Limits.MilliCPU; c.MilliCPU > 0 && m > c.MilliCPU {
+		over = append(over, fmt.Sprintf("cpu %g of %g cores", float64(m)/1000, float64(c.MilliCPU)/1000))
+	}
+	if n := total.Instances + want.Instances; c.MaxInstances > 0 && int64(n) > c.MaxInstances {
+		over = append(over, fmt.Sprintf("%d of %d instances", n, c.MaxInstances))
+	}
+	if over != nil {
+		return &CapacityError{Tenant: tenant, Detail: "all tenants together would hold " + strings.Join(over, ", ")}
+	}
+	e.reserved[tenant] = plan.Usage{Limits: maxResources(mine.Limits, want.Limits), Instances: max(mine.Instances, want.Instances)}
 	return nil
 }
 
-func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond / 10) }
-
-func verb(op plan.Op) string {
-	switch op {
-	case plan.Create:
-		return "Creating"
-	case plan.Update:
-		return "Updating"
-	}
-	return "Destroying"
+// maxResources is the larger of a and b, field by field.
+func maxResources(a, b sdk.Resources) sdk.Resources {
+	return sdk.Resources{MemoryBytes: max(a.MemoryBytes, b.MemoryBytes), MilliCPU: max(a.MilliCPU, b.MilliCPU),
+		DiskBytes: max(a.DiskBytes, b.DiskBytes), Pids: max(a.Pids, b.Pids)}
 }
 
 // step runs fn, journaled before and after.
@@ -134,17 +240,17 @@ func (e *Engine) createTenant(ctx context.Context, a plan.Action) error {
 	if err != nil {
 		return err
 	}
+	rec.Phase = state.PhaseCreating
+	rec.Limits = a.Limits
+	rec.Source = a.Source
 	if !ok {
-		rec = state.Tenant{Name: a.Tenant}
+		rec.Name = a.Tenant
+		// The allocation is recorded before anything is made, so a resumed
+		// create reuses the same ids.
 		if err := e.allocate(&rec); err != nil {
 			return err
 		}
-	}
-	rec.Phase = state.PhaseCreating
-	rec.Limits = a.Limits
-	// The allocation is recorded before anything is made, so a resumed
-	// create reuses the same ids.
-	if err := e.store.PutTenant(rec); err != nil {
+	} else if err := e.store.PutTenant(rec); err != nil {
 		return err
 	}
 	err = e.step(target, "isolation.ensure", func() error {
@@ -174,9 +280,12 @@ func mkdirMode(dir string, mode os.FileMode) error {
 	return os.Chmod(dir, mode)
 }
 
-// allocate picks a tenant's uid and subordinate id range: the lowest free
-// ones not recorded for another tenant.
+// allocate picks a tenant's uid and subordinate id range, the lowest free
+// ones not recorded for another tenant, and records them, all while no
+// other tenant allocates.
 func (e *Engine) allocate(rec *state.Tenant) error {
+	e.capMu.Lock()
+	defer e.capMu.Unlock()
 	tenants, err := e.store.Tenants()
 	if err != nil {
 		return err
@@ -197,7 +306,7 @@ func (e *Engine) allocate(rec *state.Tenant) error {
 	if sub == 0 {
 		rec.User.Count = 0
 	}
-	return nil
+	return e.store.PutTenant(*rec)
 }
 
 // tenantSpec is what isolation needs to make a tenant.
@@ -228,6 +337,7 @@ func (e *Engine) updateTenant(ctx context.Context, a plan.Action) error {
 		return err
 	}
 	rec.Limits = a.Limits
+	rec.Source = a.Source
 	return e.store.PutTenant(rec)
 }
 
@@ -336,6 +446,8 @@ func (e *Engine) updateInstance(ctx context.Context, a plan.Action) error {
 		rec.RuntimeHandle = nil
 	}
 	rec.Phase, rec.Spec, rec.SpecHash = state.PhaseUpdating, *a.Spec, a.Spec.Hash()
+	oldRun := rec.Run
+	rec.Run = state.RunHistory{} // a new spec starts a new restart count
 	if err := e.store.PutInstance(rec); err != nil {
 		return err
 	}
@@ -350,7 +462,7 @@ func (e *Engine) updateInstance(ctx context.Context, a plan.Action) error {
 			// The spec before the interrupted update is not known any more.
 			return errors.Join(err, rollback(errors.New("the instance has no workload; the next apply retries the update")))
 		}
-		rec.Spec, rec.SpecHash = old, old.Hash()
+		rec.Spec, rec.SpecHash, rec.Run = old, old.Hash(), oldRun
 		if rerr := e.bringUp(cctx, ten, &rec, false); rerr != nil {
 			return errors.Join(err, rollback(fmt.Errorf("restore the previous spec: %w", rerr)))
 		}
@@ -374,4 +486,84 @@ func (e *Engine) destroyInstance(ctx context.Context, tenant, name string) error
 		return err
 	}
 	return e.tearDown(ctx, &rec, true)
+}
+
+// restartInstance starts an instance's workload again, with its spec and
+// state: policy says the restart policy asked (and counts it), rather than
+// an operator.
+func (e *Engine) restartInstance(ctx context.Context, tenant, name string, policy bool) error {
+	ten, rec, ok, err := e.actionRecords(plan.Action{Tenant: tenant, Instance: name})
+	if err != nil {
+		return err
+	}
+	if !ok || rec.Phase != state.PhaseReady {
+		return fmt.Errorf("instance %s/%s: %w", tenant, name, ErrUnknownInstance)
+	}
+	if rec.RuntimeHandle != nil {
+		if err := e.step("instance "+rec.Key(), "runtime.destroy", func() error { return e.runtimeDestroy(ctx, rec) }); err != nil {
+			return err
+		}
+		rec.RuntimeHandle = nil
+	}
+	if policy {
+		rec.Run.Restarts++
+	} else {
+		rec.Held = false
+	}
+	if err := e.store.PutInstance(rec); err != nil {
+		return err
+	}
+	return e.bringUp(ctx, ten, &rec, false)
+}
+
+// StopInstance stops an instance's workload and holds it stopped: it is not
+// restarted until StartInstance or RestartInstance. Its state stays.
+func (e *Engine) StopInstance(ctx context.Context, tenant, name string) error {
+	rec, ok, err := e.store.Instance(tenant, name)
+	if err != nil {
+		return err
+	}
+	if !ok || rec.Phase != state.PhaseReady {
+		return fmt.Errorf("instance %s/%s: %w", tenant, name, ErrUnknownInstance)
+	}
+	rec.Held = true
+	if err := e.store.PutInstance(rec); err != nil {
+		return err
+	}
+	if rec.RuntimeHandle == nil {
+		return nil
+	}
+	return e.step("instance "+rec.Key(), "runtime.stop", func() error {
+		rt, err := e.runtime(ctx, rec.Spec.Runtime)
+		if err != nil {
+			return err
+		}
+		return ignoreNotFound(rt.Stop(ctx, *rec.RuntimeHandle, StopTimeout))
+	})
+}
+
+// StopTimeout is how long a stopped workload has to end before it is killed.
+const StopTimeout = 10 * time.Second
+
+// StartInstance releases an instance an operator stopped, and starts its
+// workload again unless it still runs.
+func (e *Engine) StartInstance(ctx context.Context, tenant, name string) error {
+	ten, rec, ok, err := e.actionRecords(plan.Action{Tenant: tenant, Instance: name})
+	if err != nil {
+		return err
+	}
+	if !ok || rec.Phase != state.PhaseReady {
+		return fmt.Errorf("instance %s/%s: %w", tenant, name, ErrUnknownInstance)
+	}
+	rec.Held = false
+	if err := e.store.PutInstance(rec); err != nil {
+		return err
+	}
+	return e.bringUp(ctx, ten, &rec, false)
+}
+
+// RestartInstance starts an instance's workload afresh, with its spec and
+// state, and releases it if an operator had stopped it.
+func (e *Engine) RestartInstance(ctx context.Context, tenant, name string) error {
+	return e.restartInstance(ctx, tenant, name, false)
 }

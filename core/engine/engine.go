@@ -13,9 +13,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
 
 	"github.com/kigumi/kigumi/core/plan"
 	"github.com/kigumi/kigumi/core/pluginhost"
@@ -53,15 +56,25 @@ type Isolation interface {
 	RemoveInstance(ctx context.Context, tenantName, instance string) error
 }
 
-// Engine applies specs to one host.
+// Engine applies specs to one host. It is safe for concurrent use across
+// tenants: the actions of one tenant must come from one goroutine at a time
+// (the agent's queue sees to it), those of different tenants may run at
+// once. How many run at once is the caller's choice.
 type Engine struct {
 	host      *spec.Host
 	store     *state.Store
 	plugins   Plugins
 	isolation Isolation
 	log       hclog.Logger
-	out       io.Writer
-	configs   map[string]*configured
+	hooks     hooks
+
+	mu      sync.Mutex // guards configs
+	configs map[string]*configured
+
+	// capMu serializes id allocation and capacity checks; reserved holds
+	// the usage of tenants being applied, until their records hold it.
+	capMu    sync.Mutex
+	reserved map[string]plan.Usage
 }
 
 // Option configures an Engine.
@@ -70,15 +83,15 @@ type Option func(*Engine)
 // WithLogger sets the engine's logger.
 func WithLogger(l hclog.Logger) Option { return func(e *Engine) { e.log = l } }
 
-// WithProgress sets where apply reports each action (default io.Discard).
-func WithProgress(w io.Writer) Option { return func(e *Engine) { e.out = w } }
+// WithHooks adds hooks that observe the engine.
+func WithHooks(h ...Hook) Option { return func(e *Engine) { e.hooks = append(e.hooks, h...) } }
 
 // New returns an engine for host, recording into store (nil when nothing
 // was applied and the engine only plans or reports), working through
 // plugins and isolation.
 func New(host *spec.Host, store *state.Store, plugins Plugins, isolation Isolation, opts ...Option) *Engine {
 	e := &Engine{host: host, store: store, plugins: plugins, isolation: isolation,
-		log: hclog.NewNullLogger(), out: io.Discard, configs: map[string]*configured{}}
+		log: hclog.NewNullLogger(), configs: map[string]*configured{}, reserved: map[string]plan.Usage{}}
 	for _, o := range opts {
 		o(e)
 	}
@@ -141,17 +154,32 @@ func PrepareStateDir(h *spec.Host) error {
 	return nil
 }
 
-// Desired turns decoded tenant specs into desired state. It reads each
-// module to pin its content digest.
-func Desired(tenants []*spec.Tenant) ([]plan.Tenant, error) {
+// FileSource returns the source name of a tenant spec file of h:
+// "file:" and its path relative to the host spec's directory.
+func FileSource(h *spec.Host, file string) string {
+	rel, err := filepath.Rel(filepath.Dir(h.File), file)
+	if err != nil {
+		rel = file
+	}
+	return state.SourceFile + ":" + filepath.ToSlash(rel)
+}
+
+// Desired turns tenant specs decoded from h's spec files into desired state,
+// each owned by its file. It reads each module to pin its content digest.
+func Desired(h *spec.Host, tenants []*spec.Tenant) ([]plan.Tenant, error) {
 	digests := map[string]string{}
 	var out []plan.Tenant
 	for _, t := range tenants {
-		pt := plan.Tenant{Name: t.Name}
+		pt := plan.Tenant{Name: t.Name, Source: FileSource(h, t.File)}
 		for _, i := range t.Instances {
 			s := state.InstanceSpec{
 				Runtime: i.Runtime, Module: i.Module, Image: i.Image, Digest: i.Digest,
 				Args: i.Args, Env: i.Env, Resources: i.Resources, StateBytes: i.StateBytes, Permissions: i.Permissions,
+			}
+			// The default policy is left out, so that the specs recorded
+			// before restart policies existed keep their hash.
+			if i.Restart != spec.RestartOnFailure {
+				s.Restart = i.Restart
 			}
 			if len(i.Settings) > 0 {
 				s.Settings = i.Settings
@@ -191,30 +219,100 @@ func fileDigest(path string) (string, error) {
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// Plan diffs desired against the recorded state.
-func (e *Engine) Plan(ctx context.Context, desired []plan.Tenant) (*plan.Plan, error) {
+// Plan refreshes the recorded workloads of the tenants that sources of kind
+// owner own, and diffs desired (all from such sources) against them.
+// Tenants of other sources are neither seen nor touched; a desired tenant
+// recorded for another kind of source is an *OwnerError.
+func (e *Engine) Plan(ctx context.Context, owner string, desired []plan.Tenant) (*plan.Plan, error) {
+	return e.plan(ctx, owner, nil, desired)
+}
+
+// PlanTenant plans one tenant of a source of kind owner: towards desired, or
+// towards its destruction when desired is nil.
+func (e *Engine) PlanTenant(ctx context.Context, owner, name string, desired *plan.Tenant) (*plan.Plan, error) {
+	var d []plan.Tenant
+	if desired != nil {
+		d = []plan.Tenant{*desired}
+	}
+	return e.plan(ctx, owner, []string{name}, d)
+}
+
+// OwnerError is the error of planning a tenant that another kind of source
+// owns.
+type OwnerError struct {
+	Tenant string
+	// Owner is the recorded source; Claim the kind that claims the tenant.
+	Owner, Claim string
+}
+
+// Error implements error.
+func (e *OwnerError) Error() string {
+	return fmt.Sprintf("tenant %q belongs to source %s, not to a %s source", e.Tenant, e.Owner, e.Claim)
+}
+
+// plan plans desired against the records owned by owner, of the tenants
+// named in only (all when empty).
+func (e *Engine) plan(ctx context.Context, owner string, only []string, desired []plan.Tenant) (*plan.Plan, error) {
 	tenants, instances, err := e.records(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return plan.Diff(desired, tenants, instances), nil
+	in := func(name string) bool { return len(only) == 0 || slices.Contains(only, name) }
+	var ts []state.Tenant
+	for _, t := range tenants {
+		if !in(t.Name) {
+			continue
+		}
+		if state.SourceKind(t.Source) != owner {
+			if slices.ContainsFunc(desired, func(d plan.Tenant) bool { return d.Name == t.Name }) {
+				return nil, &OwnerError{Tenant: t.Name, Owner: t.Source, Claim: owner}
+			}
+			continue
+		}
+		ts = append(ts, t)
+	}
+	var is []state.Instance
+	for _, i := range instances {
+		if slices.ContainsFunc(ts, func(t state.Tenant) bool { return t.Name == i.Tenant }) {
+			is = append(is, i)
+		}
+	}
+	r, is, err := e.refresh(ctx, ts, is)
+	if err != nil {
+		return nil, err
+	}
+	p := plan.Diff(desired, ts, is, r)
+	e.hooks.PostDiff(only, p)
+	return p, nil
 }
 
-// records returns the recorded tenants and instances; none when the engine
-// has no store because nothing was applied yet.
-func (e *Engine) records(ctx context.Context) ([]state.Tenant, []state.Instance, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, nil, err
+// OwnershipDiagnostics reports each tenant that a spec of a source of kind
+// claim declares while owners (tenant name to recorded source) names
+// another kind of source: no source takes a tenant over silently.
+func OwnershipDiagnostics(owners map[string]string, claim string, tenants []*spec.Tenant) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for _, t := range tenants {
+		if owner, ok := owners[t.Name]; ok && state.SourceKind(owner) != claim {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Tenant owned by another source",
+				Detail: fmt.Sprintf("Tenant %q belongs to %s; a %s source cannot take it over. Rename the tenant, or remove it from its source first.",
+					t.Name, owner, claim),
+				Subject: t.DeclRange.Ptr(),
+			})
+		}
 	}
-	if e.store == nil {
-		return nil, nil, nil
+	return diags
+}
+
+// Owners returns the recorded source of every tenant.
+func (e *Engine) Owners(ctx context.Context) (map[string]string, error) {
+	tenants, _, err := e.records(ctx)
+	out := make(map[string]string, len(tenants))
+	for _, t := range tenants {
+		out[t.Name] = t.Source
 	}
-	tenants, err := e.store.Tenants()
-	if err != nil {
-		return nil, nil, err
-	}
-	instances, err := e.store.Instances()
-	return tenants, instances, err
+	return out, err
 }
 
 // DestroyPlan plans the destruction of the named tenants, or of every
@@ -247,7 +345,7 @@ func (e *Engine) DestroyPlan(ctx context.Context, names []string) (*plan.Plan, e
 			di = append(di, i)
 		}
 	}
-	return plan.Diff(nil, dt, di), nil
+	return plan.Diff(nil, dt, di, nil), nil
 }
 
 // ErrUnknownTenant is returned for a tenant that has no record.
@@ -255,3 +353,20 @@ var ErrUnknownTenant = errors.New("no such tenant on this host")
 
 // ErrUnknownInstance is returned for an instance that has no record.
 var ErrUnknownInstance = errors.New("no such instance on this host")
+
+// records returns the recorded tenants and instances; none when the engine
+// has no store because nothing was applied yet.
+func (e *Engine) records(ctx context.Context) ([]state.Tenant, []state.Instance, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	if e.store == nil {
+		return nil, nil, nil
+	}
+	tenants, err := e.store.Tenants()
+	if err != nil {
+		return nil, nil, err
+	}
+	instances, err := e.store.Instances()
+	return tenants, instances, err
+}

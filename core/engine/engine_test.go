@@ -279,7 +279,7 @@ func testHost(t *testing.T) *spec.Host {
 func desired(names ...string) []plan.Tenant {
 	var out []plan.Tenant
 	for _, n := range names {
-		out = append(out, plan.Tenant{Name: n, Instances: []plan.Instance{{Name: "web", Spec: state.InstanceSpec{
+		out = append(out, plan.Tenant{Name: n, Source: "file:tenants/" + n + ".hcl", Instances: []plan.Instance{{Name: "web", Spec: state.InstanceSpec{
 			Runtime: "wasm", Module: "/m.wasm", ModuleDigest: "sha256:1", StateBytes: 1 << 20,
 			Resources: sdk.Resources{MemoryBytes: 32 << 20, MilliCPU: 100, Pids: 8},
 		}}}})
@@ -306,7 +306,7 @@ func newEngine(t *testing.T, h *spec.Host, w *world) *Engine {
 // (runtime.Goexit) ends only that apply.
 func apply(t *testing.T, e *Engine, want []plan.Tenant) (*plan.Plan, error, bool) {
 	t.Helper()
-	p, err := e.Plan(context.Background(), want)
+	p, err := e.Plan(context.Background(), state.SourceFile, want)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/state"
@@ -166,9 +167,11 @@ func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, te
 		RunDir:      rec.RunDir,
 	}
 	if err := e.step("instance "+rec.Key(), "runtime.start", func() error {
+		oom := oomKills(rec.Cgroup)
 		h, err := rt.Start(ctx, req)
 		if err == nil {
 			rec.RuntimeHandle, rec.RuntimeSpecHash = &h, rec.SpecHash
+			rec.Run.StartedAt, rec.Run.OOMKills = time.Now().UTC(), oom
 		}
 		return err
 	}); err != nil {

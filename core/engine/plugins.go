@@ -43,7 +43,9 @@ func (e *Engine) launch(ctx context.Context, kind sdk.Kind, name string) (sdk.Pl
 // to run is an error.
 func (e *Engine) Configure(ctx context.Context) (hcl.Diagnostics, error) {
 	var diags hcl.Diagnostics
+	e.mu.Lock()
 	e.configs = map[string]*configured{}
+	e.mu.Unlock()
 	for _, b := range e.host.Plugins {
 		d, err := e.configure(ctx, b)
 		diags = append(diags, d...)
@@ -89,13 +91,17 @@ func (e *Engine) configure(ctx context.Context, b spec.PluginBlock) (hcl.Diagnos
 		}
 		return diags, fmt.Errorf("configure %s: %w", title, err)
 	}
+	e.mu.Lock()
 	e.configs[key(b.Kind, b.Name)] = &configured{req: req, client: client, info: info}
+	e.mu.Unlock()
 	return diags, nil
 }
 
 // reconfigure configures client if it is not the client last configured
 // for kind and name (the plugin was relaunched).
 func (e *Engine) reconfigure(ctx context.Context, kind sdk.Kind, name string, client sdk.Plugin) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	c, ok := e.configs[key(kind, name)]
 	if !ok {
 		return fmt.Errorf("%s plugin %q is not declared in the host spec: %w", kind, name, sdk.ErrNotFound)

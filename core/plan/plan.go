@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/dustin/go-humanize"
 
@@ -18,7 +19,10 @@ import (
 
 // Tenant is a desired tenant.
 type Tenant struct {
-	Name      string
+	Name string
+	// Source names the source that desires the tenant, such as
+	// "file:tenants/alice.hcl"; it is recorded as the tenant's owner.
+	Source    string
 	Instances []Instance
 }
 
@@ -48,6 +52,9 @@ const (
 	Create  Op = "create"
 	Update  Op = "update"
 	Destroy Op = "destroy"
+	// Restart starts an instance's ended or lost workload again, with the
+	// same spec and state, as its restart policy says.
+	Restart Op = "restart"
 )
 
 // Action is one step of a plan.
@@ -60,6 +67,10 @@ type Action struct {
 	Spec *state.InstanceSpec `json:"spec,omitempty"`
 	// Limits are the desired tenant limits (create and update of tenants).
 	Limits sdk.Resources `json:"limits"`
+	// Source is the tenant's owning source (create and update of tenants).
+	Source string `json:"source,omitempty"`
+	// Reason says why an instance restarts.
+	Reason string `json:"reason,omitempty"`
 	// Changes lists what an update changes.
 	Changes []Change `json:"changes,omitempty"`
 	// Resume is set when the action finishes one that an earlier apply
@@ -85,6 +96,32 @@ type Change struct {
 // Plan is an ordered list of actions.
 type Plan struct {
 	Actions []Action `json:"actions"`
+	// RetryAfter, when not zero, is when the earliest restart held back by
+	// its backoff falls due: plan again then.
+	RetryAfter time.Duration `json:"retry_after,omitempty"`
+	// Drift lists recorded workloads the refresh found not running, and
+	// what is done about each.
+	Drift []Drift `json:"drift,omitempty"`
+	// Usage is what each desired tenant of the plan will hold of the
+	// host's capacity once applied; a tenant being destroyed holds none.
+	Usage map[string]Usage `json:"-"`
+}
+
+// Usage is what a tenant holds of the host's capacity.
+type Usage struct {
+	Limits    sdk.Resources `json:"limits"`
+	Instances int           `json:"instances"`
+}
+
+// Drift is a recorded workload that was found not running.
+type Drift struct {
+	Tenant   string `json:"tenant"`
+	Instance string `json:"instance"`
+	// Exit is how the workload ended.
+	Exit state.Exit `json:"exit"`
+	// Restart is set when the plan restarts it; otherwise Reason says why not.
+	Restart bool   `json:"restart"`
+	Reason  string `json:"reason"`
 }
 
 // Empty reports whether the plan changes nothing.
@@ -101,11 +138,45 @@ func (p *Plan) Count(op Op) int {
 	return n
 }
 
+// CountTenants returns how many tenant actions have op.
+func (p *Plan) CountTenants(op Op) int {
+	n := 0
+	for _, a := range p.Actions {
+		if a.Op == op && a.Instance == "" {
+			n++
+		}
+	}
+	return n
+}
+
+// CountInstances returns how many instance actions have op.
+func (p *Plan) CountInstances(op Op) int { return p.Count(op) - p.CountTenants(op) }
+
+// Refresh is what a refresh found of the recorded workloads, just before
+// planning.
+type Refresh struct {
+	// Now is when the refresh ran; restart backoffs are measured from it.
+	Now time.Time
+	// Workloads maps an instance key ("tenant/name") to what its runtime
+	// reported. An instance with a workload handle but no entry was not
+	// refreshed and is taken to be as recorded.
+	Workloads map[string]Workload
+}
+
+// Workload is what the runtime reported of a recorded workload.
+type Workload struct {
+	State sdk.State
+	// Exit says how it ended, when State is not running.
+	Exit state.Exit
+}
+
 // Diff returns the plan that takes the recorded tenants and instances to the
 // desired tenants. Destroys come first, so they free capacity; then tenants
 // are created or updated before their instances. Records left half done by an
 // interrupted apply are resumed: finished if still desired, destroyed if not.
-func Diff(desired []Tenant, tenants []state.Tenant, instances []state.Instance) *Plan {
+// A workload that refresh (which may be nil) found ended or lost is
+// restarted as its instance's restart policy and backoff say.
+func Diff(desired []Tenant, tenants []state.Tenant, instances []state.Instance, refresh *Refresh) *Plan {
 	want := map[string]Tenant{}
 	wantInst := map[string]Instance{}
 	for _, t := range desired {
@@ -123,7 +194,10 @@ func Diff(desired []Tenant, tenants []state.Tenant, instances []state.Instance) 
 		haveInst[i.Key()] = i
 	}
 
-	p := &Plan{}
+	p := &Plan{Usage: map[string]Usage{}}
+	for _, t := range desired {
+		p.Usage[t.Name] = Usage{Limits: t.Limits(), Instances: len(t.Instances)}
+	}
 	// 1. Instances that are not wanted, or whose destroy was interrupted.
 	for _, i := range sorted(instances, state.Instance.Key) {
 		_, wanted := wantInst[i.Key()]
@@ -146,16 +220,21 @@ func Diff(desired []Tenant, tenants []state.Tenant, instances []state.Instance) 
 		limits := t.Limits()
 		var lower *Action
 		if have, ok := haveTenant[t.Name]; !ok {
-			p.Actions = append(p.Actions, Action{Op: Create, Tenant: t.Name, Limits: limits})
+			p.Actions = append(p.Actions, Action{Op: Create, Tenant: t.Name, Limits: limits, Source: t.Source})
 		} else if have.Phase != state.PhaseReady {
-			p.Actions = append(p.Actions, Action{Op: Create, Tenant: t.Name, Limits: limits, Resume: true})
-		} else if have.Limits != limits {
+			p.Actions = append(p.Actions, Action{Op: Create, Tenant: t.Name, Limits: limits, Source: t.Source, Resume: true})
+		} else if have.Limits != limits || have.Source != t.Source {
 			raised := maxResources(have.Limits, limits)
-			if raised != have.Limits {
-				p.Actions = append(p.Actions, Action{Op: Update, Tenant: t.Name, Limits: raised, Changes: resourceChanges("limits.", have.Limits, raised)})
+			var moved []Change
+			if have.Source != t.Source {
+				moved = []Change{{Field: "source", Old: show(have.Source), New: show(t.Source)}}
+			}
+			if raised != have.Limits || moved != nil {
+				p.Actions = append(p.Actions, Action{Op: Update, Tenant: t.Name, Limits: raised, Source: t.Source,
+					Changes: append(moved, resourceChanges("limits.", have.Limits, raised)...)})
 			}
 			if raised != limits {
-				lower = &Action{Op: Update, Tenant: t.Name, Limits: limits, Changes: resourceChanges("limits.", raised, limits)}
+				lower = &Action{Op: Update, Tenant: t.Name, Limits: limits, Source: t.Source, Changes: resourceChanges("limits.", raised, limits)}
 			}
 		}
 		for _, i := range sorted(t.Instances, func(i Instance) string { return i.Name }) {
@@ -169,6 +248,8 @@ func Diff(desired []Tenant, tenants []state.Tenant, instances []state.Instance) 
 			case have.Phase == state.PhaseUpdating || have.SpecHash != spec.Hash():
 				p.Actions = append(p.Actions, Action{Op: Update, Tenant: t.Name, Instance: i.Name, Spec: &spec,
 					Changes: SpecChanges(have.Spec, spec), Resume: have.Phase == state.PhaseUpdating})
+			default:
+				p.drift(have, refresh)
 			}
 		}
 		if lower != nil {
@@ -176,6 +257,35 @@ func Diff(desired []Tenant, tenants []state.Tenant, instances []state.Instance) 
 		}
 	}
 	return p
+}
+
+// drift plans the restart of have's workload if refresh found it ended and
+// its restart policy and backoff allow.
+func (p *Plan) drift(have state.Instance, refresh *Refresh) {
+	if refresh == nil || have.RuntimeHandle == nil {
+		return
+	}
+	w, ok := refresh.Workloads[have.Key()]
+	if !ok || w.State == sdk.StateRunning || w.State == sdk.StateUnknown {
+		return
+	}
+	d := DecideRestart(have, w.Exit, refresh.Now)
+	p.Drift = append(p.Drift, Drift{Tenant: have.Tenant, Instance: have.Name, Exit: w.Exit, Restart: d.Restart, Reason: d.Reason})
+	switch {
+	case d.Restart:
+		spec := have.Spec
+		p.Actions = append(p.Actions, Action{Op: Restart, Tenant: have.Tenant, Instance: have.Name, Spec: &spec, Reason: d.Reason,
+			Changes: []Change{{Field: "workload", Old: describeExit(w.Exit), New: "running"}}})
+	case d.Wait > 0 && (p.RetryAfter == 0 || d.Wait < p.RetryAfter):
+		p.RetryAfter = d.Wait
+	}
+}
+
+func describeExit(e state.Exit) string {
+	if e.Cause == state.CauseExit {
+		return fmt.Sprintf("exited with code %d", e.Code)
+	}
+	return fmt.Sprintf("ended (%s, code %d)", e.Cause, e.Code)
 }
 
 // maxResources returns the larger of a and b, field by field; 0 means
@@ -219,9 +329,12 @@ func SpecChanges(old, new state.InstanceSpec) []Change {
 	add("args", old.Args, new.Args)
 	add("env", old.Env, new.Env)
 	out = append(out, resourceChanges("resources.", old.Resources, new.Resources)...)
-	add("state.size", size(old.StateBytes), size(new.StateBytes))
+	if old.StateBytes != new.StateBytes {
+		out = append(out, Change{Field: "state.size", Old: size(old.StateBytes), New: size(new.StateBytes)})
+	}
 	add("permissions", old.Permissions, new.Permissions)
 	add("settings", old.Settings, new.Settings)
+	add("restart", old.Restart, new.Restart)
 	return out
 }
 
@@ -285,25 +398,31 @@ func (p *Plan) Render(w io.Writer) error {
 	var b strings.Builder
 	b.WriteString("Kigumi will perform the following actions:\n\n")
 	for _, a := range p.Actions {
-		sign := map[Op]string{Create: "+", Update: "~", Destroy: "-"}[a.Op]
+		sign := map[Op]string{Create: "+", Update: "~", Destroy: "-", Restart: "^"}[a.Op]
 		fmt.Fprintf(&b, "  %s %s %s", sign, a.Op, a.Target())
 		if a.Resume {
 			b.WriteString(" (resuming an interrupted apply)")
 		}
+		if a.Reason != "" {
+			fmt.Fprintf(&b, " (%s)", a.Reason)
+		}
 		b.WriteString("\n")
 		if a.Op == Create && a.Spec != nil {
-			art := a.Spec.Module
-			if art == "" {
-				art = a.Spec.Image
+			for _, c := range SpecChanges(state.InstanceSpec{}, *a.Spec) {
+				fmt.Fprintf(&b, "      %s: %s\n", c.Field, c.New)
 			}
-			fmt.Fprintf(&b, "      runtime %s, %s, memory %s, cpu %s, pids %d\n", a.Spec.Runtime, art,
-				size(a.Spec.Resources.MemoryBytes), cpu(a.Spec.Resources.MilliCPU), a.Spec.Resources.Pids)
 		}
 		for _, c := range a.Changes {
 			fmt.Fprintf(&b, "      %s: %s -> %s\n", c.Field, c.Old, c.New)
 		}
 	}
-	fmt.Fprintf(&b, "\nPlan: %d to create, %d to update, %d to destroy.\n", p.Count(Create), p.Count(Update), p.Count(Destroy))
+	fmt.Fprintf(&b, "\nPlan: tenants: %d to create, %d to update, %d to destroy; instances: %d to create, %d to update, %d to destroy",
+		p.CountTenants(Create), p.CountTenants(Update), p.CountTenants(Destroy),
+		p.CountInstances(Create), p.CountInstances(Update), p.CountInstances(Destroy))
+	if n := p.Count(Restart); n > 0 {
+		fmt.Fprintf(&b, ", %d to restart", n)
+	}
+	b.WriteString(".\n")
 	_, err := io.WriteString(w, b.String())
 	return err
 }

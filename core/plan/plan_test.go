@@ -10,7 +10,7 @@ import (
 	"github.com/kigumi/kigumi/core/state"
 )
 
-func spec(mem int64, args ...string) state.InstanceSpec {
+func ispec(mem int64, args ...string) state.InstanceSpec {
 	return state.InstanceSpec{
 		Runtime: "wasm", Module: "/m/app.wasm", ModuleDigest: "sha256:aa", Args: args,
 		Resources: sdk.Resources{MemoryBytes: mem, MilliCPU: 100, DiskBytes: 1 << 20, Pids: 8},
@@ -39,7 +39,7 @@ func summary(p *Plan) []string {
 }
 
 func TestDiff(t *testing.T) {
-	one := Tenant{Name: "alice", Instances: []Instance{{Name: "web", Spec: spec(32 << 20)}}}
+	one := Tenant{Name: "alice", Instances: []Instance{{Name: "web", Spec: ispec(32 << 20)}}}
 	oneLimits := one.Limits()
 	tests := []struct {
 		name      string
@@ -54,73 +54,73 @@ func TestDiff(t *testing.T) {
 			want: []string{"create tenant alice", "create instance alice/web", "create tenant bob"}},
 		{name: "no change", desired: []Tenant{one},
 			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
-			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)},
+			instances: []state.Instance{rec("alice", "web", ispec(32<<20), state.PhaseReady)},
 			want:      nil},
 		{name: "update args",
-			desired:   []Tenant{{Name: "alice", Instances: []Instance{{Name: "web", Spec: spec(32<<20, "-v")}}}},
+			desired:   []Tenant{{Name: "alice", Instances: []Instance{{Name: "web", Spec: ispec(32<<20, "-v")}}}},
 			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
-			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)},
+			instances: []state.Instance{rec("alice", "web", ispec(32<<20), state.PhaseReady)},
 			want:      []string{"update instance alice/web"}, changes: []string{"args"}},
 		{name: "update memory updates tenant limits first",
-			desired:   []Tenant{{Name: "alice", Instances: []Instance{{Name: "web", Spec: spec(64 << 20)}}}},
+			desired:   []Tenant{{Name: "alice", Instances: []Instance{{Name: "web", Spec: ispec(64 << 20)}}}},
 			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
-			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)},
+			instances: []state.Instance{rec("alice", "web", ispec(32<<20), state.PhaseReady)},
 			want:      []string{"update tenant alice", "update instance alice/web"}, changes: []string{"resources.memory"}},
 		{name: "lower cpu: instance first, then tenant limits",
 			desired: []Tenant{{Name: "alice", Instances: []Instance{{Name: "web", Spec: func() state.InstanceSpec {
-				s := spec(32 << 20)
+				s := ispec(32 << 20)
 				s.Resources.MilliCPU = 50
 				return s
 			}()}}}},
 			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
-			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)},
+			instances: []state.Instance{rec("alice", "web", ispec(32<<20), state.PhaseReady)},
 			want:      []string{"update instance alice/web", "update tenant alice"}, changes: []string{"limits.cpu"}},
 		{name: "more memory, less cpu: raise memory first, lower cpu last",
 			desired: []Tenant{{Name: "alice", Instances: []Instance{{Name: "web", Spec: func() state.InstanceSpec {
-				s := spec(64 << 20)
+				s := ispec(64 << 20)
 				s.Resources.MilliCPU = 50
 				return s
 			}()}}}},
 			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
-			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)},
+			instances: []state.Instance{rec("alice", "web", ispec(32<<20), state.PhaseReady)},
 			want:      []string{"update tenant alice", "update instance alice/web", "update tenant alice"}, changes: []string{"limits.cpu"}},
 		{name: "destroy tenant and its instances first",
 			desired:   []Tenant{{Name: "bob"}},
 			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
-			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)},
+			instances: []state.Instance{rec("alice", "web", ispec(32<<20), state.PhaseReady)},
 			want:      []string{"destroy instance alice/web", "destroy tenant alice", "create tenant bob"}},
 		{name: "resume interrupted create",
 			desired:   []Tenant{one},
 			tenants:   []state.Tenant{tenantRec("alice", state.PhaseCreating, oneLimits)},
-			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseCreating)},
+			instances: []state.Instance{rec("alice", "web", ispec(32<<20), state.PhaseCreating)},
 			want:      []string{"create tenant alice!", "create instance alice/web!"}},
 		{name: "resume interrupted update",
 			desired:   []Tenant{one},
 			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
-			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseUpdating)},
+			instances: []state.Instance{rec("alice", "web", ispec(32<<20), state.PhaseUpdating)},
 			want:      []string{"update instance alice/web!"}},
 		{name: "interrupted destroy of a wanted instance is finished, then recreated",
 			desired:   []Tenant{one},
 			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
-			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseDestroying)},
+			instances: []state.Instance{rec("alice", "web", ispec(32<<20), state.PhaseDestroying)},
 			want:      []string{"destroy instance alice/web!", "create instance alice/web"}},
 		{name: "half-created instance no longer wanted is destroyed",
 			tenants:   []state.Tenant{tenantRec("alice", state.PhaseCreating, oneLimits)},
-			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseCreating)},
+			instances: []state.Instance{rec("alice", "web", ispec(32<<20), state.PhaseCreating)},
 			want:      []string{"destroy instance alice/web", "destroy tenant alice"}},
 		{name: "rebuilt module is an update",
 			desired: []Tenant{{Name: "alice", Instances: []Instance{{Name: "web", Spec: func() state.InstanceSpec {
-				s := spec(32 << 20)
+				s := ispec(32 << 20)
 				s.ModuleDigest = "sha256:bb"
 				return s
 			}()}}}},
 			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
-			instances: []state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)},
+			instances: []state.Instance{rec("alice", "web", ispec(32<<20), state.PhaseReady)},
 			want:      []string{"update instance alice/web"}, changes: []string{"module content"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := Diff(tt.desired, tt.tenants, tt.instances)
+			p := Diff(tt.desired, tt.tenants, tt.instances, nil)
 			got := summary(p)
 			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
 				t.Fatalf("actions:\n got %q\nwant %q", got, tt.want)
@@ -149,11 +149,24 @@ func TestRender(t *testing.T) {
 	}{
 		{"empty", &Plan{}, []string{"No changes."}},
 		{"mixed", Diff(
-			[]Tenant{{Name: "alice", Instances: []Instance{{Name: "web", Spec: spec(64<<20, "-v")}}}},
+			[]Tenant{{Name: "alice", Instances: []Instance{{Name: "web", Spec: ispec(64<<20, "-v")}}}},
 			[]state.Tenant{tenantRec("alice", state.PhaseReady, sdk.Resources{}), tenantRec("old", state.PhaseReady, sdk.Resources{})},
-			[]state.Instance{rec("alice", "web", spec(32<<20), state.PhaseReady)}),
+			[]state.Instance{rec("alice", "web", ispec(32<<20), state.PhaseReady)}, nil),
 			[]string{"- destroy tenant old", "~ update instance alice/web", `args: [] -> ["-v"]`,
-				"resources.memory: 32 MiB -> 64 MiB", "Plan: 0 to create, 2 to update, 1 to destroy."}},
+				"resources.memory: 32 MiB -> 64 MiB",
+				"Plan: tenants: 0 to create, 1 to update, 1 to destroy; instances: 0 to create, 1 to update, 0 to destroy."}},
+		{"every attribute", Diff(
+			[]Tenant{{Name: "alice", Source: "file:tenants/b.hcl", Instances: []Instance{{Name: "web", Spec: func() state.InstanceSpec {
+				s := ispec(32<<20, "-v")
+				s.Env, s.StateBytes, s.Restart, s.ModuleDigest = map[string]string{"A": "1"}, 1<<20, "always", "sha256:bb"
+				s.Permissions = []sdk.Permission{sdk.PermStateRead}
+				return s
+			}()}}}},
+			[]state.Tenant{{Name: "alice", Phase: state.PhaseReady, Source: "file:tenants/a.hcl", Limits: ispec(32 << 20).Resources}},
+			[]state.Instance{rec("alice", "web", ispec(32<<20), state.PhaseReady)}, nil),
+			[]string{`source: "file:tenants/a.hcl" -> "file:tenants/b.hcl"`, `args: [] -> ["-v"]`, `env: {} -> {A="1"}`,
+				"state.size: 0 B -> 1.0 MiB", `restart: "" -> "always"`, `module content: "sha256:aa" -> "sha256:bb"`,
+				`permissions: [] -> [state.read]`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -179,10 +192,10 @@ func BenchmarkDiff(b *testing.B) {
 	for i := range 1000 {
 		t := Tenant{Name: fmt.Sprintf("t%04d", i)}
 		for j := range 10 {
-			s := spec(32<<20, fmt.Sprint(j))
+			s := ispec(32<<20, fmt.Sprint(j))
 			t.Instances = append(t.Instances, Instance{Name: fmt.Sprintf("i%d", j), Spec: s})
 			same = append(same, rec(t.Name, fmt.Sprintf("i%d", j), s, state.PhaseReady))
-			stale = append(stale, rec(t.Name, fmt.Sprintf("i%d", j), spec(16<<20), state.PhaseReady))
+			stale = append(stale, rec(t.Name, fmt.Sprintf("i%d", j), ispec(16<<20), state.PhaseReady))
 		}
 		desired = append(desired, t)
 		tenants = append(tenants, tenantRec(t.Name, state.PhaseReady, t.Limits()))
@@ -193,7 +206,7 @@ func BenchmarkDiff(b *testing.B) {
 	}{{"no-change", same}, {"all-updates", stale}} {
 		b.Run(bc.name, func(b *testing.B) {
 			for b.Loop() {
-				Diff(desired, tenants, bc.records)
+				Diff(desired, tenants, bc.records, nil)
 			}
 		})
 	}

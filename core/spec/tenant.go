@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -37,7 +38,7 @@ var (
 	instanceSchema   = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{
 			{Name: "runtime"}, {Name: "module"}, {Name: "image"}, {Name: "digest"},
-			{Name: "args"}, {Name: "env"}, {Name: "permissions"},
+			{Name: "args"}, {Name: "env"}, {Name: "permissions"}, {Name: "restart"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{
 			{Type: "resources"}, {Type: "state"}, {Type: "settings"},
@@ -166,6 +167,7 @@ func (d *decoder) instance(b *hcl.Block, dir string, h *Host) Instance {
 			DiskBytes:   defaultDisk,
 			Pids:        defaultPids,
 		},
+		Restart:   RestartOnFailure,
 		DeclRange: b.DefRange,
 		Ranges:    map[string]hcl.Range{},
 	}
@@ -188,6 +190,11 @@ func (d *decoder) instance(b *hcl.Block, dir string, h *Host) Instance {
 		in.Env = d.env(a)
 	}
 	in.Permissions = d.permissions(c, &in)
+	if a := c.Attributes["restart"]; a != nil {
+		if in.Restart = d.str(a); !slices.Contains(RestartPolicies, in.Restart) {
+			d.invalid(a.Expr, a.Name, "%q is not a restart policy; write \"never\", \"on-failure\" or \"always\".", in.Restart)
+		}
+	}
 	if rb := d.single(c.Blocks, "resources"); rb != nil {
 		d.resources(rb, &in)
 	}

@@ -104,6 +104,8 @@ type Instance struct {
 	Settings sdk.Config
 	// SettingsBody is the body of the settings block; nil without one.
 	SettingsBody hcl.Body
+	// Restart is the restart policy (RestartOnFailure unless set).
+	Restart string
 	// DeclRange is the range of the instance block header; Ranges maps
 	// attribute names (such as "module" or "resources.memory") to the
 	// range of their expression, "permission.NAME" to the place a
@@ -112,3 +114,15 @@ type Instance struct {
 	DeclRange hcl.Range
 	Ranges    map[string]hcl.Range
 }
+
+// The restart policies of an instance: when its workload ends, never start
+// it again, start it again only if it failed (exited non-zero, was killed
+// or hit a limit), or always.
+const (
+	RestartNever     = "never"
+	RestartOnFailure = "on-failure"
+	RestartAlways    = "always"
+)
+
+// RestartPolicies lists the restart policies.
+var RestartPolicies = []string{RestartNever, RestartOnFailure, RestartAlways}

@@ -12,6 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -20,8 +23,10 @@ import (
 	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
-// SchemaVersion is the version of the records' layout.
-const SchemaVersion = 1
+// SchemaVersion is the version of the records' layout. Version 2 added
+// each tenant's Source and each instance's run history; a version 1
+// database is upgraded when opened for writing.
+const SchemaVersion = 2
 
 var (
 	bucketMeta      = []byte("meta")
@@ -50,6 +55,10 @@ const (
 type Tenant struct {
 	Name  string
 	Phase Phase
+	// Source names the desired-state source that owns the tenant, as
+	// "KIND:ID": "file:tenants/alice.hcl" (relative to the host spec's
+	// directory) or "lease:ID". Only that kind of source plans over it.
+	Source string
 	// User is the tenant's Linux identity; zero UID when tenant users are off.
 	User   sdk.User
 	Cgroup sdk.Cgroup
@@ -78,6 +87,8 @@ type InstanceSpec struct {
 	Permissions  sdk.Permissions
 	// Settings are the runtime-specific settings; absent when none.
 	Settings sdk.Config `json:",omitempty"`
+	// Restart is the restart policy: "never", "on-failure" or "always".
+	Restart string `json:",omitempty"`
 }
 
 // Instance is the record of an instance.
@@ -98,8 +109,65 @@ type Instance struct {
 	StateMount sdk.Mount
 	RunDir     string
 	Cgroup     sdk.Cgroup
-	UpdatedAt  time.Time
+	// Run is the workload's run history, which survives agent restarts so
+	// that a crash loop keeps its backoff.
+	Run RunHistory
+	// Held is set while an operator has stopped the instance: it is not
+	// restarted until started again.
+	Held      bool `json:",omitempty"`
+	UpdatedAt time.Time
 }
+
+// RunHistory is what happened to an instance's workloads.
+type RunHistory struct {
+	// StartedAt is when the current (or last) workload started.
+	StartedAt time.Time `json:",omitzero"`
+	// Restarts counts restarts by the restart policy since the instance
+	// was created or its spec last changed.
+	Restarts int `json:",omitempty"`
+	// Failures counts consecutive failed runs, for the restart backoff; a
+	// run that lasts long enough resets it.
+	Failures int `json:",omitempty"`
+	// LastExit is how the last workload ended, if one did.
+	LastExit *Exit `json:",omitempty"`
+	// OOMKills is the instance cgroup's OOM kill count when the current
+	// workload started: a higher count at its end means it was OOM-killed.
+	OOMKills int `json:",omitempty"`
+}
+
+// Exit is how a workload ended.
+type Exit struct {
+	Code int
+	// Cause is "exit", "signal", "oom" (killed for memory) or "limit"
+	// (another resource limit).
+	Cause   string
+	Message string    `json:",omitempty"`
+	At      time.Time `json:",omitzero"`
+}
+
+// Exit causes.
+const (
+	CauseExit   = "exit"
+	CauseSignal = "signal"
+	CauseOOM    = "oom"
+	CauseLimit  = "limit"
+)
+
+// SourceKind returns the kind of a source name: "file" of
+// "file:tenants/alice.hcl". A record without a source belongs to "file".
+func SourceKind(source string) string {
+	if source == "" {
+		return SourceFile
+	}
+	kind, _, _ := strings.Cut(source, ":")
+	return kind
+}
+
+// The source kinds.
+const (
+	SourceFile  = "file"
+	SourceLease = "lease"
+)
 
 // Key returns "tenant/name".
 func (i Instance) Key() string { return i.Tenant + "/" + i.Name }
@@ -124,9 +192,15 @@ type Entry struct {
 	Error  string `json:",omitempty"`
 }
 
-// Store is the state database.
+// Store is the state database. It is safe for concurrent use: concurrent
+// writers are merged into one transaction (bbolt Batch), and a record
+// written again unchanged is not rewritten.
 type Store struct {
 	db *bolt.DB
+	mu sync.Mutex
+	// written maps bucket/key to the digest of the record last written or
+	// read, without its UpdatedAt.
+	written map[string][sha256.Size]byte
 }
 
 // Option configures Open.
@@ -163,7 +237,9 @@ func Open(path string, opts ...Option) (*Store, error) {
 		}
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
-	s := &Store{db: db}
+	// A lone writer waits this long for others to share its commit.
+	db.MaxBatchDelay = time.Millisecond
+	s := &Store{db: db, written: map[string][sha256.Size]byte{}}
 	if !o.readOnly {
 		if err := s.init(); err != nil {
 			db.Close()
@@ -184,11 +260,49 @@ func (s *Store) init() error {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keySchema); v != nil {
-			return checkVersion(v)
+		v := meta.Get(keySchema)
+		if v == nil {
+			return meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, SchemaVersion))
 		}
-		return meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, SchemaVersion))
+		if len(v) == 4 && binary.BigEndian.Uint32(v) < SchemaVersion {
+			return upgrade(tx, binary.BigEndian.Uint32(v))
+		}
+		return checkVersion(v)
 	})
+}
+
+// upgrade brings a database of schema from up to SchemaVersion, inside tx.
+func upgrade(tx *bolt.Tx, from uint32) error {
+	if from < 1 {
+		return fmt.Errorf("state database has schema %d, this kigumi upgrades from schema 1", from)
+	}
+	if from < 2 {
+		// Version 1 had one source, the spec directory: its tenants are
+		// adopted by the file source; the next file apply names the file.
+		b := tx.Bucket(bucketTenants)
+		var keys, values [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			var t map[string]any
+			if err := json.Unmarshal(v, &t); err != nil {
+				return fmt.Errorf("upgrade tenant %s: %w", k, err)
+			}
+			if src, _ := t["Source"].(string); src == "" {
+				t["Source"] = SourceFile + ":"
+			}
+			nv, err := json.Marshal(t)
+			keys, values = append(keys, slices.Clone(k)), append(values, nv)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		for i := range keys {
+			if err := b.Put(keys[i], values[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint32(nil, SchemaVersion))
 }
 
 func (s *Store) checkSchema() error {
@@ -196,6 +310,11 @@ func (s *Store) checkSchema() error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
 			return fmt.Errorf("state database is empty")
+		}
+		// Reading needs no upgrade: a version 1 record reads as one
+		// with no source, which belongs to the file source.
+		if v := meta.Get(keySchema); len(v) == 4 && binary.BigEndian.Uint32(v) == 1 {
+			return nil
 		}
 		return checkVersion(meta.Get(keySchema))
 	})
@@ -208,6 +327,9 @@ func checkVersion(v []byte) error {
 	return nil
 }
 
+// ReadOnly reports whether the database was opened for reading only.
+func (s *Store) ReadOnly() bool { return s.db.IsReadOnly() }
+
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
@@ -219,14 +341,14 @@ func (s *Store) Tenant(name string) (t Tenant, ok bool, err error) {
 	return get[Tenant](s.db, bucketTenants, name)
 }
 
-// PutTenant writes a tenant record.
+// PutTenant writes a tenant record, unless it is unchanged.
 func (s *Store) PutTenant(t Tenant) error {
-	t.UpdatedAt = time.Now().UTC()
-	return put(s.db, bucketTenants, t.Name, t)
+	t.UpdatedAt = time.Time{}
+	return s.put(bucketTenants, t.Name, t, func(at time.Time) any { t.UpdatedAt = at; return t })
 }
 
 // DeleteTenant removes a tenant record.
-func (s *Store) DeleteTenant(name string) error { return del(s.db, bucketTenants, name) }
+func (s *Store) DeleteTenant(name string) error { return s.del(bucketTenants, name) }
 
 // Instances returns every instance record, sorted by tenant and name.
 func (s *Store) Instances() ([]Instance, error) { return list[Instance](s.db, bucketInstances) }
@@ -236,15 +358,15 @@ func (s *Store) Instance(tenant, name string) (i Instance, ok bool, err error) {
 	return get[Instance](s.db, bucketInstances, tenant+"/"+name)
 }
 
-// PutInstance writes an instance record.
+// PutInstance writes an instance record, unless it is unchanged.
 func (s *Store) PutInstance(i Instance) error {
-	i.UpdatedAt = time.Now().UTC()
-	return put(s.db, bucketInstances, i.Key(), i)
+	i.UpdatedAt = time.Time{}
+	return s.put(bucketInstances, i.Key(), i, func(at time.Time) any { i.UpdatedAt = at; return i })
 }
 
 // DeleteInstance removes an instance record.
 func (s *Store) DeleteInstance(tenant, name string) error {
-	return del(s.db, bucketInstances, tenant+"/"+name)
+	return s.del(bucketInstances, tenant+"/"+name)
 }
 
 // Record appends a journal entry for step of target. A non-nil stepErr is
@@ -254,7 +376,10 @@ func (s *Store) Record(target, step string, ev Event, stepErr error) error {
 	if stepErr != nil {
 		e.Error = stepErr.Error()
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	// Batch merges concurrent steps into one commit; each caller still
+	// returns only once its entry is on disk. The function may run twice,
+	// and is idempotent: a failed transaction consumed no sequence.
+	return s.db.Batch(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketJournal)
 		seq, err := b.NextSequence()
 		if err != nil {
@@ -298,15 +423,39 @@ func (s *Store) Journal(n int) ([]Entry, error) {
 	return out, err
 }
 
-func put[T any](db *bolt.DB, bucket []byte, key string, v T) error {
-	data, err := json.Marshal(v)
+// put writes v (with a zero UpdatedAt) under key, stamped by stamp, unless
+// the same value was last written there.
+func (s *Store) put(bucket []byte, key string, v any, stamp func(time.Time) any) error {
+	plain, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s %s: %w", bucket, key, err)
 	}
-	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(key), data) }); err != nil {
+	sum := sha256.Sum256(plain)
+	id := string(bucket) + "/" + key
+	s.mu.Lock()
+	same := s.written[id] == sum
+	s.mu.Unlock()
+	if same {
+		return nil
+	}
+	data, err := json.Marshal(stamp(time.Now().UTC()))
+	if err != nil {
+		return fmt.Errorf("encode %s %s: %w", bucket, key, err)
+	}
+	if err := s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(key), data) }); err != nil {
+		s.forget(id)
 		return fmt.Errorf("write %s %s: %w", bucket, key, err)
 	}
+	s.mu.Lock()
+	s.written[id] = sum
+	s.mu.Unlock()
 	return nil
+}
+
+func (s *Store) forget(id string) {
+	s.mu.Lock()
+	delete(s.written, id)
+	s.mu.Unlock()
 }
 
 func get[T any](db *bolt.DB, bucket []byte, key string) (v T, ok bool, err error) {
@@ -339,8 +488,9 @@ func list[T any](db *bolt.DB, bucket []byte) ([]T, error) {
 	return out, err
 }
 
-func del(db *bolt.DB, bucket []byte, key string) error {
-	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete([]byte(key)) }); err != nil {
+func (s *Store) del(bucket []byte, key string) error {
+	s.forget(string(bucket) + "/" + key)
+	if err := s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete([]byte(key)) }); err != nil {
 		return fmt.Errorf("delete %s %s: %w", bucket, key, err)
 	}
 	return nil
