@@ -10,8 +10,10 @@ import (
 
 // TenantStatus is what `kigumi status` reports of a tenant.
 type TenantStatus struct {
-	Name      string           `json:"name"`
-	Phase     state.Phase      `json:"phase"`
+	Name  string      `json:"name"`
+	Phase state.Phase `json:"phase"`
+	// Source is the desired-state source that owns the tenant.
+	Source    string           `json:"source"`
 	User      string           `json:"user"`
 	UID       uint32           `json:"uid"`
 	Home      string           `json:"home"`
@@ -30,6 +32,14 @@ type InstanceStatus struct {
 	Message  string      `json:"message,omitempty"`
 	StateDir string      `json:"state_dir,omitempty"`
 	LogDir   string      `json:"log_dir"`
+	// Restart is the restart policy; Restarts counts restarts by it.
+	Restart  string `json:"restart"`
+	Restarts int    `json:"restarts"`
+	// Held is set while an operator holds the instance stopped.
+	Held bool `json:"held,omitempty"`
+	// LastExit is how the last workload ended: exit code, cause (exit,
+	// signal, oom, limit, lost) and when.
+	LastExit *state.Exit `json:"last_exit,omitempty"`
 }
 
 // Status reports every recorded tenant and instance, asking the runtimes
@@ -41,7 +51,7 @@ func (e *Engine) Status(ctx context.Context) ([]TenantStatus, error) {
 	}
 	out := make([]TenantStatus, 0, len(tenants))
 	for _, t := range tenants {
-		ts := TenantStatus{Name: t.Name, Phase: t.Phase, User: t.User.Name, UID: t.User.UID, Home: t.User.Home, Cgroup: t.Cgroup.Path,
+		ts := TenantStatus{Name: t.Name, Phase: t.Phase, Source: t.Source, User: t.User.Name, UID: t.User.UID, Home: t.User.Home, Cgroup: t.Cgroup.Path,
 			Instances: []InstanceStatus{}}
 		for _, i := range instances {
 			if i.Tenant == t.Name {
@@ -55,7 +65,7 @@ func (e *Engine) Status(ctx context.Context) ([]TenantStatus, error) {
 
 func (e *Engine) instanceStatus(ctx context.Context, i state.Instance) InstanceStatus {
 	st := InstanceStatus{Name: i.Name, Phase: i.Phase, Runtime: i.Spec.Runtime, State: sdk.StateUnknown,
-		StateDir: i.StateMount.Source, LogDir: i.RunDir}
+		StateDir: i.StateMount.Source, LogDir: i.RunDir, Restart: i.Spec.Restart, Restarts: i.Run.Restarts, Held: i.Held, LastExit: i.Run.LastExit}
 	if i.RuntimeHandle == nil {
 		st.Message = "no workload recorded"
 		return st

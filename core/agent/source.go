@@ -1,0 +1,200 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/kigumi/kigumi/core/engine"
+	"github.com/kigumi/kigumi/core/spec"
+)
+
+// Snapshot is the full desired state of one source: every tenant it owns.
+type Snapshot struct {
+	// Kind is the source's kind, such as "file".
+	Kind string
+	// Generation numbers the snapshots of a source, from 1.
+	Generation uint64
+	// Files holds each spec file, by source name ("file:tenants/a.hcl").
+	Files map[string]*FileSpec
+	// Resync is set on a periodic full resync: every tenant is
+	// reconciled, changed or not.
+	Resync bool
+}
+
+// FileSpec is one spec file of a snapshot.
+type FileSpec struct {
+	// Source is the file's source name.
+	Source string
+	// Tenants are the file's tenants; nil when it is invalid.
+	Tenants []*spec.Tenant
+	// Diags are the file's diagnostics; with errors the file is invalid.
+	Diags hcl.Diagnostics
+	// Files are the parsed files, for rendering Diags.
+	Files map[string]*hcl.File
+}
+
+// Invalid reports whether the file could not be used.
+func (f *FileSpec) Invalid() bool { return f.Diags.HasErrors() }
+
+// MaxSpecBytes is the largest tenant spec file the file source reads.
+const MaxSpecBytes = 1 << 20
+
+// FileSource watches a host's tenant spec directory and emits a snapshot
+// each time it changes, and every Resync as a safety net.
+type FileSource struct {
+	Host   *spec.Host
+	Resync time.Duration
+	gen    uint64
+}
+
+// Run emits snapshots into out until ctx ends: one at once, one after
+// every change in the directory, and one every Resync.
+func (s *FileSource) Run(ctx context.Context, out chan<- Snapshot) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch tenant specs: %w", err)
+	}
+	defer w.Close()
+	if err := w.Add(s.Host.TenantDir); err != nil {
+		return fmt.Errorf("watch tenant specs in %s: %w", s.Host.TenantDir, err)
+	}
+	tick := time.NewTicker(s.Resync)
+	defer tick.Stop()
+	emit := func(resync bool) bool {
+		snap := s.Scan()
+		snap.Resync = resync
+		select {
+		case out <- snap:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	if !emit(true) {
+		return nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			if !emit(true) {
+				return nil
+			}
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			if !isSpecFile(ev.Name) {
+				continue
+			}
+			// Coalesce a burst of events (an editor's write and rename)
+			// into one scan.
+			drain(w.Events)
+			if !emit(false) {
+				return nil
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return nil
+			}
+			// An overflow loses events: the next scan sees everything.
+			if errors.Is(err, fsnotify.ErrEventOverflow) && !emit(true) {
+				return nil
+			}
+		}
+	}
+}
+
+func drain(c <-chan fsnotify.Event) {
+	for {
+		select {
+		case <-c:
+		default:
+			return
+		}
+	}
+}
+
+func isSpecFile(path string) bool {
+	base := filepath.Base(path)
+	return strings.HasSuffix(base, ".hcl") && !strings.HasPrefix(base, ".")
+}
+
+// Scan reads every spec file of the directory into a snapshot.
+func (s *FileSource) Scan() Snapshot {
+	s.gen++
+	snap := Snapshot{Kind: "file", Generation: s.gen, Files: map[string]*FileSpec{}}
+	entries, err := os.ReadDir(s.Host.TenantDir)
+	if err != nil {
+		// An unreadable directory is no evidence that tenants are gone:
+		// report it on the host spec and change nothing.
+		snap.Files[""] = &FileSpec{Diags: hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read tenant specs",
+			Detail: err.Error(), Subject: s.Host.DeclRange.Ptr()}}}
+		return snap
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if isSpecFile(e.Name()) {
+			names = append(names, filepath.Join(s.Host.TenantDir, e.Name()))
+		}
+	}
+	slices.Sort(names)
+	for _, path := range names {
+		f := s.load(path)
+		snap.Files[f.Source] = f
+	}
+	return snap
+}
+
+// load reads and decodes one spec file, never more than MaxSpecBytes and
+// only a regular file.
+func (s *FileSource) load(path string) *FileSpec {
+	f := &FileSpec{Source: engine.FileSource(s.Host, path)}
+	src, err := readSpec(path)
+	if err != nil {
+		f.Diags = hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read tenant spec",
+			Detail: fmt.Sprintf("%s: %v.", path, err), Subject: &hcl.Range{Filename: path, Start: hcl.InitialPos, End: hcl.InitialPos}}}
+		return f
+	}
+	p := spec.NewParser()
+	f.Tenants, f.Diags = p.ParseTenant(path, src, s.Host)
+	f.Files = p.Files()
+	return f
+}
+
+// readSpec reads a regular file through a size cap: a FIFO or a device
+// named like a spec must not hang or flood the agent.
+func readSpec(path string) ([]byte, error) {
+	fd, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer fd.Close()
+	fi, err := fd.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	src, err := io.ReadAll(io.LimitReader(fd, MaxSpecBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(src) > MaxSpecBytes {
+		return nil, fmt.Errorf("larger than %d bytes", MaxSpecBytes)
+	}
+	return src, nil
+}
