@@ -40,7 +40,7 @@ var commands []*command
 func init() {
 	commands = []*command{
 		cmdValidate, cmdPlan, cmdApply, cmdDestroy, cmdStatus, cmdLogs, cmdStop, cmdStart, cmdRestart,
-		cmdJournal, cmdVersion, cmdPlugin,
+		cmdJournal, cmdAgent, cmdVersion, cmdPlugin,
 	}
 }
 

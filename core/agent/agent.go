@@ -301,6 +301,8 @@ func (a *Agent) want(name, source string, gen uint64, d *plan.Tenant, warnings h
 	a.mu.Lock()
 	r := a.runner(name)
 	changed := r.print != print || r.held || !r.known
+	// A resync leaves a failed tenant to its backoff.
+	resync = resync && !time.Now().Before(r.nextRetry)
 	if source != "" {
 		r.source = source
 	}

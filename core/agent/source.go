@@ -47,6 +47,10 @@ type FileSpec struct {
 // Invalid reports whether the file could not be used.
 func (f *FileSpec) Invalid() bool { return f.Diags.HasErrors() }
 
+// Settle is how long the file source waits after a change before it reads
+// the directory, so that a burst of writes is read once, complete.
+const Settle = 100 * time.Millisecond
+
 // MaxSpecBytes is the largest tenant spec file the file source reads.
 const MaxSpecBytes = 1 << 20
 
@@ -99,8 +103,13 @@ func (s *FileSource) Run(ctx context.Context, out chan<- Snapshot) error {
 			if !isSpecFile(ev.Name) {
 				continue
 			}
-			// Coalesce a burst of events (an editor's write and rename)
-			// into one scan.
+			// Coalesce a burst of events (an editor's truncate, write and
+			// rename) into one scan, after the writer has had a moment.
+			select {
+			case <-time.After(Settle):
+			case <-ctx.Done():
+				return nil
+			}
 			drain(w.Events)
 			if !emit(false) {
 				return nil
@@ -171,6 +180,13 @@ func (s *FileSource) load(path string) *FileSpec {
 	p := spec.NewParser()
 	f.Tenants, f.Diags = p.ParseTenant(path, src, s.Host)
 	f.Files = p.Files()
+	if !f.Diags.HasErrors() && len(f.Tenants) == 0 {
+		// An empty file is most likely one being written (truncated, then
+		// filled): it holds its tenants. Delete the file to delete them.
+		f.Diags = append(f.Diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "No tenant",
+			Detail:  "The file declares no tenant. To destroy a file's tenants, delete the file.",
+			Subject: &hcl.Range{Filename: path, Start: hcl.InitialPos, End: hcl.InitialPos}})
+	}
 	return f
 }
 

@@ -96,7 +96,8 @@ func (e *Engine) inspect(ctx context.Context, rec *state.Instance) (plan.Workloa
 		switch {
 		case oomKills(rec.Cgroup) > rec.Run.OOMKills:
 			w.Exit.Cause = state.CauseOOM
-		case strings.Contains(strings.ToLower(st.Message), "signal"):
+		case st.ExitCode < 0 || strings.Contains(strings.ToLower(st.Message), "signal"):
+			// No exit code: the workload was killed.
 			w.Exit.Cause = state.CauseSignal
 		}
 	}
