@@ -27,21 +27,22 @@ import (
 // world is the fake host the engine tests act on: live workloads, state
 // directories and tenant isolation, all in memory, with fault injection.
 type world struct {
-	mu        sync.Mutex
-	live      map[string]int // instance key -> workload generation
-	starts    int
-	states    map[string]bool // instance key -> provisioned
-	tenants   map[string]bool
-	cgroups   map[string]bool
-	configs   int
-	failStart error             // returned by the next Start
-	crashAt   string            // "start": the apply goroutine dies after Start, before recording
-	onStart   func(key string)  // called inside Start
-	inspect   func() sdk.State  // overrides Inspect's answer
-	rt        *runtimeClient    // the launched runtime plugin
-	dead      map[sdk.Kind]bool // the plugin of this kind "exited"
-	prepared  map[string]bool   // tenants the runtime prepared
-	lastStart sdk.StartRequest  // the last StartRequest
+	mu         sync.Mutex
+	live       map[string]int // instance key -> workload generation
+	starts     int
+	states     map[string]bool // instance key -> provisioned
+	tenants    map[string]bool
+	cgroups    map[string]bool
+	configs    int
+	failStart  error             // returned by the next Start
+	crashAt    string            // "start": the apply goroutine dies after Start, before recording
+	onStart    func(key string)  // called inside Start
+	inspect    func() sdk.State  // overrides Inspect's answer
+	rt         *runtimeClient    // the launched runtime plugin
+	dead       map[sdk.Kind]bool // the plugin of this kind "exited"
+	prepared   map[string]bool   // tenants the runtime prepared
+	lastStart  sdk.StartRequest  // the last StartRequest
+	failRemove map[string]error  // Remove of this tenant fails
 }
 
 func newWorld() *world {
@@ -128,6 +129,7 @@ func (r *runtimeClient) Start(_ context.Context, req *sdk.StartRequest) (sdk.Han
 	}
 	w.starts++
 	w.live[key] = w.starts
+	gen := w.starts
 	crash := w.crashAt == "start"
 	w.crashAt = ""
 	onStart := w.onStart
@@ -138,7 +140,7 @@ func (r *runtimeClient) Start(_ context.Context, req *sdk.StartRequest) (sdk.Han
 	if crash {
 		runtime.Goexit() // the process "dies": nothing after this runs
 	}
-	data, _ := json.Marshal(fakeHandle{Key: key, Gen: w.starts})
+	data, _ := json.Marshal(fakeHandle{Key: key, Gen: gen})
 	return sdk.Handle{Version: 1, Data: data}, nil
 }
 
@@ -245,6 +247,9 @@ func (w *world) Ensure(_ context.Context, s tenant.Spec) (*tenant.Tenant, error)
 func (w *world) Remove(_ context.Context, name, _ string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if err := w.failRemove[name]; err != nil {
+		return err
+	}
 	delete(w.tenants, name)
 	return nil
 }

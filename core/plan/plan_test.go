@@ -159,7 +159,7 @@ func TestRender(t *testing.T) {
 			[]Tenant{{Name: "alice", Source: "file:tenants/b.hcl", Instances: []Instance{{Name: "web", Spec: func() state.InstanceSpec {
 				s := ispec(32<<20, "-v")
 				s.Env, s.StateBytes, s.Restart, s.ModuleDigest = map[string]string{"A": "1"}, 1<<20, "always", "sha256:bb"
-				s.Permissions = []sdk.Permission{sdk.PermStateRead}
+				s.Permissions = sdk.Permissions{{Name: sdk.PermStateRead}}
 				return s
 			}()}}}},
 			[]state.Tenant{{Name: "alice", Phase: state.PhaseReady, Source: "file:tenants/a.hcl", Limits: ispec(32 << 20).Resources}},

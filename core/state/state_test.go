@@ -1,11 +1,14 @@
 package state
 
 import (
+	"encoding/binary"
 	"errors"
 	"io/fs"
 	"path/filepath"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
 )
@@ -149,5 +152,97 @@ func TestHash(t *testing.T) {
 	}
 	if a.Hash() == c.Hash() {
 		t.Error("different specs hash equally")
+	}
+}
+
+// TestUpgradeFromSchema1 opens a database written by schema 1: its tenants
+// have no source, and are adopted by the file source.
+func TestUpgradeFromSchema1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kigumi.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketTenants, bucketInstances, bucketJournal} {
+			if _, err := tx.CreateBucket(b); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint32(nil, 1)); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketTenants).Put([]byte("alice"),
+			[]byte(`{"Name":"alice","Phase":"ready","User":{"Name":"kg-alice","UID":61000},"Limits":{"MemoryBytes":1}}`))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Read-only opening reads schema 1 as it is.
+	ro, err := Open(path, WithReadOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ten, _, _ := ro.Tenant("alice"); SourceKind(ten.Source) != SourceFile {
+		t.Errorf("read-only: source %q is not the file source", ten.Source)
+	}
+	ro.Close()
+
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ten, ok, err := s.Tenant("alice")
+	if err != nil || !ok || ten.Source != "file:" || ten.User.UID != 61000 || ten.Limits.MemoryBytes != 1 {
+		t.Fatalf("upgraded tenant = %+v, %v, %v", ten, ok, err)
+	}
+	if err := s.db.View(func(tx *bolt.Tx) error { return checkVersion(tx.Bucket(bucketMeta).Get(keySchema)) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSourceKind(t *testing.T) {
+	for _, tt := range []struct{ source, kind string }{
+		{"", SourceFile}, {"file:", SourceFile}, {"file:tenants/a.hcl", SourceFile}, {"lease:42", SourceLease}, {"lease", SourceLease},
+	} {
+		if got := SourceKind(tt.source); got != tt.kind {
+			t.Errorf("SourceKind(%q) = %q, want %q", tt.source, got, tt.kind)
+		}
+	}
+}
+
+// TestPutSkipsUnchanged writes a record twice unchanged: the second write
+// leaves it (and its UpdatedAt) alone; a change is written.
+func TestPutSkipsUnchanged(t *testing.T) {
+	s, _ := openTemp(t)
+	rec := Tenant{Name: "alice", Phase: PhaseReady}
+	if err := s.PutTenant(rec); err != nil {
+		t.Fatal(err)
+	}
+	first, _, _ := s.Tenant("alice")
+	if err := s.PutTenant(rec); err != nil {
+		t.Fatal(err)
+	}
+	if again, _, _ := s.Tenant("alice"); !again.UpdatedAt.Equal(first.UpdatedAt) {
+		t.Error("an unchanged record was rewritten")
+	}
+	rec.Phase = PhaseDestroying
+	if err := s.PutTenant(rec); err != nil {
+		t.Fatal(err)
+	}
+	if changed, _, _ := s.Tenant("alice"); changed.Phase != PhaseDestroying {
+		t.Error("a changed record was not written")
+	}
+	// Deleting forgets it: writing it again writes.
+	if err := s.DeleteTenant("alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutTenant(rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.Tenant("alice"); !ok {
+		t.Error("a record written after its delete is missing")
 	}
 }
