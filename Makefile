@@ -11,6 +11,8 @@ KIGUMI    := $(BIN)/kigumi
 # VERSION is what `kigumi version` prints: git describe, or dev outside git.
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
+AGENT_PID := $(QUICKSTART)/build/agent.pid
+AGENT_LOG := $(QUICKSTART)/build/agent.log
 
 .PHONY: all build plugins wasm run stop test deps bench proto fmt vet clean
 
@@ -30,20 +32,29 @@ wasm: $(APP_WASM)
 $(APP_WASM): $(wildcard $(QUICKSTART)/app/*.go)
 	GOOS=wasip1 GOARCH=wasm $(GO) build -o $@ ./$(QUICKSTART)/app
 
-## run: the quickstart: validate, plan, apply, then show status and logs
+## run: the quickstart under `kigumi agent`, in the background (FOREGROUND=1: in the foreground)
 run: build
 	$(KIGUMI) validate -c $(HOST_HCL)
 	$(KIGUMI) plan -c $(HOST_HCL)
-	$(KIGUMI) apply -c $(HOST_HCL) --auto-approve
+ifeq ($(FOREGROUND),1)
+	$(KIGUMI) agent -c $(HOST_HCL)
+else
+	@if [ -f $(AGENT_PID) ] && kill -0 $$(cat $(AGENT_PID)) 2>/dev/null; then \
+		echo "The agent already runs (pid $$(cat $(AGENT_PID)))."; \
+	else \
+		nohup $(KIGUMI) agent -c $(HOST_HCL) >$(AGENT_LOG) 2>&1 & echo $$! >$(AGENT_PID); \
+	fi
 	@sleep 3
-	$(KIGUMI) status -c $(HOST_HCL)
-	$(KIGUMI) logs -c $(HOST_HCL) alice/hello
-	$(KIGUMI) logs -c $(HOST_HCL) bob/counter
+	@cat $(AGENT_LOG)
 	@echo
-	@echo "The quickstart is running. 'make stop' destroys it."
+	@echo "The agent runs in the background (log: $(AGENT_LOG)). Edit $(QUICKSTART)/tenants/*.hcl"
+	@echo "and it reconciles. 'make stop' stops it and destroys the quickstart."
+endif
 
-## stop: destroy the quickstart's tenants
+## stop: stop the background agent (workloads keep running), then destroy the quickstart's tenants
 stop: build
+	@if [ -f $(AGENT_PID) ]; then kill $$(cat $(AGENT_PID)) 2>/dev/null; \
+		while kill -0 $$(cat $(AGENT_PID)) 2>/dev/null; do sleep 0.2; done; rm -f $(AGENT_PID); fi
 	$(KIGUMI) destroy -c $(HOST_HCL) --auto-approve
 
 ## deps: install what the tests need (idempotent; root)
