@@ -12,10 +12,6 @@ import (
 	"github.com/kigumi/kigumi/core/policy"
 )
 
-// agentStarted, when set, is called with the running agent before it
-// reconciles: the hook point for the control API.
-var agentStarted func(ctx context.Context, a *agent.Agent)
-
 var cmdAgent = &command{
 	name:    "agent",
 	summary: "Reconcile the host continuously",
@@ -61,9 +57,16 @@ running; the next start adopts them.`,
 			Log: c.log.Named("agent"), Workers: *workers, Resync: *resync})
 		sub := bus.Subscribe(256)
 		go logEvents(c, sub)
-		if agentStarted != nil {
-			agentStarted(ctx, a)
+		sctx, stopServing := context.WithCancel(ctx)
+		wait, err := serveAgent(sctx, c, s.host, a, s.store)
+		if err != nil {
+			stopServing()
+			return s.fail(err)
 		}
+		defer func() {
+			stopServing()
+			wait()
+		}()
 		fmt.Fprintf(c.stdout, "Agent for host %q: watching %s.\n", s.host.Name, s.host.TenantDir)
 		if err := a.Run(ctx); err != nil {
 			return s.fail(err)

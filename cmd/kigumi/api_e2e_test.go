@@ -257,7 +257,7 @@ func TestDeclinedApply(t *testing.T) {
 	w := newWorkspace(t, 1)
 	before := tree(t, w.dir)
 	code, out := onPty(t, "no", "apply", "-c", w.host)
-	if code != exitInvalid || !strings.Contains(out, "Plan: 2 to create") || !strings.Contains(out, "Cancelled: nothing was changed.") {
+	if code != exitInvalid || !strings.Contains(out, "Plan: tenants: 1 to create, 0 to update, 0 to destroy; instances: 1 to create") || !strings.Contains(out, "Cancelled: nothing was changed.") {
 		t.Errorf("declined apply: exit %d\n%s", code, out)
 	}
 	sameTree(t, "after a declined apply on a new host", before, tree(t, w.dir))
@@ -296,7 +296,7 @@ func TestDeclinedApply(t *testing.T) {
 
 	// "yes" on the terminal applies.
 	code, out = onPty(t, "yes", "apply", "-c", w.host)
-	if code != exitOK || !strings.Contains(out, "Apply complete: 0 created, 1 updated, 0 destroyed.") {
+	if code != exitOK || !strings.Contains(out, "Apply complete: 0 created, 1 updated, 0 destroyed, 0 restarted.") {
 		t.Errorf("confirmed apply: exit %d\n%s", code, out)
 	}
 }

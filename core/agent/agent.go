@@ -14,7 +14,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -81,8 +80,18 @@ type runner struct {
 	failures   int
 	nextRetry  time.Time
 	reconciled time.Time
-	pending    []chan error // Reconcile callers, for the next run
-	inflight   []chan error // Reconcile callers, for the current run
+	pending    []chan Result // Reconcile callers, for the next run
+	inflight   []chan Result // Reconcile callers, for the current run
+}
+
+// Result is the outcome of one tenant's reconcile.
+type Result struct {
+	Tenant string
+	// Created, Updated, Destroyed and Restarted count the actions of its
+	// plan, done or attempted.
+	Created, Updated, Destroyed, Restarted int
+	Duration                               time.Duration
+	Err                                    error
 }
 
 // New returns an agent; Run starts it.
@@ -143,7 +152,7 @@ loop:
 	a.mu.Lock()
 	for _, r := range a.runners {
 		for _, c := range append(r.pending, r.inflight...) {
-			c <- context.Canceled
+			c <- Result{Tenant: r.name, Err: context.Canceled}
 		}
 		r.pending, r.inflight = nil, nil
 	}
@@ -349,6 +358,7 @@ func (a *Agent) reconcile(ctx context.Context, name string) {
 	start := time.Now()
 	var err error
 	var retry time.Duration
+	res := Result{Tenant: name}
 	if known || !held {
 		r.mu.Lock()
 		// Apply outlives the agent's stop: a step under way finishes and
@@ -358,9 +368,12 @@ func (a *Agent) reconcile(ctx context.Context, name string) {
 		if p, err = a.cfg.Engine.PlanTenant(actx, state.SourceFile, name, desired); err == nil {
 			err = a.cfg.Engine.Apply(actx, p)
 			retry = p.RetryAfter
+			res.Created, res.Updated, res.Destroyed, res.Restarted =
+				p.Count(plan.Create), p.Count(plan.Update), p.Count(plan.Destroy), p.Count(plan.Restart)
 		}
 		r.mu.Unlock()
 	}
+	res.Duration, res.Err = time.Since(start), err
 
 	a.mu.Lock()
 	r.lastErr, r.reconciled = err, time.Now()
@@ -372,7 +385,7 @@ func (a *Agent) reconcile(ctx context.Context, name string) {
 		r.failures, r.nextRetry = 0, time.Time{}
 	}
 	for _, c := range r.inflight {
-		c <- err
+		c <- res
 	}
 	r.inflight = nil
 	if err == nil && desired == nil && !held && len(r.pending) == 0 {
@@ -392,38 +405,38 @@ func (a *Agent) reconcile(ctx context.Context, name string) {
 }
 
 // Reconcile queues the named tenants (every known tenant when none is
-// named) and waits until each has reconciled once, returning their errors
-// joined.
-func (a *Agent) Reconcile(ctx context.Context, tenants ...string) error {
+// named) and waits until each has reconciled once, started after the call,
+// returning each one's result. The error is for the call itself: an
+// unknown tenant, or ctx ending first.
+func (a *Agent) Reconcile(ctx context.Context, tenants ...string) ([]Result, error) {
 	a.mu.Lock()
 	if len(tenants) == 0 {
 		tenants = slices.Sorted(maps.Keys(a.runners))
 	}
-	waits := make([]chan error, len(tenants))
-	for i, n := range tenants {
+	for _, n := range tenants {
 		if _, ok := a.runners[n]; !ok {
 			a.mu.Unlock()
-			return fmt.Errorf("tenant %q: %w", n, engine.ErrUnknownTenant)
+			return nil, fmt.Errorf("tenant %q: %w", n, engine.ErrUnknownTenant)
 		}
-		waits[i] = make(chan error, 1)
+	}
+	waits := make([]chan Result, len(tenants))
+	for i, n := range tenants {
+		waits[i] = make(chan Result, 1)
 		a.runners[n].pending = append(a.runners[n].pending, waits[i])
 	}
 	a.mu.Unlock()
 	for _, n := range tenants {
 		a.queue.Add(n)
 	}
-	var errs []error
+	out := make([]Result, len(tenants))
 	for i, c := range waits {
 		select {
-		case err := <-c:
-			if err != nil {
-				errs = append(errs, fmt.Errorf("tenant %s: %w", tenants[i], err))
-			}
+		case out[i] = <-c:
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
-	return errors.Join(errs...)
+	return out, nil
 }
 
 // TenantStatus is the agent's view of a tenant.

@@ -22,8 +22,12 @@ const CauseLost = "lost"
 // refresh asks the runtimes how each recorded workload of tenants is doing,
 // before a diff. A workload found ended for the first time has its exit
 // recorded (and reported to the Exited hooks). It returns what it found
-// and the instance records, updated.
+// and the instance records, updated. An engine without plugins (one that
+// only plans from the records) refreshes nothing: it sees no drift.
 func (e *Engine) refresh(ctx context.Context, tenants []state.Tenant, instances []state.Instance) (*plan.Refresh, []state.Instance, error) {
+	if e.plugins == nil {
+		return nil, instances, ctx.Err()
+	}
 	r := &plan.Refresh{Now: time.Now(), Workloads: map[string]plan.Workload{}}
 	for _, t := range tenants {
 		e.hooks.PreRefresh(t.Name)
