@@ -98,11 +98,16 @@ func (e *Engine) inspect(ctx context.Context, rec *state.Instance) (plan.Workloa
 			w.Exit.At = time.Now().UTC()
 		}
 		switch {
+		case st.Cause != "" && st.Cause != sdk.CauseUnknown:
+			w.Exit.Cause = string(st.Cause) // the runtime knows
 		case oomKills(rec.Cgroup) > rec.Run.OOMKills:
 			w.Exit.Cause = state.CauseOOM
-		case st.ExitCode < 0 || strings.Contains(strings.ToLower(st.Message), "signal"):
+		case st.ExitCode < 0 || st.Signal != 0 || strings.Contains(strings.ToLower(st.Message), "signal"):
 			// No exit code: the workload was killed.
 			w.Exit.Cause = state.CauseSignal
+		}
+		if w.Exit.Cause == state.CauseSignal && st.Signal != 0 {
+			w.Exit.Code = 128 + st.Signal
 		}
 	}
 	return w, true

@@ -138,8 +138,9 @@ type RunHistory struct {
 // Exit is how a workload ended.
 type Exit struct {
 	Code int
-	// Cause is "exit", "signal", "oom" (killed for memory) or "limit"
-	// (another resource limit).
+	// Cause is the runtime's sdk.Cause ("exit", "signal", "oom",
+	// "limit", "trap", "killed"), or "lost" when the runtime no longer
+	// knows the workload.
 	Cause   string
 	Message string    `json:",omitempty"`
 	At      time.Time `json:",omitzero"`
