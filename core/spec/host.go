@@ -56,7 +56,7 @@ func (p *Parser) LoadHost(path string) (*Host, hcl.Diagnostics) {
 	if err != nil {
 		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid host spec path", Detail: err.Error()}}
 	}
-	f, diags := p.parseFile(abs)
+	f, diags := p.parseFile(abs, "")
 	if diags.HasErrors() {
 		return nil, sorted(diags)
 	}

@@ -316,7 +316,7 @@ func TestParseTenant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenants, diags := p.ParseTenant(file, src, h)
+	tenants, diags := parseTenant(p, file, src, h)
 	if diags.HasErrors() {
 		t.Fatalf("unexpected errors:\n%s", dump(diags))
 	}
@@ -325,11 +325,20 @@ func TestParseTenant(t *testing.T) {
 	}
 	// A new source under the same name is parsed afresh, not taken from
 	// the parser's files.
-	tenants, diags = p.ParseTenant(file, []byte(`tenant "alice" {`), h)
+	tenants, diags = parseTenant(p, file, []byte(`tenant "alice" {`), h)
 	if tenants != nil {
 		t.Errorf("ParseTenant returned tenants despite errors")
 	}
 	checkDiags(t, diags, wantDiag{"Unclosed configuration block", "no closing brace", "good/tenants/alice.hcl", 1, 16})
+}
+
+// parseTenant decodes src with ParseTenant and checks it with CheckTenants.
+func parseTenant(p *Parser, file string, src []byte, h *Host) ([]*Tenant, hcl.Diagnostics) {
+	tenants, diags := p.ParseTenant(file, src)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return CheckTenants(h, tenants)
 }
 
 func TestParseTenantErrors(t *testing.T) {
@@ -395,7 +404,7 @@ func TestParseTenantErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tenants, diags := p.ParseTenant(file, src, h)
+			tenants, diags := parseTenant(p, file, src, h)
 			if tenants != nil {
 				t.Errorf("ParseTenant returned tenants despite errors")
 			}
