@@ -71,12 +71,12 @@ func writeRest(w io.Writer, rest hcl.Diagnostics) error {
 	}
 	var parts []string
 	if errs > 0 {
-		parts = append(parts, plural(errs, "error"))
+		parts = append(parts, plural(errs, "more error"))
 	}
 	if warns > 0 {
-		parts = append(parts, plural(warns, "warning"))
+		parts = append(parts, plural(warns, "more warning"))
 	}
-	if _, err := fmt.Fprintf(w, "... and %s more, not shown.\n", strings.Join(parts, " and ")); err != nil {
+	if _, err := fmt.Fprintf(w, "... and %s, not shown.\n", strings.Join(parts, " and ")); err != nil {
 		return fmt.Errorf("write diagnostics: %w", err)
 	}
 	return nil

@@ -14,8 +14,10 @@ const (
 	// MaxNesting is how deep brackets, braces, parentheses, templates and
 	// chains of unary or conditional operators may nest.
 	MaxNesting = 64
-	// MaxTokens is how many tokens a spec file may hold.
-	MaxTokens = 200_000
+	// MaxTokens is how many tokens a spec file may hold, a bound on the
+	// parser's work: a file of MaxFileSize holds about 50,000 tokens
+	// when written by hand.
+	MaxTokens = 100_000
 )
 
 // nestFrame is one open bracket, brace, parenthesis, template or template
@@ -53,14 +55,6 @@ var operandEnd = map[hclsyntax.TokenType]bool{
 // points where a limit is crossed. Lexical errors are left to the parser.
 func checkSyntax(filename string, src []byte) hcl.Diagnostics {
 	tokens, _ := hclsyntax.LexConfig(src, filename, hcl.InitialPos)
-	if len(tokens) > MaxTokens {
-		return hcl.Diagnostics{{
-			Severity: hcl.DiagError,
-			Summary:  "Spec too large",
-			Detail:   fmt.Sprintf("The file holds more than %d tokens, the limit for a spec file.", MaxTokens),
-			Subject:  tokens[MaxTokens].Range.Ptr(),
-		}}
-	}
 	stack := []nestFrame{{open: hclsyntax.TokenEOF}} // the file's top level
 	depth := 0                                       // open frames and chained operators
 	prev := hclsyntax.TokenNewline
@@ -119,6 +113,14 @@ func checkSyntax(filename string, src []byte) hcl.Diagnostics {
 			}}
 		}
 		prev = tok.Type
+	}
+	if len(tokens) > MaxTokens {
+		return hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Spec too large",
+			Detail:   fmt.Sprintf("The file holds more than %d tokens, the limit for a spec file.", MaxTokens),
+			Subject:  tokens[MaxTokens].Range.Ptr(),
+		}}
 	}
 	return nil
 }

@@ -12,8 +12,10 @@ import (
 	"github.com/dustin/go-humanize"
 )
 
-// MaxFileSize is the largest spec or policy file Kigumi reads.
-const MaxFileSize = 1 << 20
+// MaxFileSize is the largest spec or policy file Kigumi reads. Lexing and
+// parsing cost about a thousand times the file's size in memory, briefly:
+// 256 KiB of list items take 0.13 s and 310 MB, 1 MiB 1.2 s and 1.4 GB.
+const MaxFileSize = 256 << 10
 
 // outsideError is returned by readSpecFile for a file that resolves
 // outside the directory it must lie in.

@@ -52,7 +52,10 @@ func checkDiags(t *testing.T, diags hcl.Diagnostics, want ...wantDiag) {
 			t.Errorf("error %d has no subject", i)
 			continue
 		}
-		file := testdata(t, w.file)
+		file := w.file
+		if !filepath.IsAbs(file) {
+			file = testdata(t, file)
+		}
 		if d.Subject.Filename != file || d.Subject.Start.Line != w.line || d.Subject.Start.Column != w.col {
 			t.Errorf("error %d is at %s, want %s:%d,%d", i, at(*d.Subject), file, w.line, w.col)
 		}
