@@ -5,9 +5,7 @@
 package state
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,8 +59,8 @@ type Tenant struct {
 	UpdatedAt      time.Time
 }
 
-// InstanceSpec is the canonical form of an instance's desired spec. Two specs
-// are equal when their Hash is.
+// InstanceSpec is the canonical form of an instance's desired spec, with
+// defaults applied. Two specs are equal when their Hash is.
 type InstanceSpec struct {
 	Runtime string
 	Module  string
@@ -344,16 +342,6 @@ func del(db *bolt.DB, bucket []byte, key string) error {
 		return fmt.Errorf("delete %s %s: %w", bucket, key, err)
 	}
 	return nil
-}
-
-// Hash returns a digest of the spec; equal specs have equal hashes.
-func (s InstanceSpec) Hash() string {
-	data, err := json.Marshal(s) // map keys are sorted: the encoding is canonical
-	if err != nil {
-		panic(fmt.Sprintf("encode instance spec: %v", err)) // plain data: cannot fail
-	}
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:])
 }
 
 // Stats are figures about the database.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,5 +150,80 @@ func TestHash(t *testing.T) {
 	}
 	if a.Hash() == c.Hash() {
 		t.Error("different specs hash equally")
+	}
+}
+
+// golden is a spec whose hash must never change: a changed hash makes
+// every instance on every host plan an update after an upgrade.
+var golden = InstanceSpec{
+	Runtime:      "wasm",
+	Module:       "/srv/app.wasm",
+	ModuleDigest: "sha256:" + strings.Repeat("ab", 32),
+	Args:         []string{"--port", "8080"},
+	Env:          map[string]string{"MODE": "prod", "LEVEL": "2"},
+	Resources:    sdk.Resources{MemoryBytes: 64 << 20, MilliCPU: 250, DiskBytes: 64 << 20, Pids: 32},
+	StateBytes:   16 << 20,
+	Permissions:  sdk.Permissions{{Name: sdk.PermStateWrite}, {Name: sdk.PermClock}},
+}
+
+const goldenHash = "0c65a8bf02674460a326b29ee4af6eec22333fca5f99d12cf489f98f0860b024"
+
+func TestHashGolden(t *testing.T) {
+	if got := golden.Hash(); got != goldenHash {
+		t.Errorf("golden spec hash = %s, want %s", got, goldenHash)
+	}
+}
+
+func TestHashIgnoresDefaults(t *testing.T) {
+	// A new field at its default leaves every hash as it was, wherever
+	// it goes in the list.
+	for _, extra := range []specField{
+		{"restart", "never", "never"},
+		{"a_list", []string{}, []string(nil)},
+		{"z_limit", int64(5), int64(5)},
+		{"m_map", map[string]string{}, map[string]string(nil)},
+	} {
+		for _, s := range []InstanceSpec{golden, {}, {Runtime: "wasm"}} {
+			fields := append(s.fields(), extra)
+			if got := hashFields(fields); got != s.Hash() {
+				t.Errorf("spec %+v with %s at its default hashes to %s, want %s", s, extra.name, got, s.Hash())
+			}
+			set := extra
+			set.value = "set"
+			if hashFields(append(s.fields(), set)) == s.Hash() {
+				t.Errorf("spec %+v with %s set hashes as without it", s, extra.name)
+			}
+		}
+	}
+	// Empty and nil collections are the same spec, as after a JSON round trip.
+	a := InstanceSpec{Runtime: "wasm", Args: []string{}, Env: map[string]string{}, Permissions: sdk.Permissions{}, Settings: sdk.Config{}}
+	if a.Hash() != (InstanceSpec{Runtime: "wasm"}).Hash() {
+		t.Error("empty and nil collections hash differently")
+	}
+}
+
+func TestHashDistinguishes(t *testing.T) {
+	variants := []InstanceSpec{
+		{}, {Runtime: "wasm"}, {Module: "wasm"}, {Args: []string{"a", "b"}}, {Args: []string{"ab"}},
+		{Args: []string{"b", "a"}}, {Env: map[string]string{"a": "b"}}, {Env: map[string]string{"ab": ""}},
+		{StateBytes: 1}, {Resources: sdk.Resources{Pids: 1}}, {Resources: sdk.Resources{DiskBytes: 1}},
+		{Permissions: sdk.Permissions{{Name: sdk.PermClock}}},
+		{Permissions: sdk.Permissions{{Name: "net", Params: map[string]string{"host": "a"}}}},
+		{Permissions: sdk.Permissions{{Name: "net", Params: map[string]string{"host": "b"}}}},
+		{Settings: sdk.Config{"ports": []string{"80"}}},
+		{Settings: sdk.Config{"ports": []string{"8080"}}},
+		{Settings: sdk.Config{"user": sdk.Config{"uid": 1.0}}},
+	}
+	seen := map[string]int{}
+	for i, v := range variants {
+		if j, dup := seen[v.Hash()]; dup {
+			t.Errorf("specs %d and %d hash equally: %+v, %+v", j, i, variants[j], v)
+		}
+		seen[v.Hash()] = i
+	}
+	perm := golden
+	perm.Permissions = sdk.Permissions{{Name: sdk.PermClock}, {Name: sdk.PermStateWrite}}
+	if perm.Hash() != golden.Hash() {
+		t.Error("the order of permissions changes the hash")
 	}
 }
