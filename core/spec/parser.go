@@ -41,21 +41,15 @@ func (p *Parser) parse(filename string, src []byte) (*hcl.File, hcl.Diagnostics)
 	return f, diags
 }
 
-// parseFile reads and parses the HCL file filename; when root is not
-// empty, the file must lie inside it (see readSpecFile).
-func (p *Parser) parseFile(filename, root string) (*hcl.File, hcl.Diagnostics) {
-	src, err := readSpecFile(filename, root)
-	if err != nil {
-		return nil, hcl.Diagnostics{readFailure(filename, err, root)}
-	}
-	return p.parse(filename, src)
-}
-
 // ParseHCLFile reads and parses the HCL file filename as the host spec is:
 // only a regular file within MaxFileSize, and within the syntax limits. It
 // satisfies policy.FileParser.
 func (p *Parser) ParseHCLFile(filename string) (*hcl.File, hcl.Diagnostics) {
-	return p.parseFile(filename, "")
+	src, err := readSpecFile(filename, "")
+	if err != nil {
+		return nil, hcl.Diagnostics{readFailure(filename, err, "")}
+	}
+	return p.parse(filename, src)
 }
 
 // readFailure is the diagnostic for err, returned by readSpecFile for the
