@@ -13,14 +13,20 @@ import (
 // it counts the rest.
 const MaxPrintedDiagnostics = 20
 
+// maxLineWidth is the longest line WriteDiagnostics prints, in bytes; a
+// longer one, such as a snippet of a file written on one line, is cut.
+const maxLineWidth = 500
+
 // WriteDiagnostics renders diags to w, each headed by its "file:line,col"
 // location and showing a source snippet from files (see Parser.Files).
 // color enables terminal colors. It prints the first MaxPrintedDiagnostics
-// and then how many more errors and warnings there are. No control
+// and then how many more errors and warnings there are, and cuts lines
+// longer than maxLineWidth. No control
 // character of a spec reaches w: they are replaced, in summaries, details,
 // file names and snippets, by printable characters of the same width and
 // length, so that columns stay right.
 func WriteDiagnostics(w io.Writer, files map[string]*hcl.File, diags hcl.Diagnostics, color bool) error {
+	w = &lineCutter{w: w, color: color}
 	clean := map[string]*hcl.File{}
 	cleanName := func(r *hcl.Range) *hcl.Range {
 		if r == nil {
@@ -57,6 +63,41 @@ func WriteDiagnostics(w io.Writer, files map[string]*hcl.File, diags hcl.Diagnos
 		}
 	}
 	return nil
+}
+
+// lineCutter writes to w all but the part of each line beyond
+// maxLineWidth, which it replaces by an ellipsis (and, with color, a reset
+// of the terminal's attributes, in case the cut removed one).
+type lineCutter struct {
+	w     io.Writer
+	color bool
+	width int // of the line being written
+}
+
+func (c *lineCutter) Write(p []byte) (int, error) {
+	out := make([]byte, 0, len(p))
+	for _, b := range p {
+		switch {
+		case b == '\n':
+			c.width = 0
+		case c.width == maxLineWidth:
+			c.width++
+			out = append(out, "…"...)
+			if c.color {
+				out = append(out, "\x1b[0m"...)
+			}
+			continue
+		case c.width > maxLineWidth:
+			continue
+		default:
+			c.width++
+		}
+		out = append(out, b)
+	}
+	if _, err := c.w.Write(out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // writeRest writes how many errors and warnings rest holds.

@@ -303,3 +303,26 @@ func TestParseTenantNeedsNoHost(t *testing.T) {
 		})
 	}
 }
+
+func TestWriteDiagnosticsCutsLongLines(t *testing.T) {
+	src := []byte("x = " + strings.Repeat("[", 1000) + strings.Repeat("]", 1000) + "\n")
+	for _, color := range []bool{false, true} {
+		p := NewParser()
+		_, diags := p.ParseTenant("/lease/long.hcl", src)
+		var out bytes.Buffer
+		if err := WriteDiagnostics(&out, p.Files(), diags, color); err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(out.String(), "\n") {
+			if len(line) > maxLineWidth+len("…\x1b[0m") {
+				t.Errorf("color=%v: line of %d bytes: %.80q...", color, len(line), line)
+			}
+			if color && strings.Contains(line, "…") && !strings.HasSuffix(line, "…\x1b[0m") {
+				t.Errorf("color=%v: cut line does not reset attributes: ...%q", color, line[len(line)-20:])
+			}
+		}
+		if !strings.Contains(out.String(), "…") {
+			t.Errorf("color=%v: no line was cut:\n%.300s", color, out.String())
+		}
+	}
+}
