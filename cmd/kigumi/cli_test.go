@@ -96,7 +96,7 @@ func TestBadInput(t *testing.T) {
 			args: []string{"plan"},
 			want: []string{`tenants/x\.hcl:1,1: Error: Failed to read file`, `x\.hcl resolves to a file outside`}},
 		{name: "tenant spec linked to /etc/passwd",
-			edit: func(t *testing.T, w *workspace) { symlink(t, "/etc/passwd", filepath.Join(w.tenants, "x.hcl")) },
+			edit:   func(t *testing.T, w *workspace) { symlink(t, "/etc/passwd", filepath.Join(w.tenants, "x.hcl")) },
 			args:   []string{"validate"},
 			want:   []string{`tenants/x\.hcl:1,1: Error: Failed to read file`, `x\.hcl resolves to a file outside`},
 			reject: []string{`root:`, `nologin`}},
