@@ -108,9 +108,9 @@ func (s *session) loadTenants(ctx context.Context) int {
 // configures the host's plugins.
 func (s *session) startEngine(ctx context.Context, mode storeMode) int {
 	if mode == storePlan {
-		st, err := state.Open(engine.DBPath(s.host), state.WithReadOnly())
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return s.fail(err)
+		st, code := s.openStore(ctx, state.WithReadOnly())
+		if code != exitOK {
+			return code
 		}
 		s.store = st
 		s.engine = engine.New(s.host, s.store, nil, nil, engine.WithLogger(s.cli.log))
