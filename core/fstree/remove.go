@@ -439,9 +439,16 @@ func mountOf(fd int) (uint64, error) {
 }
 
 // fail keeps err about the entry name for the report.
+// A later pass that fails the same way again adds nothing.
 func (r *remover) fail(name string, err error) {
+	err = fmt.Errorf("entry %q: %w", name, err)
+	for _, e := range r.errs {
+		if e.Error() == err.Error() {
+			return
+		}
+	}
 	if len(r.errs) < maxErrors {
-		r.errs = append(r.errs, fmt.Errorf("entry %q: %w", name, err))
+		r.errs = append(r.errs, err)
 	} else {
 		r.more++
 	}
@@ -451,7 +458,7 @@ func (r *remover) fail(name string, err error) {
 func (r *remover) report(err error) error {
 	errs := append([]error{err}, r.errs...)
 	if r.more > 0 {
-		errs = append(errs, fmt.Errorf("and %d more errors", r.more))
+		errs = append(errs, fmt.Errorf("and %d more failures", r.more))
 	}
 	return errors.Join(errs...)
 }
