@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/plan"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/state"
@@ -254,7 +255,7 @@ func (e *Engine) removeTenant(ctx context.Context, rec state.Tenant) error {
 		return e.isolation.Remove(ctx, rec.Name, rec.User.Home)
 	})
 	if err == nil {
-		err = e.step(target, "state.parent.remove", func() error { return os.RemoveAll(e.stateParent(rec.Name)) })
+		err = e.step(target, "state.parent.remove", func() error { return fstree.RemoveAll(ctx, e.stateParent(rec.Name)) })
 	}
 	if err != nil {
 		return err
