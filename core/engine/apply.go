@@ -176,9 +176,13 @@ func mkdirMode(dir string, mode os.FileMode) error {
 }
 
 // allocate picks a tenant's uid and subordinate id range: the lowest free
-// ones not recorded for another tenant.
+// ones not recorded for another tenant and not retired by a destroyed one.
 func (e *Engine) allocate(rec *state.Tenant) error {
 	tenants, err := e.store.Tenants()
+	if err != nil {
+		return err
+	}
+	retired, err := e.store.RetiredIDs()
 	if err != nil {
 		return err
 	}
@@ -190,7 +194,8 @@ func (e *Engine) allocate(rec *state.Tenant) error {
 	}
 	iso := e.host.Isolation
 	uid, sub, err := e.isolation.Allocate(iso.UIDBase, iso.SubIDBase, iso.SubIDCount,
-		func(u uint32) bool { return uids[u] }, func(s uint32) bool { return subs[s] })
+		func(u uint32) bool { return uids[u] || u < retired.UID },
+		func(s uint32) bool { return subs[s] || uint64(s) < retired.SubID })
 	if err != nil {
 		return fmt.Errorf("allocate ids: %w", err)
 	}

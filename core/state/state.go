@@ -27,6 +27,9 @@ var (
 	bucketInstances = []byte("instances")
 	bucketJournal   = []byte("journal")
 	keySchema       = []byte("schema")
+	// keyRetired holds RetiredIDs: uid (4 bytes), then subordinate id (8
+	// bytes), big-endian.
+	keyRetired = []byte("retired-ids")
 )
 
 // ErrLocked is returned by Open when another process holds the database.
@@ -223,8 +226,72 @@ func (s *Store) PutTenant(t Tenant) error {
 	return put(s.db, bucketTenants, t.Name, t)
 }
 
-// DeleteTenant removes a tenant record.
-func (s *Store) DeleteTenant(name string) error { return del(s.db, bucketTenants, name) }
+// DeleteTenant removes a tenant record. A tenant with its own user (a
+// subordinate id range) retires its ids in the same transaction: see
+// RetiredIDs.
+func (s *Store) DeleteTenant(name string) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTenants)
+		data := b.Get([]byte(name))
+		if data == nil {
+			return nil
+		}
+		var t Tenant
+		if err := json.Unmarshal(data, &t); err != nil {
+			return err
+		}
+		if t.User.Count > 0 {
+			meta := tx.Bucket(bucketMeta)
+			r, err := retired(meta)
+			if err != nil {
+				return err
+			}
+			r.UID = max(r.UID, t.User.UID+1)
+			r.SubID = max(r.SubID, uint64(t.User.SubUID)+uint64(t.User.Count), uint64(t.User.SubGID)+uint64(t.User.Count))
+			v := binary.BigEndian.AppendUint32(nil, r.UID)
+			if err := meta.Put(keyRetired, binary.BigEndian.AppendUint64(v, r.SubID)); err != nil {
+				return err
+			}
+		}
+		return b.Delete([]byte(name))
+	})
+	if err != nil {
+		return fmt.Errorf("delete %s %s: %w", bucketTenants, name, err)
+	}
+	return nil
+}
+
+// RetiredIDs are the ids a new tenant must not get. A destroyed tenant's
+// files may still exist (in backups, or on a volume whose removal failed),
+// so its uid and subordinate ids are never handed out again: a new tenant
+// gets a uid at or above UID and subordinate ids at or above SubID. Both are
+// high-water marks over every tenant with its own user that was ever
+// deleted from this database.
+type RetiredIDs struct {
+	UID   uint32
+	SubID uint64
+}
+
+// RetiredIDs returns the ids no new tenant may get.
+func (s *Store) RetiredIDs() (RetiredIDs, error) {
+	var r RetiredIDs
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
+		r, err = retired(tx.Bucket(bucketMeta))
+		return err
+	})
+	return r, err
+}
+
+func retired(meta *bolt.Bucket) (RetiredIDs, error) {
+	v := meta.Get(keyRetired)
+	if v == nil {
+		return RetiredIDs{}, nil
+	}
+	if len(v) != 12 {
+		return RetiredIDs{}, fmt.Errorf("retired ids: %d bytes, want 12", len(v))
+	}
+	return RetiredIDs{UID: binary.BigEndian.Uint32(v), SubID: binary.BigEndian.Uint64(v[4:])}, nil
+}
 
 // Instances returns every instance record, sorted by tenant and name.
 func (s *Store) Instances() ([]Instance, error) { return list[Instance](s.db, bucketInstances) }

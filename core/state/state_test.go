@@ -227,3 +227,56 @@ func TestHashDistinguishes(t *testing.T) {
 		t.Error("the order of permissions changes the hash")
 	}
 }
+
+func TestRetiredIDs(t *testing.T) {
+	user := func(uid, sub, count uint32) sdk.User {
+		return sdk.User{UID: uid, GID: uid, SubUID: sub, SubGID: sub, Count: count}
+	}
+	tests := []struct {
+		name string
+		// deleted are the tenants' users, deleted in order.
+		deleted []sdk.User
+		want    RetiredIDs
+	}{
+		{name: "none", want: RetiredIDs{}},
+		{name: "one", deleted: []sdk.User{user(61000, 1<<30, 65536)}, want: RetiredIDs{61001, 1<<30 + 65536}},
+		{
+			name:    "the highest stays",
+			deleted: []sdk.User{user(61005, 1<<30+5*65536, 65536), user(61000, 1<<30, 65536)},
+			want:    RetiredIDs{61006, 1<<30 + 6*65536},
+		},
+		{name: "the last range of the id space", deleted: []sdk.User{user(61000, 1<<32-65536, 65536)}, want: RetiredIDs{61001, 1 << 32}},
+		{name: "a shared user is not the tenant's to retire", deleted: []sdk.User{user(65534, 0, 0)}, want: RetiredIDs{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, path := openTemp(t)
+			for i, u := range tt.deleted {
+				name := string(rune('a' + i))
+				if err := s.PutTenant(Tenant{Name: name, User: u}); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.DeleteTenant(name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Deleting a tenant that is not there changes nothing.
+			if err := s.DeleteTenant("ghost"); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.RetiredIDs(); err != nil || got != tt.want {
+				t.Errorf("RetiredIDs() = %+v, %v; want %+v", got, err, tt.want)
+			}
+			// They survive reopening the database.
+			s.Close()
+			s2, err := Open(path, WithReadOnly())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s2.Close()
+			if got, err := s2.RetiredIDs(); err != nil || got != tt.want {
+				t.Errorf("after reopening, RetiredIDs() = %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
