@@ -3,12 +3,9 @@ package fstree_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -28,13 +25,6 @@ const (
 	removeFDLimit = 16
 )
 
-var helperBin struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
 func TestMain(m *testing.M) {
 	if mode := os.Getenv(envHelper); mode != "" {
 		if err := helper(mode); err != nil {
@@ -43,11 +33,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	code := m.Run()
-	if helperBin.dir != "" {
-		os.RemoveAll(helperBin.dir)
-	}
-	os.Exit(code)
+	os.Exit(m.Run())
 }
 
 // helper runs one helper mode; the tree is fd 3 unless the mode says so.
@@ -159,49 +145,6 @@ func makeModes(fd int) error {
 	return nil
 }
 
-// helperPath returns a copy of the test binary that any uid may run.
-func helperPath(t *testing.T) string {
-	t.Helper()
-	h := &helperBin
-	h.once.Do(func() {
-		self, err := os.Executable()
-		if err != nil {
-			h.err = err
-			return
-		}
-		if h.dir, err = os.MkdirTemp("", "fstree-helper-"); err != nil {
-			h.err = err
-			return
-		}
-		if err := os.Chmod(h.dir, 0o755); err != nil {
-			h.err = err
-			return
-		}
-		h.path = filepath.Join(h.dir, "fstree.test")
-		in, err := os.Open(self)
-		if err != nil {
-			h.err = err
-			return
-		}
-		defer in.Close()
-		out, err := os.OpenFile(h.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
-		if err != nil {
-			h.err = err
-			return
-		}
-		if _, err := io.Copy(out, in); err != nil {
-			out.Close()
-			h.err = err
-			return
-		}
-		h.err = out.Close()
-	})
-	if h.err != nil {
-		t.Fatalf("helper binary: %v", h.err)
-	}
-	return h.path
-}
-
 // tenantUID returns a uid that no account uses, for a tenant process.
 func tenantUID(t *testing.T) uint32 {
 	t.Helper()
@@ -216,7 +159,9 @@ func tenantUID(t *testing.T) uint32 {
 // is not empty, and returns the process's peak resident size in bytes.
 func runHelper(t *testing.T, mode string, uid uint32, dir string, env ...string) int64 {
 	t.Helper()
-	cmd := exec.Command(helperPath(t))
+	// Exec through /proc/self/exe checks only the binary's own mode: an
+	// unprivileged uid can run it from a directory it could not enter.
+	cmd := exec.Command("/proc/self/exe")
 	cmd.Env = append([]string{envHelper + "=" + mode, "PATH=/usr/bin:/bin"}, env...)
 	cmd.Dir = "/"
 	if dir != "" {
