@@ -392,7 +392,7 @@ func (rf *runFiles) close() {
 // remove removes what openRunFiles made.
 func (rf *runFiles) remove() {
 	if rf.madeDir {
-		os.RemoveAll(rf.dir)
+		fstree.RemoveAll(context.Background(), rf.dir)
 		return
 	}
 	for _, p := range rf.made {

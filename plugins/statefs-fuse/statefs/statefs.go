@@ -192,7 +192,7 @@ func (*FS) Recover(_ context.Context, h sdk.Handle) (sdk.Handle, error) {
 func (*FS) Deprovision(ctx context.Context, h sdk.Handle) error {
 	d, err := open(h)
 	if errors.Is(err, sdk.ErrNotFound) {
-		if err := os.RemoveAll(d.checkpointDir()); err != nil {
+		if err := fstree.RemoveAll(ctx, d.checkpointDir()); err != nil {
 			return sdk.Errorf(sdk.CodeInternal, "delete checkpoints of %s: %w", d.Instance, err)
 		}
 		return nil
@@ -203,7 +203,7 @@ func (*FS) Deprovision(ctx context.Context, h sdk.Handle) error {
 	if err := fstree.RemoveAll(ctx, d.Dir); err != nil {
 		return sdk.Errorf(sdk.CodeInternal, "delete state of %s: %w", d.Instance, err)
 	}
-	if err := os.RemoveAll(d.checkpointDir()); err != nil {
+	if err := fstree.RemoveAll(ctx, d.checkpointDir()); err != nil {
 		return sdk.Errorf(sdk.CodeInternal, "delete checkpoints of %s: %w", d.Instance, err)
 	}
 	return nil
