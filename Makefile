@@ -14,7 +14,7 @@ LDFLAGS   := -X main.version=$(VERSION)
 AGENT_PID := $(QUICKSTART)/build/agent.pid
 AGENT_LOG := $(QUICKSTART)/build/agent.log
 
-.PHONY: all build plugins wasm run stop test deps bench proto fmt vet clean
+.PHONY: all build plugins wasm run stop test fuzz deps bench proto fmt vet clean
 
 all: build
 
@@ -61,10 +61,19 @@ stop: build
 deps:
 	./.ci/install-deps
 
-## test: install what the tests need, then run every test
+## test: install what the tests need, then run every test and the fuzzers
 test: deps vet
 	$(GO) test -count=1 -timeout 20m ./...
 	cd core/sdk && $(GO) test -count=1 -timeout 5m ./...
+	$(MAKE) fuzz
+
+FUZZTIME ?= 10s
+
+## fuzz: run each fuzzer for FUZZTIME (the spec and policy loaders)
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzLoadHost$$' -fuzztime $(FUZZTIME) ./core/spec
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTenant$$' -fuzztime $(FUZZTIME) ./core/spec
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./core/policy
 
 ## bench: benchmarks, with the numbers the closing notes quote
 bench: build

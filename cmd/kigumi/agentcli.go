@@ -13,7 +13,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/kigumi/kigumi/core/api"
-	"github.com/kigumi/kigumi/core/engine"
 	"github.com/kigumi/kigumi/core/events"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/spec"
@@ -117,13 +116,11 @@ the state database, read-only.`,
 				s := &session{cli: c, parser: spec.NewParser()}
 				return s.loadHost() // prints the diagnostics
 			}
-			st, err := state.Open(engine.DBPath(h), state.WithReadOnly())
-			if errors.Is(err, os.ErrNotExist) {
-				entries = nil
-			} else if err != nil {
-				c.errorf("%v", err)
-				return exitFailed
-			} else {
+			st, code := (&session{cli: c, host: h}).openStore(ctx, state.WithReadOnly())
+			if code != exitOK {
+				return code
+			}
+			if st != nil {
 				all, err := st.Journal(*n)
 				st.Close()
 				if err != nil {

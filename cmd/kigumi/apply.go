@@ -59,7 +59,7 @@ func apply(ctx context.Context, c *cli) int {
 	if code != exitOK || shown.Empty() {
 		return code
 	}
-	if code, ok := confirmPlan(c, "Apply these actions?"); !ok {
+	if code, ok := confirmPlan(ctx, c, "Apply these actions?"); !ok {
 		return code
 	}
 	s, p, code := planFromSpecs(ctx, c, storeWrite)
@@ -107,7 +107,7 @@ func applyAgent(ctx context.Context, c *cli, client *api.Client) int {
 		return exitOK
 	}
 	if !c.autoApprove {
-		if code, ok := confirmPlan(c, "Ask the agent to apply these actions now?"); !ok {
+		if code, ok := confirmPlan(ctx, c, "Ask the agent to apply these actions now?"); !ok {
 			return code
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
@@ -23,7 +24,12 @@ const (
 	exitOK      = 0
 	exitInvalid = 1 // invalid input or a policy denial
 	exitFailed  = 2 // a runtime failure
+	exitBusy    = 3 // another kigumi held the state database past --lock-timeout
 )
+
+// defaultLockTimeout is how long a command waits for another kigumi
+// process to release the state database.
+const defaultLockTimeout = 30 * time.Second
 
 // command is one kigumi subcommand.
 type command struct {
@@ -47,6 +53,7 @@ func init() {
 // cli holds what every command shares: its flags and its output streams.
 type cli struct {
 	config      string
+	lockTimeout time.Duration
 	autoApprove bool
 	jsonOut     bool
 	stdout      io.Writer
@@ -75,7 +82,11 @@ Commands:
 	fmt.Fprint(w, `
 Run 'kigumi COMMAND --help' for a command's options.
 
-Exit codes: 0 ok, 1 invalid input or policy denial, 2 runtime failure.
+Exit codes: 0 ok, 1 invalid input or policy denial, 2 runtime failure or
+stopped by a signal, 3 busy (another kigumi held the state database past
+--lock-timeout).
+SIGINT or SIGTERM stops a command at the next safe point; a second one at
+once.
 Set KIGUMI_LOG_LEVEL (trace, debug, info, warn, error) for more output.
 `)
 }
@@ -101,6 +112,11 @@ func run(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// The first signal cancels ctx; the next one kills at once.
+		<-ctx.Done()
+		stop()
+	}()
 	level := hclog.LevelFromString(os.Getenv("KIGUMI_LOG_LEVEL"))
 	if level == hclog.NoLevel {
 		level = hclog.Warn
@@ -115,6 +131,7 @@ func (c *cli) flags(cmd *command) *flag.FlagSet {
 	fs := flag.NewFlagSet("kigumi "+cmd.name, flag.ContinueOnError)
 	fs.SetOutput(c.stderr)
 	fs.StringVar(&c.config, "c", "host.hcl", "path of the host spec")
+	fs.DurationVar(&c.lockTimeout, "lock-timeout", defaultLockTimeout, "how long to wait for another kigumi to release the state database")
 	fs.Usage = func() {
 		fmt.Fprintf(c.stdout, "Usage: kigumi %s [options] %s\n\n%s\n\nOptions:\n", cmd.name, cmd.args, strings.TrimSpace(cmd.help))
 		fs.SetOutput(c.stdout)
@@ -153,8 +170,8 @@ func (c *cli) parse(fs *flag.FlagSet, args []string, minArgs, maxArgs int) (code
 }
 
 // confirm asks on the terminal whether to go on. Without a terminal it
-// refuses unless --auto-approve was given.
-func (c *cli) confirm(question string) (bool, error) {
+// refuses unless --auto-approve was given. It gives up when ctx ends.
+func (c *cli) confirm(ctx context.Context, question string) (bool, error) {
 	if c.autoApprove {
 		return true, nil
 	}
@@ -162,9 +179,21 @@ func (c *cli) confirm(question string) (bool, error) {
 		return false, errors.New("standard input is not a terminal: pass --auto-approve to proceed without confirmation")
 	}
 	fmt.Fprintf(c.stdout, "\n%s\n  Only 'yes' will be accepted.\n\n  Enter a value: ", question)
-	var answer string
-	fmt.Fscanln(c.stdin, &answer)
-	return answer == "yes", nil
+	answer := make(chan string, 1)
+	go func() {
+		// Left blocked on the terminal if ctx ends first; the process
+		// exits soon after.
+		var a string
+		fmt.Fscanln(c.stdin, &a)
+		answer <- a
+	}()
+	select {
+	case a := <-answer:
+		return a == "yes", nil
+	case <-ctx.Done():
+		fmt.Fprintln(c.stdout)
+		return false, ctx.Err()
+	}
 }
 
 func (c *cli) errorf(format string, args ...any) {

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -18,6 +19,8 @@ func TestBadInput(t *testing.T) {
 		args []string
 		// want are regular expressions the output (stdout+stderr) must match.
 		want []string
+		// reject are regular expressions it must not match.
+		reject []string
 	}{
 		{name: "negative memory",
 			edit: func(t *testing.T, w *workspace) {
@@ -80,6 +83,61 @@ func TestBadInput(t *testing.T) {
 			},
 			args: []string{"validate"},
 			want: []string{`host\.hcl:18,1: Error: Cannot use ledger plugin "xrpl"`}},
+		{name: "FIFO as a tenant spec",
+			edit: func(t *testing.T, w *workspace) {
+				if err := syscall.Mkfifo(filepath.Join(w.tenants, "x.hcl"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			},
+			args: []string{"validate"},
+			want: []string{`tenants/x\.hcl:1,1: Error: Failed to read file`, `x\.hcl is not a regular file \(a FIFO\)`}},
+		{name: "tenant spec linked to /dev/zero",
+			edit: func(t *testing.T, w *workspace) { symlink(t, "/dev/zero", filepath.Join(w.tenants, "x.hcl")) },
+			args: []string{"plan"},
+			want: []string{`tenants/x\.hcl:1,1: Error: Failed to read file`, `x\.hcl resolves to a file outside`}},
+		{name: "tenant spec linked to /etc/passwd",
+			edit:   func(t *testing.T, w *workspace) { symlink(t, "/etc/passwd", filepath.Join(w.tenants, "x.hcl")) },
+			args:   []string{"validate"},
+			want:   []string{`tenants/x\.hcl:1,1: Error: Failed to read file`, `x\.hcl resolves to a file outside`},
+			reject: []string{`root:`, `nologin`}},
+		{name: "60,000 nested lists",
+			edit: func(t *testing.T, w *workspace) {
+				writeFile(t, filepath.Join(w.tenants, "x.hcl"), "tenant \"x\" {\n  a = "+strings.Repeat("[", 60000)+strings.Repeat("]", 60000)+"\n}\n")
+			},
+			args: []string{"validate"},
+			want: []string{`tenants/x\.hcl:2,70: Error: Nesting too deep`, `more than 64 levels`, `(?m)^ +2:   a = \[{100,}…$`}},
+		{name: "100,000 nested parentheses",
+			edit: func(t *testing.T, w *workspace) {
+				writeFile(t, filepath.Join(w.tenants, "x.hcl"), "a = "+strings.Repeat("(", 100000)+"1"+strings.Repeat(")", 100000)+"\n")
+			},
+			args: []string{"validate"},
+			want: []string{`tenants/x\.hcl:1,69: Error: Nesting too deep`}},
+		{name: "50,000 nested blocks",
+			edit: func(t *testing.T, w *workspace) {
+				writeFile(t, filepath.Join(w.tenants, "x.hcl"), strings.Repeat("a{\n", 50000)+strings.Repeat("}\n", 50000))
+			},
+			args: []string{"validate"},
+			want: []string{`tenants/x\.hcl:65,2: Error: Nesting too deep`}},
+		{name: "200,000 nested blocks",
+			edit: func(t *testing.T, w *workspace) {
+				writeFile(t, filepath.Join(w.tenants, "x.hcl"), strings.Repeat("a {\n", 200000)+strings.Repeat("}\n", 200000))
+			},
+			args: []string{"validate"},
+			want: []string{`tenants/x\.hcl:1,1: Error: Failed to read file`, `larger than the limit of 256 KiB`}},
+		{name: "80,000 diagnostics of escape sequences",
+			edit: func(t *testing.T, w *workspace) {
+				writeFile(t, filepath.Join(w.tenants, "x.hcl"), strings.Repeat("\x1b", 80000))
+			},
+			args:   []string{"validate"},
+			want:   []string{`tenants/x\.hcl:1,1: Error: Invalid character`, `(?m)^\.\.\. and 79981 more errors, not shown\.$`},
+			reject: []string{`\x1b`}},
+		{name: "escape sequences in a snippet",
+			edit: func(t *testing.T, w *workspace) {
+				writeFile(t, filepath.Join(w.tenants, "x.hcl"), "tenant \"x\" {\n  colour = \"\x1b]0;owned\x07\x1b[2J\u009b1m\"\n}\n")
+			},
+			args:   []string{"validate"},
+			want:   []string{`tenants/x\.hcl:2,3: Error: Unsupported argument`, `colour = "\?\]0;owned\?\?\[2J¿1m"`},
+			reject: []string{`[\x00-\x08\x0b-\x1f\x7f]`, `\x{9b}`}},
 		{name: "apply without a terminal",
 			args: []string{"apply"},
 			want: []string{`pass --auto-approve`}},
@@ -105,6 +163,11 @@ func TestBadInput(t *testing.T) {
 			for _, re := range tt.want {
 				if !regexp.MustCompile(re).MatchString(all) {
 					t.Errorf("output does not match %q:\n%s", re, all)
+				}
+			}
+			for _, re := range tt.reject {
+				if regexp.MustCompile(re).MatchString(all) {
+					t.Errorf("output matches %q:\n%q", re, all)
 				}
 			}
 			// Nothing was applied.
@@ -137,6 +200,13 @@ func TestUsage(t *testing.T) {
 				t.Errorf("exit %d (want %d), output lacks %q:\n%s%s", code, tt.code, tt.want, out, errOut)
 			}
 		})
+	}
+}
+
+func symlink(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
 	}
 }
 

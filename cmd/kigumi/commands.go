@@ -133,16 +133,20 @@ func applyPlan(ctx context.Context, s *session, p *plan.Plan, question string) i
 	if p.Empty() {
 		return exitOK
 	}
-	if code, ok := confirmPlan(c, question); !ok {
+	if code, ok := confirmPlan(ctx, c, question); !ok {
 		return code
 	}
 	return execute(ctx, s, p)
 }
 
 // confirmPlan asks whether to carry out the plan just shown; when not, it
-// says so and returns the exit code.
-func confirmPlan(c *cli, question string) (int, bool) {
-	ok, err := c.confirm(question)
+// says so and returns the exit code. A signal while it asks cancels.
+func confirmPlan(ctx context.Context, c *cli, question string) (int, bool) {
+	ok, err := c.confirm(ctx, question)
+	if errors.Is(err, context.Canceled) {
+		fmt.Fprintln(c.stdout, "Cancelled: nothing was changed.")
+		return exitFailed, false
+	}
 	if err != nil {
 		c.errorf("%v", err)
 		return exitInvalid, false

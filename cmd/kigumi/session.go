@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"time"
 
 	"github.com/kigumi/kigumi/core/engine"
 	"github.com/kigumi/kigumi/core/pluginhost"
@@ -106,9 +108,9 @@ func (s *session) loadTenants(ctx context.Context) int {
 // configures the host's plugins.
 func (s *session) startEngine(ctx context.Context, mode storeMode) int {
 	if mode == storePlan {
-		st, err := state.Open(engine.DBPath(s.host), state.WithReadOnly())
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return s.fail(err)
+		st, code := s.openStore(ctx, state.WithReadOnly())
+		if code != exitOK {
+			return code
 		}
 		s.store = st
 		s.engine = engine.New(s.host, s.store, nil, nil, engine.WithLogger(s.cli.log))
@@ -119,18 +121,18 @@ func (s *session) startEngine(ctx context.Context, mode storeMode) int {
 		pluginhost.WithPluginDir(s.host.PluginDir))
 	switch mode {
 	case storeRead:
-		st, err := state.Open(engine.DBPath(s.host), state.WithReadOnly())
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return s.fail(err)
+		st, code := s.openStore(ctx, state.WithReadOnly())
+		if code != exitOK {
+			return code
 		}
 		s.store = st
 	case storeWrite:
 		if err := engine.PrepareStateDir(s.host); err != nil {
 			return s.fail(err)
 		}
-		st, err := state.Open(engine.DBPath(s.host))
-		if err != nil {
-			return s.fail(err)
+		st, code := s.openStore(ctx)
+		if code != exitOK {
+			return code
 		}
 		s.store = st
 	}
@@ -157,6 +159,40 @@ func (s *session) startEngine(ctx context.Context, mode storeMode) int {
 		return s.fail(err)
 	}
 	return exitOK
+}
+
+// lockPoll is how long each attempt to open the state database waits for
+// its lock; between attempts openStore checks for a signal.
+const lockPoll = 200 * time.Millisecond
+
+// openStore opens the state database with opts, waiting up to the
+// --lock-timeout for another kigumi process to release it, and giving up
+// when ctx ends. A read-only open of a database not yet created yields a
+// nil store. Still locked after the timeout, it returns exitBusy.
+func (s *session) openStore(ctx context.Context, opts ...state.Option) (*state.Store, int) {
+	path := engine.DBPath(s.host)
+	deadline := time.Now().Add(s.cli.lockTimeout)
+	waiting := false
+	for {
+		st, err := state.Open(path, append(opts, state.WithLockTimeout(min(lockPoll, max(time.Until(deadline), time.Millisecond))))...)
+		switch {
+		case err == nil:
+			return st, exitOK
+		case errors.Is(err, os.ErrNotExist):
+			return nil, exitOK
+		case !errors.Is(err, state.ErrLocked):
+			return nil, s.fail(err)
+		case ctx.Err() != nil:
+			s.cli.errorf("stopped while waiting for the state database %s: %v", path, context.Cause(ctx))
+			return nil, exitFailed
+		case !time.Now().Before(deadline):
+			s.cli.errorf("%v: still busy after waiting %s (--lock-timeout); try again later", err, s.cli.lockTimeout)
+			return nil, exitBusy
+		case !waiting:
+			waiting = true
+			fmt.Fprintf(s.cli.stderr, "Waiting up to %s for another kigumi process to release the state database...\n", s.cli.lockTimeout)
+		}
+	}
 }
 
 // fail prints err and returns the exit code for it.

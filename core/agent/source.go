@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -50,9 +48,6 @@ func (f *FileSpec) Invalid() bool { return f.Diags.HasErrors() }
 // Settle is how long the file source waits after a change before it reads
 // the directory, so that a burst of writes is read once, complete.
 const Settle = 100 * time.Millisecond
-
-// MaxSpecBytes is the largest tenant spec file the file source reads.
-const MaxSpecBytes = 1 << 20
 
 // FileSource watches a host's tenant spec directory and emits a snapshot
 // each time it changes, and every Resync as a safety net.
@@ -167,18 +162,12 @@ func (s *FileSource) Scan() Snapshot {
 	return snap
 }
 
-// load reads and decodes one spec file, never more than MaxSpecBytes and
-// only a regular file.
+// load reads and decodes one spec file, as spec.Parser.LoadTenantFile reads
+// it: only a regular file inside the tenant directory, through a size cap.
 func (s *FileSource) load(path string) *FileSpec {
 	f := &FileSpec{Source: engine.FileSource(s.Host, path)}
-	src, err := readSpec(path)
-	if err != nil {
-		f.Diags = hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read tenant spec",
-			Detail: fmt.Sprintf("%s: %v.", path, err), Subject: &hcl.Range{Filename: path, Start: hcl.InitialPos, End: hcl.InitialPos}}}
-		return f
-	}
 	p := spec.NewParser()
-	f.Tenants, f.Diags = p.ParseTenant(path, src, s.Host)
+	f.Tenants, f.Diags = p.LoadTenantFile(s.Host, path)
 	f.Files = p.Files()
 	if !f.Diags.HasErrors() && len(f.Tenants) == 0 {
 		// An empty file is most likely one being written (truncated, then
@@ -188,29 +177,4 @@ func (s *FileSource) load(path string) *FileSpec {
 			Subject: &hcl.Range{Filename: path, Start: hcl.InitialPos, End: hcl.InitialPos}})
 	}
 	return f
-}
-
-// readSpec reads a regular file through a size cap: a FIFO or a device
-// named like a spec must not hang or flood the agent.
-func readSpec(path string) ([]byte, error) {
-	fd, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer fd.Close()
-	fi, err := fd.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, errors.New("not a regular file")
-	}
-	src, err := io.ReadAll(io.LimitReader(fd, MaxSpecBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(src) > MaxSpecBytes {
-		return nil, fmt.Errorf("larger than %d bytes", MaxSpecBytes)
-	}
-	return src, nil
 }

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
-
+	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/plan"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/state"
@@ -280,13 +280,17 @@ func mkdirMode(dir string, mode os.FileMode) error {
 	return os.Chmod(dir, mode)
 }
 
-// allocate picks a tenant's uid and subordinate id range, the lowest free
-// ones not recorded for another tenant, and records them, all while no
-// other tenant allocates.
+// allocate picks a tenant's uid and subordinate id range: the lowest free
+// ones not recorded for another tenant and not retired by a destroyed one,
+// all while no other tenant allocates.
 func (e *Engine) allocate(rec *state.Tenant) error {
 	e.capMu.Lock()
 	defer e.capMu.Unlock()
 	tenants, err := e.store.Tenants()
+	if err != nil {
+		return err
+	}
+	retired, err := e.store.RetiredIDs()
 	if err != nil {
 		return err
 	}
@@ -298,7 +302,8 @@ func (e *Engine) allocate(rec *state.Tenant) error {
 	}
 	iso := e.host.Isolation
 	uid, sub, err := e.isolation.Allocate(iso.UIDBase, iso.SubIDBase, iso.SubIDCount,
-		func(u uint32) bool { return uids[u] }, func(s uint32) bool { return subs[s] })
+		func(u uint32) bool { return uids[u] || u < retired.UID },
+		func(s uint32) bool { return subs[s] || uint64(s) < retired.SubID })
 	if err != nil {
 		return fmt.Errorf("allocate ids: %w", err)
 	}
@@ -364,7 +369,7 @@ func (e *Engine) removeTenant(ctx context.Context, rec state.Tenant) error {
 		return e.isolation.Remove(ctx, rec.Name, rec.User.Home)
 	})
 	if err == nil {
-		err = e.step(target, "state.parent.remove", func() error { return os.RemoveAll(e.stateParent(rec.Name)) })
+		err = e.step(target, "state.parent.remove", func() error { return fstree.RemoveAll(ctx, e.stateParent(rec.Name)) })
 	}
 	if err != nil {
 		return err

@@ -176,11 +176,7 @@ func Desired(h *spec.Host, tenants []*spec.Tenant) ([]plan.Tenant, error) {
 				Runtime: i.Runtime, Module: i.Module, Image: i.Image, Digest: i.Digest,
 				Args: i.Args, Env: i.Env, Resources: i.Resources, StateBytes: i.StateBytes, Permissions: i.Permissions,
 			}
-			// The default policy is left out, so that the specs recorded
-			// before restart policies existed keep their hash.
-			if i.Restart != spec.RestartOnFailure {
-				s.Restart = i.Restart
-			}
+			s.Restart = i.Restart
 			if len(i.Settings) > 0 {
 				s.Settings = i.Settings
 			}

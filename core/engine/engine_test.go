@@ -612,3 +612,70 @@ func TestFailedUpdateKeepsState(t *testing.T) {
 		t.Errorf("record = %+v", rec)
 	}
 }
+
+// TestDestroyedTenantIDsAreNotReused destroys tenants and creates new ones,
+// reopening the database in between: no new tenant gets a destroyed one's
+// uid or any of its subordinate ids.
+func TestDestroyedTenantIDsAreNotReused(t *testing.T) {
+	w := newWorld()
+	h := testHost(t)
+	ctx := context.Background()
+	var gone []sdk.User
+	check := func(e *Engine, name string) {
+		t.Helper()
+		rec, ok, err := e.store.Tenant(name)
+		if err != nil || !ok {
+			t.Fatalf("tenant %s: %v %v", name, ok, err)
+		}
+		u := rec.User
+		for _, g := range gone {
+			if u.UID == g.UID {
+				t.Errorf("tenant %s got uid %d of a destroyed tenant", name, u.UID)
+			}
+			if u.SubUID < g.SubUID+g.Count && g.SubUID < u.SubUID+u.Count {
+				t.Errorf("tenant %s got subordinate ids %d+%d, overlapping a destroyed tenant's %d+%d",
+					name, u.SubUID, u.Count, g.SubUID, g.Count)
+			}
+		}
+	}
+	destroy := func(e *Engine, name string) {
+		t.Helper()
+		rec, _, err := e.store.Tenant(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dp, err := e.DestroyPlan(ctx, []string{name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Apply(ctx, dp); err != nil {
+			t.Fatal(err)
+		}
+		gone = append(gone, rec.User)
+	}
+
+	e := newEngine(t, h, w)
+	if _, err, _ := apply(t, e, desired("alice", "bob")); err != nil {
+		t.Fatal(err)
+	}
+	destroy(e, "alice")
+	if _, err, _ := apply(t, e, desired("bob", "carol")); err != nil {
+		t.Fatal(err)
+	}
+	check(e, "carol")
+
+	// Across a reopened database, with the lowest ids free again.
+	destroy(e, "bob")
+	destroy(e, "carol")
+	if err := e.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e = newEngine(t, h, w)
+	if _, err, _ := apply(t, e, desired("dave")); err != nil {
+		t.Fatal(err)
+	}
+	check(e, "dave")
+	if len(gone) != 3 {
+		t.Fatalf("destroyed %d tenants, want 3", len(gone))
+	}
+}

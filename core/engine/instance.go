@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/state"
 )
@@ -146,7 +147,7 @@ func stateMount(rec *state.Instance) []sdk.Mount {
 
 // start starts the instance's workload and records its handle.
 func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, tenantHandle sdk.Handle, rec *state.Instance) error {
-	if err := os.RemoveAll(rec.RunDir); err != nil {
+	if err := fstree.RemoveAll(ctx, rec.RunDir); err != nil {
 		return fmt.Errorf("clear run directory: %w", err)
 	}
 	if err := os.MkdirAll(rec.RunDir, 0o700); err != nil {
@@ -302,10 +303,10 @@ func (e *Engine) tearDown(ctx context.Context, rec *state.Instance, full bool) e
 	}
 	// The engine chose the state directory: whatever a crash left there
 	// before its handle was recorded goes too.
-	if err := os.RemoveAll(e.stateDir(rec.Tenant, rec.Name)); err != nil {
+	if err := fstree.RemoveAll(ctx, e.stateDir(rec.Tenant, rec.Name)); err != nil {
 		errs = append(errs, fmt.Errorf("remove state directory: %w", err))
 	}
-	if err := os.RemoveAll(rec.RunDir); err != nil {
+	if err := fstree.RemoveAll(ctx, rec.RunDir); err != nil {
 		errs = append(errs, fmt.Errorf("remove run directory: %w", err))
 	}
 	// The run directory's parent goes with the tenant's last instance.

@@ -245,7 +245,9 @@ func Diff(desired []Tenant, tenants []state.Tenant, instances []state.Instance, 
 				p.Actions = append(p.Actions, Action{Op: Create, Tenant: t.Name, Instance: i.Name, Spec: &spec})
 			case have.Phase == state.PhaseCreating:
 				p.Actions = append(p.Actions, Action{Op: Create, Tenant: t.Name, Instance: i.Name, Spec: &spec, Resume: true})
-			case have.Phase == state.PhaseUpdating || have.SpecHash != spec.Hash():
+			// The recorded spec's hash, recomputed: a record written by an
+			// older version holds a SpecHash of another encoding.
+			case have.Phase == state.PhaseUpdating || have.Spec.Hash() != spec.Hash():
 				p.Actions = append(p.Actions, Action{Op: Update, Tenant: t.Name, Instance: i.Name, Spec: &spec,
 					Changes: SpecChanges(have.Spec, spec), Resume: have.Phase == state.PhaseUpdating})
 			default:

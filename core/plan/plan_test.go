@@ -56,6 +56,14 @@ func TestDiff(t *testing.T) {
 			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
 			instances: []state.Instance{rec("alice", "web", ispec(32<<20), state.PhaseReady)},
 			want:      nil},
+		{name: "no change, old hash", desired: []Tenant{one},
+			tenants: []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},
+			instances: []state.Instance{func() state.Instance {
+				r := rec("alice", "web", ispec(32<<20), state.PhaseReady)
+				r.SpecHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" // another encoding's
+				return r
+			}()},
+			want: nil},
 		{name: "update args",
 			desired:   []Tenant{{Name: "alice", Instances: []Instance{{Name: "web", Spec: ispec(32<<20, "-v")}}}},
 			tenants:   []state.Tenant{tenantRec("alice", state.PhaseReady, oneLimits)},

@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
+	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
@@ -220,7 +221,8 @@ func (h *Host) Release(tenant string) error {
 	if t == nil {
 		return nil
 	}
-	if err := os.RemoveAll(t.Dir); err != nil {
+	// The tenant's plugin processes wrote below it, in any shape.
+	if err := fstree.RemoveAll(context.Background(), t.Dir); err != nil {
 		return fmt.Errorf("release tenant %s: %w", tenant, err)
 	}
 	return nil

@@ -12,7 +12,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/cel-go/cel"
-	"github.com/google/cel-go/checker"
 	"github.com/google/cel-go/common"
 	"github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
@@ -50,6 +49,7 @@ const (
 // at load time its cost is estimated assuming strings of at most
 // estimatedStringSize characters and lists and maps of at most
 // estimatedCollectionSize entries, and an estimate over costLimit is refused.
+// cost.go holds the cost model.
 const (
 	costLimit               = 1_000_000
 	interruptCheckFrequency = 100
@@ -173,6 +173,13 @@ func newEnvs() (map[Scope]*cel.Env, error) {
 	)
 	if err != nil {
 		return nil, fmt.Errorf("host scope: %w", err)
+	}
+	guarded, err := guards(base)
+	if err != nil {
+		return nil, fmt.Errorf("guard functions: %w", err)
+	}
+	if base, err = base.Extend(guarded...); err != nil {
+		return nil, fmt.Errorf("guard functions: %w", err)
 	}
 	tenantEnv, err := base.Extend(cel.Variable("tenant", cel.ObjectType("policy.tenant")))
 	if err != nil {
@@ -333,33 +340,13 @@ func compile(env *cel.Env, src []byte, a *hcl.Attribute, want *cel.Type) (cel.Pr
 	}
 	prg, err := env.Program(checked,
 		cel.CostLimit(costLimit),
+		cel.CostTracking(sizeCharger{}),
 		cel.InterruptCheckFrequency(interruptCheckFrequency),
 		cel.EvalOptions(cel.OptOptimize))
 	if err != nil {
 		return nil, nil, bad(a.Expr.Range(), "%s", err)
 	}
 	return prg, checked, nil
-}
-
-// sizeEstimator bounds the size of every string, list and map in the input
-// for cost estimation.
-type sizeEstimator struct{}
-
-// EstimateSize implements checker.CostEstimator.
-func (sizeEstimator) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
-	switch n.Type().Kind() {
-	case types.StringKind:
-		return &checker.SizeEstimate{Max: estimatedStringSize}
-	case types.ListKind, types.MapKind:
-		return &checker.SizeEstimate{Max: estimatedCollectionSize}
-	}
-	return nil
-}
-
-// EstimateCallCost implements checker.CostEstimator; the library's own
-// estimates are used.
-func (sizeEstimator) EstimateCallCost(string, string, *checker.AstNode, []checker.AstNode) *checker.CallEstimate {
-	return nil
 }
 
 // celRange maps loc, a position in the CEL expression text held by the HCL

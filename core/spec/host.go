@@ -56,12 +56,21 @@ func (p *Parser) LoadHost(path string) (*Host, hcl.Diagnostics) {
 	if err != nil {
 		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid host spec path", Detail: err.Error()}}
 	}
-	f, diags := p.parseFile(abs)
+	src, err := readSpecFile(abs, "")
+	if err != nil {
+		return nil, hcl.Diagnostics{readFailure(abs, err, "")}
+	}
+	return p.parseHost(abs, src)
+}
+
+// parseHost decodes src, the host spec at the absolute path file.
+func (p *Parser) parseHost(file string, src []byte) (*Host, hcl.Diagnostics) {
+	f, diags := p.parse(file, src)
 	if diags.HasErrors() {
 		return nil, sorted(diags)
 	}
 	d := &decoder{diags: diags}
-	h := d.hostFile(f.Body, abs)
+	h := d.hostFile(f.Body, file)
 	if d.diags.HasErrors() {
 		return nil, sorted(d.diags)
 	}

@@ -7,8 +7,6 @@ package spec
 import (
 	"cmp"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 
 	"github.com/hashicorp/hcl/v2"
@@ -29,43 +27,40 @@ func NewParser() *Parser {
 	return &Parser{Parser: hclparse.NewParser()}
 }
 
-// parse parses src as the HCL file filename, replacing any file of that
-// name parsed before, so that a reload sees the current content.
+// parse checks src, the HCL file filename, against the syntax limits and
+// parses it, replacing any file of that name parsed before, so that a
+// reload sees the current content.
 func (p *Parser) parse(filename string, src []byte) (*hcl.File, hcl.Diagnostics) {
+	if diags := checkSyntax(filename, src); diags.HasErrors() {
+		// Keep the bytes for the diagnostic's snippet; they are not parsed.
+		p.AddFile(filename, &hcl.File{Body: hcl.EmptyBody(), Bytes: src})
+		return nil, diags
+	}
 	f, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	p.AddFile(filename, f)
 	return f, diags
 }
 
-// parseFile reads and parses the HCL file filename.
-func (p *Parser) parseFile(filename string) (*hcl.File, hcl.Diagnostics) {
-	src, err := os.ReadFile(filename)
+// ParseHCLFile reads and parses the HCL file filename as the host spec is:
+// only a regular file within MaxFileSize, and within the syntax limits. It
+// satisfies policy.FileParser.
+func (p *Parser) ParseHCLFile(filename string) (*hcl.File, hcl.Diagnostics) {
+	src, err := readSpecFile(filename, "")
 	if err != nil {
-		return nil, hcl.Diagnostics{{
-			Severity: hcl.DiagError,
-			Summary:  "Failed to read file",
-			Detail:   fmt.Sprintf("Cannot read %s: %v.", filename, err),
-		}}
+		return nil, hcl.Diagnostics{readFailure(filename, err, "")}
 	}
 	return p.parse(filename, src)
 }
 
-// WriteDiagnostics renders diags to w, each headed by its "file:line,col"
-// location and showing a source snippet from files (see Parser.Files).
-// color enables terminal colors.
-func WriteDiagnostics(w io.Writer, files map[string]*hcl.File, diags hcl.Diagnostics, color bool) error {
-	tw := hcl.NewDiagnosticTextWriter(w, files, 0, color)
-	for _, d := range diags {
-		if d.Subject != nil {
-			if _, err := fmt.Fprintf(w, "%s: ", at(*d.Subject)); err != nil {
-				return fmt.Errorf("write diagnostics: %w", err)
-			}
-		}
-		if err := tw.WriteDiagnostic(d); err != nil {
-			return fmt.Errorf("write diagnostics: %w", err)
-		}
+// readFailure is the diagnostic for err, returned by readSpecFile for the
+// file filename; it points at the file's start.
+func readFailure(filename string, err error, root string) *hcl.Diagnostic {
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  "Failed to read file",
+		Detail:   readDetail(err, root),
+		Subject:  &hcl.Range{Filename: filename, Start: hcl.InitialPos, End: hcl.InitialPos},
 	}
-	return nil
 }
 
 // at formats the start of r as "file:line,col".

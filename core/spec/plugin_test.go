@@ -116,7 +116,7 @@ func permissionInstance(t *testing.T) *Instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenants, diags := p.ParseTenant(file, src, h)
+	tenants, diags := parseTenant(p, file, src, h)
 	if diags.HasErrors() {
 		t.Fatalf("unexpected errors:\n%s", dump(diags))
 	}

@@ -52,7 +52,10 @@ func checkDiags(t *testing.T, diags hcl.Diagnostics, want ...wantDiag) {
 			t.Errorf("error %d has no subject", i)
 			continue
 		}
-		file := testdata(t, w.file)
+		file := w.file
+		if !filepath.IsAbs(file) {
+			file = testdata(t, file)
+		}
 		if d.Subject.Filename != file || d.Subject.Start.Line != w.line || d.Subject.Start.Column != w.col {
 			t.Errorf("error %d is at %s, want %s:%d,%d", i, at(*d.Subject), file, w.line, w.col)
 		}
@@ -253,6 +256,7 @@ func TestLoadTenants(t *testing.T) {
 				Resources:   sdk.Resources{MemoryBytes: 32 << 20, MilliCPU: 250, DiskBytes: 1 << 20, Pids: 16},
 				StateBytes:  16 << 20,
 				Permissions: sdk.Permissions{{Name: sdk.PermStateWrite}, {Name: sdk.PermClock}},
+				Restart:     RestartOnFailure,
 			}},
 		},
 		{
@@ -262,10 +266,12 @@ func TestLoadTenants(t *testing.T) {
 				{
 					Name: "web", Runtime: "native", Image: "127.0.0.1:5000/busybox:1.36",
 					Args: []string{}, Env: map[string]string{}, Resources: defaults, Permissions: sdk.Permissions{},
+					Restart: RestartOnFailure,
 				},
 				{
 					Name: "worker", Runtime: "wasm", Module: wasm,
 					Args: []string{}, Env: map[string]string{}, Resources: defaults, Permissions: sdk.Permissions{},
+					Restart: RestartOnFailure,
 				},
 			},
 		},
@@ -316,7 +322,7 @@ func TestParseTenant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenants, diags := p.ParseTenant(file, src, h)
+	tenants, diags := parseTenant(p, file, src, h)
 	if diags.HasErrors() {
 		t.Fatalf("unexpected errors:\n%s", dump(diags))
 	}
@@ -325,11 +331,20 @@ func TestParseTenant(t *testing.T) {
 	}
 	// A new source under the same name is parsed afresh, not taken from
 	// the parser's files.
-	tenants, diags = p.ParseTenant(file, []byte(`tenant "alice" {`), h)
+	tenants, diags = parseTenant(p, file, []byte(`tenant "alice" {`), h)
 	if tenants != nil {
 		t.Errorf("ParseTenant returned tenants despite errors")
 	}
 	checkDiags(t, diags, wantDiag{"Unclosed configuration block", "no closing brace", "good/tenants/alice.hcl", 1, 16})
+}
+
+// parseTenant decodes src with ParseTenant and checks it with CheckTenants.
+func parseTenant(p *Parser, file string, src []byte, h *Host) ([]*Tenant, hcl.Diagnostics) {
+	tenants, diags := p.ParseTenant(file, src)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return CheckTenants(h, tenants)
 }
 
 func TestParseTenantErrors(t *testing.T) {
@@ -395,7 +410,7 @@ func TestParseTenantErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tenants, diags := p.ParseTenant(file, src, h)
+			tenants, diags := parseTenant(p, file, src, h)
 			if tenants != nil {
 				t.Errorf("ParseTenant returned tenants despite errors")
 			}

@@ -54,7 +54,8 @@ var (
 // LoadTenants loads every *.hcl file of h.TenantDir, in name order (hidden
 // files are left out), and checks the tenants against h and each other. It
 // returns the tenants sorted by name, or nil and the diagnostics when a spec
-// is invalid.
+// is invalid. A file is read only if it is a regular file inside
+// h.TenantDir (symlinks resolved) within the size limit MaxFileSize.
 func (p *Parser) LoadTenants(h *Host) ([]*Tenant, hcl.Diagnostics) {
 	files, err := hclFiles(h.TenantDir)
 	if err != nil {
@@ -68,45 +69,82 @@ func (p *Parser) LoadTenants(h *Host) ([]*Tenant, hcl.Diagnostics) {
 	var all []*Tenant
 	var diags hcl.Diagnostics
 	for _, file := range files {
-		f, ds := p.parseFile(file)
-		diags = append(diags, ds...)
-		if ds.HasErrors() {
-			continue
-		}
-		tenants, ds := decodeTenants(f.Body, file, h)
+		tenants, ds := p.parseTenantFile(h, file)
 		diags = append(diags, ds...)
 		all = append(all, tenants...)
 	}
-	return checkTenants(all, h, diags)
+	tenants, ds := CheckTenants(h, all)
+	diags = append(diags, ds...)
+	if diags.HasErrors() {
+		return nil, sorted(diags)
+	}
+	return tenants, sorted(diags)
 }
 
-// ParseTenant decodes src, a tenant spec file named filename, and checks
-// its tenants against h and each other. Module paths are resolved against
-// filename's directory. A file parsed before under the same name is
-// replaced. It returns the tenants sorted by name, or nil and
-// the diagnostics when the spec is invalid.
-func (p *Parser) ParseTenant(filename string, src []byte, h *Host) ([]*Tenant, hcl.Diagnostics) {
+// LoadTenantFile reads and decodes one tenant spec file of h's tenant
+// directory, and checks its tenants against h on their own (not against the
+// tenants of other files). The file is read as LoadTenants reads it: only a
+// regular file inside the tenant directory, through the size cap.
+func (p *Parser) LoadTenantFile(h *Host, path string) ([]*Tenant, hcl.Diagnostics) {
+	tenants, diags := p.parseTenantFile(h, path)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	tenants, ds := CheckTenants(h, tenants)
+	return tenants, append(diags, ds...)
+}
+
+// parseTenantFile reads a tenant spec file safely and parses it.
+func (p *Parser) parseTenantFile(h *Host, path string) ([]*Tenant, hcl.Diagnostics) {
+	src, err := readSpecFile(path, h.TenantDir)
+	if err != nil {
+		return nil, hcl.Diagnostics{readFailure(path, err, h.TenantDir)}
+	}
+	return p.ParseTenant(path, src)
+}
+
+// ParseTenant decodes src, a tenant spec file named filename, on its own:
+// it needs no host and reads no file, so that a spec arriving over the
+// network can be validated with it alone. Module paths are resolved against
+// filename's directory. What depends on the host (the runtimes it declares,
+// modules inside its artifacts directory, its capacity, tenants of other
+// files) is left to CheckTenants. A file parsed before under the same name
+// is replaced. It returns the tenants in file order, or nil and the
+// diagnostics when the spec is invalid.
+func (p *Parser) ParseTenant(filename string, src []byte) ([]*Tenant, hcl.Diagnostics) {
 	f, diags := p.parse(filename, src)
 	if diags.HasErrors() {
 		return nil, sorted(diags)
 	}
-	tenants, ds := decodeTenants(f.Body, filename, h)
-	return checkTenants(tenants, h, append(diags, ds...))
+	tenants, ds := decodeTenants(f.Body, filename)
+	diags = append(diags, ds...)
+	if diags.HasErrors() {
+		return nil, sorted(diags)
+	}
+	return tenants, sorted(diags)
 }
 
-// checkTenants checks tenants, in file order, for duplicate names and for
-// more instances than h allows. It returns them sorted by name, or nil if
-// diags (to which it adds) hold errors.
-func checkTenants(tenants []*Tenant, h *Host, diags hcl.Diagnostics) ([]*Tenant, hcl.Diagnostics) {
-	d := &decoder{diags: diags}
+// CheckTenants checks tenants, decoded by ParseTenant from one or more
+// files, against h: each instance's runtime must be declared, its module
+// must be a file inside the artifacts directory, its resources within the
+// capacity; tenant names must be unique across files, and the instances in
+// all must not exceed h's capacity. It returns the tenants sorted by name,
+// or nil and the diagnostics when a check fails.
+func CheckTenants(h *Host, tenants []*Tenant) ([]*Tenant, hcl.Diagnostics) {
+	d := &decoder{}
 	seen := map[string]*Tenant{}
 	var count int64
 	for _, t := range tenants {
-		if first := seen[t.Name]; first != nil {
+		// ParseTenant reported duplicates within a file.
+		if first := seen[t.Name]; first != nil && first.File != t.File {
 			d.errorAt(t.DeclRange, "Duplicate tenant", "Tenant %q is already defined at %s.", t.Name, at(first.DeclRange))
 		}
-		seen[t.Name] = t
-		for _, in := range t.Instances {
+		if seen[t.Name] == nil {
+			seen[t.Name] = t
+		}
+		for i := range t.Instances {
+			in := &t.Instances[i]
+			d.checkInstance(in, h)
 			if count++; count == h.Capacity.MaxInstances+1 {
 				d.errorAt(in.DeclRange, "Too many instances",
 					"The host's capacity allows %d instances in all; this is instance number %d.", h.Capacity.MaxInstances, count)
@@ -116,12 +154,33 @@ func checkTenants(tenants []*Tenant, h *Host, diags hcl.Diagnostics) ([]*Tenant,
 	if d.diags.HasErrors() {
 		return nil, sorted(d.diags)
 	}
-	sort.SliceStable(tenants, func(i, j int) bool { return tenants[i].Name < tenants[j].Name })
-	return tenants, sorted(d.diags)
+	out := slices.Clone(tenants)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, sorted(d.diags)
 }
 
-// decodeTenants decodes the body of the tenant spec file named filename.
-func decodeTenants(body hcl.Body, filename string, h *Host) ([]*Tenant, hcl.Diagnostics) {
+// checkInstance checks the instance in against h.
+func (d *decoder) checkInstance(in *Instance, h *Host) {
+	if r, ok := in.Ranges["runtime"]; ok && in.Runtime != "" {
+		d.checkRuntime(r, in.Runtime, h)
+	}
+	if r, ok := in.Ranges["module"]; ok && in.Module != "" {
+		// Containment first, so a spec learns nothing of files outside.
+		if !within(h.ArtifactDir, in.Module) {
+			d.errorAt(r, "Module outside the artifacts directory",
+				"%s is not inside the host's artifacts directory %s (symlinks resolved); set artifacts_dir in the host spec.", in.Module, h.ArtifactDir)
+		} else if fi, err := os.Stat(in.Module); err != nil {
+			d.errorAt(r, "Module not found", "Cannot use %s as the module: %v.", in.Module, err)
+		} else if !fi.Mode().IsRegular() {
+			d.errorAt(r, "Module is not a file", "%s is not a regular file.", in.Module)
+		}
+	}
+	d.checkCapacity(in, h)
+}
+
+// decodeTenants decodes the body of the tenant spec file named filename,
+// reporting tenants defined twice in it.
+func decodeTenants(body hcl.Body, filename string) ([]*Tenant, hcl.Diagnostics) {
 	d := &decoder{}
 	dir, err := filepath.Abs(filepath.Dir(filename))
 	if err != nil {
@@ -130,20 +189,27 @@ func decodeTenants(body hcl.Body, filename string, h *Host) ([]*Tenant, hcl.Diag
 	}
 	c := d.content(body, tenantFileSchema, body.MissingItemRange())
 	tenants := make([]*Tenant, 0, len(c.Blocks))
+	seen := map[string]*Tenant{}
 	for _, b := range c.Blocks {
-		tenants = append(tenants, d.tenant(b, filename, dir, h))
+		t := d.tenant(b, filename, dir)
+		if first := seen[t.Name]; first != nil {
+			d.errorAt(t.DeclRange, "Duplicate tenant", "Tenant %q is already defined at %s.", t.Name, at(first.DeclRange))
+			continue
+		}
+		seen[t.Name] = t
+		tenants = append(tenants, t)
 	}
 	return tenants, d.diags
 }
 
 // tenant decodes the tenant block b.
-func (d *decoder) tenant(b *hcl.Block, file, dir string, h *Host) *Tenant {
+func (d *decoder) tenant(b *hcl.Block, file, dir string) *Tenant {
 	t := &Tenant{Name: b.Labels[0], File: file, DeclRange: b.DefRange}
 	d.name(t.Name, b.LabelRanges[0], "tenant", tenantName, 29)
 	c := d.content(b.Body, tenantSchema, b.DefRange)
 	seen := map[string]hcl.Range{}
 	for _, ib := range c.Blocks {
-		in := d.instance(ib, dir, h)
+		in := d.instance(ib, dir)
 		if first, ok := seen[in.Name]; ok {
 			d.errorAt(in.DeclRange, "Duplicate instance", "Tenant %q already has an instance %q, at %s.", t.Name, in.Name, at(first))
 			continue
@@ -155,7 +221,7 @@ func (d *decoder) tenant(b *hcl.Block, file, dir string, h *Host) *Tenant {
 }
 
 // instance decodes the instance block b.
-func (d *decoder) instance(b *hcl.Block, dir string, h *Host) Instance {
+func (d *decoder) instance(b *hcl.Block, dir string) Instance {
 	in := Instance{
 		Name:        b.Labels[0],
 		Args:        []string{},
@@ -179,10 +245,9 @@ func (d *decoder) instance(b *hcl.Block, dir string, h *Host) Instance {
 	if a := c.Attributes["runtime"]; a != nil {
 		if v := d.value(a.Expr, a.Name, cty.String); v != cty.NilVal {
 			in.Runtime = v.AsString()
-			d.checkRuntime(a, in.Runtime, h)
 		}
 	}
-	d.artifact(&in, c, dir, h)
+	d.artifact(&in, c, dir)
 	if a := c.Attributes["args"]; a != nil {
 		in.Args, _ = d.strings(a)
 	}
@@ -215,12 +280,11 @@ func (d *decoder) instance(b *hcl.Block, dir string, h *Host) Instance {
 				"The instance is granted %s but has no state: add a state block with a size.", name)
 		}
 	}
-	d.checkCapacity(&in, h)
 	return in
 }
 
-// checkRuntime reports the runtime argument a unless h declares name.
-func (d *decoder) checkRuntime(a *hcl.Attribute, name string, h *Host) {
+// checkRuntime reports the runtime name, set at r, unless h declares it.
+func (d *decoder) checkRuntime(r hcl.Range, name string, h *Host) {
 	var declared []string
 	for _, pb := range h.Plugins {
 		if pb.Kind != sdk.KindRuntime {
@@ -231,7 +295,7 @@ func (d *decoder) checkRuntime(a *hcl.Attribute, name string, h *Host) {
 		}
 		declared = append(declared, fmt.Sprintf("%q", pb.Name))
 	}
-	d.errorAt(a.Expr.Range(), "Unknown runtime", "The host declares no runtime %q; it declares %s.", name, strings.Join(declared, ", "))
+	d.errorAt(r, "Unknown runtime", "The host declares no runtime %q; it declares %s.", name, strings.Join(declared, ", "))
 }
 
 // within reports whether path, with symlinks resolved, lies inside dir.
@@ -254,7 +318,7 @@ func within(dir, path string) bool {
 }
 
 // artifact decodes the module, image and digest arguments of c into in.
-func (d *decoder) artifact(in *Instance, c *hcl.BodyContent, dir string, h *Host) {
+func (d *decoder) artifact(in *Instance, c *hcl.BodyContent, dir string) {
 	module, image := c.Attributes["module"], c.Attributes["image"]
 	switch {
 	case module != nil && image != nil:
@@ -266,19 +330,8 @@ func (d *decoder) artifact(in *Instance, c *hcl.BodyContent, dir string, h *Host
 	case module == nil && image == nil:
 		d.errorAt(in.DeclRange, "Missing artifact", "An instance must set either module (a wasm file) or image (an OCI image reference).")
 	case module != nil:
+		// CheckTenants checks the file.
 		in.Module = d.path(module, dir)
-		if in.Module == "" {
-			break
-		}
-		// Containment first, so a spec learns nothing of files outside.
-		if !within(h.ArtifactDir, in.Module) {
-			d.errorAt(module.Expr.Range(), "Module outside the artifacts directory",
-				"%s is not inside the host's artifacts directory %s (symlinks resolved); set artifacts_dir in the host spec.", in.Module, h.ArtifactDir)
-		} else if fi, err := os.Stat(in.Module); err != nil {
-			d.errorAt(module.Expr.Range(), "Module not found", "Cannot use %s as the module: %v.", in.Module, err)
-		} else if !fi.Mode().IsRegular() {
-			d.errorAt(module.Expr.Range(), "Module is not a file", "%s is not a regular file.", in.Module)
-		}
 	default:
 		in.Image = d.str(image)
 		if in.Image == "" || strings.ContainsAny(in.Image, " \t\r\n") {

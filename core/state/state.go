@@ -7,7 +7,6 @@ package state
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +33,9 @@ var (
 	bucketInstances = []byte("instances")
 	bucketJournal   = []byte("journal")
 	keySchema       = []byte("schema")
+	// keyRetired holds RetiredIDs: uid (4 bytes), then subordinate id (8
+	// bytes), big-endian.
+	keyRetired = []byte("retired-ids")
 )
 
 // ErrLocked is returned by Open when another process holds the database.
@@ -70,8 +72,8 @@ type Tenant struct {
 	UpdatedAt      time.Time
 }
 
-// InstanceSpec is the canonical form of an instance's desired spec. Two specs
-// are equal when their Hash is.
+// InstanceSpec is the canonical form of an instance's desired spec, with
+// defaults applied. Two specs are equal when their Hash is.
 type InstanceSpec struct {
 	Runtime string
 	Module  string
@@ -348,8 +350,73 @@ func (s *Store) PutTenant(t Tenant) error {
 	return s.put(bucketTenants, t.Name, t, func(at time.Time) any { t.UpdatedAt = at; return t })
 }
 
-// DeleteTenant removes a tenant record.
-func (s *Store) DeleteTenant(name string) error { return s.del(bucketTenants, name) }
+// DeleteTenant removes a tenant record. A tenant with its own user (a
+// subordinate id range) retires its ids in the same transaction: see
+// RetiredIDs.
+func (s *Store) DeleteTenant(name string) error {
+	s.forget(string(bucketTenants) + "/" + name)
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTenants)
+		data := b.Get([]byte(name))
+		if data == nil {
+			return nil
+		}
+		var t Tenant
+		if err := json.Unmarshal(data, &t); err != nil {
+			return err
+		}
+		if t.User.Count > 0 {
+			meta := tx.Bucket(bucketMeta)
+			r, err := retired(meta)
+			if err != nil {
+				return err
+			}
+			r.UID = max(r.UID, t.User.UID+1)
+			r.SubID = max(r.SubID, uint64(t.User.SubUID)+uint64(t.User.Count), uint64(t.User.SubGID)+uint64(t.User.Count))
+			v := binary.BigEndian.AppendUint32(nil, r.UID)
+			if err := meta.Put(keyRetired, binary.BigEndian.AppendUint64(v, r.SubID)); err != nil {
+				return err
+			}
+		}
+		return b.Delete([]byte(name))
+	})
+	if err != nil {
+		return fmt.Errorf("delete %s %s: %w", bucketTenants, name, err)
+	}
+	return nil
+}
+
+// RetiredIDs are the ids a new tenant must not get. A destroyed tenant's
+// files may still exist (in backups, or on a volume whose removal failed),
+// so its uid and subordinate ids are never handed out again: a new tenant
+// gets a uid at or above UID and subordinate ids at or above SubID. Both are
+// high-water marks over every tenant with its own user that was ever
+// deleted from this database.
+type RetiredIDs struct {
+	UID   uint32
+	SubID uint64
+}
+
+// RetiredIDs returns the ids no new tenant may get.
+func (s *Store) RetiredIDs() (RetiredIDs, error) {
+	var r RetiredIDs
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
+		r, err = retired(tx.Bucket(bucketMeta))
+		return err
+	})
+	return r, err
+}
+
+func retired(meta *bolt.Bucket) (RetiredIDs, error) {
+	v := meta.Get(keyRetired)
+	if v == nil {
+		return RetiredIDs{}, nil
+	}
+	if len(v) != 12 {
+		return RetiredIDs{}, fmt.Errorf("retired ids: %d bytes, want 12", len(v))
+	}
+	return RetiredIDs{UID: binary.BigEndian.Uint32(v), SubID: binary.BigEndian.Uint64(v[4:])}, nil
+}
 
 // Instances returns every instance record, sorted by tenant and name.
 func (s *Store) Instances() ([]Instance, error) { return list[Instance](s.db, bucketInstances) }
@@ -495,16 +562,6 @@ func (s *Store) del(bucket []byte, key string) error {
 		return fmt.Errorf("delete %s %s: %w", bucket, key, err)
 	}
 	return nil
-}
-
-// Hash returns a digest of the spec; equal specs have equal hashes.
-func (s InstanceSpec) Hash() string {
-	data, err := json.Marshal(s) // map keys are sorted: the encoding is canonical
-	if err != nil {
-		panic(fmt.Sprintf("encode instance spec: %v", err)) // plain data: cannot fail
-	}
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:])
 }
 
 // Stats are figures about the database.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -244,5 +245,140 @@ func TestPutSkipsUnchanged(t *testing.T) {
 	}
 	if _, ok, _ := s.Tenant("alice"); !ok {
 		t.Error("a record written after its delete is missing")
+	}
+}
+
+// golden is a spec whose hash must never change: a changed hash makes
+// every instance on every host plan an update after an upgrade.
+var golden = InstanceSpec{
+	Runtime:      "wasm",
+	Module:       "/srv/app.wasm",
+	ModuleDigest: "sha256:" + strings.Repeat("ab", 32),
+	Args:         []string{"--port", "8080"},
+	Env:          map[string]string{"MODE": "prod", "LEVEL": "2"},
+	Resources:    sdk.Resources{MemoryBytes: 64 << 20, MilliCPU: 250, DiskBytes: 64 << 20, Pids: 32},
+	StateBytes:   16 << 20,
+	Permissions:  sdk.Permissions{{Name: sdk.PermStateWrite}, {Name: sdk.PermClock}},
+}
+
+const goldenHash = "0c65a8bf02674460a326b29ee4af6eec22333fca5f99d12cf489f98f0860b024"
+
+func TestHashGolden(t *testing.T) {
+	if got := golden.Hash(); got != goldenHash {
+		t.Errorf("golden spec hash = %s, want %s", got, goldenHash)
+	}
+}
+
+func TestHashIgnoresDefaults(t *testing.T) {
+	// A new field at its default leaves every hash as it was, wherever
+	// it goes in the list.
+	for _, extra := range []specField{
+		{"restart", "never", "never"},
+		{"a_list", []string{}, []string(nil)},
+		{"z_limit", int64(5), int64(5)},
+		{"m_map", map[string]string{}, map[string]string(nil)},
+	} {
+		for _, s := range []InstanceSpec{golden, {}, {Runtime: "wasm"}} {
+			fields := append(s.fields(), extra)
+			if got := hashFields(fields); got != s.Hash() {
+				t.Errorf("spec %+v with %s at its default hashes to %s, want %s", s, extra.name, got, s.Hash())
+			}
+			set := extra
+			set.value = "set"
+			if hashFields(append(s.fields(), set)) == s.Hash() {
+				t.Errorf("spec %+v with %s set hashes as without it", s, extra.name)
+			}
+		}
+	}
+	// A record written before restart policies existed has the default.
+	if (InstanceSpec{Runtime: "wasm", Restart: DefaultRestart}).Hash() != (InstanceSpec{Runtime: "wasm"}).Hash() {
+		t.Error("the default restart policy changes the hash")
+	}
+	if (InstanceSpec{Runtime: "wasm", Restart: "always"}).Hash() == (InstanceSpec{Runtime: "wasm"}).Hash() {
+		t.Error("a restart policy other than the default does not change the hash")
+	}
+	// Empty and nil collections are the same spec, as after a JSON round trip.
+	a := InstanceSpec{Runtime: "wasm", Args: []string{}, Env: map[string]string{}, Permissions: sdk.Permissions{}, Settings: sdk.Config{}}
+	if a.Hash() != (InstanceSpec{Runtime: "wasm"}).Hash() {
+		t.Error("empty and nil collections hash differently")
+	}
+}
+
+func TestHashDistinguishes(t *testing.T) {
+	variants := []InstanceSpec{
+		{}, {Runtime: "wasm"}, {Module: "wasm"}, {Args: []string{"a", "b"}}, {Args: []string{"ab"}},
+		{Args: []string{"b", "a"}}, {Env: map[string]string{"a": "b"}}, {Env: map[string]string{"ab": ""}},
+		{StateBytes: 1}, {Resources: sdk.Resources{Pids: 1}}, {Resources: sdk.Resources{DiskBytes: 1}},
+		{Permissions: sdk.Permissions{{Name: sdk.PermClock}}},
+		{Permissions: sdk.Permissions{{Name: "net", Params: map[string]string{"host": "a"}}}},
+		{Permissions: sdk.Permissions{{Name: "net", Params: map[string]string{"host": "b"}}}},
+		{Settings: sdk.Config{"ports": []string{"80"}}},
+		{Settings: sdk.Config{"ports": []string{"8080"}}},
+		{Settings: sdk.Config{"user": sdk.Config{"uid": 1.0}}},
+	}
+	seen := map[string]int{}
+	for i, v := range variants {
+		if j, dup := seen[v.Hash()]; dup {
+			t.Errorf("specs %d and %d hash equally: %+v, %+v", j, i, variants[j], v)
+		}
+		seen[v.Hash()] = i
+	}
+	perm := golden
+	perm.Permissions = sdk.Permissions{{Name: sdk.PermClock}, {Name: sdk.PermStateWrite}}
+	if perm.Hash() != golden.Hash() {
+		t.Error("the order of permissions changes the hash")
+	}
+}
+
+func TestRetiredIDs(t *testing.T) {
+	user := func(uid, sub, count uint32) sdk.User {
+		return sdk.User{UID: uid, GID: uid, SubUID: sub, SubGID: sub, Count: count}
+	}
+	tests := []struct {
+		name string
+		// deleted are the tenants' users, deleted in order.
+		deleted []sdk.User
+		want    RetiredIDs
+	}{
+		{name: "none", want: RetiredIDs{}},
+		{name: "one", deleted: []sdk.User{user(61000, 1<<30, 65536)}, want: RetiredIDs{61001, 1<<30 + 65536}},
+		{
+			name:    "the highest stays",
+			deleted: []sdk.User{user(61005, 1<<30+5*65536, 65536), user(61000, 1<<30, 65536)},
+			want:    RetiredIDs{61006, 1<<30 + 6*65536},
+		},
+		{name: "the last range of the id space", deleted: []sdk.User{user(61000, 1<<32-65536, 65536)}, want: RetiredIDs{61001, 1 << 32}},
+		{name: "a shared user is not the tenant's to retire", deleted: []sdk.User{user(65534, 0, 0)}, want: RetiredIDs{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, path := openTemp(t)
+			for i, u := range tt.deleted {
+				name := string(rune('a' + i))
+				if err := s.PutTenant(Tenant{Name: name, User: u}); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.DeleteTenant(name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Deleting a tenant that is not there changes nothing.
+			if err := s.DeleteTenant("ghost"); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.RetiredIDs(); err != nil || got != tt.want {
+				t.Errorf("RetiredIDs() = %+v, %v; want %+v", got, err, tt.want)
+			}
+			// They survive reopening the database.
+			s.Close()
+			s2, err := Open(path, WithReadOnly())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s2.Close()
+			if got, err := s2.RetiredIDs(); err != nil || got != tt.want {
+				t.Errorf("after reopening, RetiredIDs() = %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
 	}
 }

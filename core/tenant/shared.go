@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
@@ -98,7 +99,7 @@ func (s *Shared) Remove(ctx context.Context, tenant, home string) error {
 			return fmt.Errorf("remove tenant %s: %w", tenant, err)
 		}
 	}
-	return os.RemoveAll(home)
+	return fstree.RemoveAll(ctx, home)
 }
 
 // EnsureInstance creates the instance's cgroup when the engine is root, and

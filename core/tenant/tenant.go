@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
@@ -224,7 +225,7 @@ func (m *Manager) Remove(ctx context.Context, tenant, home string) error {
 	if err := m.cg.remove(ctx, tenant); err != nil {
 		return fmt.Errorf("remove tenant %s: %w", tenant, err)
 	}
-	if err := removeHome(a, home, name); err != nil {
+	if err := removeHome(ctx, a, home, name); err != nil {
 		return fmt.Errorf("remove tenant %s: %w", tenant, err)
 	}
 	if err := removeAccount(ctx, name); err != nil {
@@ -437,8 +438,9 @@ func ensureHomeOwned(home string, uid, gid uint32, u *undo) error {
 	return nil
 }
 
-// removeHome removes home unless another account owns it.
-func removeHome(a *accounts, home, name string) error {
+// removeHome removes home unless another account owns it. The tenant shaped
+// what is inside: fstree removes it whatever its shape.
+func removeHome(ctx context.Context, a *accounts, home, name string) error {
 	fi, err := os.Lstat(home)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -449,7 +451,7 @@ func removeHome(a *accounts, home, name string) error {
 	if owner, ok := a.uidOwner(fi.Sys().(*syscall.Stat_t).Uid); ok && owner != name {
 		return fmt.Errorf("refusing to remove home directory %s: it belongs to user %s", home, owner)
 	}
-	return os.RemoveAll(home)
+	return fstree.RemoveAll(ctx, home)
 }
 
 // removeAccount deletes the user and group name and checks that its

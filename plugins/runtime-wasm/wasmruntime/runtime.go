@@ -23,6 +23,7 @@ import (
 	"github.com/tetratelabs/wazero"
 	"golang.org/x/sys/unix"
 
+	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
@@ -391,7 +392,7 @@ func (rf *runFiles) close() {
 // remove removes what openRunFiles made.
 func (rf *runFiles) remove() {
 	if rf.madeDir {
-		os.RemoveAll(rf.dir)
+		fstree.RemoveAll(context.Background(), rf.dir)
 		return
 	}
 	for _, p := range rf.made {
@@ -618,7 +619,7 @@ func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	if err := r.Stop(ctx, h, destroyStopTimeout); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(d.RunDir); err != nil {
+	if err := fstree.RemoveAll(ctx, d.RunDir); err != nil {
 		return fmt.Errorf("remove run dir: %w", err)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
@@ -52,7 +53,7 @@ func (r *Runtime) PrepareTenant(_ context.Context, req *sdk.TenantRequest) (sdk.
 
 // ReleaseTenant removes the tenant's record and RunDir. Releasing a
 // released tenant succeeds.
-func (r *Runtime) ReleaseTenant(_ context.Context, h sdk.Handle) error {
+func (r *Runtime) ReleaseTenant(ctx context.Context, h sdk.Handle) error {
 	d, err := decodeTenantHandle(h)
 	if err != nil {
 		return err
@@ -62,7 +63,7 @@ func (r *Runtime) ReleaseTenant(_ context.Context, h sdk.Handle) error {
 	} else if err != nil {
 		return err
 	}
-	if err := os.RemoveAll(d.RunDir); err != nil {
+	if err := fstree.RemoveAll(ctx, d.RunDir); err != nil {
 		return fmt.Errorf("tenant %s: remove run dir: %w", d.Tenant, err)
 	}
 	return nil

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
@@ -103,7 +104,7 @@ func (f *FS) Checkpoint(ctx context.Context, h sdk.Handle, name string) (sdk.Che
 	if err != nil {
 		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInternal, "checkpoint %s: %w", d.Instance, err)
 	}
-	defer os.RemoveAll(tmp)
+	defer fstree.RemoveAll(context.WithoutCancel(ctx), tmp)
 	if err := copyTree(ctx, d.Dir, filepath.Join(tmp, "tree")); err != nil {
 		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInternal, "checkpoint %s: %w", d.Instance, err)
 	}
@@ -191,7 +192,7 @@ func (*FS) Rollback(ctx context.Context, h sdk.Handle, name string) error {
 	if err != nil {
 		return sdk.Errorf(sdk.CodeInternal, "rollback %s: %w", d.Instance, err)
 	}
-	defer os.RemoveAll(staging)
+	defer fstree.RemoveAll(context.WithoutCancel(ctx), staging)
 	next, old := filepath.Join(staging, "next"), filepath.Join(staging, "old")
 	if err := copyTree(ctx, filepath.Join(src, "tree"), next); err != nil {
 		return sdk.Errorf(sdk.CodeInternal, "rollback %s: %w", d.Instance, err)

@@ -33,6 +33,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
@@ -188,10 +189,10 @@ func (*FS) Recover(_ context.Context, h sdk.Handle) (sdk.Handle, error) {
 }
 
 // Deprovision deletes the state directory. Deleting deleted state succeeds.
-func (*FS) Deprovision(_ context.Context, h sdk.Handle) error {
+func (*FS) Deprovision(ctx context.Context, h sdk.Handle) error {
 	d, err := open(h)
 	if errors.Is(err, sdk.ErrNotFound) {
-		if err := os.RemoveAll(d.checkpointDir()); err != nil {
+		if err := fstree.RemoveAll(ctx, d.checkpointDir()); err != nil {
 			return sdk.Errorf(sdk.CodeInternal, "delete checkpoints of %s: %w", d.Instance, err)
 		}
 		return nil
@@ -199,10 +200,10 @@ func (*FS) Deprovision(_ context.Context, h sdk.Handle) error {
 	if err != nil {
 		return err
 	}
-	if err := os.RemoveAll(d.Dir); err != nil {
+	if err := fstree.RemoveAll(ctx, d.Dir); err != nil {
 		return sdk.Errorf(sdk.CodeInternal, "delete state of %s: %w", d.Instance, err)
 	}
-	if err := os.RemoveAll(d.checkpointDir()); err != nil {
+	if err := fstree.RemoveAll(ctx, d.checkpointDir()); err != nil {
 		return sdk.Errorf(sdk.CodeInternal, "delete checkpoints of %s: %w", d.Instance, err)
 	}
 	return nil
