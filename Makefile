@@ -13,6 +13,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X main.version=$(VERSION)
 AGENT_PID := $(QUICKSTART)/build/agent.pid
 AGENT_LOG := $(QUICKSTART)/build/agent.log
+AGENT_SOCK:= /var/lib/kigumi/quickstart/agent.sock
 
 .PHONY: all build plugins wasm run stop test fuzz deps bench proto fmt vet clean
 
@@ -44,8 +45,12 @@ else
 	else \
 		nohup $(KIGUMI) agent -c $(HOST_HCL) >$(AGENT_LOG) 2>&1 & echo $$! >$(AGENT_PID); \
 	fi
-	@sleep 3
-	@cat $(AGENT_LOG)
+	@for i in $$(seq 50); do [ -S $(AGENT_SOCK) ] && break; sleep 0.2; done
+	$(KIGUMI) apply -c $(HOST_HCL) --auto-approve
+	$(KIGUMI) status -c $(HOST_HCL)
+	@sleep 1
+	$(KIGUMI) logs -c $(HOST_HCL) alice/hello
+	$(KIGUMI) logs -c $(HOST_HCL) bob/counter
 	@echo
 	@echo "The agent runs in the background (log: $(AGENT_LOG)). Edit $(QUICKSTART)/tenants/*.hcl"
 	@echo "and it reconciles. 'make stop' stops it and destroys the quickstart."
