@@ -22,6 +22,9 @@ const (
 	stdoutFile = "stdout.log"
 	stderrFile = "stderr.log"
 	statusFile = "status.json"
+	// sandboxLogFile is the sandbox process's own stderr: empty unless the
+	// Go runtime of the sandbox dies with a message.
+	sandboxLogFile = "sandbox.log"
 )
 
 // handleData is what a handle's Data holds.
@@ -33,6 +36,9 @@ type handleData struct {
 	StartedAt  time.Time    `json:"started_at"`
 	RunDir     string       `json:"run_dir"`
 	Instance   sdk.Instance `json:"instance"`
+	// Limits is what Inspect needs to tell whether a cgroup limit ended
+	// the sandbox.
+	Limits limitWatch `json:"limits,omitzero"`
 }
 
 func (d handleData) encode() (sdk.Handle, error) {
@@ -100,7 +106,9 @@ type exitStatus struct {
 	ExitCode   int       `json:"exit_code"`
 	FinishedAt time.Time `json:"finished_at"`
 	Message    string    `json:"message,omitempty"`
-	// Cause is how the module ended: sdk.CauseExit or sdk.CauseTrap.
+	// Cause is how the module ended (sdk.CauseExit or sdk.CauseTrap), or
+	// sdk.CauseSignal for a signal the sandbox recorded, or
+	// sdk.CauseKilled when Stop killed it.
 	Cause sdk.Cause `json:"cause,omitempty"`
 	// Stopped is set when Stop killed the sandbox, with Signal.
 	Stopped bool `json:"stopped,omitempty"`

@@ -158,17 +158,23 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle,
 	}
 	defer module.Close()
 
+	// Counted before the sandbox joins the cgroup, so that its OOM kills
+	// are all counted after.
+	limits, err := watchLimits(req.Cgroup.Path, req.Cgroup.ProcsFiles)
+	if err != nil {
+		return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
+	}
 	rf, err := openRunFiles(req.RunDir)
 	if err != nil {
 		return sdk.Handle{}, err
 	}
 	defer rf.close()
-	d, err := r.launch(ctx, cfg, append([]*os.File{module}, rf.files...))
+	d, err := r.launch(ctx, cfg, append([]*os.File{module}, rf.files[:3]...), rf.files[3])
 	if err != nil {
 		rf.remove()
 		return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
 	}
-	d.RunDir, d.Instance = req.RunDir, req.Instance
+	d.RunDir, d.Instance, d.Limits = req.RunDir, req.Instance, limits
 	return d.encode()
 }
 
@@ -333,8 +339,9 @@ func sealedMemfd(bin []byte) (*os.File, error) {
 	return f, nil
 }
 
-// runFiles are the files Start opens in an instance's RunDir, in the order
-// the sandbox expects them after the module: stdout, stderr, status.
+// runFiles are the files Start opens in an instance's RunDir: stdout,
+// stderr and status, in the order the sandbox expects them after the
+// module, then the sandbox's own stderr.
 type runFiles struct {
 	dir     string
 	madeDir bool
@@ -358,6 +365,7 @@ func openRunFiles(dir string) (*runFiles, error) {
 		{stdoutFile, os.O_WRONLY | os.O_APPEND},
 		{stderrFile, os.O_WRONLY | os.O_APPEND},
 		{statusFile, os.O_RDWR | os.O_TRUNC},
+		{sandboxLogFile, os.O_WRONLY | os.O_TRUNC},
 	} {
 		if err := rf.open(f.name, f.flag); err != nil {
 			rf.close()
@@ -400,9 +408,10 @@ func (rf *runFiles) remove() {
 	}
 }
 
-// launch starts a sandbox with files (module, stdout, stderr, status), sends
-// it cfg and waits until it is ready. On failure it leaves no process behind.
-func (r *Runtime) launch(ctx context.Context, cfg sandboxConfig, files []*os.File) (handleData, error) {
+// launch starts a sandbox with files (module, stdout, stderr, status) and
+// stderr as its own, sends it cfg and waits until it is ready. On failure
+// it leaves no process behind.
+func (r *Runtime) launch(ctx context.Context, cfg sandboxConfig, files []*os.File, stderr *os.File) (handleData, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return handleData{}, fmt.Errorf("find sandbox executable: %w", err)
@@ -424,6 +433,7 @@ func (r *Runtime) launch(ctx context.Context, cfg sandboxConfig, files []*os.Fil
 	// reading a time zone file inside the jail, where the tenant writes.
 	cmd.Env = []string{"TZ=UTC"}
 	cmd.Dir = "/"
+	cmd.Stderr = stderr
 	cmd.ExtraFiles = append(files, cfgR, readyW)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	d, err := r.spawn(cmd)
@@ -585,15 +595,16 @@ func (r *Runtime) Stop(ctx context.Context, h sdk.Handle, timeout time.Duration)
 }
 
 // recordStopped records in dir's status file that the sandbox was killed by
-// sig, unless it recorded its own exit first.
+// sig, unless the module ended by itself first. It replaces the record of
+// the signal that the sandbox made as it died.
 func recordStopped(dir string, sig syscall.Signal) error {
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	if _, ok, err := readStatus(dir); ok || err != nil {
+	if st, ok, err := readStatus(dir); err != nil || (ok && st.Cause != sdk.CauseSignal) {
 		return err
 	}
-	b, err := json.Marshal(exitStatus{
+	return writeStatus(dir, exitStatus{
 		ExitCode:   128 + int(sig),
 		FinishedAt: time.Now(),
 		Message:    "stopped by " + unix.SignalName(sig),
@@ -601,11 +612,16 @@ func recordStopped(dir string, sig syscall.Signal) error {
 		Stopped:    true,
 		Signal:     int(sig),
 	})
+}
+
+// writeStatus records st in dir's status file.
+func writeStatus(dir string, st exitStatus) error {
+	b, err := json.Marshal(st)
 	if err != nil {
-		return fmt.Errorf("record stop: %w", err)
+		return fmt.Errorf("record exit: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, statusFile), b, 0o600); err != nil {
-		return fmt.Errorf("record stop: %w", err)
+		return fmt.Errorf("record exit: %w", err)
 	}
 	return nil
 }
@@ -643,9 +659,10 @@ func (r *Runtime) Inspect(_ context.Context, h sdk.Handle) (sdk.Status, error) {
 		return sdk.Status{}, err
 	}
 	if !ok {
-		s.State, s.ExitCode, s.Cause = sdk.StateExited, -1, sdk.CauseUnknown
-		s.Message = "the sandbox ended without recording an exit status"
-		return s, nil
+		// Recorded, so that later calls say the same even once the
+		// cgroup is gone. Failing to record changes nothing of the answer.
+		st = d.unrecordedEnd()
+		_ = writeStatus(d.RunDir, st)
 	}
 	s.State, s.ExitCode, s.FinishedAt, s.Message = sdk.StateExited, st.ExitCode, st.FinishedAt, st.Message
 	s.Cause, s.Signal = st.Cause, st.Signal
@@ -656,6 +673,63 @@ func (r *Runtime) Inspect(_ context.Context, h sdk.Handle) (sdk.Status, error) {
 		s.State = sdk.StateStopped
 	}
 	return s, nil
+}
+
+// unrecordedEnd works out how a sandbox that recorded no exit ended. The
+// sandbox records the module's end and the signals that would end it
+// silently, so it was killed from outside: by its cgroup's OOM killer (the
+// cgroup's count of OOM kills grew since Start), by its Go runtime dying
+// (refused a thread by the pids limit, or a crash, which the runtime writes
+// to sandbox.log), or else by SIGKILL, the one signal that leaves no trace.
+func (d handleData) unrecordedEnd() exitStatus {
+	// As it reads back from the status file, so that every Inspect says
+	// the same.
+	st := exitStatus{FinishedAt: time.Now().UTC().Round(0)}
+	if end, ok := d.Limits.ended(); ok {
+		st.Message = end.message
+		if end.oom {
+			st.Cause, st.Signal, st.ExitCode = sdk.CauseOOM, int(syscall.SIGKILL), 128+int(syscall.SIGKILL)
+		} else {
+			st.Cause, st.ExitCode = sdk.CauseLimit, goFatalExit
+		}
+		return st
+	}
+	if crash := sandboxCrash(d.RunDir); crash != "" {
+		st.ExitCode, st.Cause, st.Message = goFatalExit, sdk.CauseUnknown, "the sandbox crashed: "+crash
+		// A signal the Go runtime dies of with a dump: "SIGQUIT: quit".
+		if name, _, ok := strings.Cut(crash, ":"); ok {
+			if sig := unix.SignalNum(name); sig != 0 {
+				st.Cause, st.Signal, st.Message = sdk.CauseSignal, int(sig), "killed by "+name+", not by the runtime"
+			}
+		}
+		return st
+	}
+	st.Cause, st.Signal, st.ExitCode = sdk.CauseSignal, int(syscall.SIGKILL), 128+int(syscall.SIGKILL)
+	st.Message = "killed by SIGKILL, not by the runtime: the sandbox recorded no exit, and the OOM killer did not kill it"
+	if d.Limits.MemoryDir == "" {
+		st.Message = "killed by SIGKILL, not by the runtime: the sandbox recorded no exit (whether by the OOM killer is unknown: its cgroup counts no OOM kills)"
+	}
+	return st
+}
+
+// goFatalExit is the exit code of a Go program that dies of a fatal error.
+const goFatalExit = 2
+
+// sandboxCrash returns the first line the sandbox's Go runtime wrote as it
+// died, or "".
+func sandboxCrash(dir string) string {
+	f, err := os.Open(filepath.Join(dir, sandboxLogFile))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, 4<<10))
+	for l := range strings.Lines(string(b)) {
+		if l = strings.TrimSpace(l); l != "" {
+			return strings.ToValidUTF8(l, "?")
+		}
+	}
+	return ""
 }
 
 // Recover checks that the instance still has its RunDir and returns the

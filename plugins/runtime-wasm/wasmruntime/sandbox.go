@@ -10,11 +10,15 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/signal"
+	"reflect"
 	"slices"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
@@ -82,8 +86,16 @@ func SandboxMain(args []string) int {
 		return 2
 	}
 	ctx := context.Background()
+	rec := &exitRecorder{f: os.NewFile(fdStatus, "status")}
+	recordSignals(rec)
+	defer func() {
+		if p := recover(); p != nil {
+			rec.record(exitStatus{ExitCode: goFatalExit, FinishedAt: time.Now(), Cause: sdk.CauseUnknown, Message: fmt.Sprintf("the sandbox failed: %v", p)})
+			panic(p) // the Go runtime writes its dump to sandbox.log
+		}
+	}()
 	ready := os.NewFile(fdReady, "ready")
-	start, err := prepareSandbox(ctx)
+	mod, memoryPages, err := prepareSandbox(ctx)
 	if err != nil {
 		var e *sdk.Error
 		if !errors.As(err, &e) {
@@ -97,31 +109,76 @@ func SandboxMain(args []string) int {
 	}
 	ready.Close()
 
-	st := runModule(ctx, start)
-	if b, err := json.Marshal(st); err == nil {
-		_, _ = os.NewFile(fdStatus, "status").Write(b)
-	}
+	st := runModule(ctx, mod, memoryPages)
+	rec.record(st)
 	if st.ExitCode < 0 || st.ExitCode > 255 {
 		return 255
 	}
 	return st.ExitCode
 }
 
-// prepareSandbox does everything up to running the module and returns its
-// _start function. Still root, it joins the cgroups, compiles the module (from the root-only compilation
+// exitRecorder writes the status file once: how the module ended, or the
+// signal that ends the sandbox first.
+type exitRecorder struct {
+	once sync.Once
+	f    *os.File
+}
+
+func (r *exitRecorder) record(st exitStatus) {
+	r.once.Do(func() {
+		if b, err := json.Marshal(st); err == nil {
+			_, _ = r.f.Write(b)
+		}
+	})
+}
+
+// recordedSignals are the signals that end a Go program silently. The
+// sandbox records them, then dies of them. Other signals a Go program
+// either ignores or dies of with a dump on its stderr (sandbox.log), and
+// only SIGKILL ends it leaving no trace: Inspect relies on that.
+var recordedSignals = []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM}
+
+// recordSignals makes the first of recordedSignals that reaches the sandbox
+// end it with an exit record naming the signal, unless the module ended
+// first. Stop replaces that record with its own.
+func recordSignals(rec *exitRecorder) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, recordedSignals...)
+	go func() {
+		sig := (<-c).(syscall.Signal)
+		rec.record(exitStatus{
+			ExitCode:   128 + int(sig),
+			FinishedAt: time.Now(),
+			Message:    "killed by " + unix.SignalName(sig) + ", not by the runtime",
+			Cause:      sdk.CauseSignal,
+			Signal:     int(sig),
+		})
+		signal.Reset(sig)
+		_ = unix.Kill(os.Getpid(), sig)
+	}()
+}
+
+// prepareSandbox does everything up to running the module and returns it,
+// with its memory cap in pages (0: wazero's maximum). Still root, it joins the cgroups, compiles the module (from the root-only compilation
 // cache the plugin filled) and chroots into its jail; then it drops to the
 // tenant's user and links the module. Nothing of the tenant's runs before
 // the jail and the drop, and the jail holds whatever a WASI path resolves
 // to, symlinks included.
-func prepareSandbox(ctx context.Context) (api.Function, error) {
+func prepareSandbox(ctx context.Context) (api.Module, uint32, error) {
 	var cfg sandboxConfig
 	b, err := io.ReadAll(os.NewFile(fdConfig, "config"))
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, 0, fmt.Errorf("read config: %w", err)
 	}
 	if err := json.Unmarshal(b, &cfg); err != nil {
-		return nil, fmt.Errorf("decode config: %w", err)
+		return nil, 0, fmt.Errorf("decode config: %w", err)
 	}
+	mod, err := linkModule(ctx, cfg)
+	return mod, cfg.MemoryPages, err
+}
+
+// linkModule does prepareSandbox's work once the config is read.
+func linkModule(ctx context.Context, cfg sandboxConfig) (api.Module, error) {
 	if err := joinCgroups(cfg.ProcsFiles); err != nil {
 		return nil, err
 	}
@@ -154,11 +211,10 @@ func prepareSandbox(ctx context.Context) (api.Function, error) {
 	if err != nil {
 		return nil, sdk.Errorf(sdk.CodeInvalid, "link module: %w", err)
 	}
-	start := mod.ExportedFunction("_start")
-	if start == nil {
+	if mod.ExportedFunction("_start") == nil {
 		return nil, sdk.Errorf(sdk.CodeInvalid, "module exports no _start function")
 	}
-	return start, nil
+	return mod, nil
 }
 
 // joinCgroups moves the calling process into each cgroup.procs file's cgroup.
@@ -329,8 +385,11 @@ func (c *cappedWriter) Write(p []byte) (int, error) {
 }
 
 // runModule runs the module's _start function and reports how it ended.
-func runModule(ctx context.Context, start api.Function) exitStatus {
-	_, err := start.Call(ctx)
+// When it failed, the message says how much memory it had of memoryPages,
+// since a module that reaches its cap usually fails (a Go module exits
+// with code 2, a Rust one traps): wazero refuses the growth silently.
+func runModule(ctx context.Context, mod api.Module, memoryPages uint32) exitStatus {
+	_, err := mod.ExportedFunction("_start").Call(ctx)
 	st := exitStatus{FinishedAt: time.Now(), Cause: sdk.CauseExit}
 	var exit *sys.ExitError
 	switch {
@@ -341,5 +400,26 @@ func runModule(ctx context.Context, start api.Function) exitStatus {
 		st.ExitCode, st.Cause = 1, sdk.CauseTrap
 		st.Message = err.Error()
 	}
+	if mem := moduleMemory(mod); st.ExitCode != 0 && mem != nil {
+		limit := "wasm32's 4 GiB"
+		if memoryPages > 0 {
+			limit = humanize.IBytes(uint64(memoryPages) * pageSize)
+		}
+		usage := fmt.Sprintf("its memory was %s of its limit of %s", humanize.IBytes(uint64(mem.Size())), limit)
+		if st.Message == "" {
+			st.Message = fmt.Sprintf("exited with code %d; %s", st.ExitCode, usage)
+		} else {
+			st.Message += "; " + usage
+		}
+	}
 	return st
+}
+
+// moduleMemory returns mod's memory, or nil if it has none (wazero returns
+// a typed nil then).
+func moduleMemory(mod api.Module) api.Memory {
+	if m := mod.Memory(); m != nil && !reflect.ValueOf(m).IsNil() {
+		return m
+	}
+	return nil
 }
