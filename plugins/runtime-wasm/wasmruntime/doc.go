@@ -17,8 +17,14 @@
 // sandbox joins the instance's cgroups, drops to the tenant's user (it refuses
 // to run a workload as root) with no_new_privs set, compiles the module (from
 // the compilation cache the plugin filled), reports readiness, and runs the
-// module. It records the exit code in the status file, where Inspect reads it
-// after the sandbox has gone.
+// module. It records how the module ended (exit code, or trap) in the status
+// file, where Inspect reads it after the sandbox has gone, and so it does for
+// SIGHUP, SIGINT and SIGTERM, the signals that would end it silently; Stop
+// replaces that record with its own. The sandbox process's own stderr is
+// sandbox.log, where its Go runtime writes why it died. A sandbox that
+// recorded nothing was killed from outside: Inspect tells an OOM kill (the
+// cgroup's oom_kill count grew since Start), a pids limit (pids.events),
+// a crash of the sandbox (sandbox.log) and, when none of these, SIGKILL.
 //
 // The workload gets nothing it was not granted: its only filesystem is the
 // state directory at /state (with state.read or state.write), its clocks are

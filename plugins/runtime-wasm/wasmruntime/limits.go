@@ -111,13 +111,17 @@ type limitEnd struct {
 func (w limitWatch) ended() (limitEnd, bool) {
 	if w.MemoryDir != "" {
 		if n, ok, err := oomKills(w.MemoryDir); err == nil && ok && n > w.OOMKills {
-			return limitEnd{oom: true, message: "killed by the kernel's OOM killer at " +
-				describeLimit(w.MemoryRoot, w.MemoryDir, []string{"memory.max", "memory.limit_in_bytes"}, "memory limit", humanize.IBytes)}, true
+			limit := describeLimit(w.MemoryRoot, w.MemoryDir, []string{"memory.max", "memory.limit_in_bytes"}, "memory limit", humanize.IBytes)
+			if limit == "" {
+				return limitEnd{oom: true, message: "killed by the kernel's OOM killer, with no memory limit on its cgroup: the host ran out of memory"}, true
+			}
+			return limitEnd{oom: true, message: "killed by the kernel's OOM killer at " + limit}, true
 		}
 	}
 	if w.PidsDir != "" {
 		if n, ok, err := eventCount(filepath.Join(w.PidsDir, "pids.events"), "max"); err == nil && ok && n > w.PidsMax {
 			count := func(n uint64) string { return strconv.FormatUint(n, 10) + " processes and threads" }
+			// A refusal counts here whichever limit refused: one exists.
 			return limitEnd{message: "the sandbox could not start a thread, at " +
 				describeLimit(w.PidsRoot, w.PidsDir, []string{"pids.max"}, "limit", count)}, true
 		}
@@ -127,7 +131,8 @@ func (w limitWatch) ended() (limitEnd, bool) {
 
 // describeLimit names the tightest of the limits in files of dir and its
 // ancestors below root, such as "its memory limit of 64 MiB" or "the memory
-// limit of 64 MiB of its parent cgroup /kigumi/alice".
+// limit of 64 MiB of its parent cgroup /kigumi/alice"; it returns "" when
+// there is none.
 func describeLimit(root, dir string, files []string, what string, format func(uint64) string) string {
 	best, bestDir := uint64(math.MaxUint64), ""
 	for d := dir; len(d) > len(root) || d == dir; d = filepath.Dir(d) {
@@ -142,7 +147,7 @@ func describeLimit(root, dir string, files []string, what string, format func(ui
 	}
 	switch bestDir {
 	case "":
-		return "its " + what
+		return ""
 	case dir:
 		return "its " + what + " of " + format(best)
 	default:

@@ -271,6 +271,15 @@ func TestLimitWatch(t *testing.T) {
 			want:  "the sandbox could not start a thread, at the limit of 64 processes and threads of its parent cgroup /t",
 		},
 		{
+			name: "v1 OOM kill without a limit",
+			files: map[string]string{
+				"t/i/memory.oom_control":    "oom_kill 0\n",
+				"t/i/memory.limit_in_bytes": "9223372036854771712\n",
+			},
+			after: map[string]string{"t/i/memory.oom_control": "oom_kill 1\n"},
+			want:  "killed by the kernel's OOM killer, with no memory limit on its cgroup: the host ran out of memory", oom: true,
+		},
+		{
 			name: "an earlier OOM kill only",
 			files: map[string]string{
 				"t/i/memory.oom_control": "oom_kill 7\n",
