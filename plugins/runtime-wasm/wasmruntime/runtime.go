@@ -725,8 +725,8 @@ func sandboxCrash(dir string) string {
 	defer f.Close()
 	b, _ := io.ReadAll(io.LimitReader(f, 4<<10))
 	for l := range strings.Lines(string(b)) {
-		if l = strings.TrimSpace(l); l != "" {
-			return strings.ToValidUTF8(l, "?")
+		if l = oneLine(l); l != "" {
+			return l
 		}
 	}
 	return ""

@@ -14,9 +14,11 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/dustin/go-humanize"
 	"github.com/tetratelabs/wazero"
@@ -398,7 +400,7 @@ func runModule(ctx context.Context, mod api.Module, memoryPages uint32) exitStat
 		st.ExitCode = int(exit.ExitCode())
 	default:
 		st.ExitCode, st.Cause = 1, sdk.CauseTrap
-		st.Message = err.Error()
+		st.Message = oneLine(err.Error())
 	}
 	if mem := moduleMemory(mod); st.ExitCode != 0 && mem != nil {
 		limit := "wasm32's 4 GiB"
@@ -422,4 +424,38 @@ func moduleMemory(mod api.Module) api.Memory {
 		return m
 	}
 	return nil
+}
+
+// maxMessage caps the length of a status message made of text the workload
+// may choose (a trap names the module's functions).
+const maxMessage = 1024
+
+// oneLine makes s fit for a status message on an operator's terminal: its
+// lines joined with "; ", control characters escaped, and at most
+// maxMessage bytes.
+func oneLine(s string) string {
+	var b strings.Builder
+	for l := range strings.Lines(strings.ToValidUTF8(s, "\uFFFD")) {
+		if l = strings.TrimSpace(l); l == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString("; ")
+		}
+		for _, r := range l {
+			if unicode.IsPrint(r) {
+				b.WriteRune(r)
+			} else {
+				q := strconv.QuoteRune(r)
+				b.WriteString(q[1 : len(q)-1])
+			}
+		}
+		if b.Len() > maxMessage {
+			break
+		}
+	}
+	if out := b.String(); len(out) > maxMessage {
+		return strings.ToValidUTF8(out[:maxMessage], "") + "..."
+	}
+	return b.String()
 }

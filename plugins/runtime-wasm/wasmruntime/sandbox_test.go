@@ -36,3 +36,23 @@ func TestCappedWriter(t *testing.T) {
 		})
 	}
 }
+
+func TestOneLine(t *testing.T) {
+	long := strings.Repeat("é", maxMessage)
+	tests := []struct {
+		name, in, want string
+	}{
+		{"plain", "wasm error: unreachable", "wasm error: unreachable"},
+		{"lines", "wasm error: unreachable\nwasm stack trace:\n\t.$0()\n\n", "wasm error: unreachable; wasm stack trace:; .$0()"},
+		{"terminal escapes", "f\x1b[2J\x07()\r", `f\x1b[2J\a()`},
+		{"invalid UTF-8", "a\xffb", "a\ufffdb"},
+		{"too long", long, long[:maxMessage] + "..."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := oneLine(tt.in); got != tt.want {
+				t.Errorf("oneLine(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
