@@ -160,12 +160,9 @@ func recordSignals(rec *exitRecorder) {
 	}()
 }
 
-// prepareSandbox does everything up to running the module and returns it,
-// with its memory cap in pages (0: wazero's maximum). Still root, it joins the cgroups, compiles the module (from the root-only compilation
-// cache the plugin filled) and chroots into its jail; then it drops to the
-// tenant's user and links the module. Nothing of the tenant's runs before
-// the jail and the drop, and the jail holds whatever a WASI path resolves
-// to, symlinks included.
+// prepareSandbox reads the sandbox's config and links the module (see
+// linkModule); it returns the module and its memory cap in pages (0:
+// wazero's maximum).
 func prepareSandbox(ctx context.Context) (api.Module, uint32, error) {
 	var cfg sandboxConfig
 	b, err := io.ReadAll(os.NewFile(fdConfig, "config"))
@@ -179,7 +176,12 @@ func prepareSandbox(ctx context.Context) (api.Module, uint32, error) {
 	return mod, cfg.MemoryPages, err
 }
 
-// linkModule does prepareSandbox's work once the config is read.
+// linkModule does everything up to running the module and returns it.
+// Still root, it joins the cgroups, compiles the module (from the root-only
+// compilation cache the plugin filled) and chroots into its jail; then it
+// drops to the tenant's user and links the module. Nothing of the tenant's
+// runs before the jail and the drop, and the jail holds whatever a WASI path
+// resolves to, symlinks included.
 func linkModule(ctx context.Context, cfg sandboxConfig) (api.Module, error) {
 	if err := joinCgroups(cfg.ProcsFiles); err != nil {
 		return nil, err
