@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
+	"github.com/kigumi/kigumi/core/engine/enginetest"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/spec"
 )
@@ -33,7 +34,7 @@ func TestCheckTenants(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := newWorld()
+			w := enginetest.NewWorld()
 			e := newEngine(t, testHost(t), w)
 			in := tt.instance
 			in.Name, in.Runtime = "web", "wasm"
@@ -55,14 +56,14 @@ func TestCheckTenants(t *testing.T) {
 }
 
 func TestStateMountWritable(t *testing.T) {
-	w := newWorld()
+	w := enginetest.NewWorld()
 	e := newEngine(t, testHost(t), w)
 	want := desired("alice")
 	want[0].Instances[0].Spec.Permissions = sdk.Permissions{{Name: sdk.PermStateWrite}}
 	if _, err, _ := apply(t, e, want); err != nil {
 		t.Fatal(err)
 	}
-	if m := w.lastStart.Mounts; len(m) != 1 || m[0].ReadOnly || m[0].Target != sdk.StateTarget {
+	if m := w.LastStart.Mounts; len(m) != 1 || m[0].ReadOnly || m[0].Target != sdk.StateTarget {
 		t.Errorf("mounts = %+v, want /state read-write", m)
 	}
 }

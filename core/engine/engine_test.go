@@ -2,273 +2,22 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"path/filepath"
 	"reflect"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/hcl/v2"
 
+	"github.com/kigumi/kigumi/core/engine/enginetest"
 	"github.com/kigumi/kigumi/core/plan"
-	"github.com/kigumi/kigumi/core/pluginhost"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/spec"
 	"github.com/kigumi/kigumi/core/state"
-	"github.com/kigumi/kigumi/core/tenant"
 )
 
-// world is the fake host the engine tests act on: live workloads, state
-// directories and tenant isolation, all in memory, with fault injection.
-type world struct {
-	mu         sync.Mutex
-	live       map[string]int // instance key -> workload generation
-	starts     int
-	states     map[string]bool // instance key -> provisioned
-	tenants    map[string]bool
-	cgroups    map[string]bool
-	configs    int
-	failStart  error             // returned by the next Start
-	crashAt    string            // "start": the apply goroutine dies after Start, before recording
-	onStart    func(key string)  // called inside Start
-	inspect    func() sdk.State  // overrides Inspect's answer
-	rt         *runtimeClient    // the launched runtime plugin
-	dead       map[sdk.Kind]bool // the plugin of this kind "exited"
-	prepared   map[string]bool   // tenants the runtime prepared
-	lastStart  sdk.StartRequest  // the last StartRequest
-	failRemove map[string]error  // Remove of this tenant fails
-}
-
-func newWorld() *world {
-	return &world{live: map[string]int{}, states: map[string]bool{}, tenants: map[string]bool{}, cgroups: map[string]bool{},
-		dead: map[sdk.Kind]bool{}, prepared: map[string]bool{}}
-}
-
-type runtimeClient struct{ w *world }
-
-func (w *world) Runtime(_ context.Context, name string, _ pluginhost.Scope) (sdk.Runtime, error) {
-	if name != "wasm" {
-		return nil, fmt.Errorf("runtime %q: %w", name, sdk.ErrNotFound)
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.rt == nil || w.dead[sdk.KindRuntime] { // (re)launch
-		w.dead[sdk.KindRuntime] = false
-		w.rt = &runtimeClient{w: w}
-	}
-	return w.rt, nil
-}
-
-func (w *world) StateFS(context.Context, string, pluginhost.Scope) (sdk.StateFS, error) {
-	return &stateClient{w}, nil
-}
-func (w *world) Ledger(context.Context, string, pluginhost.Scope) (sdk.Ledger, error) {
-	return nil, fmt.Errorf("no ledger: %w", sdk.ErrNotFound)
-}
-
-func (r *runtimeClient) Info(context.Context) (sdk.Info, error) {
-	return sdk.Info{Name: "wasm", Kind: sdk.KindRuntime, Capabilities: sdk.Capabilities{
-		Features:    []string{sdk.FeatureTenantLifecycle, sdk.FeatureValidate},
-		Permissions: []sdk.PermissionSpec{{Name: sdk.PermStateRead}, {Name: sdk.PermStateWrite}},
-	}}, nil
-}
-func (r *runtimeClient) PrepareTenant(_ context.Context, req *sdk.TenantRequest) (sdk.Handle, error) {
-	r.w.mu.Lock()
-	defer r.w.mu.Unlock()
-	r.w.prepared[req.Tenant] = true
-	return sdk.Handle{Version: 1, Data: []byte(req.Tenant)}, nil
-}
-func (r *runtimeClient) ReleaseTenant(_ context.Context, h sdk.Handle) error {
-	r.w.mu.Lock()
-	defer r.w.mu.Unlock()
-	delete(r.w.prepared, string(h.Data))
-	return nil
-}
-func (r *runtimeClient) Validate(_ context.Context, req *sdk.StartRequest) error {
-	if req.Artifact.Module == "/refused.wasm" {
-		return sdk.InvalidAttribute("module", "not a module")
-	}
-	return nil
-}
-func (r *runtimeClient) Configure(context.Context, sdk.ConfigureRequest) error {
-	r.w.mu.Lock()
-	r.w.configs++
-	r.w.mu.Unlock()
-	return nil
-}
-
-type fakeHandle struct {
-	Key string
-	Gen int
-}
-
-func (r *runtimeClient) Start(_ context.Context, req *sdk.StartRequest) (sdk.Handle, error) {
-	w := r.w
-	w.mu.Lock()
-	if w.failStart != nil {
-		err := w.failStart
-		w.failStart = nil
-		w.mu.Unlock()
-		return sdk.Handle{}, err
-	}
-	key := req.Instance.String()
-	w.lastStart = *req
-	if string(req.Tenant.Data) != req.Instance.Tenant || !w.prepared[req.Instance.Tenant] {
-		w.mu.Unlock()
-		return sdk.Handle{}, fmt.Errorf("start %s with tenant handle %q: %w", key, req.Tenant.Data, sdk.ErrInvalid)
-	}
-	if _, ok := w.live[key]; ok {
-		w.mu.Unlock()
-		return sdk.Handle{}, fmt.Errorf("duplicate workload for %s", key)
-	}
-	w.starts++
-	w.live[key] = w.starts
-	gen := w.starts
-	crash := w.crashAt == "start"
-	w.crashAt = ""
-	onStart := w.onStart
-	w.mu.Unlock()
-	if onStart != nil {
-		onStart(key)
-	}
-	if crash {
-		runtime.Goexit() // the process "dies": nothing after this runs
-	}
-	data, _ := json.Marshal(fakeHandle{Key: key, Gen: gen})
-	return sdk.Handle{Version: 1, Data: data}, nil
-}
-
-func (r *runtimeClient) handle(h sdk.Handle) (fakeHandle, bool) {
-	var fh fakeHandle
-	_ = json.Unmarshal(h.Data, &fh)
-	r.w.mu.Lock()
-	defer r.w.mu.Unlock()
-	return fh, r.w.live[fh.Key] == fh.Gen
-}
-
-func (r *runtimeClient) Stop(context.Context, sdk.Handle, time.Duration) error { return nil }
-func (r *runtimeClient) Destroy(_ context.Context, h sdk.Handle) error {
-	fh, ok := r.handle(h)
-	if ok {
-		r.w.mu.Lock()
-		delete(r.w.live, fh.Key)
-		r.w.mu.Unlock()
-	}
-	return nil
-}
-func (r *runtimeClient) Inspect(_ context.Context, h sdk.Handle) (sdk.Status, error) {
-	if _, ok := r.handle(h); !ok {
-		return sdk.Status{}, sdk.ErrNotFound
-	}
-	if r.w.inspect != nil {
-		return sdk.Status{State: r.w.inspect()}, nil
-	}
-	return sdk.Status{State: sdk.StateRunning, Pid: 42}, nil
-}
-func (r *runtimeClient) Recover(_ context.Context, h sdk.Handle) (sdk.Handle, error) {
-	if _, ok := r.handle(h); !ok {
-		return sdk.Handle{}, &sdk.Error{Code: sdk.CodeNotFound, Message: "gone"}
-	}
-	return h, nil
-}
-func (r *runtimeClient) Logs(_ context.Context, h sdk.Handle, _ sdk.LogOptions, fn func([]byte) error) error {
-	fh, _ := r.handle(h)
-	return fn([]byte("log of " + fh.Key))
-}
-
-type stateClient struct{ w *world }
-
-func (s *stateClient) Info(context.Context) (sdk.Info, error) {
-	return sdk.Info{Name: "fuse", Kind: sdk.KindStateFS}, nil
-}
-func (s *stateClient) Configure(context.Context, sdk.ConfigureRequest) error { return nil }
-func (s *stateClient) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle, error) {
-	s.w.mu.Lock()
-	defer s.w.mu.Unlock()
-	s.w.states[req.Instance.String()] = true
-	return sdk.Handle{Version: 1, Data: []byte(req.Instance.String())}, nil
-}
-func (s *stateClient) Mount(_ context.Context, h sdk.Handle) (sdk.Mount, error) {
-	return sdk.Mount{Source: "/state/" + string(h.Data), Type: sdk.MountDir}, nil
-}
-func (s *stateClient) Usage(context.Context, sdk.Handle) (sdk.Usage, error) {
-	return sdk.Usage{}, sdk.ErrUnsupported
-}
-func (s *stateClient) Checkpoint(context.Context, sdk.Handle, string) (sdk.Checkpoint, error) {
-	return sdk.Checkpoint{}, sdk.ErrUnsupported
-}
-func (s *stateClient) Checkpoints(context.Context, sdk.Handle) ([]sdk.Checkpoint, error) {
-	return nil, sdk.ErrUnsupported
-}
-func (s *stateClient) Rollback(context.Context, sdk.Handle, string) error { return sdk.ErrUnsupported }
-func (s *stateClient) Unmount(context.Context, sdk.Handle) error          { return nil }
-func (s *stateClient) Hash(context.Context, sdk.Handle) ([]byte, error)   { return nil, nil }
-func (s *stateClient) Recover(_ context.Context, h sdk.Handle) (sdk.Handle, error) {
-	s.w.mu.Lock()
-	defer s.w.mu.Unlock()
-	if !s.w.states[string(h.Data)] {
-		return sdk.Handle{}, sdk.ErrNotFound
-	}
-	return h, nil
-}
-func (s *stateClient) Deprovision(_ context.Context, h sdk.Handle) error {
-	s.w.mu.Lock()
-	defer s.w.mu.Unlock()
-	delete(s.w.states, string(h.Data))
-	return nil
-}
-
-// Isolation.
-func (w *world) Allocate(uidBase, subBase, subCount uint32, takenUID, takenSub func(uint32) bool) (uint32, uint32, error) {
-	uid, sub := uidBase, subBase
-	for takenUID(uid) {
-		uid++
-	}
-	for takenSub(sub) {
-		sub += subCount
-	}
-	return uid, sub, nil
-}
-func (w *world) Ensure(_ context.Context, s tenant.Spec) (*tenant.Tenant, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.tenants[s.Tenant] = true
-	return &tenant.Tenant{
-		User:   sdk.User{Name: "kg-" + s.Tenant, UID: s.UID, GID: s.UID, SubUID: s.SubIDStart, SubGID: s.SubIDStart, Count: s.SubIDCount, Home: s.Home},
-		Cgroup: sdk.Cgroup{Path: "/kigumi/" + s.Tenant},
-	}, nil
-}
-func (w *world) Remove(_ context.Context, name, _ string) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if err := w.failRemove[name]; err != nil {
-		return err
-	}
-	delete(w.tenants, name)
-	return nil
-}
-func (w *world) EnsureInstance(_ context.Context, ten, instance string, _ tenant.Limits) (sdk.Cgroup, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.cgroups[ten+"/"+instance] = true
-	return sdk.Cgroup{Path: "/kigumi/" + ten + "/" + instance}, nil
-}
-
-// RemoveInstance kills whatever runs in the instance's cgroup, as the real
-// isolation does.
-func (w *world) RemoveInstance(_ context.Context, tenant, instance string) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	delete(w.cgroups, tenant+"/"+instance)
-	delete(w.live, tenant+"/"+instance)
-	return nil
-}
 func testHost(t *testing.T) *spec.Host {
 	return &spec.Host{
 		Name: "test", StateDir: t.TempDir(),
@@ -293,7 +42,7 @@ func desired(names ...string) []plan.Tenant {
 }
 
 // newEngine opens the store at h.StateDir and returns a configured engine.
-func newEngine(t *testing.T, h *spec.Host, w *world) *Engine {
+func newEngine(t *testing.T, h *spec.Host, w *enginetest.World) *Engine {
 	t.Helper()
 	st, err := state.Open(filepath.Join(h.StateDir, "kigumi.db"))
 	if err != nil {
@@ -330,26 +79,8 @@ func apply(t *testing.T, e *Engine, want []plan.Tenant) (*plan.Plan, error, bool
 	}
 }
 
-func (w *world) snapshot() (live, states, tenants, cgroups []string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	keys := func(m map[string]bool) []string {
-		var out []string
-		for k := range m {
-			out = append(out, k)
-		}
-		slices.Sort(out)
-		return out
-	}
-	for k := range w.live {
-		live = append(live, k)
-	}
-	slices.Sort(live)
-	return live, keys(w.states), keys(w.tenants), keys(w.cgroups)
-}
-
 func TestApplyLifecycle(t *testing.T) {
-	w := newWorld()
+	w := enginetest.NewWorld()
 	h := testHost(t)
 	e := newEngine(t, h, w)
 	ctx := context.Background()
@@ -361,7 +92,7 @@ func TestApplyLifecycle(t *testing.T) {
 	if got := p.Count(plan.Create); got != 4 {
 		t.Errorf("creates = %d, want 4", got)
 	}
-	live, states, tenants, cgroups := w.snapshot()
+	live, states, tenants, cgroups := w.Snapshot()
 	if !slices.Equal(live, []string{"alice/web", "bob/web"}) || len(states) != 2 || len(tenants) != 2 || len(cgroups) != 2 {
 		t.Fatalf("after apply: live %v states %v tenants %v cgroups %v", live, states, tenants, cgroups)
 	}
@@ -371,20 +102,20 @@ func TestApplyLifecycle(t *testing.T) {
 	}
 	// Each tenant was prepared, and its handle recorded.
 	for _, r := range recs {
-		if h, ok := r.RuntimeHandles["wasm"]; !ok || string(h.Data) != r.Name || !w.prepared[r.Name] {
-			t.Errorf("tenant %s: runtime handles %+v, prepared %v", r.Name, r.RuntimeHandles, w.prepared)
+		if h, ok := r.RuntimeHandles["wasm"]; !ok || string(h.Data) != r.Name || !w.Prepared[r.Name] {
+			t.Errorf("tenant %s: runtime handles %+v, prepared %v", r.Name, r.RuntimeHandles, w.Prepared)
 		}
 	}
 	// The state reaches the runtime as a read-only mount at /state.
 	wantMount := []sdk.Mount{{Source: "/state/bob/web", Target: sdk.StateTarget, ReadOnly: true, Type: sdk.MountDir}}
-	if !reflect.DeepEqual(w.lastStart.Mounts, wantMount) {
-		t.Errorf("start mounts = %+v, want %+v", w.lastStart.Mounts, wantMount)
+	if !reflect.DeepEqual(w.LastStart.Mounts, wantMount) {
+		t.Errorf("start mounts = %+v, want %+v", w.LastStart.Mounts, wantMount)
 	}
 
 	// A second apply with no change does nothing.
 	p, err, _ = apply(t, e, desired("alice", "bob"))
-	if err != nil || !p.Empty() || w.starts != 2 {
-		t.Fatalf("second apply: plan %v, err %v, starts %d", p.Actions, err, w.starts)
+	if err != nil || !p.Empty() || w.Starts != 2 {
+		t.Fatalf("second apply: plan %v, err %v, starts %d", p.Actions, err, w.Starts)
 	}
 
 	st, err := e.Status(ctx)
@@ -405,8 +136,8 @@ func TestApplyLifecycle(t *testing.T) {
 	if _, err, _ := apply(t, e, upd); err != nil {
 		t.Fatal(err)
 	}
-	if live, states, _, _ := w.snapshot(); len(live) != 2 || len(states) != 2 || w.starts != 3 {
-		t.Fatalf("after update: live %v states %v starts %d", live, states, w.starts)
+	if live, states, _, _ := w.Snapshot(); len(live) != 2 || len(states) != 2 || w.Starts != 3 {
+		t.Fatalf("after update: live %v states %v starts %d", live, states, w.Starts)
 	}
 
 	// Destroying everything leaves nothing.
@@ -417,15 +148,15 @@ func TestApplyLifecycle(t *testing.T) {
 	if err := e.Apply(ctx, dp); err != nil {
 		t.Fatal(err)
 	}
-	live, states, tenants, cgroups = w.snapshot()
+	live, states, tenants, cgroups = w.Snapshot()
 	if len(live)+len(states)+len(tenants)+len(cgroups) != 0 {
 		t.Fatalf("after destroy: live %v states %v tenants %v cgroups %v", live, states, tenants, cgroups)
 	}
 	if ts, _ := e.store.Tenants(); len(ts) != 0 {
 		t.Errorf("tenant records left: %+v", ts)
 	}
-	if len(w.prepared) != 0 {
-		t.Errorf("tenants not released: %v", w.prepared)
+	if len(w.Prepared) != 0 {
+		t.Errorf("tenants not released: %v", w.Prepared)
 	}
 	if _, err := e.DestroyPlan(ctx, []string{"ghost"}); !errors.Is(err, ErrUnknownTenant) {
 		t.Errorf("destroy of unknown tenant: %v", err)
@@ -435,23 +166,23 @@ func TestApplyLifecycle(t *testing.T) {
 func TestFailures(t *testing.T) {
 	tests := []struct {
 		name    string
-		setup   func(w *world)
+		setup   func(w *enginetest.World)
 		wantErr error
 		// wantRefused: the CLI reports invalid input, not a failure.
 		wantRefused bool
 	}{
 		{name: "invalid start rolls back the instance and the new tenant",
-			setup:   func(w *world) { w.failStart = sdk.InvalidAttribute("module", "bad magic") },
+			setup:   func(w *enginetest.World) { w.FailStart = sdk.InvalidAttribute("module", "bad magic") },
 			wantErr: sdk.ErrInvalid, wantRefused: true},
 		{name: "plugin exited mid-call",
-			setup: func(w *world) {
-				w.failStart = &sdk.Error{Code: sdk.CodeUnavailable, Message: `plugin runtime "wasm" exited`}
+			setup: func(w *enginetest.World) {
+				w.FailStart = &sdk.Error{Code: sdk.CodeUnavailable, Message: `plugin runtime "wasm" exited`}
 			},
 			wantErr: sdk.ErrUnavailable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := newWorld()
+			w := enginetest.NewWorld()
 			e := newEngine(t, testHost(t), w)
 			tt.setup(w)
 			_, err, _ := apply(t, e, desired("alice"))
@@ -465,7 +196,7 @@ func TestFailures(t *testing.T) {
 			if !errors.As(err, &ae) || ae.Action.Target() != "instance alice/web" {
 				t.Errorf("err does not name the action: %v", err)
 			}
-			live, states, tenants, cgroups := w.snapshot()
+			live, states, tenants, cgroups := w.Snapshot()
 			if len(live)+len(states)+len(tenants)+len(cgroups) != 0 {
 				t.Fatalf("left behind: live %v states %v tenants %v cgroups %v", live, states, tenants, cgroups)
 			}
@@ -476,7 +207,7 @@ func TestFailures(t *testing.T) {
 			if _, err, _ := apply(t, e, desired("alice")); err != nil {
 				t.Fatal(err)
 			}
-			if live, _, _, _ := w.snapshot(); len(live) != 1 {
+			if live, _, _, _ := w.Snapshot(); len(live) != 1 {
 				t.Errorf("live after retry = %v", live)
 			}
 		})
@@ -487,10 +218,10 @@ func TestFailures(t *testing.T) {
 // workload but before the engine recorded its handle, then applies again
 // with a fresh engine: the orphan is swept and exactly one workload runs.
 func TestResumeAfterCrash(t *testing.T) {
-	w := newWorld()
+	w := enginetest.NewWorld()
 	h := testHost(t)
 	e := newEngine(t, h, w)
-	w.crashAt = "start"
+	w.CrashAt = "start"
 	if _, _, finished := apply(t, e, desired("alice")); finished {
 		// Goexit ends the goroutine without sending.
 		t.Fatal("apply finished; the simulated crash did not happen")
@@ -509,9 +240,9 @@ func TestResumeAfterCrash(t *testing.T) {
 	if len(p.Actions) != 1 || !p.Actions[0].Resume || p.Actions[0].Target() != "instance alice/web" {
 		t.Errorf("resume plan = %+v", p.Actions)
 	}
-	live, states, _, _ := w.snapshot()
-	if !slices.Equal(live, []string{"alice/web"}) || len(states) != 1 || w.starts != 2 {
-		t.Fatalf("after resume: live %v states %v starts %d", live, states, w.starts)
+	live, states, _, _ := w.Snapshot()
+	if !slices.Equal(live, []string{"alice/web"}) || len(states) != 1 || w.Starts != 2 {
+		t.Fatalf("after resume: live %v states %v starts %d", live, states, w.Starts)
 	}
 	// And nothing more to do.
 	if p, err, _ := apply(t, e2, desired("alice")); err != nil || !p.Empty() {
@@ -522,7 +253,7 @@ func TestResumeAfterCrash(t *testing.T) {
 // TestResumeAdoptsRunning: a create interrupted after the handle was
 // recorded adopts the running workload instead of starting another.
 func TestResumeAdoptsRunning(t *testing.T) {
-	w := newWorld()
+	w := enginetest.NewWorld()
 	h := testHost(t)
 	e := newEngine(t, h, w)
 	if _, err, _ := apply(t, e, desired("alice")); err != nil {
@@ -537,8 +268,8 @@ func TestResumeAdoptsRunning(t *testing.T) {
 	if err != nil || len(p.Actions) != 1 || !p.Actions[0].Resume {
 		t.Fatalf("plan %+v err %v", p.Actions, err)
 	}
-	if w.starts != 1 {
-		t.Errorf("starts = %d, want 1 (adopted)", w.starts)
+	if w.Starts != 1 {
+		t.Errorf("starts = %d, want 1 (adopted)", w.Starts)
 	}
 	if rec, _, _ := e.store.Instance("alice", "web"); rec.Phase != state.PhaseReady {
 		t.Errorf("phase = %s", rec.Phase)
@@ -548,15 +279,15 @@ func TestResumeAdoptsRunning(t *testing.T) {
 // TestRelaunchedPluginIsConfigured: a plugin relaunched after it exited
 // gets its settings again before it is used.
 func TestRelaunchedPluginIsConfigured(t *testing.T) {
-	w := newWorld()
+	w := enginetest.NewWorld()
 	e := newEngine(t, testHost(t), w)
-	before := w.configs
-	w.dead[sdk.KindRuntime] = true
+	before := w.Configs
+	w.Dead[sdk.KindRuntime] = true
 	if _, err, _ := apply(t, e, desired("alice")); err != nil {
 		t.Fatal(err)
 	}
-	if w.configs != before+1 {
-		t.Errorf("configures = %d, want %d", w.configs, before+1)
+	if w.Configs != before+1 {
+		t.Errorf("configures = %d, want %d", w.Configs, before+1)
 	}
 }
 
@@ -564,7 +295,7 @@ func TestRelaunchedPluginIsConfigured(t *testing.T) {
 // started, resumed with an edited spec, replaces the workload instead of
 // adopting one that runs the old spec.
 func TestResumeWithChangedSpec(t *testing.T) {
-	w := newWorld()
+	w := enginetest.NewWorld()
 	e := newEngine(t, testHost(t), w)
 	if _, err, _ := apply(t, e, desired("alice")); err != nil {
 		t.Fatal(err)
@@ -580,10 +311,10 @@ func TestResumeWithChangedSpec(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec, _, _ = e.store.Instance("alice", "web")
-	if w.starts != 2 || rec.RuntimeSpecHash != edited[0].Instances[0].Spec.Hash() || rec.Phase != state.PhaseReady {
-		t.Errorf("starts %d, record %+v", w.starts, rec)
+	if w.Starts != 2 || rec.RuntimeSpecHash != edited[0].Instances[0].Spec.Hash() || rec.Phase != state.PhaseReady {
+		t.Errorf("starts %d, record %+v", w.Starts, rec)
 	}
-	if live, _, _, _ := w.snapshot(); len(live) != 1 {
+	if live, _, _, _ := w.Snapshot(); len(live) != 1 {
 		t.Errorf("live = %v", live)
 	}
 }
@@ -591,19 +322,19 @@ func TestResumeWithChangedSpec(t *testing.T) {
 // TestFailedUpdateKeepsState: an update that drops the state and fails to
 // start restores the previous spec, state included.
 func TestFailedUpdateKeepsState(t *testing.T) {
-	w := newWorld()
+	w := enginetest.NewWorld()
 	e := newEngine(t, testHost(t), w)
 	if _, err, _ := apply(t, e, desired("alice")); err != nil {
 		t.Fatal(err)
 	}
 	noState := desired("alice")
 	noState[0].Instances[0].Spec.StateBytes = 0
-	w.failStart = sdk.InvalidAttribute("module", "bad magic")
+	w.FailStart = sdk.InvalidAttribute("module", "bad magic")
 	_, err, _ := apply(t, e, noState)
 	if !errors.Is(err, sdk.ErrInvalid) || !strings.Contains(err.Error(), "previous spec was restored") {
 		t.Fatalf("err = %v", err)
 	}
-	live, states, _, _ := w.snapshot()
+	live, states, _, _ := w.Snapshot()
 	if len(live) != 1 || len(states) != 1 {
 		t.Fatalf("after failed update: live %v states %v", live, states)
 	}
@@ -617,7 +348,7 @@ func TestFailedUpdateKeepsState(t *testing.T) {
 // reopening the database in between: no new tenant gets a destroyed one's
 // uid or any of its subordinate ids.
 func TestDestroyedTenantIDsAreNotReused(t *testing.T) {
-	w := newWorld()
+	w := enginetest.NewWorld()
 	h := testHost(t)
 	ctx := context.Background()
 	var gone []sdk.User

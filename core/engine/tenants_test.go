@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 
+	"github.com/kigumi/kigumi/core/engine/enginetest"
 	"github.com/kigumi/kigumi/core/plan"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/spec"
@@ -63,7 +64,7 @@ func TestOwnershipDiagnostics(t *testing.T) {
 // TestPlanOwnership: a file plan never touches a tenant of another source,
 // and refuses to claim one.
 func TestPlanOwnership(t *testing.T) {
-	w := newWorld()
+	w := enginetest.NewWorld()
 	h := testHost(t)
 	e := newEngine(t, h, w)
 	ctx := context.Background()
@@ -104,14 +105,14 @@ func summaryOf(p *plan.Plan) []string {
 // fails alone, in one apply and in concurrent per-tenant applies, while the
 // other tenants' creates and updates go through.
 func TestFailingTenantBlocksNoOther(t *testing.T) {
-	w := newWorld()
+	w := enginetest.NewWorld()
 	h := testHost(t)
 	e := newEngine(t, h, w)
 	ctx := context.Background()
 	if _, err, _ := apply(t, e, desired("bad", "good")); err != nil {
 		t.Fatal(err)
 	}
-	w.failRemove = map[string]error{"bad": errors.New("too many open files")}
+	w.FailRemove = map[string]error{"bad": errors.New("too many open files")}
 
 	// One apply: bad is destroyed (and fails), good updated, new created.
 	want := desired("good", "new")
@@ -121,7 +122,7 @@ func TestFailingTenantBlocksNoOther(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Action.Tenant != "bad" {
 		t.Fatalf("apply: %v, want bad's destroy to fail", err)
 	}
-	live, _, tenants, _ := w.snapshot()
+	live, _, tenants, _ := w.Snapshot()
 	if !slices.Equal(live, []string{"good/web", "new/web"}) || !slices.Contains(tenants, "new") {
 		t.Fatalf("live %v tenants %v: the others did not go through", live, tenants)
 	}
@@ -173,7 +174,7 @@ func TestFailingTenantBlocksNoOther(t *testing.T) {
 // capacity fails alone with a *CapacityError; concurrent applies never
 // overbook the host together.
 func TestCapacityPerTenant(t *testing.T) {
-	w := newWorld()
+	w := enginetest.NewWorld()
 	h := testHost(t)
 	h.Capacity = spec.Capacity{MilliCPU: 4000, MemoryBytes: 100 << 20, DiskBytes: 1 << 30, MaxInstances: 10}
 	e := newEngine(t, h, w)
@@ -224,7 +225,7 @@ func TestCapacityPerTenant(t *testing.T) {
 // TestRefreshRestartsDeadWorkload: a workload found ended is restarted as
 // its policy says, keeping its state, and the exit is reported and counted.
 func TestRefreshRestartsDeadWorkload(t *testing.T) {
-	w := newWorld()
+	w := enginetest.NewWorld()
 	h := testHost(t)
 	exits := &exitHook{}
 	e := newEngine(t, h, w)
@@ -236,9 +237,9 @@ func TestRefreshRestartsDeadWorkload(t *testing.T) {
 	if _, err, _ := apply(t, e, want); err != nil {
 		t.Fatal(err)
 	}
-	w.mu.Lock()
-	w.inspect = func() sdk.State { return sdk.StateExited }
-	w.mu.Unlock()
+	w.Mu.Lock()
+	w.InspectState = func() sdk.State { return sdk.StateExited }
+	w.Mu.Unlock()
 	// Just ended: the first restart waits its backoff.
 	p, err := e.Plan(ctx, state.SourceFile, want)
 	if err != nil || !p.Empty() || p.RetryAfter <= 0 || len(p.Drift) != 1 {
@@ -255,9 +256,9 @@ func TestRefreshRestartsDeadWorkload(t *testing.T) {
 	if err != nil || !slices.Equal(summaryOf(p), []string{"restart instance alice/web"}) {
 		t.Fatalf("plan %v, %v", summaryOf(p), err)
 	}
-	w.mu.Lock()
-	w.inspect = nil
-	w.mu.Unlock()
+	w.Mu.Lock()
+	w.InspectState = nil
+	w.Mu.Unlock()
 	if err := e.Apply(ctx, p); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,296 @@
+// Package enginetest provides a fake host for tests and benchmarks of the
+// engine and of what drives it: an in-process runtime, StateFS and tenant
+// isolation, so that the engine itself is what is exercised and measured.
+package enginetest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/kigumi/kigumi/core/pluginhost"
+	"github.com/kigumi/kigumi/core/sdk/v2"
+	"github.com/kigumi/kigumi/core/tenant"
+)
+
+// World is a fake host for the engine: a runtime, a StateFS and tenant
+// isolation, all in memory, with fault injection. It implements
+// engine.Plugins and engine.Isolation. The fields are guarded by Mu.
+type World struct {
+	Mu           sync.Mutex
+	Live         map[string]int // instance key -> workload generation
+	Starts       int
+	States       map[string]bool // instance key -> provisioned
+	Tenants      map[string]bool
+	Cgroups      map[string]bool
+	Configs      int
+	FailStart    error             // returned by the next Start
+	CrashAt      string            // "start": the apply goroutine dies after Start, before recording
+	OnStart      func(key string)  // called inside Start
+	InspectState func() sdk.State  // overrides Inspect's answer, when set
+	rt           *runtimeClient    // the launched runtime plugin
+	Dead         map[sdk.Kind]bool // the plugin of this kind "exited"
+	Prepared     map[string]bool   // tenants the runtime prepared
+	LastStart    sdk.StartRequest  // the last StartRequest
+	FailRemove   map[string]error  // Remove of this tenant fails
+}
+
+// NewWorld returns an empty world.
+func NewWorld() *World {
+	return &World{Live: map[string]int{}, States: map[string]bool{}, Tenants: map[string]bool{}, Cgroups: map[string]bool{},
+		Dead: map[sdk.Kind]bool{}, Prepared: map[string]bool{}}
+}
+
+type runtimeClient struct{ w *World }
+
+// Runtime returns the runtime "wasm", relaunched if it was marked dead.
+func (w *World) Runtime(_ context.Context, name string, _ pluginhost.Scope) (sdk.Runtime, error) {
+	if name != "wasm" {
+		return nil, fmt.Errorf("runtime %q: %w", name, sdk.ErrNotFound)
+	}
+	w.Mu.Lock()
+	defer w.Mu.Unlock()
+	if w.rt == nil || w.Dead[sdk.KindRuntime] { // (re)launch
+		w.Dead[sdk.KindRuntime] = false
+		w.rt = &runtimeClient{w: w}
+	}
+	return w.rt, nil
+}
+
+// StateFS returns the world's StateFS.
+func (w *World) StateFS(context.Context, string, pluginhost.Scope) (sdk.StateFS, error) {
+	return &stateClient{w}, nil
+}
+
+// Ledger fails: the world has no ledger.
+func (w *World) Ledger(context.Context, string, pluginhost.Scope) (sdk.Ledger, error) {
+	return nil, fmt.Errorf("no ledger: %w", sdk.ErrNotFound)
+}
+
+func (r *runtimeClient) Info(context.Context) (sdk.Info, error) {
+	return sdk.Info{Name: "wasm", Kind: sdk.KindRuntime, Capabilities: sdk.Capabilities{
+		Features:    []string{sdk.FeatureTenantLifecycle, sdk.FeatureValidate},
+		Permissions: []sdk.PermissionSpec{{Name: sdk.PermStateRead}, {Name: sdk.PermStateWrite}},
+	}}, nil
+}
+func (r *runtimeClient) PrepareTenant(_ context.Context, req *sdk.TenantRequest) (sdk.Handle, error) {
+	r.w.Mu.Lock()
+	defer r.w.Mu.Unlock()
+	r.w.Prepared[req.Tenant] = true
+	return sdk.Handle{Version: 1, Data: []byte(req.Tenant)}, nil
+}
+func (r *runtimeClient) ReleaseTenant(_ context.Context, h sdk.Handle) error {
+	r.w.Mu.Lock()
+	defer r.w.Mu.Unlock()
+	delete(r.w.Prepared, string(h.Data))
+	return nil
+}
+func (r *runtimeClient) Validate(_ context.Context, req *sdk.StartRequest) error {
+	if req.Artifact.Module == "/refused.wasm" {
+		return sdk.InvalidAttribute("module", "not a module")
+	}
+	return nil
+}
+func (r *runtimeClient) Configure(context.Context, sdk.ConfigureRequest) error {
+	r.w.Mu.Lock()
+	r.w.Configs++
+	r.w.Mu.Unlock()
+	return nil
+}
+
+type fakeHandle struct {
+	Key string
+	Gen int
+}
+
+func (r *runtimeClient) Start(_ context.Context, req *sdk.StartRequest) (sdk.Handle, error) {
+	w := r.w
+	w.Mu.Lock()
+	if w.FailStart != nil {
+		err := w.FailStart
+		w.FailStart = nil
+		w.Mu.Unlock()
+		return sdk.Handle{}, err
+	}
+	key := req.Instance.String()
+	w.LastStart = *req
+	if string(req.Tenant.Data) != req.Instance.Tenant || !w.Prepared[req.Instance.Tenant] {
+		w.Mu.Unlock()
+		return sdk.Handle{}, fmt.Errorf("start %s with tenant handle %q: %w", key, req.Tenant.Data, sdk.ErrInvalid)
+	}
+	if _, ok := w.Live[key]; ok {
+		w.Mu.Unlock()
+		return sdk.Handle{}, fmt.Errorf("duplicate workload for %s", key)
+	}
+	w.Starts++
+	w.Live[key] = w.Starts
+	gen := w.Starts
+	crash := w.CrashAt == "start"
+	w.CrashAt = ""
+	onStart := w.OnStart
+	w.Mu.Unlock()
+	if onStart != nil {
+		onStart(key)
+	}
+	if crash {
+		runtime.Goexit() // the process "dies": nothing after this runs
+	}
+	data, _ := json.Marshal(fakeHandle{Key: key, Gen: gen})
+	return sdk.Handle{Version: 1, Data: data}, nil
+}
+
+func (r *runtimeClient) handle(h sdk.Handle) (fakeHandle, bool) {
+	var fh fakeHandle
+	_ = json.Unmarshal(h.Data, &fh)
+	r.w.Mu.Lock()
+	defer r.w.Mu.Unlock()
+	return fh, r.w.Live[fh.Key] == fh.Gen
+}
+
+func (r *runtimeClient) Stop(context.Context, sdk.Handle, time.Duration) error { return nil }
+func (r *runtimeClient) Destroy(_ context.Context, h sdk.Handle) error {
+	fh, ok := r.handle(h)
+	if ok {
+		r.w.Mu.Lock()
+		delete(r.w.Live, fh.Key)
+		r.w.Mu.Unlock()
+	}
+	return nil
+}
+func (r *runtimeClient) Inspect(_ context.Context, h sdk.Handle) (sdk.Status, error) {
+	if _, ok := r.handle(h); !ok {
+		return sdk.Status{}, sdk.ErrNotFound
+	}
+	if r.w.InspectState != nil {
+		return sdk.Status{State: r.w.InspectState()}, nil
+	}
+	return sdk.Status{State: sdk.StateRunning, Pid: 42}, nil
+}
+func (r *runtimeClient) Recover(_ context.Context, h sdk.Handle) (sdk.Handle, error) {
+	if _, ok := r.handle(h); !ok {
+		return sdk.Handle{}, &sdk.Error{Code: sdk.CodeNotFound, Message: "gone"}
+	}
+	return h, nil
+}
+func (r *runtimeClient) Logs(_ context.Context, h sdk.Handle, _ sdk.LogOptions, fn func([]byte) error) error {
+	fh, _ := r.handle(h)
+	return fn([]byte("log of " + fh.Key))
+}
+
+type stateClient struct{ w *World }
+
+func (s *stateClient) Info(context.Context) (sdk.Info, error) {
+	return sdk.Info{Name: "fuse", Kind: sdk.KindStateFS}, nil
+}
+func (s *stateClient) Configure(context.Context, sdk.ConfigureRequest) error { return nil }
+func (s *stateClient) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle, error) {
+	s.w.Mu.Lock()
+	defer s.w.Mu.Unlock()
+	s.w.States[req.Instance.String()] = true
+	return sdk.Handle{Version: 1, Data: []byte(req.Instance.String())}, nil
+}
+func (s *stateClient) Mount(_ context.Context, h sdk.Handle) (sdk.Mount, error) {
+	return sdk.Mount{Source: "/state/" + string(h.Data), Type: sdk.MountDir}, nil
+}
+func (s *stateClient) Usage(context.Context, sdk.Handle) (sdk.Usage, error) {
+	return sdk.Usage{}, sdk.ErrUnsupported
+}
+func (s *stateClient) Checkpoint(context.Context, sdk.Handle, string) (sdk.Checkpoint, error) {
+	return sdk.Checkpoint{}, sdk.ErrUnsupported
+}
+func (s *stateClient) Checkpoints(context.Context, sdk.Handle) ([]sdk.Checkpoint, error) {
+	return nil, sdk.ErrUnsupported
+}
+func (s *stateClient) Rollback(context.Context, sdk.Handle, string) error { return sdk.ErrUnsupported }
+func (s *stateClient) Unmount(context.Context, sdk.Handle) error          { return nil }
+func (s *stateClient) Hash(context.Context, sdk.Handle) ([]byte, error)   { return nil, nil }
+func (s *stateClient) Recover(_ context.Context, h sdk.Handle) (sdk.Handle, error) {
+	s.w.Mu.Lock()
+	defer s.w.Mu.Unlock()
+	if !s.w.States[string(h.Data)] {
+		return sdk.Handle{}, sdk.ErrNotFound
+	}
+	return h, nil
+}
+func (s *stateClient) Deprovision(_ context.Context, h sdk.Handle) error {
+	s.w.Mu.Lock()
+	defer s.w.Mu.Unlock()
+	delete(s.w.States, string(h.Data))
+	return nil
+}
+
+// Allocate returns the lowest ids not taken.
+func (w *World) Allocate(uidBase, subBase, subCount uint32, takenUID, takenSub func(uint32) bool) (uint32, uint32, error) {
+	uid, sub := uidBase, subBase
+	for takenUID(uid) {
+		uid++
+	}
+	for takenSub(sub) {
+		sub += subCount
+	}
+	return uid, sub, nil
+}
+
+// Ensure records the tenant.
+func (w *World) Ensure(_ context.Context, s tenant.Spec) (*tenant.Tenant, error) {
+	w.Mu.Lock()
+	defer w.Mu.Unlock()
+	w.Tenants[s.Tenant] = true
+	return &tenant.Tenant{
+		User:   sdk.User{Name: "kg-" + s.Tenant, UID: s.UID, GID: s.UID, SubUID: s.SubIDStart, SubGID: s.SubIDStart, Count: s.SubIDCount, Home: s.Home},
+		Cgroup: sdk.Cgroup{Path: "/kigumi/" + s.Tenant},
+	}, nil
+}
+
+// Remove forgets the tenant, unless FailRemove says it fails.
+func (w *World) Remove(_ context.Context, name, _ string) error {
+	w.Mu.Lock()
+	defer w.Mu.Unlock()
+	if err := w.FailRemove[name]; err != nil {
+		return err
+	}
+	delete(w.Tenants, name)
+	return nil
+}
+
+// EnsureInstance records the instance's cgroup.
+func (w *World) EnsureInstance(_ context.Context, ten, instance string, _ tenant.Limits) (sdk.Cgroup, error) {
+	w.Mu.Lock()
+	defer w.Mu.Unlock()
+	w.Cgroups[ten+"/"+instance] = true
+	return sdk.Cgroup{Path: "/kigumi/" + ten + "/" + instance}, nil
+}
+
+// RemoveInstance kills whatever runs in the instance's cgroup, as the real
+// isolation does.
+func (w *World) RemoveInstance(_ context.Context, tenant, instance string) error {
+	w.Mu.Lock()
+	defer w.Mu.Unlock()
+	delete(w.Cgroups, tenant+"/"+instance)
+	delete(w.Live, tenant+"/"+instance)
+	return nil
+}
+
+// Snapshot returns the keys of the live workloads, the provisioned states,
+// the tenants and the instance cgroups, each sorted.
+func (w *World) Snapshot() (live, states, tenants, cgroups []string) {
+	w.Mu.Lock()
+	defer w.Mu.Unlock()
+	keys := func(m map[string]bool) []string {
+		var out []string
+		for k := range m {
+			out = append(out, k)
+		}
+		slices.Sort(out)
+		return out
+	}
+	for k := range w.Live {
+		live = append(live, k)
+	}
+	slices.Sort(live)
+	return live, keys(w.States), keys(w.Tenants), keys(w.Cgroups)
+}
