@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -74,10 +73,13 @@ func (e *Engine) Apply(ctx context.Context, p *plan.Plan) error {
 	checked := map[string]bool{}
 	defer func() {
 		e.capMu.Lock()
+		defer e.capMu.Unlock()
 		for t := range checked {
 			delete(e.reserved, t)
+			if err := e.updateHeld(t); err != nil {
+				e.held = nil // read it all again next time
+			}
 		}
-		e.capMu.Unlock()
 	}()
 	for _, a := range p.Actions {
 		if failed[a.Tenant] {
@@ -158,35 +160,39 @@ func (e *Engine) reserve(tenant string, p *plan.Plan) error {
 	want := p.Usage[tenant]
 	e.capMu.Lock()
 	defer e.capMu.Unlock()
-	tenants, instances, err := e.records(context.Background())
-	if err != nil {
+	if err := e.loadHeld(); err != nil {
 		return err
 	}
-	held := map[string]plan.Usage{}
-	for _, t := range tenants {
-		u := held[t.Name]
-		u.Limits = t.Limits
-		held[t.Name] = u
+	if err := e.updateHeld(tenant); err != nil {
+		return err
 	}
-	for _, i := range instances {
-		u := held[i.Tenant]
-		u.Instances++
-		held[i.Tenant] = u
+	// What a tenant being applied reserved overrides what it holds.
+	usage := func(t string) plan.Usage {
+		if u, ok := e.reserved[t]; ok {
+			return u
+		}
+		return e.held[t]
 	}
-	for t, u := range e.reserved {
-		held[t] = u
-	}
-	mine := held[tenant]
+	mine := usage(tenant)
 	if want.Limits.MemoryBytes <= mine.Limits.MemoryBytes && want.Limits.MilliCPU <= mine.Limits.MilliCPU && want.Instances <= mine.Instances {
 		e.reserved[tenant] = mine
 		return nil
 	}
 	var total plan.Usage
-	for t, u := range held {
+	add := func(t string) {
 		if t != tenant {
+			u := usage(t)
 			total.Limits.MemoryBytes += u.Limits.MemoryBytes
 			total.Limits.MilliCPU += u.Limits.MilliCPU
 			total.Instances += u.Instances
+		}
+	}
+	for t := range e.held {
+		add(t)
+	}
+	for t := range e.reserved {
+		if _, ok := e.held[t]; !ok {
+			add(t)
 		}
 	}
 	c := e.host.Capacity
@@ -204,6 +210,54 @@ func (e *Engine) reserve(tenant string, p *plan.Plan) error {
 		return &CapacityError{Tenant: tenant, Detail: "all tenants together would hold " + strings.Join(over, ", ")}
 	}
 	e.reserved[tenant] = plan.Usage{Limits: maxResources(mine.Limits, want.Limits), Instances: max(mine.Instances, want.Instances)}
+	return nil
+}
+
+// loadHeld reads what every recorded tenant holds, unless it was read
+// before. capMu must be held.
+func (e *Engine) loadHeld() error {
+	if e.held != nil {
+		return nil
+	}
+	tenants, instances, err := e.records(context.Background())
+	if err != nil {
+		return err
+	}
+	held := map[string]plan.Usage{}
+	for _, t := range tenants {
+		u := held[t.Name]
+		u.Limits = t.Limits
+		held[t.Name] = u
+	}
+	for _, i := range instances {
+		u := held[i.Tenant]
+		u.Instances++
+		held[i.Tenant] = u
+	}
+	e.held = held
+	return nil
+}
+
+// updateHeld reads again what tenant holds, from its records alone. capMu
+// must be held.
+func (e *Engine) updateHeld(tenant string) error {
+	if e.held == nil {
+		return nil
+	}
+	tenants, instances, err := e.records(context.Background(), tenant)
+	if err != nil {
+		return err
+	}
+	if len(tenants) == 0 && len(instances) == 0 {
+		delete(e.held, tenant)
+		return nil
+	}
+	var u plan.Usage
+	if len(tenants) > 0 {
+		u.Limits = tenants[0].Limits
+	}
+	u.Instances = len(instances)
+	e.held[tenant] = u
 	return nil
 }
 
@@ -286,20 +340,22 @@ func mkdirMode(dir string, mode os.FileMode) error {
 func (e *Engine) allocate(rec *state.Tenant) error {
 	e.capMu.Lock()
 	defer e.capMu.Unlock()
-	tenants, err := e.store.Tenants()
-	if err != nil {
-		return err
+	if e.uids == nil {
+		tenants, err := e.store.Tenants()
+		if err != nil {
+			return err
+		}
+		e.uids, e.subs = map[uint32]bool{}, map[uint32]bool{}
+		for _, t := range tenants {
+			e.uids[t.User.UID] = true
+			e.subs[t.User.SubUID] = true
+		}
 	}
 	retired, err := e.store.RetiredIDs()
 	if err != nil {
 		return err
 	}
-	uids := map[uint32]bool{}
-	subs := map[uint32]bool{}
-	for _, t := range tenants {
-		uids[t.User.UID] = true
-		subs[t.User.SubUID] = true
-	}
+	uids, subs := e.uids, e.subs
 	iso := e.host.Isolation
 	uid, sub, err := e.isolation.Allocate(iso.UIDBase, iso.SubIDBase, iso.SubIDCount,
 		func(u uint32) bool { return uids[u] || u < retired.UID },
@@ -311,7 +367,11 @@ func (e *Engine) allocate(rec *state.Tenant) error {
 	if sub == 0 {
 		rec.User.Count = 0
 	}
-	return e.store.PutTenant(*rec)
+	if err := e.store.PutTenant(*rec); err != nil {
+		return err
+	}
+	uids[uid], subs[sub] = true, true
+	return nil
 }
 
 // tenantSpec is what isolation needs to make a tenant.
@@ -380,12 +440,9 @@ func (e *Engine) removeTenant(ctx context.Context, rec state.Tenant) error {
 // dropEmptyTenant removes a tenant this apply created once a failed
 // instance create leaves it with no instances.
 func (e *Engine) dropEmptyTenant(name string) error {
-	instances, err := e.store.Instances()
-	if err != nil {
+	instances, err := e.store.TenantInstances(name)
+	if err != nil || len(instances) > 0 {
 		return err
-	}
-	if slices.ContainsFunc(instances, func(i state.Instance) bool { return i.Tenant == name }) {
-		return nil
 	}
 	return e.destroyTenant(context.Background(), name)
 }

@@ -75,6 +75,14 @@ type Engine struct {
 	// the usage of tenants being applied, until their records hold it.
 	capMu    sync.Mutex
 	reserved map[string]plan.Usage
+	// held is what each recorded tenant holds, read from the records once
+	// (nil until then) and kept up to date as tenants are applied, so that
+	// a capacity check reads one tenant's records, not the host's.
+	held map[string]plan.Usage
+	// uids and subs are the ids recorded for tenants, read once (nil
+	// until then) and added to as tenants are allocated ids. A destroyed
+	// tenant's ids stay in them: they are retired, never handed out again.
+	uids, subs map[uint32]bool
 }
 
 // Option configures an Engine.
@@ -247,29 +255,31 @@ func (e *OwnerError) Error() string {
 }
 
 // plan plans desired against the records owned by owner, of the tenants
-// named in only (all when empty).
+// named in only (all when empty). Only those tenants' records are read.
 func (e *Engine) plan(ctx context.Context, owner string, only []string, desired []plan.Tenant) (*plan.Plan, error) {
-	tenants, instances, err := e.records(ctx)
+	tenants, instances, err := e.records(ctx, only...)
 	if err != nil {
 		return nil, err
 	}
-	in := func(name string) bool { return len(only) == 0 || slices.Contains(only, name) }
+	wanted := make(map[string]bool, len(desired))
+	for _, d := range desired {
+		wanted[d.Name] = true
+	}
 	var ts []state.Tenant
+	owned := make(map[string]bool, len(tenants))
 	for _, t := range tenants {
-		if !in(t.Name) {
-			continue
-		}
 		if state.SourceKind(t.Source) != owner {
-			if slices.ContainsFunc(desired, func(d plan.Tenant) bool { return d.Name == t.Name }) {
+			if wanted[t.Name] {
 				return nil, &OwnerError{Tenant: t.Name, Owner: t.Source, Claim: owner}
 			}
 			continue
 		}
 		ts = append(ts, t)
+		owned[t.Name] = true
 	}
 	var is []state.Instance
 	for _, i := range instances {
-		if slices.ContainsFunc(ts, func(t state.Tenant) bool { return t.Name == i.Tenant }) {
+		if owned[i.Tenant] {
 			is = append(is, i)
 		}
 	}
@@ -350,19 +360,39 @@ var ErrUnknownTenant = errors.New("no such tenant on this host")
 // ErrUnknownInstance is returned for an instance that has no record.
 var ErrUnknownInstance = errors.New("no such instance on this host")
 
-// records returns the recorded tenants and instances; none when the engine
-// has no store because nothing was applied yet.
-func (e *Engine) records(ctx context.Context) ([]state.Tenant, []state.Instance, error) {
+// records returns the recorded tenants and instances of the tenants named
+// in only, or of all when only is empty; none when the engine has no store
+// because nothing was applied yet.
+func (e *Engine) records(ctx context.Context, only ...string) ([]state.Tenant, []state.Instance, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
 	if e.store == nil {
 		return nil, nil, nil
 	}
-	tenants, err := e.store.Tenants()
-	if err != nil {
-		return nil, nil, err
+	if len(only) == 0 {
+		tenants, err := e.store.Tenants()
+		if err != nil {
+			return nil, nil, err
+		}
+		instances, err := e.store.Instances()
+		return tenants, instances, err
 	}
-	instances, err := e.store.Instances()
-	return tenants, instances, err
+	var tenants []state.Tenant
+	var instances []state.Instance
+	for _, name := range slices.Compact(slices.Sorted(slices.Values(only))) {
+		t, ok, err := e.store.Tenant(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ok {
+			tenants = append(tenants, t)
+		}
+		is, err := e.store.TenantInstances(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		instances = append(instances, is...)
+	}
+	return tenants, instances, nil
 }

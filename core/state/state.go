@@ -5,6 +5,7 @@
 package state
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -420,6 +421,25 @@ func retired(meta *bolt.Bucket) (RetiredIDs, error) {
 
 // Instances returns every instance record, sorted by tenant and name.
 func (s *Store) Instances() ([]Instance, error) { return list[Instance](s.db, bucketInstances) }
+
+// TenantInstances returns the instance records of one tenant, sorted by
+// name. It reads only those records.
+func (s *Store) TenantInstances(tenant string) ([]Instance, error) {
+	var out []Instance
+	prefix := []byte(tenant + "/")
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketInstances).Cursor()
+		for k, data := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, data = c.Next() {
+			var v Instance
+			if err := json.Unmarshal(data, &v); err != nil {
+				return fmt.Errorf("decode %s %s: %w", bucketInstances, k, err)
+			}
+			out = append(out, v)
+		}
+		return nil
+	})
+	return out, err
+}
 
 // Instance returns the record of an instance; ok is false when there is none.
 func (s *Store) Instance(tenant, name string) (i Instance, ok bool, err error) {
