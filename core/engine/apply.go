@@ -132,6 +132,11 @@ func (e *Engine) applyAction(ctx context.Context, a plan.Action, created map[str
 	case a.Op == plan.Destroy:
 		err = e.destroyInstance(ctx, a.Tenant, a.Instance)
 	}
+	// What the action left in its tenant's lane is on disk before it is
+	// reported done.
+	if ferr := e.flush(a.Tenant); ferr != nil {
+		err = errors.Join(err, ferr)
+	}
 	if err != nil {
 		err = &ActionError{Action: a, Err: err}
 	}
@@ -267,21 +272,6 @@ func maxResources(a, b sdk.Resources) sdk.Resources {
 		DiskBytes: max(a.DiskBytes, b.DiskBytes), Pids: max(a.Pids, b.Pids)}
 }
 
-// step runs fn, journaled before and after.
-func (e *Engine) step(target, name string, fn func() error) error {
-	if err := e.store.Record(target, name, state.EventBegin, nil); err != nil {
-		return err
-	}
-	if err := fn(); err != nil {
-		e.log.Debug("step failed", "target", target, "step", name, "error", err)
-		if rerr := e.store.Record(target, name, state.EventFailed, err); rerr != nil {
-			return errors.Join(fmt.Errorf("%s: %w", name, err), rerr)
-		}
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	return e.store.Record(target, name, state.EventDone, nil)
-}
-
 // cleanupContext returns a context for rollback that outlives ctx's
 // cancellation.
 func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -290,7 +280,7 @@ func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
 
 func (e *Engine) createTenant(ctx context.Context, a plan.Action) error {
 	target := "tenant " + a.Tenant
-	rec, ok, err := e.store.Tenant(a.Tenant)
+	rec, ok, err := e.tenantRec(a.Tenant)
 	if err != nil {
 		return err
 	}
@@ -304,7 +294,7 @@ func (e *Engine) createTenant(ctx context.Context, a plan.Action) error {
 		if err := e.allocate(&rec); err != nil {
 			return err
 		}
-	} else if err := e.store.PutTenant(rec); err != nil {
+	} else if err := e.putTenant(rec); err != nil {
 		return err
 	}
 	err = e.step(target, "isolation.ensure", func() error {
@@ -323,7 +313,7 @@ func (e *Engine) createTenant(ctx context.Context, a plan.Action) error {
 		return errors.Join(err, rollback(e.removeTenant(cctx, rec)))
 	}
 	rec.Phase = state.PhaseReady
-	return e.store.PutTenant(rec)
+	return e.putTenant(rec)
 }
 
 // mkdirMode creates dir with mode, or sets the mode of an existing one.
@@ -367,7 +357,12 @@ func (e *Engine) allocate(rec *state.Tenant) error {
 	if sub == 0 {
 		rec.User.Count = 0
 	}
-	if err := e.store.PutTenant(*rec); err != nil {
+	// Committed at once: the next tenant's allocation reads it.
+	op, err := state.PutTenantOp(*rec)
+	if err == nil {
+		err = e.flush(rec.Name, op)
+	}
+	if err != nil {
 		return err
 	}
 	uids[uid], subs[sub] = true, true
@@ -387,7 +382,7 @@ func tenantLimits(r sdk.Resources) tenant.Limits {
 }
 
 func (e *Engine) updateTenant(ctx context.Context, a plan.Action) error {
-	rec, ok, err := e.store.Tenant(a.Tenant)
+	rec, ok, err := e.tenantRec(a.Tenant)
 	if err != nil {
 		return err
 	}
@@ -403,16 +398,16 @@ func (e *Engine) updateTenant(ctx context.Context, a plan.Action) error {
 	}
 	rec.Limits = a.Limits
 	rec.Source = a.Source
-	return e.store.PutTenant(rec)
+	return e.putTenant(rec)
 }
 
 func (e *Engine) destroyTenant(ctx context.Context, name string) error {
-	rec, ok, err := e.store.Tenant(name)
+	rec, ok, err := e.tenantRec(name)
 	if err != nil || !ok {
 		return err
 	}
 	rec.Phase = state.PhaseDestroying
-	if err := e.store.PutTenant(rec); err != nil {
+	if err := e.putTenant(rec); err != nil {
 		return err
 	}
 	return e.removeTenant(ctx, rec)
@@ -434,12 +429,18 @@ func (e *Engine) removeTenant(ctx context.Context, rec state.Tenant) error {
 	if err != nil {
 		return err
 	}
+	if err := e.flush(rec.Name); err != nil {
+		return err
+	}
 	return e.store.DeleteTenant(rec.Name)
 }
 
 // dropEmptyTenant removes a tenant this apply created once a failed
 // instance create leaves it with no instances.
 func (e *Engine) dropEmptyTenant(name string) error {
+	if err := e.flush(name); err != nil {
+		return err
+	}
 	instances, err := e.store.TenantInstances(name)
 	if err != nil || len(instances) > 0 {
 		return err
@@ -448,7 +449,7 @@ func (e *Engine) dropEmptyTenant(name string) error {
 }
 
 func (e *Engine) tenantRecord(name string) (state.Tenant, error) {
-	t, ok, err := e.store.Tenant(name)
+	t, ok, err := e.tenantRec(name)
 	if err != nil {
 		return t, err
 	}
@@ -465,7 +466,7 @@ func (e *Engine) actionRecords(a plan.Action) (state.Tenant, state.Instance, boo
 	if err != nil {
 		return ten, state.Instance{}, false, err
 	}
-	rec, ok, err := e.store.Instance(a.Tenant, a.Instance)
+	rec, ok, err := e.instanceRec(a.Tenant, a.Instance)
 	return ten, rec, ok, err
 }
 
@@ -478,7 +479,7 @@ func (e *Engine) createInstance(ctx context.Context, a plan.Action) error {
 		rec = state.Instance{Tenant: a.Tenant, Name: a.Instance, RunDir: e.runDir(a.Tenant, a.Instance)}
 	}
 	rec.Phase, rec.Spec, rec.SpecHash = state.PhaseCreating, *a.Spec, a.Spec.Hash()
-	if err := e.store.PutInstance(rec); err != nil {
+	if err := e.putInstance(rec); err != nil {
 		return err
 	}
 	if err := e.bringUp(ctx, ten, &rec, a.Resume); err != nil {
@@ -487,7 +488,7 @@ func (e *Engine) createInstance(ctx context.Context, a plan.Action) error {
 		return errors.Join(err, rollback(e.tearDown(cctx, &rec, true)))
 	}
 	rec.Phase = state.PhaseReady
-	return e.store.PutInstance(rec)
+	return e.putInstance(rec)
 }
 
 func (e *Engine) updateInstance(ctx context.Context, a plan.Action) error {
@@ -510,7 +511,7 @@ func (e *Engine) updateInstance(ctx context.Context, a plan.Action) error {
 	rec.Phase, rec.Spec, rec.SpecHash = state.PhaseUpdating, *a.Spec, a.Spec.Hash()
 	oldRun := rec.Run
 	rec.Run = state.RunHistory{} // a new spec starts a new restart count
-	if err := e.store.PutInstance(rec); err != nil {
+	if err := e.putInstance(rec); err != nil {
 		return err
 	}
 	if err := e.bringUp(ctx, ten, &rec, a.Resume); err != nil {
@@ -529,22 +530,22 @@ func (e *Engine) updateInstance(ctx context.Context, a plan.Action) error {
 			return errors.Join(err, rollback(fmt.Errorf("restore the previous spec: %w", rerr)))
 		}
 		rec.Phase = state.PhaseReady
-		if rerr := e.store.PutInstance(rec); rerr != nil {
+		if rerr := e.putInstance(rec); rerr != nil {
 			return errors.Join(err, rollback(rerr))
 		}
 		return fmt.Errorf("%w (the previous spec was restored)", err)
 	}
 	rec.Phase = state.PhaseReady
-	return e.store.PutInstance(rec)
+	return e.putInstance(rec)
 }
 
 func (e *Engine) destroyInstance(ctx context.Context, tenant, name string) error {
-	rec, ok, err := e.store.Instance(tenant, name)
+	rec, ok, err := e.instanceRec(tenant, name)
 	if err != nil || !ok {
 		return err
 	}
 	rec.Phase = state.PhaseDestroying
-	if err := e.store.PutInstance(rec); err != nil {
+	if err := e.putInstance(rec); err != nil {
 		return err
 	}
 	return e.tearDown(ctx, &rec, true)
@@ -572,7 +573,7 @@ func (e *Engine) restartInstance(ctx context.Context, tenant, name string, polic
 	} else {
 		rec.Held = false
 	}
-	if err := e.store.PutInstance(rec); err != nil {
+	if err := e.putInstance(rec); err != nil {
 		return err
 	}
 	return e.bringUp(ctx, ten, &rec, false)
@@ -581,7 +582,11 @@ func (e *Engine) restartInstance(ctx context.Context, tenant, name string, polic
 // StopInstance stops an instance's workload and holds it stopped: it is not
 // restarted until StartInstance or RestartInstance. Its state stays.
 func (e *Engine) StopInstance(ctx context.Context, tenant, name string) error {
-	rec, ok, err := e.store.Instance(tenant, name)
+	return e.committed(tenant, func() error { return e.stopInstance(ctx, tenant, name) })
+}
+
+func (e *Engine) stopInstance(ctx context.Context, tenant, name string) error {
+	rec, ok, err := e.instanceRec(tenant, name)
 	if err != nil {
 		return err
 	}
@@ -589,7 +594,7 @@ func (e *Engine) StopInstance(ctx context.Context, tenant, name string) error {
 		return fmt.Errorf("instance %s/%s: %w", tenant, name, ErrUnknownInstance)
 	}
 	rec.Held = true
-	if err := e.store.PutInstance(rec); err != nil {
+	if err := e.putInstance(rec); err != nil {
 		return err
 	}
 	if rec.RuntimeHandle == nil {
@@ -610,6 +615,10 @@ const StopTimeout = 10 * time.Second
 // StartInstance releases an instance an operator stopped, and starts its
 // workload again unless it still runs.
 func (e *Engine) StartInstance(ctx context.Context, tenant, name string) error {
+	return e.committed(tenant, func() error { return e.startInstance(ctx, tenant, name) })
+}
+
+func (e *Engine) startInstance(ctx context.Context, tenant, name string) error {
 	ten, rec, ok, err := e.actionRecords(plan.Action{Tenant: tenant, Instance: name})
 	if err != nil {
 		return err
@@ -618,7 +627,7 @@ func (e *Engine) StartInstance(ctx context.Context, tenant, name string) error {
 		return fmt.Errorf("instance %s/%s: %w", tenant, name, ErrUnknownInstance)
 	}
 	rec.Held = false
-	if err := e.store.PutInstance(rec); err != nil {
+	if err := e.putInstance(rec); err != nil {
 		return err
 	}
 	return e.bringUp(ctx, ten, &rec, false)
@@ -627,5 +636,5 @@ func (e *Engine) StartInstance(ctx context.Context, tenant, name string) error {
 // RestartInstance starts an instance's workload afresh, with its spec and
 // state, and releases it if an operator had stopped it.
 func (e *Engine) RestartInstance(ctx context.Context, tenant, name string) error {
-	return e.restartInstance(ctx, tenant, name, false)
+	return e.committed(tenant, func() error { return e.restartInstance(ctx, tenant, name, false) })
 }

@@ -71,6 +71,11 @@ type Engine struct {
 	mu      sync.Mutex // guards configs
 	configs map[string]*configured
 
+	// lanes hold each tenant's writes waiting for its next commit
+	// (journal.go).
+	laneMu sync.Mutex
+	lanes  map[string][]state.Op
+
 	// capMu serializes id allocation and capacity checks; reserved holds
 	// the usage of tenants being applied, until their records hold it.
 	capMu    sync.Mutex
@@ -99,7 +104,7 @@ func WithHooks(h ...Hook) Option { return func(e *Engine) { e.hooks = append(e.h
 // plugins and isolation.
 func New(host *spec.Host, store *state.Store, plugins Plugins, isolation Isolation, opts ...Option) *Engine {
 	e := &Engine{host: host, store: store, plugins: plugins, isolation: isolation,
-		log: hclog.NewNullLogger(), configs: map[string]*configured{}, reserved: map[string]plan.Usage{}}
+		log: hclog.NewNullLogger(), configs: map[string]*configured{}, lanes: map[string][]state.Op{}, reserved: map[string]plan.Usage{}}
 	for _, o := range opts {
 		o(e)
 	}
@@ -371,6 +376,9 @@ func (e *Engine) records(ctx context.Context, only ...string) ([]state.Tenant, [
 		return nil, nil, nil
 	}
 	if len(only) == 0 {
+		if err := e.flushAll(); err != nil {
+			return nil, nil, err
+		}
 		tenants, err := e.store.Tenants()
 		if err != nil {
 			return nil, nil, err
@@ -381,7 +389,7 @@ func (e *Engine) records(ctx context.Context, only ...string) ([]state.Tenant, [
 	var tenants []state.Tenant
 	var instances []state.Instance
 	for _, name := range slices.Compact(slices.Sorted(slices.Values(only))) {
-		t, ok, err := e.store.Tenant(name)
+		t, ok, err := e.tenantRec(name)
 		if err != nil {
 			return nil, nil, err
 		}

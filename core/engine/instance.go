@@ -40,7 +40,7 @@ func (e *Engine) bringUp(ctx context.Context, ten state.Tenant, rec *state.Insta
 	}); err != nil {
 		return err
 	}
-	if err := e.store.PutInstance(*rec); err != nil {
+	if err := e.putInstance(*rec); err != nil {
 		return err
 	}
 	if rec.Spec.StateBytes > 0 {
@@ -80,7 +80,7 @@ func (e *Engine) prepareTenant(ctx context.Context, rt sdk.Runtime, tenantName, 
 	if !e.runtimeInfo(runtime).Capabilities.Has(sdk.FeatureTenantLifecycle) {
 		return sdk.Handle{}, nil
 	}
-	ten, ok, err := e.store.Tenant(tenantName)
+	ten, ok, err := e.tenantRec(tenantName)
 	if err != nil {
 		return sdk.Handle{}, err
 	}
@@ -106,7 +106,7 @@ func (e *Engine) prepareTenant(ctx context.Context, rt sdk.Runtime, tenantName, 
 		ten.RuntimeHandles = map[string]sdk.Handle{}
 	}
 	ten.RuntimeHandles[runtime] = h
-	return h, e.store.PutTenant(ten)
+	return h, e.putTenant(ten)
 }
 
 // releaseTenant has every runtime that prepared the tenant release it,
@@ -124,7 +124,7 @@ func (e *Engine) releaseTenant(ctx context.Context, ten *state.Tenant) error {
 			return err
 		}
 		delete(ten.RuntimeHandles, name)
-		if err := e.store.PutTenant(*ten); err != nil {
+		if err := e.putTenant(*ten); err != nil {
 			return err
 		}
 	}
@@ -147,6 +147,10 @@ func stateMount(rec *state.Instance) []sdk.Mount {
 
 // start starts the instance's workload and records its handle.
 func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, tenantHandle sdk.Handle, rec *state.Instance) error {
+	// The records are on disk before the run directory is touched.
+	if err := e.flush(rec.Tenant); err != nil {
+		return err
+	}
 	if err := fstree.RemoveAll(ctx, rec.RunDir); err != nil {
 		return fmt.Errorf("clear run directory: %w", err)
 	}
@@ -178,7 +182,7 @@ func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, te
 	}); err != nil {
 		return err
 	}
-	return e.store.PutInstance(*rec)
+	return e.putInstance(*rec)
 }
 
 // artifactDigest is the digest the runtime must verify: the spec's pin, or
@@ -222,7 +226,7 @@ func (e *Engine) adopt(ctx context.Context, rt sdk.Runtime, rec *state.Instance)
 		return false, err
 	}
 	rec.RuntimeHandle = nil
-	return false, e.store.PutInstance(*rec)
+	return false, e.putInstance(*rec)
 }
 
 func (e *Engine) bringUpState(ctx context.Context, ten state.Tenant, rec *state.Instance) error {
@@ -264,7 +268,7 @@ func (e *Engine) bringUpState(ctx context.Context, ten state.Tenant, rec *state.
 		}); err != nil {
 			return err
 		}
-		if err := e.store.PutInstance(*rec); err != nil {
+		if err := e.putInstance(*rec); err != nil {
 			return err
 		}
 	}
@@ -272,7 +276,7 @@ func (e *Engine) bringUpState(ctx context.Context, ten state.Tenant, rec *state.
 		m, err := fs.Mount(ctx, *rec.StateHandle)
 		rec.StateMount = m
 		if err == nil {
-			err = e.store.PutInstance(*rec)
+			err = e.putInstance(*rec)
 		}
 		return err
 	})
@@ -288,7 +292,7 @@ func (e *Engine) tearDown(ctx context.Context, rec *state.Instance, full bool) e
 		err := e.step(target, "runtime.destroy", func() error { return e.runtimeDestroy(ctx, *rec) })
 		if err == nil {
 			rec.RuntimeHandle = nil
-			err = e.store.PutInstance(*rec)
+			err = e.putInstance(*rec)
 		}
 		errs = append(errs, err)
 	}
@@ -300,6 +304,10 @@ func (e *Engine) tearDown(ctx context.Context, rec *state.Instance, full bool) e
 	}))
 	if rec.StateHandle != nil {
 		errs = append(errs, e.dropState(ctx, rec))
+	}
+	// The records are on disk before anything else is removed.
+	if err := e.flush(rec.Tenant); err != nil {
+		return errors.Join(append(errs, err)...)
 	}
 	// The engine chose the state directory: whatever a crash left there
 	// before its handle was recorded goes too.
@@ -314,7 +322,8 @@ func (e *Engine) tearDown(ctx context.Context, rec *state.Instance, full bool) e
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	return e.store.DeleteInstance(rec.Tenant, rec.Name)
+	e.deleteInstance(rec.Tenant, rec.Name)
+	return nil
 }
 
 func (e *Engine) runtimeDestroy(ctx context.Context, rec state.Instance) error {
@@ -341,7 +350,7 @@ func (e *Engine) dropState(ctx context.Context, rec *state.Instance) error {
 		return err
 	}
 	rec.StateHandle, rec.StateMount = nil, sdk.Mount{}
-	return e.store.PutInstance(*rec)
+	return e.putInstance(*rec)
 }
 
 // ignoreNotFound treats "already gone" as done.

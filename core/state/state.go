@@ -347,8 +347,11 @@ func (s *Store) Tenant(name string) (t Tenant, ok bool, err error) {
 
 // PutTenant writes a tenant record, unless it is unchanged.
 func (s *Store) PutTenant(t Tenant) error {
-	t.UpdatedAt = time.Time{}
-	return s.put(bucketTenants, t.Name, t, func(at time.Time) any { t.UpdatedAt = at; return t })
+	op, err := PutTenantOp(t)
+	if err != nil {
+		return err
+	}
+	return s.Commit(op)
 }
 
 // DeleteTenant removes a tenant record. A tenant with its own user (a
@@ -448,43 +451,159 @@ func (s *Store) Instance(tenant, name string) (i Instance, ok bool, err error) {
 
 // PutInstance writes an instance record, unless it is unchanged.
 func (s *Store) PutInstance(i Instance) error {
-	i.UpdatedAt = time.Time{}
-	return s.put(bucketInstances, i.Key(), i, func(at time.Time) any { i.UpdatedAt = at; return i })
+	op, err := PutInstanceOp(i)
+	if err != nil {
+		return err
+	}
+	return s.Commit(op)
 }
 
 // DeleteInstance removes an instance record.
 func (s *Store) DeleteInstance(tenant, name string) error {
-	return s.del(bucketInstances, tenant+"/"+name)
+	return s.Commit(DeleteInstanceOp(tenant, name))
 }
 
 // Record appends a journal entry for step of target. A non-nil stepErr is
 // recorded as the entry's error.
 func (s *Store) Record(target, step string, ev Event, stepErr error) error {
-	e := Entry{Time: time.Now().UTC(), Target: target, Step: step, Event: ev}
+	return s.Commit(RecordOp(target, step, ev, stepErr))
+}
+
+// Op is one write of a Commit: a record written or deleted, or a journal
+// entry appended.
+type Op struct {
+	bucket []byte
+	key    string
+	// data is the record, stamped; sum the digest of the record without
+	// its stamp, to skip a write of an unchanged record.
+	data []byte
+	sum  [sha256.Size]byte
+	del  bool
+	// entry is the journal entry to append, when not nil.
+	entry *Entry
+}
+
+// PutTenantOp is the write of a tenant record, skipped if unchanged.
+func PutTenantOp(t Tenant) (Op, error) {
+	t.UpdatedAt = time.Time{}
+	return putOp(bucketTenants, t.Name, t, func(at time.Time) any { t.UpdatedAt = at; return t })
+}
+
+// PutInstanceOp is the write of an instance record, skipped if unchanged.
+func PutInstanceOp(i Instance) (Op, error) {
+	i.UpdatedAt = time.Time{}
+	return putOp(bucketInstances, i.Key(), i, func(at time.Time) any { i.UpdatedAt = at; return i })
+}
+
+// DeleteInstanceOp is the removal of an instance record.
+func DeleteInstanceOp(tenant, name string) Op {
+	return Op{bucket: bucketInstances, key: tenant + "/" + name, del: true}
+}
+
+// RecordOp is a journal entry for step of target. A non-nil stepErr is
+// recorded as the entry's error.
+func RecordOp(target, step string, ev Event, stepErr error) Op {
+	e := &Entry{Time: time.Now().UTC(), Target: target, Step: step, Event: ev}
 	if stepErr != nil {
 		e.Error = stepErr.Error()
 	}
-	// Batch merges concurrent steps into one commit; each caller still
-	// returns only once its entry is on disk. The function may run twice,
-	// and is idempotent: a failed transaction consumed no sequence.
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketJournal)
-		seq, err := b.NextSequence()
-		if err != nil {
-			return err
+	return Op{bucket: bucketJournal, entry: e}
+}
+
+// putOp encodes v (with a zero UpdatedAt) for key, stamped by stamp.
+func putOp(bucket []byte, key string, v any, stamp func(time.Time) any) (Op, error) {
+	plain, err := json.Marshal(v)
+	if err != nil {
+		return Op{}, fmt.Errorf("encode %s %s: %w", bucket, key, err)
+	}
+	data, err := json.Marshal(stamp(time.Now().UTC()))
+	if err != nil {
+		return Op{}, fmt.Errorf("encode %s %s: %w", bucket, key, err)
+	}
+	return Op{bucket: bucket, key: key, data: data, sum: sha256.Sum256(plain)}, nil
+}
+
+// Commit writes ops, in order, in one transaction: all of them are on disk
+// when it returns nil, and none of them when the transaction fails. A
+// record written unchanged is left alone. Concurrent commits are merged
+// into one (bbolt Batch): each caller still returns only once its writes
+// are on disk.
+func (s *Store) Commit(ops ...Op) error {
+	s.mu.Lock()
+	todo := make([]Op, 0, len(ops))
+	for _, op := range ops {
+		id := string(op.bucket) + "/" + op.key
+		switch {
+		case op.entry != nil:
+		case op.del:
+			delete(s.written, id)
+		case s.written[id] == op.sum:
+			continue
+		default:
+			// A later write of the key in the same commit wins.
+			delete(s.written, id)
 		}
-		e.Seq = seq
-		v, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		if seq > JournalKeep {
-			if err := b.Delete(binary.BigEndian.AppendUint64(nil, seq-JournalKeep)); err != nil {
-				return err
+		todo = append(todo, op)
+	}
+	s.mu.Unlock()
+	if len(todo) == 0 {
+		return nil
+	}
+	// The function may run twice, and is idempotent: a failed transaction
+	// wrote nothing and consumed no journal sequence.
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		for _, op := range todo {
+			b := tx.Bucket(op.bucket)
+			var err error
+			switch {
+			case op.entry != nil:
+				err = appendEntry(b, *op.entry)
+			case op.del:
+				err = b.Delete([]byte(op.key))
+			default:
+				err = b.Put([]byte(op.key), op.data)
+			}
+			if err != nil {
+				return fmt.Errorf("write %s %s: %w", op.bucket, op.key, err)
 			}
 		}
-		return b.Put(binary.BigEndian.AppendUint64(nil, seq), v)
+		return nil
 	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for _, op := range todo {
+		switch id := string(op.bucket) + "/" + op.key; {
+		case op.entry != nil:
+		case op.del:
+			delete(s.written, id)
+		default:
+			s.written[id] = op.sum
+		}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// appendEntry appends e to the journal b, dropping the oldest entry beyond
+// JournalKeep.
+func appendEntry(b *bolt.Bucket, e Entry) error {
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	e.Seq = seq
+	v, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if seq > JournalKeep {
+		if err := b.Delete(binary.BigEndian.AppendUint64(nil, seq-JournalKeep)); err != nil {
+			return err
+		}
+	}
+	return b.Put(binary.BigEndian.AppendUint64(nil, seq), v)
 }
 
 // JournalKeep is how many journal entries the store keeps; older ones are
@@ -509,35 +628,6 @@ func (s *Store) Journal(n int) ([]Entry, error) {
 		out[i], out[j] = out[j], out[i]
 	}
 	return out, err
-}
-
-// put writes v (with a zero UpdatedAt) under key, stamped by stamp, unless
-// the same value was last written there.
-func (s *Store) put(bucket []byte, key string, v any, stamp func(time.Time) any) error {
-	plain, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode %s %s: %w", bucket, key, err)
-	}
-	sum := sha256.Sum256(plain)
-	id := string(bucket) + "/" + key
-	s.mu.Lock()
-	same := s.written[id] == sum
-	s.mu.Unlock()
-	if same {
-		return nil
-	}
-	data, err := json.Marshal(stamp(time.Now().UTC()))
-	if err != nil {
-		return fmt.Errorf("encode %s %s: %w", bucket, key, err)
-	}
-	if err := s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(key), data) }); err != nil {
-		s.forget(id)
-		return fmt.Errorf("write %s %s: %w", bucket, key, err)
-	}
-	s.mu.Lock()
-	s.written[id] = sum
-	s.mu.Unlock()
-	return nil
 }
 
 func (s *Store) forget(id string) {
@@ -574,14 +664,6 @@ func list[T any](db *bolt.DB, bucket []byte) ([]T, error) {
 		})
 	})
 	return out, err
-}
-
-func (s *Store) del(bucket []byte, key string) error {
-	s.forget(string(bucket) + "/" + key)
-	if err := s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete([]byte(key)) }); err != nil {
-		return fmt.Errorf("delete %s %s: %w", bucket, key, err)
-	}
-	return nil
 }
 
 // Stats are figures about the database.
