@@ -197,7 +197,7 @@ type Entry struct {
 }
 
 // Store is the state database. It is safe for concurrent use: concurrent
-// writers are merged into one transaction (bbolt Batch), and a record
+// writers are merged into one transaction (a group commit), and a record
 // written again unchanged is not rewritten.
 type Store struct {
 	db *bolt.DB
@@ -205,6 +205,7 @@ type Store struct {
 	// written maps bucket/key to the digest of the record last written or
 	// read, without its UpdatedAt.
 	written map[string][sha256.Size]byte
+	group   groupCommit
 }
 
 // Option configures Open.
@@ -241,8 +242,6 @@ func Open(path string, opts ...Option) (*Store, error) {
 		}
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
-	// A lone writer waits this long for others to share its commit.
-	db.MaxBatchDelay = time.Millisecond
 	s := &Store{db: db, written: map[string][sha256.Size]byte{}}
 	if !o.readOnly {
 		if err := s.init(); err != nil {
@@ -359,7 +358,7 @@ func (s *Store) PutTenant(t Tenant) error {
 // RetiredIDs.
 func (s *Store) DeleteTenant(name string) error {
 	s.forget(string(bucketTenants) + "/" + name)
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTenants)
 		data := b.Get([]byte(name))
 		if data == nil {
@@ -526,8 +525,8 @@ func putOp(bucket []byte, key string, v any, stamp func(time.Time) any) (Op, err
 // Commit writes ops, in order, in one transaction: all of them are on disk
 // when it returns nil, and none of them when the transaction fails. A
 // record written unchanged is left alone. Concurrent commits are merged
-// into one (bbolt Batch): each caller still returns only once its writes
-// are on disk.
+// into one transaction (groupCommit): each caller still returns only once
+// its writes are on disk.
 func (s *Store) Commit(ops ...Op) error {
 	s.mu.Lock()
 	todo := make([]Op, 0, len(ops))
@@ -549,27 +548,7 @@ func (s *Store) Commit(ops ...Op) error {
 	if len(todo) == 0 {
 		return nil
 	}
-	// The function may run twice, and is idempotent: a failed transaction
-	// wrote nothing and consumed no journal sequence.
-	err := s.db.Batch(func(tx *bolt.Tx) error {
-		for _, op := range todo {
-			b := tx.Bucket(op.bucket)
-			var err error
-			switch {
-			case op.entry != nil:
-				err = appendEntry(b, *op.entry)
-			case op.del:
-				err = b.Delete([]byte(op.key))
-			default:
-				err = b.Put([]byte(op.key), op.data)
-			}
-			if err != nil {
-				return fmt.Errorf("write %s %s: %w", op.bucket, op.key, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.group.commit(s.db, todo); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -583,6 +562,81 @@ func (s *Store) Commit(ops ...Op) error {
 		}
 	}
 	s.mu.Unlock()
+	return nil
+}
+
+// groupCommit merges concurrent commits into one transaction, as bbolt's
+// Batch does, but without its timer: a commit starts at once when none is
+// running, and the commits that arrive while one runs go together in the
+// next. A lone writer waits for nothing but its own fsync; many writers
+// share each one.
+type groupCommit struct {
+	mu      sync.Mutex
+	waiting []*commitCall
+	running bool
+}
+
+type commitCall struct {
+	ops  []Op
+	done chan error
+}
+
+// commit writes ops in a transaction, perhaps shared with other commits,
+// and returns once they are on disk.
+func (g *groupCommit) commit(db *bolt.DB, ops []Op) error {
+	c := &commitCall{ops: ops, done: make(chan error, 1)}
+	g.mu.Lock()
+	g.waiting = append(g.waiting, c)
+	if g.running {
+		g.mu.Unlock()
+		return <-c.done
+	}
+	g.running = true
+	for len(g.waiting) > 0 {
+		calls := g.waiting
+		g.waiting = nil
+		g.mu.Unlock()
+		err := db.Update(func(tx *bolt.Tx) error {
+			for _, c := range calls {
+				if err := writeOps(tx, c.ops); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		for _, c := range calls {
+			if err != nil && len(calls) > 1 {
+				// One commit's failure is not the others': each goes
+				// again on its own. A failed transaction wrote nothing.
+				c.done <- db.Update(func(tx *bolt.Tx) error { return writeOps(tx, c.ops) })
+				continue
+			}
+			c.done <- err
+		}
+		g.mu.Lock()
+	}
+	g.running = false
+	g.mu.Unlock()
+	return <-c.done
+}
+
+// writeOps applies ops in tx.
+func writeOps(tx *bolt.Tx, ops []Op) error {
+	for _, op := range ops {
+		b := tx.Bucket(op.bucket)
+		var err error
+		switch {
+		case op.entry != nil:
+			err = appendEntry(b, *op.entry)
+		case op.del:
+			err = b.Delete([]byte(op.key))
+		default:
+			err = b.Put([]byte(op.key), op.data)
+		}
+		if err != nil {
+			return fmt.Errorf("write %s %s: %w", op.bucket, op.key, err)
+		}
+	}
 	return nil
 }
 
