@@ -80,10 +80,15 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTenant$$' -fuzztime $(FUZZTIME) ./core/spec
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./core/policy
 
-## bench: benchmarks, with the numbers the closing notes quote
+## bench: benchmarks, then the table of the performance targets (cmd/benchtable)
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@mkdir -p $(BIN)
+	$(GO) test -run '^$$' -bench . -benchmem -skip 'Scale' ./... | tee $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench 'Scale(Converge|EmptyReconcile)' -benchtime 1x ./core/agent | tee -a $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench 'ScalePlanAgent' -benchtime 5x ./core/agent | tee -a $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench 'ScaleSpecLatency' -benchtime 100x ./core/agent | tee -a $(BIN)/bench.txt
 	cd core/sdk && $(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) run ./cmd/benchtable < $(BIN)/bench.txt
 
 ## proto: regenerate the plugin protocol's Go code (needs protoc)
 proto:

@@ -90,7 +90,7 @@ func newBenchAgent(b *testing.B, tenants, perTenant int, run bool) *benchAgent {
 	}
 	bus := events.NewBus()
 	ba := &benchAgent{host: h, world: w, store: st, events: bus.Subscribe(1 << 16), done: make(chan struct{})}
-	ba.Agent = New(Config{Host: h, Engine: e, Store: st, Policies: set, Bus: bus, Resync: time.Hour})
+	ba.Agent = New(Config{Host: h, Engine: e, Store: st, Policies: set, Bus: bus, Resync: time.Hour, Workers: benchWorkers})
 	ctx, cancel := context.WithCancel(context.Background())
 	ba.cancel = cancel
 	if run {
@@ -178,7 +178,8 @@ func BenchmarkScaleConverge(b *testing.B) {
 		ba.converge(b, tenants)
 		elapsed += time.Since(start)
 		b.StopTimer()
-		if got := len(ba.world.Live); got != tenants*perTenant {
+		live, _, _, _ := ba.world.Snapshot()
+		if got := len(live); got != tenants*perTenant {
 			b.Fatalf("%d workloads run, want %d", got, tenants*perTenant)
 		}
 		h, r := memory()
@@ -284,3 +285,13 @@ func BenchmarkScaleSpecLatency(b *testing.B) {
 	b.ReportMetric(pct(0.99), "p99-ms")
 	b.ReportMetric(float64(Settle.Milliseconds()), "settle-ms")
 }
+
+// benchWorkers is how many tenants the benchmarks' agents reconcile at once:
+// KIGUMI_BENCH_WORKERS, 64 by default. Many tenants at once share each
+// commit of the state database.
+var benchWorkers = func() int {
+	if n, err := strconv.Atoi(os.Getenv("KIGUMI_BENCH_WORKERS")); err == nil && n > 0 {
+		return n
+	}
+	return 64
+}()

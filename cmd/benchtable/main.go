@@ -1,0 +1,113 @@
+// Command benchtable reads `go test -bench` output on standard input and
+// prints the figures of issue 5's performance targets as a table: each
+// figure, the baseline measured in the same run, their ratio, and the
+// target. `make bench` runs it.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// row is one line of the table: the figure unit reported by benchmark,
+// compared with the baseline's figure.
+type row struct {
+	what             string
+	benchmark, unit  string
+	baseline, bunit  string
+	target           string
+	higherIsBetter   bool
+	targetValue      float64
+	targetComparable bool
+}
+
+var rows = []row{
+	{what: "plan, agent (1k tenants, 10k instances)", benchmark: "BenchmarkScalePlanAgent", unit: "ms/plan",
+		baseline: "BenchmarkScaleEmptyReconcile", bunit: "ms/reconcile", target: "<= 300 ms/plan", targetValue: 300, targetComparable: true},
+	{what: "plan, CLI (kigumi plan)", benchmark: "BenchmarkScalePlanCLI", unit: "ms/plan",
+		baseline: "BenchmarkExecBaseline", bunit: "ms/exec", target: "<= 300 ms/plan", targetValue: 300, targetComparable: true},
+	{what: "converge 10k creates, agent", benchmark: "BenchmarkScaleConverge", unit: "actions/s",
+		baseline: "BenchmarkBaselineCommit", bunit: "commits/s", target: ">= 2000 actions/s", targetValue: 2000, targetComparable: true, higherIsBetter: true},
+	{what: "agent heap in use, converged", benchmark: "BenchmarkScaleConverge", unit: "heap-MiB",
+		target: "<= 150 MiB", targetValue: 150, targetComparable: true},
+	{what: "agent RSS, converged", benchmark: "BenchmarkScaleConverge", unit: "rss-MiB",
+		target: "<= 150 MiB", targetValue: 150, targetComparable: true},
+	{what: "spec change to running, p50", benchmark: "BenchmarkScaleSpecLatency", unit: "p50-ms",
+		baseline: "BenchmarkScaleSpecLatency", bunit: "settle-ms", target: "(report)"},
+	{what: "spec change to running, p99", benchmark: "BenchmarkScaleSpecLatency", unit: "p99-ms",
+		baseline: "BenchmarkScaleSpecLatency", bunit: "settle-ms", target: "(report)"},
+	{what: "journal entry, lone writer", benchmark: "BenchmarkRecord", unit: "ms/entry",
+		baseline: "BenchmarkBaselineCommit", bunit: "ms/commit", target: "(report)"},
+}
+
+// parse reads benchmark lines into benchmark name (without the -N suffix)
+// to unit to value.
+func parse(r io.Reader) (map[string]map[string]float64, error) {
+	out := map[string]map[string]float64{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		name := f[0]
+		if i := strings.LastIndexByte(name, '-'); i > 0 {
+			name = name[:i]
+		}
+		m := map[string]float64{}
+		for i := 2; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				continue
+			}
+			m[f[i+1]] = v
+		}
+		// Derived figures.
+		if ns, ok := m["ns/op"]; ok {
+			if _, ok := m["ms/exec"]; !ok && name == "BenchmarkExecBaseline" {
+				m["ms/exec"] = ns / 1e6
+			}
+			if _, ok := m["ms/commit"]; ok {
+				m["commits/s"] = 1e9 / ns
+			}
+		}
+		out[name] = m
+	}
+	return out, sc.Err()
+}
+
+func main() {
+	got, err := parse(os.Stdin)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchtable:", err)
+		os.Exit(1)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(w, "figure\tvalue\tbaseline\tratio\ttarget\tmet")
+	for _, r := range rows {
+		v, ok := got[r.benchmark][r.unit]
+		if !ok {
+			fmt.Fprintf(w, "%s\t(not run)\t\t\t%s\t\n", r.what, r.target)
+			continue
+		}
+		base, ratio := "", ""
+		if b, ok := got[r.baseline][r.bunit]; ok && b != 0 {
+			base = fmt.Sprintf("%.4g %s", b, r.bunit)
+			ratio = fmt.Sprintf("%.3gx", v/b)
+		}
+		met := ""
+		if r.targetComparable {
+			met = "no"
+			if (r.higherIsBetter && v >= r.targetValue) || (!r.higherIsBetter && v <= r.targetValue) {
+				met = "yes"
+			}
+		}
+		fmt.Fprintf(w, "%s\t%.4g %s\t%s\t%s\t%s\t%s\n", r.what, v, r.unit, base, ratio, r.target, met)
+	}
+	w.Flush()
+}
