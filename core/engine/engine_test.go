@@ -230,6 +230,15 @@ func TestResumeAfterCrash(t *testing.T) {
 	if !ok || rec.Phase != state.PhaseCreating || rec.RuntimeHandle != nil {
 		t.Fatalf("after crash: %+v %v", rec, ok)
 	}
+	// The step that was running when the apply died was journaled before
+	// it ran, with every write before it.
+	j, err := e.store.Journal(1)
+	if err != nil || len(j) != 1 || j[0].Step != "runtime.start" || j[0].Event != state.EventBegin || j[0].Target != "instance alice/web" {
+		t.Fatalf("last journal entry after the crash: %+v, %v", j, err)
+	}
+	if rec.Cgroup.Path == "" || rec.StateHandle == nil {
+		t.Errorf("the writes before the crashed step are not on disk: %+v", rec)
+	}
 	e.store.Close()
 
 	e2 := newEngine(t, h, w)

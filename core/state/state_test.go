@@ -3,9 +3,11 @@ package state
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -380,5 +382,69 @@ func TestRetiredIDs(t *testing.T) {
 				t.Errorf("after reopening, RetiredIDs() = %+v, %v; want %+v", got, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestCommit: a commit's writes land together and in order, a record
+// deleted and written again in one commit is written again later, and
+// concurrent commits are all on disk, each journal entry with its own
+// sequence.
+func TestCommit(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "kigumi.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rec := Instance{Tenant: "cm", Name: "web", Phase: PhaseReady}
+	put, err := PutInstanceOp(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(put, DeleteInstanceOp("cm", "web"), RecordOp("instance cm/web", "x", EventDone, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.Instance("cm", "web"); ok {
+		t.Fatal("the delete after the put in one commit did not win")
+	}
+	// The same record again is written: the delete forgot its digest.
+	if err := s.PutInstance(rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.Instance("cm", "web"); !ok {
+		t.Fatal("a record written again after its delete is missing")
+	}
+	const writers = 50
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			op, err := PutInstanceOp(Instance{Tenant: "cm", Name: fmt.Sprintf("i%02d", i)})
+			if err == nil {
+				err = s.Commit(RecordOp("instance", "step", EventBegin, nil), op)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	is, err := s.TenantInstances("cm")
+	if err != nil || len(is) != writers+1 {
+		t.Fatalf("instances of cm: %d, %v; want %d", len(is), err, writers+1)
+	}
+	j, err := s.Journal(0)
+	if err != nil || len(j) != writers+1 {
+		t.Fatalf("journal: %d entries, %v; want %d", len(j), err, writers+1)
+	}
+	for i, e := range j {
+		if e.Seq != uint64(i+1) {
+			t.Fatalf("entry %d has sequence %d", i, e.Seq)
+		}
 	}
 }
