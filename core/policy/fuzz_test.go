@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+
 	"github.com/kigumi/kigumi/core/spec"
 )
 
@@ -18,13 +21,25 @@ func FuzzLoad(f *testing.F) {
 	if err != nil || len(seeds) == 0 {
 		f.Fatalf("no seed policies: %v", err)
 	}
+	// One seed per policy block, not per file: the fuzzer minimizes every
+	// input that finds new coverage, at a cost that grows with the square
+	// of its size, and a whole file's worth of policies kept the workers
+	// minimizing for the whole run instead of fuzzing.
 	for _, s := range seeds {
 		src, err := os.ReadFile(s)
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(src)
+		file, diags := hclsyntax.ParseConfig(src, s, hcl.InitialPos)
+		if diags.HasErrors() {
+			f.Fatal(diags)
+		}
+		for _, b := range file.Body.(*hclsyntax.Body).Blocks {
+			f.Add(b.Range().SliceBytes(src))
+		}
 	}
+	// Two policies of one name: the checks across a file's blocks.
+	f.Add([]byte(rule("true") + rule("false")))
 	for _, expr := range []string{
 		"instance.name.replace('-', '_') != ''",
 		"instance.args.join(' ').size() < 100",
