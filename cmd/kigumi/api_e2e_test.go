@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -382,5 +384,49 @@ func TestThroughAgent(t *testing.T) {
 	}
 	if len(ag.calls) != 1 || ag.calls[0] != "restart via-agent/web" {
 		t.Errorf("agent calls: %q", ag.calls)
+	}
+}
+
+// TestDestroyJSON destroys a tenant with --json: a stream of events like
+// apply's, and the refusals of apply --json.
+func TestDestroyJSON(t *testing.T) {
+	w := newWorkspace(t, 0)
+	var b [3]byte
+	rand.Read(b[:])
+	name := "lv" + hex.EncodeToString(b[:]) + "d"
+	w.writeTenant(t, name, "Hello")
+	mustKigumi(t, "apply", "-c", w.host, "--auto-approve")
+
+	code, out, errOut := kigumi(t, "destroy", "-c", w.host, "--json")
+	if code != exitInvalid || !strings.Contains(errOut, "--auto-approve") || out != "" {
+		t.Errorf("destroy --json without --auto-approve: %d %q %q", code, out, errOut)
+	}
+	code, out, errOut = kigumi(t, "destroy", "-c", w.host, "--json", "--auto-approve", name+"x")
+	evs := parseLines[events.Event](t, out)
+	if code != exitInvalid || len(evs) != 2 || evs[0].Type != events.TypeVersion || evs[1].Type != events.TypeApplySummary ||
+		evs[1].Error == "" || !strings.Contains(errOut, name+"x") {
+		t.Errorf("destroy --json of an unknown tenant: exit %d\n%s\n%s", code, out, errOut)
+	}
+
+	evs = parseLines[events.Event](t, mustKigumi(t, "destroy", "-c", w.host, "--json", "--auto-approve", name))
+	if len(evs) != 4 || evs[0].Type != events.TypeVersion || evs[0].Message != testVersion {
+		t.Fatalf("destroy --json: %+v", evs)
+	}
+	for i, e := range evs {
+		if e.Version != events.SchemaVersion || e.Seq != uint64(i+1) || e.Time.IsZero() {
+			t.Errorf("event %d not stamped: %+v", i, e)
+		}
+	}
+	if e := evs[1]; e.Type != events.TypePlan || e.Op != "destroy" || e.Tenant != name || e.Instance != "app" {
+		t.Errorf("instance plan event: %+v", e)
+	}
+	if e := evs[2]; e.Type != events.TypePlan || e.Op != "destroy" || e.Tenant != name || e.Instance != "" {
+		t.Errorf("tenant plan event: %+v", e)
+	}
+	if e := evs[3]; e.Type != events.TypeApplySummary || e.Error != "" || e.Message != "Apply complete: 0 created, 0 updated, 2 destroyed." {
+		t.Errorf("summary: %+v", e)
+	}
+	if st := status(t, w.host); len(st.Tenants) != 0 {
+		t.Errorf("the tenant is left: %+v", st)
 	}
 }

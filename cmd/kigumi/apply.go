@@ -152,19 +152,28 @@ func (j *jsonLines) emit(e events.Event) {
 
 // applyJSON applies here, reporting as JSON lines.
 func applyJSON(ctx context.Context, c *cli) int {
+	return executeJSON(ctx, c, func() (*session, *plan.Plan, int) { return planFromSpecs(ctx, c, storeWrite) },
+		"the specs, policies or plugins are invalid, or the host cannot be read: nothing was applied")
+}
+
+// executeJSON makes a plan with makePlan and carries it out, reporting as
+// JSON lines: the version, any diagnostics, a plan event per action, the
+// failed action if one fails, and a summary. refused is the summary's error
+// when no plan could be made.
+func executeJSON(ctx context.Context, c *cli, makePlan func() (*session, *plan.Plan, int), refused string) int {
 	out := &jsonLines{enc: json.NewEncoder(c.stdout)}
 	out.emit(events.Event{Type: events.TypeVersion, Message: version})
 	// Human output goes nowhere; diagnostics become an event.
 	c.stdout = io.Discard
 	var diags hcl.Diagnostics
 	c.collected = &diags
-	s, p, code := planFromSpecs(ctx, c, storeWrite)
+	s, p, code := makePlan()
 	defer s.close()
 	if len(diags) > 0 {
 		out.emit(events.Event{Type: events.TypeDiagnostics, Diagnostics: events.Diagnostics(diags)})
 	}
 	if code != exitOK {
-		out.emit(events.Event{Type: events.TypeApplySummary, Error: "the specs, policies or plugins are invalid, or the host cannot be read: nothing was applied"})
+		out.emit(events.Event{Type: events.TypeApplySummary, Error: refused})
 		return code
 	}
 	for _, a := range p.Actions {

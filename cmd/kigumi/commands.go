@@ -188,23 +188,42 @@ named: their instances, state, cgroups, Linux users and home directories.
 Reads only the host spec, not the tenant specs.`,
 	run: func(ctx context.Context, c *cli, fs *flag.FlagSet, args []string) int {
 		fs.BoolVar(&c.autoApprove, "auto-approve", false, "destroy without asking for confirmation")
+		fs.BoolVar(&c.jsonOut, "json", false, "print a stream of JSON events, one a line (needs --auto-approve)")
 		if code, done := c.parse(fs, args, 0, -1); done {
 			return code
 		}
-		s, code := c.open(ctx, false, storeWrite)
+		if c.jsonOut {
+			if !c.autoApprove {
+				c.errorf("destroy -json prints no prompt: pass --auto-approve as well")
+				return exitInvalid
+			}
+			return executeJSON(ctx, c, func() (*session, *plan.Plan, int) { return destroyPlan(ctx, c, fs.Args()) },
+				"the host spec or the tenants named are invalid, or the host cannot be read: nothing was destroyed")
+		}
+		s, p, code := destroyPlan(ctx, c, fs.Args())
 		defer s.close()
 		if code != exitOK {
 			return code
 		}
-		p, err := s.engine.DestroyPlan(ctx, fs.Args())
-		if errors.Is(err, engine.ErrUnknownTenant) {
-			c.errorf("%v", err)
-			return exitInvalid
-		} else if err != nil {
-			return s.fail(err)
-		}
 		return applyPlan(ctx, s, p, "Destroy these tenants and everything they own? There is no undo.")
 	},
+}
+
+// destroyPlan opens the host for writing and plans the destruction of the
+// named tenants (all when none is named).
+func destroyPlan(ctx context.Context, c *cli, tenants []string) (*session, *plan.Plan, int) {
+	s, code := c.open(ctx, false, storeWrite)
+	if code != exitOK {
+		return s, nil, code
+	}
+	p, err := s.engine.DestroyPlan(ctx, tenants)
+	if errors.Is(err, engine.ErrUnknownTenant) {
+		c.errorf("%v", err)
+		return s, nil, exitInvalid
+	} else if err != nil {
+		return s, nil, s.fail(err)
+	}
+	return s, p, exitOK
 }
 
 var cmdStatus = &command{
