@@ -418,6 +418,11 @@ func (e *Engine) removeTenant(ctx context.Context, rec state.Tenant) error {
 	if err := e.releaseTenant(ctx, &rec); err != nil {
 		return err
 	}
+	// The tenant's plugin processes end with it; releasing is idempotent,
+	// so a resumed destroy releases again.
+	if err := e.plugins.Release(rec.Name); err != nil {
+		return fmt.Errorf("release the plugin processes of tenant %s: %w", rec.Name, err)
+	}
 	// The tenant's run directory, emptied by its instances and runtimes.
 	_ = os.Remove(filepath.Join(e.host.StateDir, "run", rec.Name))
 	err := e.step(target, "isolation.remove", func() error {

@@ -33,6 +33,9 @@ type Plugins interface {
 	Runtime(ctx context.Context, name string, scope pluginhost.Scope) (sdk.Runtime, error)
 	StateFS(ctx context.Context, name string, scope pluginhost.Scope) (sdk.StateFS, error)
 	Ledger(ctx context.Context, name string, scope pluginhost.Scope) (sdk.Ledger, error)
+	// Release stops the plugin processes of a tenant's scope, once the
+	// tenant is destroyed. Releasing a released tenant succeeds.
+	Release(tenant string) error
 }
 
 // Isolation makes and removes the Linux isolation of tenants and instances:

@@ -158,6 +158,9 @@ func TestApplyLifecycle(t *testing.T) {
 	if len(w.Prepared) != 0 {
 		t.Errorf("tenants not released: %v", w.Prepared)
 	}
+	if !slices.Equal(w.Released, []string{"alice", "bob"}) {
+		t.Errorf("tenant plugin processes released for %v, want alice and bob", w.Released)
+	}
 	if _, err := e.DestroyPlan(ctx, []string{"ghost"}); !errors.Is(err, ErrUnknownTenant) {
 		t.Errorf("destroy of unknown tenant: %v", err)
 	}

@@ -37,6 +37,7 @@ type World struct {
 	Prepared     map[string]bool   // tenants the runtime prepared
 	LastStart    sdk.StartRequest  // the last StartRequest
 	FailRemove   map[string]error  // Remove of this tenant fails
+	Released     []string          // tenants whose plugin processes were released
 }
 
 // NewWorld returns an empty world.
@@ -69,6 +70,14 @@ func (w *World) StateFS(context.Context, string, pluginhost.Scope) (sdk.StateFS,
 // Ledger fails: the world has no ledger.
 func (w *World) Ledger(context.Context, string, pluginhost.Scope) (sdk.Ledger, error) {
 	return nil, fmt.Errorf("no ledger: %w", sdk.ErrNotFound)
+}
+
+// Release records that a tenant's plugin processes were released.
+func (w *World) Release(tenant string) error {
+	w.Mu.Lock()
+	defer w.Mu.Unlock()
+	w.Released = append(w.Released, tenant)
+	return nil
 }
 
 func (r *runtimeClient) Info(context.Context) (sdk.Info, error) {
