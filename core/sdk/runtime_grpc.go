@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/kigumi/kigumi/core/sdk/v2/proto"
@@ -115,6 +116,29 @@ func (r *runtimeClient) Logs(ctx context.Context, h Handle, opts LogOptions, fn 
 	return receive(ctx, stream, func(m *pb.LogChunk) error { return fn(m.Data) })
 }
 
+// watchReady is the header a runtime's WatchExits stream sends once the
+// runtime reports every later exit.
+const watchReady = "kigumi-watch-ready"
+
+var _ ExitWatcher = (*runtimeClient)(nil)
+
+func (r *runtimeClient) WatchExits(ctx context.Context, ready func(), fn func(ExitEvent) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := r.c.WatchExits(ctx, &pb.Empty{})
+	if err != nil {
+		return fromStatus(ctx, err)
+	}
+	md, err := stream.Header()
+	if err != nil {
+		return fromStatus(ctx, err)
+	}
+	if len(md.Get(watchReady)) > 0 { // else the stream ended without starting
+		ready()
+	}
+	return receive(ctx, stream, func(m *pb.ExitEvent) error { return fn(exitFromPB(m)) })
+}
+
 // receive feeds a server stream's messages to fn until the stream ends (nil),
 // fails (its converted error) or fn fails (fn's error, as is).
 func receive[T any](ctx context.Context, stream grpc.ServerStreamingClient[T], fn func(*T) error) error {
@@ -219,4 +243,13 @@ func (s *runtimeServer) Logs(m *pb.LogsRequest, stream grpc.ServerStreamingServe
 	return toStatus(s.impl.Logs(stream.Context(), handleFromPB(m.Handle), opts, func(b []byte) error {
 		return stream.Send(&pb.LogChunk{Data: b})
 	}))
+}
+
+func (s *runtimeServer) WatchExits(_ *pb.Empty, stream grpc.ServerStreamingServer[pb.ExitEvent]) error {
+	w, ok := s.impl.(ExitWatcher)
+	if !ok {
+		return toStatus(Errorf(CodeUnsupported, "the runtime does not implement %s", FeatureWatch))
+	}
+	ready := func() { _ = stream.SendHeader(metadata.Pairs(watchReady, "1")) }
+	return toStatus(w.WatchExits(stream.Context(), ready, func(e ExitEvent) error { return stream.Send(exitToPB(e)) }))
 }

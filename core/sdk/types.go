@@ -115,6 +115,10 @@ const (
 	FeatureTenantLifecycle = "kigumi.runtime.v2/tenant-lifecycle"
 	// FeatureValidate: the runtime checks instances in Validate.
 	FeatureValidate = "kigumi.runtime.v2/validate"
+	// FeatureWatch: the runtime implements ExitWatcher, reporting each
+	// instance's exit as it happens, so that the core need not wait for its
+	// next periodic refresh to notice it.
+	FeatureWatch = "kigumi.runtime.v2/watch"
 	// FeatureUsage: the StateFS reports Usage.
 	FeatureUsage = "kigumi.statefs.v2/usage"
 	// FeatureCheckpoint: the StateFS implements Checkpoint, Checkpoints and
@@ -527,6 +531,32 @@ type Runtime interface {
 	// Logs streams an instance's output into fn, one chunk per call, until
 	// the output ends, fn fails, or ctx is cancelled.
 	Logs(ctx context.Context, h Handle, opts LogOptions, fn func([]byte) error) error
+}
+
+// ExitEvent reports that an instance's workload ended.
+type ExitEvent struct {
+	Instance Instance
+	// Handle is the instance's handle, as Start or Recover returned it.
+	Handle Handle
+	// Status is what Inspect reported of the instance once it ended. The
+	// core inspects the instance again before it acts.
+	Status Status
+}
+
+// ExitWatcher is the optional call of FeatureWatch. It is apart from
+// Runtime so that a runtime without the feature need not implement it; a
+// runtime that declares the feature implements both. The host's client of
+// every runtime implements it, and the host calls it only on a runtime that
+// declares the feature.
+type ExitWatcher interface {
+	// WatchExits reports the exits of the runtime's instances: those this
+	// plugin process started or recovered. It calls ready once it reports
+	// every later exit, then fn with each exit as it happens, until ctx
+	// ends (it returns ctx's error) or fn fails (it returns fn's error).
+	// Exits before ready are not reported, so the core refreshes the
+	// runtime's instances after ready. Several watchers may watch at once;
+	// each sees every exit.
+	WatchExits(ctx context.Context, ready func(), fn func(ExitEvent) error) error
 }
 
 // ProvisionRequest asks a StateFS to create an instance's state.

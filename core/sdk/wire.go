@@ -375,6 +375,14 @@ func statusFromPB(m *pb.Status) Status {
 	}
 }
 
+func exitToPB(e ExitEvent) *pb.ExitEvent {
+	return &pb.ExitEvent{Instance: instanceToPB(e.Instance), Handle: handleToPB(e.Handle), Status: statusToPB(e.Status)}
+}
+
+func exitFromPB(m *pb.ExitEvent) ExitEvent {
+	return ExitEvent{Instance: instanceFromPB(m.GetInstance()), Handle: handleFromPB(m.GetHandle()), Status: statusFromPB(m.GetStatus())}
+}
+
 func provisionToPB(r *ProvisionRequest) *pb.ProvisionRequest {
 	return &pb.ProvisionRequest{Instance: instanceToPB(r.Instance), User: userToPB(r.User), SizeBytes: r.SizeBytes, InodeLimit: r.InodeLimit, Dir: r.Dir}
 }

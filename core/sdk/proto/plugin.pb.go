@@ -2101,6 +2101,66 @@ func (x *LogChunk) GetData() []byte {
 	return nil
 }
 
+type ExitEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Handle        *Handle                `protobuf:"bytes,2,opt,name=handle,proto3" json:"handle,omitempty"`
+	Status        *Status                `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExitEvent) Reset() {
+	*x = ExitEvent{}
+	mi := &file_plugin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExitEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExitEvent) ProtoMessage() {}
+
+func (x *ExitEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExitEvent.ProtoReflect.Descriptor instead.
+func (*ExitEvent) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ExitEvent) GetInstance() *Instance {
+	if x != nil {
+		return x.Instance
+	}
+	return nil
+}
+
+func (x *ExitEvent) GetHandle() *Handle {
+	if x != nil {
+		return x.Handle
+	}
+	return nil
+}
+
+func (x *ExitEvent) GetStatus() *Status {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
 type ProvisionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Instance      *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
@@ -2114,7 +2174,7 @@ type ProvisionRequest struct {
 
 func (x *ProvisionRequest) Reset() {
 	*x = ProvisionRequest{}
-	mi := &file_plugin_proto_msgTypes[31]
+	mi := &file_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2126,7 +2186,7 @@ func (x *ProvisionRequest) String() string {
 func (*ProvisionRequest) ProtoMessage() {}
 
 func (x *ProvisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[31]
+	mi := &file_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2139,7 +2199,7 @@ func (x *ProvisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProvisionRequest.ProtoReflect.Descriptor instead.
 func (*ProvisionRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{31}
+	return file_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ProvisionRequest) GetInstance() *Instance {
@@ -2186,7 +2246,7 @@ type Digest struct {
 
 func (x *Digest) Reset() {
 	*x = Digest{}
-	mi := &file_plugin_proto_msgTypes[32]
+	mi := &file_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2198,7 +2258,7 @@ func (x *Digest) String() string {
 func (*Digest) ProtoMessage() {}
 
 func (x *Digest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[32]
+	mi := &file_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2211,7 +2271,7 @@ func (x *Digest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Digest.ProtoReflect.Descriptor instead.
 func (*Digest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{32}
+	return file_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Digest) GetDigest() []byte {
@@ -2233,7 +2293,7 @@ type StateUsage struct {
 
 func (x *StateUsage) Reset() {
 	*x = StateUsage{}
-	mi := &file_plugin_proto_msgTypes[33]
+	mi := &file_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2245,7 +2305,7 @@ func (x *StateUsage) String() string {
 func (*StateUsage) ProtoMessage() {}
 
 func (x *StateUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[33]
+	mi := &file_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2258,7 +2318,7 @@ func (x *StateUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateUsage.ProtoReflect.Descriptor instead.
 func (*StateUsage) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{33}
+	return file_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *StateUsage) GetBytes() int64 {
@@ -2299,7 +2359,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_plugin_proto_msgTypes[34]
+	mi := &file_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2311,7 +2371,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[34]
+	mi := &file_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2324,7 +2384,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{34}
+	return file_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CheckpointRequest) GetHandle() *Handle {
@@ -2352,7 +2412,7 @@ type CheckpointInfo struct {
 
 func (x *CheckpointInfo) Reset() {
 	*x = CheckpointInfo{}
-	mi := &file_plugin_proto_msgTypes[35]
+	mi := &file_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2364,7 +2424,7 @@ func (x *CheckpointInfo) String() string {
 func (*CheckpointInfo) ProtoMessage() {}
 
 func (x *CheckpointInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[35]
+	mi := &file_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2377,7 +2437,7 @@ func (x *CheckpointInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointInfo.ProtoReflect.Descriptor instead.
 func (*CheckpointInfo) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{35}
+	return file_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CheckpointInfo) GetName() string {
@@ -2410,7 +2470,7 @@ type CheckpointList struct {
 
 func (x *CheckpointList) Reset() {
 	*x = CheckpointList{}
-	mi := &file_plugin_proto_msgTypes[36]
+	mi := &file_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2422,7 +2482,7 @@ func (x *CheckpointList) String() string {
 func (*CheckpointList) ProtoMessage() {}
 
 func (x *CheckpointList) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[36]
+	mi := &file_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2435,7 +2495,7 @@ func (x *CheckpointList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointList.ProtoReflect.Descriptor instead.
 func (*CheckpointList) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{36}
+	return file_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CheckpointList) GetCheckpoints() []*CheckpointInfo {
@@ -2454,7 +2514,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_plugin_proto_msgTypes[37]
+	mi := &file_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2466,7 +2526,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[37]
+	mi := &file_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2479,7 +2539,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{37}
+	return file_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *EventsRequest) GetCursor() string {
@@ -2504,7 +2564,7 @@ type LeaseEvent struct {
 
 func (x *LeaseEvent) Reset() {
 	*x = LeaseEvent{}
-	mi := &file_plugin_proto_msgTypes[38]
+	mi := &file_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2516,7 +2576,7 @@ func (x *LeaseEvent) String() string {
 func (*LeaseEvent) ProtoMessage() {}
 
 func (x *LeaseEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[38]
+	mi := &file_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2529,7 +2589,7 @@ func (x *LeaseEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseEvent.ProtoReflect.Descriptor instead.
 func (*LeaseEvent) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{38}
+	return file_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LeaseEvent) GetId() string {
@@ -2595,7 +2655,7 @@ type LeaseReply struct {
 
 func (x *LeaseReply) Reset() {
 	*x = LeaseReply{}
-	mi := &file_plugin_proto_msgTypes[39]
+	mi := &file_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2667,7 @@ func (x *LeaseReply) String() string {
 func (*LeaseReply) ProtoMessage() {}
 
 func (x *LeaseReply) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[39]
+	mi := &file_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2680,7 @@ func (x *LeaseReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseReply.ProtoReflect.Descriptor instead.
 func (*LeaseReply) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{39}
+	return file_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *LeaseReply) GetEventId() string {
@@ -2842,7 +2902,11 @@ const file_plugin_proto_rawDesc = "" +
 	"\x06stream\x18\x02 \x01(\tR\x06stream\x12\x16\n" +
 	"\x06follow\x18\x03 \x01(\bR\x06follow\"\x1e\n" +
 	"\bLogChunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"\xc8\x01\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xa7\x01\n" +
+	"\tExitEvent\x126\n" +
+	"\binstance\x18\x01 \x01(\v2\x1a.kigumi.plugin.v2.InstanceR\binstance\x120\n" +
+	"\x06handle\x18\x02 \x01(\v2\x18.kigumi.plugin.v2.HandleR\x06handle\x120\n" +
+	"\x06status\x18\x03 \x01(\v2\x18.kigumi.plugin.v2.StatusR\x06status\"\xc8\x01\n" +
 	"\x10ProvisionRequest\x126\n" +
 	"\binstance\x18\x01 \x01(\v2\x1a.kigumi.plugin.v2.InstanceR\binstance\x12*\n" +
 	"\x04user\x18\x02 \x01(\v2\x16.kigumi.plugin.v2.UserR\x04user\x12\x1d\n" +
@@ -2889,7 +2953,7 @@ const file_plugin_proto_rawDesc = "" +
 	"\x05lease\x18\x03 \x01(\tR\x05lease\x12\x0e\n" +
 	"\x02ok\x18\x04 \x01(\bR\x02ok\x12\x18\n" +
 	"\amessage\x18\x05 \x01(\tR\amessage\x12\x18\n" +
-	"\apayload\x18\x06 \x01(\fR\apayload2\xeb\x05\n" +
+	"\apayload\x18\x06 \x01(\fR\apayload2\xb1\x06\n" +
 	"\aRuntime\x12=\n" +
 	"\x04Info\x12\x17.kigumi.plugin.v2.Empty\x1a\x1c.kigumi.plugin.v2.PluginInfo\x12H\n" +
 	"\tConfigure\x12\".kigumi.plugin.v2.ConfigureRequest\x1a\x17.kigumi.plugin.v2.Empty\x12J\n" +
@@ -2901,7 +2965,9 @@ const file_plugin_proto_rawDesc = "" +
 	"\aDestroy\x12\x18.kigumi.plugin.v2.Handle\x1a\x17.kigumi.plugin.v2.Empty\x12=\n" +
 	"\aInspect\x12\x18.kigumi.plugin.v2.Handle\x1a\x18.kigumi.plugin.v2.Status\x12=\n" +
 	"\aRecover\x12\x18.kigumi.plugin.v2.Handle\x1a\x18.kigumi.plugin.v2.Handle\x12C\n" +
-	"\x04Logs\x12\x1d.kigumi.plugin.v2.LogsRequest\x1a\x1a.kigumi.plugin.v2.LogChunk0\x012\xc4\x06\n" +
+	"\x04Logs\x12\x1d.kigumi.plugin.v2.LogsRequest\x1a\x1a.kigumi.plugin.v2.LogChunk0\x01\x12D\n" +
+	"\n" +
+	"WatchExits\x12\x17.kigumi.plugin.v2.Empty\x1a\x1b.kigumi.plugin.v2.ExitEvent0\x012\xc4\x06\n" +
 	"\aStateFS\x12=\n" +
 	"\x04Info\x12\x17.kigumi.plugin.v2.Empty\x1a\x1c.kigumi.plugin.v2.PluginInfo\x12H\n" +
 	"\tConfigure\x12\".kigumi.plugin.v2.ConfigureRequest\x1a\x17.kigumi.plugin.v2.Empty\x12I\n" +
@@ -2934,7 +3000,7 @@ func file_plugin_proto_rawDescGZIP() []byte {
 	return file_plugin_proto_rawDescData
 }
 
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_plugin_proto_goTypes = []any{
 	(*Error)(nil),                 // 0: kigumi.plugin.v2.Error
 	(*Empty)(nil),                 // 1: kigumi.plugin.v2.Empty
@@ -2967,22 +3033,23 @@ var file_plugin_proto_goTypes = []any{
 	(*Status)(nil),                // 28: kigumi.plugin.v2.Status
 	(*LogsRequest)(nil),           // 29: kigumi.plugin.v2.LogsRequest
 	(*LogChunk)(nil),              // 30: kigumi.plugin.v2.LogChunk
-	(*ProvisionRequest)(nil),      // 31: kigumi.plugin.v2.ProvisionRequest
-	(*Digest)(nil),                // 32: kigumi.plugin.v2.Digest
-	(*StateUsage)(nil),            // 33: kigumi.plugin.v2.StateUsage
-	(*CheckpointRequest)(nil),     // 34: kigumi.plugin.v2.CheckpointRequest
-	(*CheckpointInfo)(nil),        // 35: kigumi.plugin.v2.CheckpointInfo
-	(*CheckpointList)(nil),        // 36: kigumi.plugin.v2.CheckpointList
-	(*EventsRequest)(nil),         // 37: kigumi.plugin.v2.EventsRequest
-	(*LeaseEvent)(nil),            // 38: kigumi.plugin.v2.LeaseEvent
-	(*LeaseReply)(nil),            // 39: kigumi.plugin.v2.LeaseReply
-	nil,                           // 40: kigumi.plugin.v2.StringMap.ValuesEntry
-	nil,                           // 41: kigumi.plugin.v2.Config.ValuesEntry
-	nil,                           // 42: kigumi.plugin.v2.ConfigMap.ItemsEntry
-	nil,                           // 43: kigumi.plugin.v2.Permission.ParamsEntry
-	nil,                           // 44: kigumi.plugin.v2.StartRequest.EnvEntry
-	(*durationpb.Duration)(nil),   // 45: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 46: google.protobuf.Timestamp
+	(*ExitEvent)(nil),             // 31: kigumi.plugin.v2.ExitEvent
+	(*ProvisionRequest)(nil),      // 32: kigumi.plugin.v2.ProvisionRequest
+	(*Digest)(nil),                // 33: kigumi.plugin.v2.Digest
+	(*StateUsage)(nil),            // 34: kigumi.plugin.v2.StateUsage
+	(*CheckpointRequest)(nil),     // 35: kigumi.plugin.v2.CheckpointRequest
+	(*CheckpointInfo)(nil),        // 36: kigumi.plugin.v2.CheckpointInfo
+	(*CheckpointList)(nil),        // 37: kigumi.plugin.v2.CheckpointList
+	(*EventsRequest)(nil),         // 38: kigumi.plugin.v2.EventsRequest
+	(*LeaseEvent)(nil),            // 39: kigumi.plugin.v2.LeaseEvent
+	(*LeaseReply)(nil),            // 40: kigumi.plugin.v2.LeaseReply
+	nil,                           // 41: kigumi.plugin.v2.StringMap.ValuesEntry
+	nil,                           // 42: kigumi.plugin.v2.Config.ValuesEntry
+	nil,                           // 43: kigumi.plugin.v2.ConfigMap.ItemsEntry
+	nil,                           // 44: kigumi.plugin.v2.Permission.ParamsEntry
+	nil,                           // 45: kigumi.plugin.v2.StartRequest.EnvEntry
+	(*durationpb.Duration)(nil),   // 46: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 47: google.protobuf.Timestamp
 }
 var file_plugin_proto_depIdxs = []int32{
 	4,  // 0: kigumi.plugin.v2.Block.schema:type_name -> kigumi.plugin.v2.Schema
@@ -2993,10 +3060,10 @@ var file_plugin_proto_depIdxs = []int32{
 	4,  // 5: kigumi.plugin.v2.PluginInfo.schema:type_name -> kigumi.plugin.v2.Schema
 	4,  // 6: kigumi.plugin.v2.PluginInfo.instance_schema:type_name -> kigumi.plugin.v2.Schema
 	7,  // 7: kigumi.plugin.v2.PluginInfo.capabilities:type_name -> kigumi.plugin.v2.Capabilities
-	40, // 8: kigumi.plugin.v2.StringMap.values:type_name -> kigumi.plugin.v2.StringMap.ValuesEntry
-	41, // 9: kigumi.plugin.v2.Config.values:type_name -> kigumi.plugin.v2.Config.ValuesEntry
+	41, // 8: kigumi.plugin.v2.StringMap.values:type_name -> kigumi.plugin.v2.StringMap.ValuesEntry
+	42, // 9: kigumi.plugin.v2.Config.values:type_name -> kigumi.plugin.v2.Config.ValuesEntry
 	11, // 10: kigumi.plugin.v2.ConfigList.items:type_name -> kigumi.plugin.v2.Config
-	42, // 11: kigumi.plugin.v2.ConfigMap.items:type_name -> kigumi.plugin.v2.ConfigMap.ItemsEntry
+	43, // 11: kigumi.plugin.v2.ConfigMap.items:type_name -> kigumi.plugin.v2.ConfigMap.ItemsEntry
 	9,  // 12: kigumi.plugin.v2.Value.list_value:type_name -> kigumi.plugin.v2.StringList
 	10, // 13: kigumi.plugin.v2.Value.map_value:type_name -> kigumi.plugin.v2.StringMap
 	11, // 14: kigumi.plugin.v2.Value.block_value:type_name -> kigumi.plugin.v2.Config
@@ -3004,7 +3071,7 @@ var file_plugin_proto_depIdxs = []int32{
 	13, // 16: kigumi.plugin.v2.Value.block_map:type_name -> kigumi.plugin.v2.ConfigMap
 	11, // 17: kigumi.plugin.v2.ConfigureRequest.settings:type_name -> kigumi.plugin.v2.Config
 	15, // 18: kigumi.plugin.v2.ConfigureRequest.host_capabilities:type_name -> kigumi.plugin.v2.HostCapabilities
-	43, // 19: kigumi.plugin.v2.Permission.params:type_name -> kigumi.plugin.v2.Permission.ParamsEntry
+	44, // 19: kigumi.plugin.v2.Permission.params:type_name -> kigumi.plugin.v2.Permission.ParamsEntry
 	18, // 20: kigumi.plugin.v2.TenantRequest.user:type_name -> kigumi.plugin.v2.User
 	19, // 21: kigumi.plugin.v2.TenantRequest.cgroup:type_name -> kigumi.plugin.v2.Cgroup
 	20, // 22: kigumi.plugin.v2.TenantRequest.resources:type_name -> kigumi.plugin.v2.Resources
@@ -3012,84 +3079,89 @@ var file_plugin_proto_depIdxs = []int32{
 	18, // 24: kigumi.plugin.v2.StartRequest.user:type_name -> kigumi.plugin.v2.User
 	19, // 25: kigumi.plugin.v2.StartRequest.cgroup:type_name -> kigumi.plugin.v2.Cgroup
 	21, // 26: kigumi.plugin.v2.StartRequest.artifact:type_name -> kigumi.plugin.v2.Artifact
-	44, // 27: kigumi.plugin.v2.StartRequest.env:type_name -> kigumi.plugin.v2.StartRequest.EnvEntry
+	45, // 27: kigumi.plugin.v2.StartRequest.env:type_name -> kigumi.plugin.v2.StartRequest.EnvEntry
 	20, // 28: kigumi.plugin.v2.StartRequest.resources:type_name -> kigumi.plugin.v2.Resources
 	23, // 29: kigumi.plugin.v2.StartRequest.permissions:type_name -> kigumi.plugin.v2.Permission
 	24, // 30: kigumi.plugin.v2.StartRequest.mounts:type_name -> kigumi.plugin.v2.MountPoint
 	11, // 31: kigumi.plugin.v2.StartRequest.settings:type_name -> kigumi.plugin.v2.Config
 	17, // 32: kigumi.plugin.v2.StartRequest.tenant:type_name -> kigumi.plugin.v2.Handle
 	17, // 33: kigumi.plugin.v2.StopRequest.handle:type_name -> kigumi.plugin.v2.Handle
-	45, // 34: kigumi.plugin.v2.StopRequest.timeout:type_name -> google.protobuf.Duration
-	46, // 35: kigumi.plugin.v2.Status.started_at:type_name -> google.protobuf.Timestamp
-	46, // 36: kigumi.plugin.v2.Status.finished_at:type_name -> google.protobuf.Timestamp
+	46, // 34: kigumi.plugin.v2.StopRequest.timeout:type_name -> google.protobuf.Duration
+	47, // 35: kigumi.plugin.v2.Status.started_at:type_name -> google.protobuf.Timestamp
+	47, // 36: kigumi.plugin.v2.Status.finished_at:type_name -> google.protobuf.Timestamp
 	17, // 37: kigumi.plugin.v2.LogsRequest.handle:type_name -> kigumi.plugin.v2.Handle
-	22, // 38: kigumi.plugin.v2.ProvisionRequest.instance:type_name -> kigumi.plugin.v2.Instance
-	18, // 39: kigumi.plugin.v2.ProvisionRequest.user:type_name -> kigumi.plugin.v2.User
-	17, // 40: kigumi.plugin.v2.CheckpointRequest.handle:type_name -> kigumi.plugin.v2.Handle
-	46, // 41: kigumi.plugin.v2.CheckpointInfo.created_at:type_name -> google.protobuf.Timestamp
-	35, // 42: kigumi.plugin.v2.CheckpointList.checkpoints:type_name -> kigumi.plugin.v2.CheckpointInfo
-	46, // 43: kigumi.plugin.v2.LeaseEvent.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 44: kigumi.plugin.v2.Config.ValuesEntry.value:type_name -> kigumi.plugin.v2.Value
-	11, // 45: kigumi.plugin.v2.ConfigMap.ItemsEntry.value:type_name -> kigumi.plugin.v2.Config
-	1,  // 46: kigumi.plugin.v2.Runtime.Info:input_type -> kigumi.plugin.v2.Empty
-	16, // 47: kigumi.plugin.v2.Runtime.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
-	25, // 48: kigumi.plugin.v2.Runtime.PrepareTenant:input_type -> kigumi.plugin.v2.TenantRequest
-	17, // 49: kigumi.plugin.v2.Runtime.ReleaseTenant:input_type -> kigumi.plugin.v2.Handle
-	26, // 50: kigumi.plugin.v2.Runtime.Validate:input_type -> kigumi.plugin.v2.StartRequest
-	26, // 51: kigumi.plugin.v2.Runtime.Start:input_type -> kigumi.plugin.v2.StartRequest
-	27, // 52: kigumi.plugin.v2.Runtime.Stop:input_type -> kigumi.plugin.v2.StopRequest
-	17, // 53: kigumi.plugin.v2.Runtime.Destroy:input_type -> kigumi.plugin.v2.Handle
-	17, // 54: kigumi.plugin.v2.Runtime.Inspect:input_type -> kigumi.plugin.v2.Handle
-	17, // 55: kigumi.plugin.v2.Runtime.Recover:input_type -> kigumi.plugin.v2.Handle
-	29, // 56: kigumi.plugin.v2.Runtime.Logs:input_type -> kigumi.plugin.v2.LogsRequest
-	1,  // 57: kigumi.plugin.v2.StateFS.Info:input_type -> kigumi.plugin.v2.Empty
-	16, // 58: kigumi.plugin.v2.StateFS.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
-	31, // 59: kigumi.plugin.v2.StateFS.Provision:input_type -> kigumi.plugin.v2.ProvisionRequest
-	17, // 60: kigumi.plugin.v2.StateFS.Mount:input_type -> kigumi.plugin.v2.Handle
-	17, // 61: kigumi.plugin.v2.StateFS.Unmount:input_type -> kigumi.plugin.v2.Handle
-	17, // 62: kigumi.plugin.v2.StateFS.Hash:input_type -> kigumi.plugin.v2.Handle
-	17, // 63: kigumi.plugin.v2.StateFS.Usage:input_type -> kigumi.plugin.v2.Handle
-	34, // 64: kigumi.plugin.v2.StateFS.Checkpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
-	17, // 65: kigumi.plugin.v2.StateFS.Checkpoints:input_type -> kigumi.plugin.v2.Handle
-	34, // 66: kigumi.plugin.v2.StateFS.Rollback:input_type -> kigumi.plugin.v2.CheckpointRequest
-	17, // 67: kigumi.plugin.v2.StateFS.Recover:input_type -> kigumi.plugin.v2.Handle
-	17, // 68: kigumi.plugin.v2.StateFS.Deprovision:input_type -> kigumi.plugin.v2.Handle
-	1,  // 69: kigumi.plugin.v2.Ledger.Info:input_type -> kigumi.plugin.v2.Empty
-	16, // 70: kigumi.plugin.v2.Ledger.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
-	37, // 71: kigumi.plugin.v2.Ledger.Events:input_type -> kigumi.plugin.v2.EventsRequest
-	39, // 72: kigumi.plugin.v2.Ledger.Reply:input_type -> kigumi.plugin.v2.LeaseReply
-	8,  // 73: kigumi.plugin.v2.Runtime.Info:output_type -> kigumi.plugin.v2.PluginInfo
-	1,  // 74: kigumi.plugin.v2.Runtime.Configure:output_type -> kigumi.plugin.v2.Empty
-	17, // 75: kigumi.plugin.v2.Runtime.PrepareTenant:output_type -> kigumi.plugin.v2.Handle
-	1,  // 76: kigumi.plugin.v2.Runtime.ReleaseTenant:output_type -> kigumi.plugin.v2.Empty
-	1,  // 77: kigumi.plugin.v2.Runtime.Validate:output_type -> kigumi.plugin.v2.Empty
-	17, // 78: kigumi.plugin.v2.Runtime.Start:output_type -> kigumi.plugin.v2.Handle
-	1,  // 79: kigumi.plugin.v2.Runtime.Stop:output_type -> kigumi.plugin.v2.Empty
-	1,  // 80: kigumi.plugin.v2.Runtime.Destroy:output_type -> kigumi.plugin.v2.Empty
-	28, // 81: kigumi.plugin.v2.Runtime.Inspect:output_type -> kigumi.plugin.v2.Status
-	17, // 82: kigumi.plugin.v2.Runtime.Recover:output_type -> kigumi.plugin.v2.Handle
-	30, // 83: kigumi.plugin.v2.Runtime.Logs:output_type -> kigumi.plugin.v2.LogChunk
-	8,  // 84: kigumi.plugin.v2.StateFS.Info:output_type -> kigumi.plugin.v2.PluginInfo
-	1,  // 85: kigumi.plugin.v2.StateFS.Configure:output_type -> kigumi.plugin.v2.Empty
-	17, // 86: kigumi.plugin.v2.StateFS.Provision:output_type -> kigumi.plugin.v2.Handle
-	24, // 87: kigumi.plugin.v2.StateFS.Mount:output_type -> kigumi.plugin.v2.MountPoint
-	1,  // 88: kigumi.plugin.v2.StateFS.Unmount:output_type -> kigumi.plugin.v2.Empty
-	32, // 89: kigumi.plugin.v2.StateFS.Hash:output_type -> kigumi.plugin.v2.Digest
-	33, // 90: kigumi.plugin.v2.StateFS.Usage:output_type -> kigumi.plugin.v2.StateUsage
-	35, // 91: kigumi.plugin.v2.StateFS.Checkpoint:output_type -> kigumi.plugin.v2.CheckpointInfo
-	36, // 92: kigumi.plugin.v2.StateFS.Checkpoints:output_type -> kigumi.plugin.v2.CheckpointList
-	1,  // 93: kigumi.plugin.v2.StateFS.Rollback:output_type -> kigumi.plugin.v2.Empty
-	17, // 94: kigumi.plugin.v2.StateFS.Recover:output_type -> kigumi.plugin.v2.Handle
-	1,  // 95: kigumi.plugin.v2.StateFS.Deprovision:output_type -> kigumi.plugin.v2.Empty
-	8,  // 96: kigumi.plugin.v2.Ledger.Info:output_type -> kigumi.plugin.v2.PluginInfo
-	1,  // 97: kigumi.plugin.v2.Ledger.Configure:output_type -> kigumi.plugin.v2.Empty
-	38, // 98: kigumi.plugin.v2.Ledger.Events:output_type -> kigumi.plugin.v2.LeaseEvent
-	1,  // 99: kigumi.plugin.v2.Ledger.Reply:output_type -> kigumi.plugin.v2.Empty
-	73, // [73:100] is the sub-list for method output_type
-	46, // [46:73] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	22, // 38: kigumi.plugin.v2.ExitEvent.instance:type_name -> kigumi.plugin.v2.Instance
+	17, // 39: kigumi.plugin.v2.ExitEvent.handle:type_name -> kigumi.plugin.v2.Handle
+	28, // 40: kigumi.plugin.v2.ExitEvent.status:type_name -> kigumi.plugin.v2.Status
+	22, // 41: kigumi.plugin.v2.ProvisionRequest.instance:type_name -> kigumi.plugin.v2.Instance
+	18, // 42: kigumi.plugin.v2.ProvisionRequest.user:type_name -> kigumi.plugin.v2.User
+	17, // 43: kigumi.plugin.v2.CheckpointRequest.handle:type_name -> kigumi.plugin.v2.Handle
+	47, // 44: kigumi.plugin.v2.CheckpointInfo.created_at:type_name -> google.protobuf.Timestamp
+	36, // 45: kigumi.plugin.v2.CheckpointList.checkpoints:type_name -> kigumi.plugin.v2.CheckpointInfo
+	47, // 46: kigumi.plugin.v2.LeaseEvent.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 47: kigumi.plugin.v2.Config.ValuesEntry.value:type_name -> kigumi.plugin.v2.Value
+	11, // 48: kigumi.plugin.v2.ConfigMap.ItemsEntry.value:type_name -> kigumi.plugin.v2.Config
+	1,  // 49: kigumi.plugin.v2.Runtime.Info:input_type -> kigumi.plugin.v2.Empty
+	16, // 50: kigumi.plugin.v2.Runtime.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
+	25, // 51: kigumi.plugin.v2.Runtime.PrepareTenant:input_type -> kigumi.plugin.v2.TenantRequest
+	17, // 52: kigumi.plugin.v2.Runtime.ReleaseTenant:input_type -> kigumi.plugin.v2.Handle
+	26, // 53: kigumi.plugin.v2.Runtime.Validate:input_type -> kigumi.plugin.v2.StartRequest
+	26, // 54: kigumi.plugin.v2.Runtime.Start:input_type -> kigumi.plugin.v2.StartRequest
+	27, // 55: kigumi.plugin.v2.Runtime.Stop:input_type -> kigumi.plugin.v2.StopRequest
+	17, // 56: kigumi.plugin.v2.Runtime.Destroy:input_type -> kigumi.plugin.v2.Handle
+	17, // 57: kigumi.plugin.v2.Runtime.Inspect:input_type -> kigumi.plugin.v2.Handle
+	17, // 58: kigumi.plugin.v2.Runtime.Recover:input_type -> kigumi.plugin.v2.Handle
+	29, // 59: kigumi.plugin.v2.Runtime.Logs:input_type -> kigumi.plugin.v2.LogsRequest
+	1,  // 60: kigumi.plugin.v2.Runtime.WatchExits:input_type -> kigumi.plugin.v2.Empty
+	1,  // 61: kigumi.plugin.v2.StateFS.Info:input_type -> kigumi.plugin.v2.Empty
+	16, // 62: kigumi.plugin.v2.StateFS.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
+	32, // 63: kigumi.plugin.v2.StateFS.Provision:input_type -> kigumi.plugin.v2.ProvisionRequest
+	17, // 64: kigumi.plugin.v2.StateFS.Mount:input_type -> kigumi.plugin.v2.Handle
+	17, // 65: kigumi.plugin.v2.StateFS.Unmount:input_type -> kigumi.plugin.v2.Handle
+	17, // 66: kigumi.plugin.v2.StateFS.Hash:input_type -> kigumi.plugin.v2.Handle
+	17, // 67: kigumi.plugin.v2.StateFS.Usage:input_type -> kigumi.plugin.v2.Handle
+	35, // 68: kigumi.plugin.v2.StateFS.Checkpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
+	17, // 69: kigumi.plugin.v2.StateFS.Checkpoints:input_type -> kigumi.plugin.v2.Handle
+	35, // 70: kigumi.plugin.v2.StateFS.Rollback:input_type -> kigumi.plugin.v2.CheckpointRequest
+	17, // 71: kigumi.plugin.v2.StateFS.Recover:input_type -> kigumi.plugin.v2.Handle
+	17, // 72: kigumi.plugin.v2.StateFS.Deprovision:input_type -> kigumi.plugin.v2.Handle
+	1,  // 73: kigumi.plugin.v2.Ledger.Info:input_type -> kigumi.plugin.v2.Empty
+	16, // 74: kigumi.plugin.v2.Ledger.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
+	38, // 75: kigumi.plugin.v2.Ledger.Events:input_type -> kigumi.plugin.v2.EventsRequest
+	40, // 76: kigumi.plugin.v2.Ledger.Reply:input_type -> kigumi.plugin.v2.LeaseReply
+	8,  // 77: kigumi.plugin.v2.Runtime.Info:output_type -> kigumi.plugin.v2.PluginInfo
+	1,  // 78: kigumi.plugin.v2.Runtime.Configure:output_type -> kigumi.plugin.v2.Empty
+	17, // 79: kigumi.plugin.v2.Runtime.PrepareTenant:output_type -> kigumi.plugin.v2.Handle
+	1,  // 80: kigumi.plugin.v2.Runtime.ReleaseTenant:output_type -> kigumi.plugin.v2.Empty
+	1,  // 81: kigumi.plugin.v2.Runtime.Validate:output_type -> kigumi.plugin.v2.Empty
+	17, // 82: kigumi.plugin.v2.Runtime.Start:output_type -> kigumi.plugin.v2.Handle
+	1,  // 83: kigumi.plugin.v2.Runtime.Stop:output_type -> kigumi.plugin.v2.Empty
+	1,  // 84: kigumi.plugin.v2.Runtime.Destroy:output_type -> kigumi.plugin.v2.Empty
+	28, // 85: kigumi.plugin.v2.Runtime.Inspect:output_type -> kigumi.plugin.v2.Status
+	17, // 86: kigumi.plugin.v2.Runtime.Recover:output_type -> kigumi.plugin.v2.Handle
+	30, // 87: kigumi.plugin.v2.Runtime.Logs:output_type -> kigumi.plugin.v2.LogChunk
+	31, // 88: kigumi.plugin.v2.Runtime.WatchExits:output_type -> kigumi.plugin.v2.ExitEvent
+	8,  // 89: kigumi.plugin.v2.StateFS.Info:output_type -> kigumi.plugin.v2.PluginInfo
+	1,  // 90: kigumi.plugin.v2.StateFS.Configure:output_type -> kigumi.plugin.v2.Empty
+	17, // 91: kigumi.plugin.v2.StateFS.Provision:output_type -> kigumi.plugin.v2.Handle
+	24, // 92: kigumi.plugin.v2.StateFS.Mount:output_type -> kigumi.plugin.v2.MountPoint
+	1,  // 93: kigumi.plugin.v2.StateFS.Unmount:output_type -> kigumi.plugin.v2.Empty
+	33, // 94: kigumi.plugin.v2.StateFS.Hash:output_type -> kigumi.plugin.v2.Digest
+	34, // 95: kigumi.plugin.v2.StateFS.Usage:output_type -> kigumi.plugin.v2.StateUsage
+	36, // 96: kigumi.plugin.v2.StateFS.Checkpoint:output_type -> kigumi.plugin.v2.CheckpointInfo
+	37, // 97: kigumi.plugin.v2.StateFS.Checkpoints:output_type -> kigumi.plugin.v2.CheckpointList
+	1,  // 98: kigumi.plugin.v2.StateFS.Rollback:output_type -> kigumi.plugin.v2.Empty
+	17, // 99: kigumi.plugin.v2.StateFS.Recover:output_type -> kigumi.plugin.v2.Handle
+	1,  // 100: kigumi.plugin.v2.StateFS.Deprovision:output_type -> kigumi.plugin.v2.Empty
+	8,  // 101: kigumi.plugin.v2.Ledger.Info:output_type -> kigumi.plugin.v2.PluginInfo
+	1,  // 102: kigumi.plugin.v2.Ledger.Configure:output_type -> kigumi.plugin.v2.Empty
+	39, // 103: kigumi.plugin.v2.Ledger.Events:output_type -> kigumi.plugin.v2.LeaseEvent
+	1,  // 104: kigumi.plugin.v2.Ledger.Reply:output_type -> kigumi.plugin.v2.Empty
+	77, // [77:105] is the sub-list for method output_type
+	49, // [49:77] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_plugin_proto_init() }
@@ -3113,7 +3185,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   45,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

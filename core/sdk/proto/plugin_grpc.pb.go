@@ -36,6 +36,7 @@ const (
 	Runtime_Inspect_FullMethodName       = "/kigumi.plugin.v2.Runtime/Inspect"
 	Runtime_Recover_FullMethodName       = "/kigumi.plugin.v2.Runtime/Recover"
 	Runtime_Logs_FullMethodName          = "/kigumi.plugin.v2.Runtime/Logs"
+	Runtime_WatchExits_FullMethodName    = "/kigumi.plugin.v2.Runtime/WatchExits"
 )
 
 // RuntimeClient is the client API for Runtime service.
@@ -55,6 +56,10 @@ type RuntimeClient interface {
 	Inspect(ctx context.Context, in *Handle, opts ...grpc.CallOption) (*Status, error)
 	Recover(ctx context.Context, in *Handle, opts ...grpc.CallOption) (*Handle, error)
 	Logs(ctx context.Context, in *LogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogChunk], error)
+	// WatchExits streams the exits of the runtime's instances (feature
+	// kigumi.runtime.v2/watch). The server sends its headers once it
+	// reports every later exit.
+	WatchExits(ctx context.Context, in *Empty, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExitEvent], error)
 }
 
 type runtimeClient struct {
@@ -184,6 +189,25 @@ func (c *runtimeClient) Logs(ctx context.Context, in *LogsRequest, opts ...grpc.
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Runtime_LogsClient = grpc.ServerStreamingClient[LogChunk]
 
+func (c *runtimeClient) WatchExits(ctx context.Context, in *Empty, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExitEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Runtime_ServiceDesc.Streams[1], Runtime_WatchExits_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[Empty, ExitEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Runtime_WatchExitsClient = grpc.ServerStreamingClient[ExitEvent]
+
 // RuntimeServer is the server API for Runtime service.
 // All implementations must embed UnimplementedRuntimeServer
 // for forward compatibility.
@@ -201,6 +225,10 @@ type RuntimeServer interface {
 	Inspect(context.Context, *Handle) (*Status, error)
 	Recover(context.Context, *Handle) (*Handle, error)
 	Logs(*LogsRequest, grpc.ServerStreamingServer[LogChunk]) error
+	// WatchExits streams the exits of the runtime's instances (feature
+	// kigumi.runtime.v2/watch). The server sends its headers once it
+	// reports every later exit.
+	WatchExits(*Empty, grpc.ServerStreamingServer[ExitEvent]) error
 	mustEmbedUnimplementedRuntimeServer()
 }
 
@@ -243,6 +271,9 @@ func (UnimplementedRuntimeServer) Recover(context.Context, *Handle) (*Handle, er
 }
 func (UnimplementedRuntimeServer) Logs(*LogsRequest, grpc.ServerStreamingServer[LogChunk]) error {
 	return status.Errorf(codes.Unimplemented, "method Logs not implemented")
+}
+func (UnimplementedRuntimeServer) WatchExits(*Empty, grpc.ServerStreamingServer[ExitEvent]) error {
+	return status.Errorf(codes.Unimplemented, "method WatchExits not implemented")
 }
 func (UnimplementedRuntimeServer) mustEmbedUnimplementedRuntimeServer() {}
 func (UnimplementedRuntimeServer) testEmbeddedByValue()                 {}
@@ -456,6 +487,17 @@ func _Runtime_Logs_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Runtime_LogsServer = grpc.ServerStreamingServer[LogChunk]
 
+func _Runtime_WatchExits_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(Empty)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(RuntimeServer).WatchExits(m, &grpc.GenericServerStream[Empty, ExitEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Runtime_WatchExitsServer = grpc.ServerStreamingServer[ExitEvent]
+
 // Runtime_ServiceDesc is the grpc.ServiceDesc for Runtime service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -508,6 +550,11 @@ var Runtime_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Logs",
 			Handler:       _Runtime_Logs_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchExits",
+			Handler:       _Runtime_WatchExits_Handler,
 			ServerStreams: true,
 		},
 	},

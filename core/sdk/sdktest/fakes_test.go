@@ -104,6 +104,14 @@ var (
 	}
 )
 
+// testExits are the exits fakeRuntime's WatchExits reports.
+var testExits = []sdk.ExitEvent{
+	{Instance: sdk.Instance{Tenant: "alice", Name: "web"}, Handle: testHandle, Status: testStatus},
+	{Instance: sdk.Instance{Tenant: "bob", Name: "db"}, Handle: sdk.Handle{Version: 3, Data: []byte{0, 0xff}},
+		Status: sdk.Status{State: sdk.StateExited, Cause: sdk.CauseOOM, ExitCode: 137, Signal: 9, Pid: 77, StartedAt: testTime,
+			FinishedAt: testTime.Add(time.Second), Message: "memory limit"}},
+}
+
 // upgraded is what the fakes' Recover returns for h.
 func upgraded(h sdk.Handle) sdk.Handle {
 	return sdk.Handle{Version: h.Version + 1, Data: append([]byte("v2:"), h.Data...)}
@@ -167,6 +175,21 @@ func (f *fakeRuntime) Logs(ctx context.Context, h sdk.Handle, opts sdk.LogOption
 		return ctx.Err()
 	}
 	return nil
+}
+
+// WatchExits reports testExits once ready, then waits for ctx to end.
+func (f *fakeRuntime) WatchExits(ctx context.Context, ready func(), fn func(sdk.ExitEvent) error) error {
+	if err := f.call(ctx); err != nil {
+		return err
+	}
+	ready()
+	for _, e := range testExits {
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 // fakeStateFS is a StateFS that records its calls and returns fixed values.

@@ -126,7 +126,33 @@ func TestRuntimeRoundTrip(t *testing.T) {
 			})
 			return chunks, err
 		}, testChunks, []any{testHandle, sdk.LogOptions{Stream: sdk.Stderr}}},
+		{"watch-exits", func(ctx context.Context) (any, error) {
+			var got []sdk.ExitEvent
+			readyFirst := false
+			done := errors.New("seen all")
+			err := rt.(sdk.ExitWatcher).WatchExits(ctx, func() { readyFirst = len(got) == 0 }, func(e sdk.ExitEvent) error {
+				if got = append(got, e); len(got) == len(testExits) {
+					return done
+				}
+				return nil
+			})
+			if !errors.Is(err, done) || !readyFirst {
+				return got, fmt.Errorf("watch returned %v, want fn's error; ready before the exits: %v", err, readyFirst)
+			}
+			return got, nil
+		}, testExits, nil},
 	})
+}
+
+// TestWatchExitsUnsupported: a runtime that does not implement
+// sdk.ExitWatcher answers WatchExits with CodeUnsupported, never ready.
+func TestWatchExitsUnsupported(t *testing.T) {
+	rt := sdktest.Runtime(t, struct{ sdk.Runtime }{&fakeRuntime{}})
+	ready := false
+	err := rt.(sdk.ExitWatcher).WatchExits(context.Background(), func() { ready = true }, func(sdk.ExitEvent) error { return nil })
+	if sdk.CodeOf(err) != sdk.CodeUnsupported || ready {
+		t.Errorf("WatchExits = %v (ready %v), want CodeUnsupported and no ready", err, ready)
+	}
 }
 
 func TestStateFSRoundTrip(t *testing.T) {
@@ -362,6 +388,15 @@ func TestStreamsEnd(t *testing.T) {
 			n := 0
 			return rt.Logs(ctx, testHandle, sdk.LogOptions{Follow: true}, func([]byte) error {
 				if n++; n == len(testChunks) {
+					cancel()
+				}
+				return nil
+			})
+		}, context.Canceled},
+		{"watch-cancel", func(ctx context.Context, t *testing.T, rt sdk.Runtime, _ sdk.Ledger, cancel context.CancelFunc) error {
+			n := 0
+			return rt.(sdk.ExitWatcher).WatchExits(ctx, func() {}, func(sdk.ExitEvent) error {
+				if n++; n == len(testExits) {
 					cancel()
 				}
 				return nil
