@@ -63,6 +63,8 @@ type Runtime struct {
 	// children maps the sandboxes this process started to a channel closed
 	// once they are reaped.
 	children map[child]chan struct{}
+
+	exits exitWatch // watch.go
 }
 
 // New returns a Runtime with default settings and no compilation cache
@@ -92,7 +94,7 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 				{Name: sdk.PermClock, Description: "the real wall and monotonic clocks, and sleep"},
 				{Name: sdk.PermRandom, Description: "random numbers from the host (else a fixed seed)"},
 			},
-			Features: []string{sdk.FeatureTenantLifecycle, sdk.FeatureValidate},
+			Features: []string{sdk.FeatureTenantLifecycle, sdk.FeatureValidate, sdk.FeatureWatch},
 		},
 	}, nil
 }
@@ -175,7 +177,11 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle,
 		return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
 	}
 	d.RunDir, d.Instance, d.Limits = req.RunDir, req.Instance, limits
-	return d.encode()
+	h, err := d.encode()
+	if err == nil {
+		r.watch(d, h)
+	}
+	return h, err
 }
 
 // sandboxConfig validates req and turns it into the sandbox's config.
@@ -732,8 +738,9 @@ func sandboxCrash(dir string) string {
 	return ""
 }
 
-// Recover checks that the instance still has its RunDir and returns the
-// same handle: all the runtime's state is in the RunDir and the sandbox.
+// Recover checks that the instance still has its RunDir, watches its
+// sandbox for its exit, and returns the same handle: all the runtime's
+// state is in the RunDir and the sandbox.
 func (r *Runtime) Recover(_ context.Context, h sdk.Handle) (sdk.Handle, error) {
 	d, err := decodeHandle(h)
 	if err != nil {
@@ -742,6 +749,7 @@ func (r *Runtime) Recover(_ context.Context, h sdk.Handle) (sdk.Handle, error) {
 	if err := d.checkRunDir(); err != nil {
 		return sdk.Handle{}, err
 	}
+	r.watch(d, h)
 	return h, nil
 }
 
