@@ -329,6 +329,25 @@ func (e *Engine) Owners(ctx context.Context) (map[string]string, error) {
 	return out, err
 }
 
+// TenantsServedBy returns, sorted, the recorded tenants with instances
+// that the plugin kind/name serves: a runtime's workloads, the statefs's
+// states. A plugin of another kind serves none.
+func (e *Engine) TenantsServedBy(ctx context.Context, kind sdk.Kind, name string) ([]string, error) {
+	_, instances, err := e.records(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, in := range instances {
+		served := (kind == sdk.KindRuntime && in.Spec.Runtime == name) || (kind == sdk.KindStateFS && in.StateHandle != nil)
+		if served && !slices.Contains(out, in.Tenant) {
+			out = append(out, in.Tenant)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // DestroyPlan plans the destruction of the named tenants, or of every
 // recorded tenant when names is empty.
 func (e *Engine) DestroyPlan(ctx context.Context, names []string) (*plan.Plan, error) {

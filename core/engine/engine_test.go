@@ -303,6 +303,43 @@ func TestRelaunchedPluginIsConfigured(t *testing.T) {
 	}
 }
 
+// TestEachPluginProcessRecovers: each runtime process recovers every
+// instance it serves once, at its first refresh, except those it started.
+func TestEachPluginProcessRecovers(t *testing.T) {
+	w := enginetest.NewWorld()
+	e := newEngine(t, testHost(t), w)
+	ctx := context.Background()
+	if _, err, _ := apply(t, e, desired("alice", "bob")); err != nil {
+		t.Fatal(err)
+	}
+	recovers := func() int {
+		w.Mu.Lock()
+		defer w.Mu.Unlock()
+		return w.Recovers
+	}
+	steps := []struct {
+		name  string
+		crash bool
+		want  int
+	}{
+		{"started by this process", false, 0},
+		{"relaunched", true, 2},
+		{"recovered already", false, 2},
+		{"relaunched again", true, 4},
+	}
+	for _, s := range steps {
+		w.Mu.Lock()
+		w.Dead[sdk.KindRuntime] = s.crash
+		w.Mu.Unlock()
+		if _, err := e.Plan(ctx, state.SourceFile, desired("alice", "bob")); err != nil {
+			t.Fatal(err)
+		}
+		if got := recovers(); got != s.want {
+			t.Errorf("%s: %d recovers, want %d", s.name, got, s.want)
+		}
+	}
+}
+
 // TestResumeWithChangedSpec: a create interrupted after its workload
 // started, resumed with an edited spec, replaces the workload instead of
 // adopting one that runs the old spec.

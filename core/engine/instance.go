@@ -177,6 +177,7 @@ func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, te
 		if err == nil {
 			rec.RuntimeHandle, rec.RuntimeSpecHash = &h, rec.SpecHash
 			rec.Run.StartedAt, rec.Run.OOMKills = time.Now().UTC(), oom
+			e.markRecovered(rec.Spec.Runtime, rt, rec.Key()) // it knows what it started
 		}
 		return err
 	}); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -19,6 +20,11 @@ type configured struct {
 	req    sdk.ConfigureRequest
 	client sdk.Plugin
 	info   sdk.Info
+	// recovered holds the instances (by key) the runtime's client has
+	// recovered: a plugin process recovers each instance it serves once,
+	// at its first refresh, whether it was relaunched after a crash or the
+	// agent restarted.
+	recovered map[string]bool
 }
 
 func key(kind sdk.Kind, name string) string { return string(kind) + " " + name }
@@ -112,8 +118,64 @@ func (e *Engine) reconfigure(ctx context.Context, kind sdk.Kind, name string, cl
 	if err := client.Configure(ctx, c.req); err != nil {
 		return fmt.Errorf("configure relaunched %s plugin %q: %w", kind, name, err)
 	}
-	c.client = client
+	c.client, c.recovered = client, nil
 	return nil
+}
+
+// recovered reports whether client, the running process of runtime name,
+// has recovered instance (its key).
+func (e *Engine) recovered(name string, client sdk.Plugin, instance string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.configs[key(sdk.KindRuntime, name)]
+	return c != nil && c.client == client && c.recovered[instance]
+}
+
+// markRecovered records that client, the running process of runtime name,
+// has recovered instance (its key).
+func (e *Engine) markRecovered(name string, client sdk.Plugin, instance string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c := e.configs[key(sdk.KindRuntime, name)]; c != nil && c.client == client {
+		if c.recovered == nil {
+			c.recovered = map[string]bool{}
+		}
+		c.recovered[instance] = true
+	}
+}
+
+// RuntimesWith returns the names of the configured runtimes that declare
+// feature, sorted.
+func (e *Engine) RuntimesWith(feature string) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var names []string
+	for _, b := range e.host.Plugins {
+		if c := e.configs[key(b.Kind, b.Name)]; b.Kind == sdk.KindRuntime && c != nil && c.info.Capabilities.Has(feature) {
+			names = append(names, b.Name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// WatchExits reports the exits of runtime name's instances, as
+// sdk.ExitWatcher does, launching the runtime's plugin if it is not
+// running. It fails with CodeUnsupported when the runtime does not declare
+// sdk.FeatureWatch; it ends when the plugin process does.
+func (e *Engine) WatchExits(ctx context.Context, name string, ready func(), fn func(sdk.ExitEvent) error) error {
+	if !slices.Contains(e.RuntimesWith(sdk.FeatureWatch), name) {
+		return sdk.Errorf(sdk.CodeUnsupported, "runtime %q does not declare %s", name, sdk.FeatureWatch)
+	}
+	rt, err := e.runtime(ctx, name)
+	if err != nil {
+		return err
+	}
+	w, ok := rt.(sdk.ExitWatcher)
+	if !ok {
+		return sdk.Errorf(sdk.CodeUnsupported, "the client of runtime %q cannot watch exits", name)
+	}
+	return w.WatchExits(ctx, ready, fn)
 }
 
 // CheckTenants checks the tenants' instances against their runtimes, once

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -59,13 +60,32 @@ func (e *Engine) refresh(ctx context.Context, tenants []state.Tenant, instances 
 }
 
 // inspect reports what runs of rec's workload; ok is false when its runtime
-// could not say (it is then left as recorded). A runtime that lost track
-// of the handle (after a plugin relaunch) is asked to recover it first.
+// could not say (it is then left as recorded). Each plugin process first
+// recovers the instance, once (it then watches it, if it can), and a
+// runtime that lost track of the handle is asked to recover it again.
 func (e *Engine) inspect(ctx context.Context, rec *state.Instance) (plan.Workload, bool) {
 	rt, err := e.runtime(ctx, rec.Spec.Runtime)
 	if err != nil {
 		e.log.Warn("refresh: runtime unavailable", "tenant", rec.Tenant, "instance", rec.Name, "error", err)
 		return plan.Workload{}, false
+	}
+	if !e.recovered(rec.Spec.Runtime, rt, rec.Key()) {
+		h, err := rt.Recover(ctx, *rec.RuntimeHandle)
+		switch {
+		case err == nil:
+			e.markRecovered(rec.Spec.Runtime, rt, rec.Key())
+			if h.Version != rec.RuntimeHandle.Version || !bytes.Equal(h.Data, rec.RuntimeHandle.Data) {
+				rec.RuntimeHandle = &h
+				if err := e.save(*rec); err != nil {
+					e.log.Warn("refresh: cannot record the recovered handle", "tenant", rec.Tenant, "instance", rec.Name, "error", err)
+					return plan.Workload{}, false
+				}
+			}
+		case errors.Is(err, sdk.ErrNotFound):
+			// Inspect says so below.
+		default:
+			e.log.Warn("refresh: cannot recover", "tenant", rec.Tenant, "instance", rec.Name, "error", err)
+		}
 	}
 	st, err := rt.Inspect(ctx, *rec.RuntimeHandle)
 	if err != nil && !errors.Is(err, sdk.ErrNotFound) {

@@ -38,6 +38,7 @@ type World struct {
 	LastStart    sdk.StartRequest  // the last StartRequest
 	FailRemove   map[string]error  // Remove of this tenant fails
 	Released     []string          // tenants whose plugin processes were released
+	Recovers     int               // Recover calls
 }
 
 // NewWorld returns an empty world.
@@ -180,6 +181,9 @@ func (r *runtimeClient) Inspect(_ context.Context, h sdk.Handle) (sdk.Status, er
 	return sdk.Status{State: sdk.StateRunning, Pid: 42}, nil
 }
 func (r *runtimeClient) Recover(_ context.Context, h sdk.Handle) (sdk.Handle, error) {
+	r.w.Mu.Lock()
+	r.w.Recovers++
+	r.w.Mu.Unlock()
 	if _, ok := r.handle(h); !ok {
 		return sdk.Handle{}, &sdk.Error{Code: sdk.CodeNotFound, Message: "gone"}
 	}
