@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -337,15 +338,13 @@ func (e *Engine) TenantsServedBy(ctx context.Context, kind sdk.Kind, name string
 	if err != nil {
 		return nil, err
 	}
-	var out []string
+	served := map[string]bool{}
 	for _, in := range instances {
-		served := (kind == sdk.KindRuntime && in.Spec.Runtime == name) || (kind == sdk.KindStateFS && in.StateHandle != nil)
-		if served && !slices.Contains(out, in.Tenant) {
-			out = append(out, in.Tenant)
+		if (kind == sdk.KindRuntime && in.Spec.Runtime == name) || (kind == sdk.KindStateFS && in.StateHandle != nil) {
+			served[in.Tenant] = true
 		}
 	}
-	slices.Sort(out)
-	return out, nil
+	return slices.Sorted(maps.Keys(served)), nil
 }
 
 // DestroyPlan plans the destruction of the named tenants, or of every
