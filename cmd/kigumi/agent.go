@@ -4,11 +4,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/kigumi/kigumi/core/agent"
 	"github.com/kigumi/kigumi/core/engine"
 	"github.com/kigumi/kigumi/core/events"
+	"github.com/kigumi/kigumi/core/pluginhost"
 	"github.com/kigumi/kigumi/core/policy"
 )
 
@@ -30,6 +32,14 @@ running; the next start adopts them.`,
 		if *workers < 1 || *resync < 100*time.Millisecond {
 			c.errorf("-workers must be at least 1 and -resync at least 100ms")
 			return exitInvalid
+		}
+		// Plugin processes that die are reported to the agent, once it
+		// exists; the host logs those before.
+		var running atomic.Pointer[agent.Agent]
+		c.pluginExited = func(e pluginhost.Event) {
+			if a := running.Load(); a != nil {
+				a.PluginExited(e)
+			}
 		}
 		s, code := c.open(ctx, false, storeWrite)
 		defer s.close()
@@ -55,6 +65,7 @@ running; the next start adopts them.`,
 		}
 		a := agent.New(agent.Config{Host: s.host, Engine: s.engine, Store: s.store, Policies: set, Bus: bus,
 			Log: c.log.Named("agent"), Workers: *workers, Resync: *resync})
+		running.Store(a)
 		sub := bus.Subscribe(256)
 		go logEvents(c, sub)
 		sctx, stopServing := context.WithCancel(ctx)

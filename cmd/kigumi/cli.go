@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"golang.org/x/term"
 
+	"github.com/kigumi/kigumi/core/pluginhost"
 	"github.com/kigumi/kigumi/core/spec"
 )
 
@@ -63,6 +64,9 @@ type cli struct {
 	// collected, when set, gathers diagnostics instead of printing them
 	// (validate --json).
 	collected *hcl.Diagnostics
+	// pluginExited, when set, observes plugin processes that exit without
+	// being asked to (the agent).
+	pluginExited func(pluginhost.Event)
 }
 
 func usage(w io.Writer) {

@@ -116,9 +116,11 @@ func (s *session) startEngine(ctx context.Context, mode storeMode) int {
 		s.engine = engine.New(s.host, s.store, nil, nil, engine.WithLogger(s.cli.log))
 		return exitOK
 	}
-	s.plugins = pluginhost.New(s.cli.log.Named("plugin"),
-		pluginhost.WithBuiltins(builtins()...),
-		pluginhost.WithPluginDir(s.host.PluginDir))
+	opts := []pluginhost.Option{pluginhost.WithBuiltins(builtins()...), pluginhost.WithPluginDir(s.host.PluginDir)}
+	if s.cli.pluginExited != nil {
+		opts = append(opts, pluginhost.WithObserver(s.cli.pluginExited))
+	}
+	s.plugins = pluginhost.New(s.cli.log.Named("plugin"), opts...)
 	switch mode {
 	case storeRead:
 		st, code := s.openStore(ctx, state.WithReadOnly())

@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -26,6 +27,7 @@ import (
 	"github.com/kigumi/kigumi/core/engine"
 	"github.com/kigumi/kigumi/core/events"
 	"github.com/kigumi/kigumi/core/plan"
+	"github.com/kigumi/kigumi/core/pluginhost"
 	"github.com/kigumi/kigumi/core/policy"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/spec"
@@ -133,6 +135,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.work(ctx)
 		}()
 	}
+	wctx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
+	for _, name := range a.cfg.Engine.RuntimesWith(sdk.FeatureWatch) {
+		wg.Go(func() { a.watchExits(wctx, name) })
+	}
 	var err error
 loop:
 	for {
@@ -148,6 +155,7 @@ loop:
 		}
 	}
 	a.queue.ShutDown()
+	stopWatching()
 	wg.Wait()
 	a.mu.Lock()
 	for _, r := range a.runners {
@@ -537,14 +545,14 @@ func (a *Agent) Journal(_ context.Context, n int) ([]state.Entry, error) {
 func (a *Agent) Plan(ctx context.Context) (*plan.Plan, error) {
 	a.mu.Lock()
 	type want struct {
-		name    string
+		r       *runner
 		desired *plan.Tenant
 		skip    bool
 	}
 	var ws []want
 	for _, n := range slices.Sorted(maps.Keys(a.runners)) {
 		r := a.runners[n]
-		ws = append(ws, want{n, r.desired, r.held && !r.known})
+		ws = append(ws, want{r, r.desired, r.held && !r.known})
 	}
 	a.mu.Unlock()
 	out := &plan.Plan{Usage: map[string]plan.Usage{}}
@@ -552,7 +560,11 @@ func (a *Agent) Plan(ctx context.Context) (*plan.Plan, error) {
 		if w.skip {
 			continue
 		}
-		p, err := a.cfg.Engine.PlanTenant(ctx, state.SourceFile, w.name, w.desired)
+		// The plan's refresh records exits and recovered handles: it
+		// runs while the tenant does not reconcile, as a reconcile's does.
+		w.r.mu.Lock()
+		p, err := a.cfg.Engine.PlanTenant(ctx, state.SourceFile, w.r.name, w.desired)
+		w.r.mu.Unlock()
 		if err != nil {
 			return nil, err
 		}
@@ -561,4 +573,87 @@ func (a *Agent) Plan(ctx context.Context) (*plan.Plan, error) {
 		maps.Copy(out.Usage, p.Usage)
 	}
 	return out, nil
+}
+
+// kick queues the named tenants that the agent knows, to reconcile now: a
+// tenant it has no runner for is not queued, since reconciling it with no
+// desired spec would destroy it.
+func (a *Agent) kick(tenants ...string) {
+	a.mu.Lock()
+	known := make([]string, 0, len(tenants))
+	for _, n := range tenants {
+		if _, ok := a.runners[n]; ok {
+			known = append(known, n)
+		}
+	}
+	a.mu.Unlock()
+	for _, n := range known {
+		a.queue.Add(n)
+	}
+}
+
+// kickServed queues the tenants that the plugin kind/name serves.
+func (a *Agent) kickServed(ctx context.Context, kind sdk.Kind, name string) {
+	tenants, err := a.cfg.Engine.TenantsServedBy(ctx, kind, name)
+	if err != nil {
+		a.cfg.Log.Error("find the tenants a plugin serves", "kind", kind, "plugin", name, "error", err)
+		return
+	}
+	a.kick(tenants...)
+}
+
+// watchBackoff bounds the delay before subscribing again to a runtime's
+// exits; the plugin host adds its own backoff before relaunching a plugin.
+var watchBackoff = Backoff{Base: 100 * time.Millisecond, Max: 30 * time.Second}
+
+// watchExits follows the exits of runtime name's instances until ctx ends,
+// and queues the tenant of each exited instance, so that its restart
+// policy acts at once rather than at the next resync. It subscribes again
+// whenever the stream ends (the plugin restarted), and after each
+// subscription queues the runtime's tenants, whose exits in between went
+// unseen (and whose refresh has the new plugin process recover them).
+func (a *Agent) watchExits(ctx context.Context, name string) {
+	failures := 0
+	for {
+		err := a.cfg.Engine.WatchExits(ctx, name, func() {
+			failures = 0
+			a.kickServed(ctx, sdk.KindRuntime, name)
+		}, func(e sdk.ExitEvent) error {
+			a.cfg.Log.Debug("instance exited", "runtime", name, "tenant", e.Instance.Tenant, "instance", e.Instance.Name,
+				"cause", e.Status.Cause, "exit_code", e.Status.ExitCode)
+			a.kick(e.Instance.Tenant)
+			return nil
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, sdk.ErrUnsupported) {
+			a.cfg.Log.Warn("runtime cannot watch exits: its exits are seen at each resync", "runtime", name, "error", err)
+			return
+		}
+		failures++
+		delay := watchBackoff.next(failures)
+		a.cfg.Log.Debug("exit watch ended; subscribing again", "runtime", name, "error", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+// PluginExited handles a plugin process that exited without being asked
+// to (pluginhost.WithObserver): it publishes a plugin restart event, and
+// queues the tenants the plugin serves, whose reconciles relaunch it and
+// have it recover their instances from their stored handles. It returns
+// at once.
+func (a *Agent) PluginExited(e pluginhost.Event) {
+	msg := fmt.Sprintf("%s plugin %q exited; relaunch %d after %s", e.Kind, e.Name, e.Restarts, e.Delay.Round(time.Millisecond))
+	a.cfg.Log.Warn("plugin exited", "kind", e.Kind, "plugin", e.Name, "tenant", e.Tenant, "cause", e.Cause, "restarts", e.Restarts)
+	a.cfg.Bus.Publish(events.Event{Type: events.TypePluginRestart, Tenant: e.Tenant, Cause: e.Cause, Message: msg})
+	if e.Tenant != "" {
+		a.kick(e.Tenant)
+		return
+	}
+	go a.kickServed(context.Background(), e.Kind, e.Name)
 }
