@@ -26,7 +26,14 @@ type agentProc struct {
 
 func startAgent(t *testing.T, host string) *agentProc {
 	t.Helper()
-	a := &agentProc{cmd: exec.Command(kigumiBin, "agent", "-c", host, "-resync", "300ms"), done: make(chan struct{})}
+	return startAgentWith(t, host, "-resync", "300ms")
+}
+
+// startAgentWith starts `kigumi agent` on host with args, collecting its
+// output lines.
+func startAgentWith(t *testing.T, host string, args ...string) *agentProc {
+	t.Helper()
+	a := &agentProc{cmd: exec.Command(kigumiBin, append([]string{"agent", "-c", host}, args...)...), done: make(chan struct{})}
 	out, err := a.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

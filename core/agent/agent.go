@@ -648,7 +648,7 @@ func (a *Agent) watchExits(ctx context.Context, name string) {
 // have it recover their instances from their stored handles. It returns
 // at once.
 func (a *Agent) PluginExited(e pluginhost.Event) {
-	msg := fmt.Sprintf("%s plugin %q exited; relaunch %d after %s", e.Kind, e.Name, e.Restarts, e.Delay.Round(time.Millisecond))
+	msg := fmt.Sprintf("%s plugin %q exited; relaunching after %s (failure %d in a row)", e.Kind, e.Name, e.Delay.Round(time.Millisecond), e.Restarts)
 	a.cfg.Log.Warn("plugin exited", "kind", e.Kind, "plugin", e.Name, "tenant", e.Tenant, "cause", e.Cause, "restarts", e.Restarts)
 	a.cfg.Bus.Publish(events.Event{Type: events.TypePluginRestart, Tenant: e.Tenant, Cause: e.Cause, Message: msg})
 	if e.Tenant != "" {
