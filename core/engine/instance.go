@@ -177,7 +177,7 @@ func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, te
 		if err == nil {
 			rec.RuntimeHandle, rec.RuntimeSpecHash = &h, rec.SpecHash
 			rec.Run.StartedAt, rec.Run.OOMKills = time.Now().UTC(), oom
-			e.markRecovered(rec.Spec.Runtime, rt, rec.Key()) // it knows what it started
+			e.markRecovered(rec.Spec.Runtime, rt, rec.Key(), true) // it knows what it started
 		}
 		return err
 	}); err != nil {
@@ -332,7 +332,11 @@ func (e *Engine) runtimeDestroy(ctx context.Context, rec state.Instance) error {
 	if err != nil {
 		return err
 	}
-	return ignoreNotFound(rt.Destroy(ctx, *rec.RuntimeHandle))
+	if err := ignoreNotFound(rt.Destroy(ctx, *rec.RuntimeHandle)); err != nil {
+		return err
+	}
+	e.markRecovered(rec.Spec.Runtime, rt, rec.Key(), false)
+	return nil
 }
 
 // dropState unmounts and deprovisions the instance's state and forgets its

@@ -131,16 +131,22 @@ func (e *Engine) recovered(name string, client sdk.Plugin, instance string) bool
 	return c != nil && c.client == client && c.recovered[instance]
 }
 
-// markRecovered records that client, the running process of runtime name,
-// has recovered instance (its key).
-func (e *Engine) markRecovered(name string, client sdk.Plugin, instance string) {
+// markRecovered records whether client, the running process of runtime
+// name, has recovered instance (its key): it has once it started or
+// recovered the instance's workload, and no longer once it destroyed it.
+func (e *Engine) markRecovered(name string, client sdk.Plugin, instance string, recovered bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if c := e.configs[key(sdk.KindRuntime, name)]; c != nil && c.client == client {
+	c := e.configs[key(sdk.KindRuntime, name)]
+	switch {
+	case c == nil || c.client != client:
+	case recovered:
 		if c.recovered == nil {
 			c.recovered = map[string]bool{}
 		}
 		c.recovered[instance] = true
+	default:
+		delete(c.recovered, instance)
 	}
 }
 

@@ -73,7 +73,7 @@ func (e *Engine) inspect(ctx context.Context, rec *state.Instance) (plan.Workloa
 		h, err := rt.Recover(ctx, *rec.RuntimeHandle)
 		switch {
 		case err == nil:
-			e.markRecovered(rec.Spec.Runtime, rt, rec.Key())
+			e.markRecovered(rec.Spec.Runtime, rt, rec.Key(), true)
 			if h.Version != rec.RuntimeHandle.Version || !bytes.Equal(h.Data, rec.RuntimeHandle.Data) {
 				rec.RuntimeHandle = &h
 				if err := e.save(*rec); err != nil {
