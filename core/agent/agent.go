@@ -17,12 +17,14 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/kigumi/kigumi/core/engine"
 	"github.com/kigumi/kigumi/core/events"
@@ -57,6 +59,9 @@ type Config struct {
 type Agent struct {
 	cfg   Config
 	queue *Queue
+	// policies keeps the policy decisions of unchanged tenants across
+	// snapshots; nil without policies.
+	policies *policy.Memo
 
 	mu      sync.Mutex
 	runners map[string]*runner
@@ -74,6 +79,7 @@ type runner struct {
 	source     string
 	generation uint64
 	desired    *plan.Tenant // nil: not desired (destroy), unless held
+	spec       *spec.Tenant // the decoded spec desired was made from
 	known      bool         // desired has been set from a valid spec
 	held       bool         // its spec is invalid: leave the tenant alone
 	print      string       // fingerprint of desired
@@ -113,7 +119,11 @@ func New(cfg Config) *Agent {
 	if cfg.Bus == nil {
 		cfg.Bus = events.NewBus()
 	}
-	return &Agent{cfg: cfg, queue: NewQueue(), runners: map[string]*runner{}}
+	a := &Agent{cfg: cfg, queue: NewQueue(), runners: map[string]*runner{}}
+	if cfg.Policies != nil {
+		a.policies = cfg.Policies.NewMemo()
+	}
+	return a
 }
 
 // Bus returns the agent's event bus.
@@ -245,10 +255,12 @@ func (a *Agent) Merge(ctx context.Context, s Snapshot) error {
 		}
 	}
 	// Policies decide over every valid tenant together, so host totals
-	// hold; a denied tenant is held like one with an invalid spec.
+	// hold; a denied tenant is held like one with an invalid spec. The
+	// memo re-evaluates only the tenants whose spec changed, unless the
+	// host's totals changed.
 	denied := map[string]hcl.Diagnostics{}
-	if a.cfg.Policies != nil {
-		rep, err := a.cfg.Policies.Evaluate(ctx, a.cfg.Host, all)
+	if a.policies != nil {
+		rep, err := a.policies.Evaluate(ctx, a.cfg.Host, all)
 		if err != nil {
 			return err
 		}
@@ -293,25 +305,45 @@ func (a *Agent) Merge(ctx context.Context, s Snapshot) error {
 		case ok && denied[name].HasErrors():
 			a.hold(name, c.file.Source, s.Generation, denied[name])
 		case ok:
+			// A spec decoded before (the file source decodes a file only
+			// when its content changed) needs no new desired state, but on
+			// a resync, which also pins module digests afresh.
+			if !s.Resync && a.keep(name, c.t, c.file.Source, s.Generation, denied[name]) {
+				continue
+			}
 			d, err := engine.Desired(a.cfg.Host, []*spec.Tenant{c.t})
 			if err != nil {
 				a.hold(name, c.file.Source, s.Generation, hcl.Diagnostics{{Severity: hcl.DiagError,
 					Summary: "Cannot use tenant spec", Detail: err.Error(), Subject: c.t.DeclRange.Ptr()}})
 				continue
 			}
-			a.want(name, c.file.Source, s.Generation, &d[0], denied[name], s.Resync)
+			a.want(name, c.file.Source, s.Generation, &d[0], c.t, denied[name], s.Resync)
 		case held[name] != nil:
 			a.hold(name, held[name].Source, s.Generation, held[name].Diags)
 		default:
-			a.want(name, "", s.Generation, nil, nil, s.Resync)
+			a.want(name, "", s.Generation, nil, nil, nil, s.Resync)
 		}
 	}
 	return nil
 }
 
-// want sets a tenant's desired spec (nil: destroy it) and queues it if it
-// changed, or on a resync.
-func (a *Agent) want(name, source string, gen uint64, d *plan.Tenant, warnings hcl.Diagnostics, resync bool) {
+// keep reports whether the tenant's desired state in force was made from t,
+// the spec from source, and stands; if so, it takes gen and warnings as the
+// tenant's generation and diagnostics.
+func (a *Agent) keep(name string, t *spec.Tenant, source string, gen uint64, warnings hcl.Diagnostics) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r, ok := a.runners[name]
+	if !ok || r.spec != t || !r.known || r.held || r.source != source {
+		return false
+	}
+	r.generation, r.diags = gen, warnings
+	return true
+}
+
+// want sets a tenant's desired spec (nil: destroy it), made from t, and
+// queues it if it changed, or on a resync.
+func (a *Agent) want(name, source string, gen uint64, d *plan.Tenant, t *spec.Tenant, warnings hcl.Diagnostics, resync bool) {
 	data, _ := json.Marshal(d)
 	sum := sha256.Sum256(data)
 	print := string(sum[:])
@@ -323,7 +355,7 @@ func (a *Agent) want(name, source string, gen uint64, d *plan.Tenant, warnings h
 	if source != "" {
 		r.source = source
 	}
-	r.generation, r.desired, r.known, r.held, r.print, r.diags = gen, d, true, false, print, warnings
+	r.generation, r.desired, r.spec, r.known, r.held, r.print, r.diags = gen, d, t, true, false, print, warnings
 	a.mu.Unlock()
 	if changed || resync {
 		a.queue.Add(name)
@@ -541,33 +573,41 @@ func (a *Agent) Journal(_ context.Context, n int) ([]state.Entry, error) {
 }
 
 // Plan returns what the next reconcile of every tenant would do, without
-// doing it.
+// doing it. Tenants are planned in parallel, GOMAXPROCS at once: each
+// plan reads and refreshes that tenant's records alone.
 func (a *Agent) Plan(ctx context.Context) (*plan.Plan, error) {
 	a.mu.Lock()
 	type want struct {
 		r       *runner
 		desired *plan.Tenant
-		skip    bool
 	}
 	var ws []want
 	for _, n := range slices.Sorted(maps.Keys(a.runners)) {
-		r := a.runners[n]
-		ws = append(ws, want{r, r.desired, r.held && !r.known})
+		if r := a.runners[n]; !r.held || r.known {
+			ws = append(ws, want{r, r.desired})
+		}
 	}
 	a.mu.Unlock()
+	plans := make([]*plan.Plan, len(ws))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i, w := range ws {
+		g.Go(func() error {
+			// The plan's refresh records exits and recovered handles: it
+			// runs while the tenant does not reconcile, as a reconcile's
+			// does.
+			w.r.mu.Lock()
+			defer w.r.mu.Unlock()
+			p, err := a.cfg.Engine.PlanTenant(gctx, state.SourceFile, w.r.name, w.desired)
+			plans[i] = p
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
 	out := &plan.Plan{Usage: map[string]plan.Usage{}}
-	for _, w := range ws {
-		if w.skip {
-			continue
-		}
-		// The plan's refresh records exits and recovered handles: it
-		// runs while the tenant does not reconcile, as a reconcile's does.
-		w.r.mu.Lock()
-		p, err := a.cfg.Engine.PlanTenant(ctx, state.SourceFile, w.r.name, w.desired)
-		w.r.mu.Unlock()
-		if err != nil {
-			return nil, err
-		}
+	for _, p := range plans {
 		out.Actions = append(out.Actions, p.Actions...)
 		out.Drift = append(out.Drift, p.Drift...)
 		maps.Copy(out.Usage, p.Usage)

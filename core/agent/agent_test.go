@@ -70,7 +70,7 @@ func TestPlanRefreshesUnderTheTenantLock(t *testing.T) {
 	a := New(Config{Host: host, Engine: e, Store: st})
 	probe.a = a
 	for _, n := range names {
-		a.want(n, "file:tenants/"+n+".hcl", 1, nil, nil, false)
+		a.want(n, "file:tenants/"+n+".hcl", 1, nil, nil, nil, false)
 	}
 	if _, err := a.Plan(context.Background()); err != nil {
 		t.Fatal(err)
@@ -105,7 +105,7 @@ func TestPluginExited(t *testing.T) {
 	host := &spec.Host{Name: "lv", StateDir: dir}
 	a := New(Config{Host: host, Engine: engine.New(host, st, noPlugins{}, nil), Store: st})
 	for _, n := range []string{"lvwasm", "lvother"} {
-		a.want(n, "file:tenants/"+n+".hcl", 1, nil, nil, false)
+		a.want(n, "file:tenants/"+n+".hcl", 1, nil, nil, nil, false)
 		if got, _ := a.queue.Get(); got != n {
 			t.Fatalf("queued %s, want %s", got, n)
 		}

@@ -2,12 +2,16 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -55,6 +59,18 @@ type FileSource struct {
 	Host   *spec.Host
 	Resync time.Duration
 	gen    uint64
+	// parsed holds each file's last decoding, by path, for its content.
+	parsed map[string]*parsedFile
+}
+
+// parsedFile is a spec file's decoding (spec.Parser.ParseTenant), which
+// depends on the file's path and content alone. The checks against the host
+// (spec.Checker) are not kept: they run on every scan.
+type parsedFile struct {
+	sum     [sha256.Size]byte
+	tenants []*spec.Tenant
+	diags   hcl.Diagnostics
+	files   map[string]*hcl.File
 }
 
 // Run emits snapshots into out until ctx ends: one at once, one after
@@ -136,7 +152,13 @@ func isSpecFile(path string) bool {
 	return strings.HasSuffix(base, ".hcl") && !strings.HasPrefix(base, ".")
 }
 
-// Scan reads every spec file of the directory into a snapshot.
+// Scan reads every spec file of the directory into a snapshot. Each file is
+// read afresh, safely (spec.ReadTenantFile), but decoded only when its
+// content changed since the last scan; a file's tenants are then the same
+// *spec.Tenant values as last time, which the agent's caches of policy
+// decisions and desired state key on. The checks against the host (modules
+// inside the artifacts directory, capacity) run on every scan, for every
+// file.
 func (s *FileSource) Scan() Snapshot {
 	s.gen++
 	snap := Snapshot{Kind: "file", Generation: s.gen, Files: map[string]*FileSpec{}}
@@ -155,20 +177,69 @@ func (s *FileSource) Scan() Snapshot {
 		}
 	}
 	slices.Sort(names)
-	for _, path := range names {
-		f := s.load(path)
-		snap.Files[f.Source] = f
+	// Files are read and decoded in parallel; the checks, which share
+	// what they found of each module, run in order after.
+	loaded := make([]*parsedFile, len(names))
+	readDiags := make([]hcl.Diagnostics, len(names))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(names)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(names); i = int(next.Add(1) - 1) {
+				loaded[i], readDiags[i] = s.decode(names[i])
+			}
+		})
 	}
+	wg.Wait()
+	parsed := make(map[string]*parsedFile, len(names))
+	check := spec.NewChecker(s.Host)
+	for i, path := range names {
+		f := s.check(path, loaded[i], readDiags[i], check)
+		snap.Files[f.Source] = f
+		if loaded[i] != nil {
+			parsed[path] = loaded[i]
+		}
+	}
+	s.parsed = parsed // files gone or unreadable are forgotten
 	return snap
 }
 
-// load reads and decodes one spec file, as spec.Parser.LoadTenantFile reads
-// it: only a regular file inside the tenant directory, through a size cap.
-func (s *FileSource) load(path string) *FileSpec {
+// decode reads one spec file, as spec.Parser.LoadTenantFile reads it (only
+// a regular file inside the tenant directory, through a size cap), and
+// decodes it unless its content is that of the last scan. It returns the
+// decoding, or nil and the diagnostics when the file cannot be read. It
+// only reads s.parsed, so files are decoded in parallel.
+func (s *FileSource) decode(path string) (*parsedFile, hcl.Diagnostics) {
+	src, diags := spec.ReadTenantFile(s.Host, path)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	sum := sha256.Sum256(src)
+	if p := s.parsed[path]; p != nil && p.sum == sum {
+		return p, nil
+	}
+	parser := spec.NewParser()
+	p := &parsedFile{sum: sum}
+	p.tenants, p.diags = parser.ParseTenant(path, src)
+	p.files = parser.Files()
+	return p, nil
+}
+
+// check makes the file at path of a scan from its decoding p (nil when it
+// could not be read, with readDiags), checking its tenants with check.
+func (s *FileSource) check(path string, p *parsedFile, readDiags hcl.Diagnostics, check *spec.Checker) *FileSpec {
 	f := &FileSpec{Source: engine.FileSource(s.Host, path)}
-	p := spec.NewParser()
-	f.Tenants, f.Diags = p.LoadTenantFile(s.Host, path)
-	f.Files = p.Files()
+	if p == nil {
+		f.Diags = readDiags
+		return f
+	}
+	f.Files = p.files
+	f.Diags = slices.Clone(p.diags)
+	if !p.diags.HasErrors() {
+		var ds hcl.Diagnostics
+		f.Tenants, ds = check.Check(p.tenants)
+		f.Diags = append(f.Diags, ds...)
+	}
 	if !f.Diags.HasErrors() && len(f.Tenants) == 0 {
 		// An empty file is most likely one being written (truncated, then
 		// filled): it holds its tenants. Delete the file to delete them.

@@ -6,17 +6,13 @@ package engine
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
@@ -182,7 +178,8 @@ func FileSource(h *spec.Host, file string) string {
 }
 
 // Desired turns tenant specs decoded from h's spec files into desired state,
-// each owned by its file. It reads each module to pin its content digest.
+// each owned by its file. It pins each module's content digest, read
+// through the process's digest cache (moduleDigest).
 func Desired(h *spec.Host, tenants []*spec.Tenant) ([]plan.Tenant, error) {
 	digests := map[string]string{}
 	var out []plan.Tenant
@@ -201,7 +198,7 @@ func Desired(h *spec.Host, tenants []*spec.Tenant) ([]plan.Tenant, error) {
 				d, ok := digests[i.Module]
 				if !ok {
 					var err error
-					if d, err = fileDigest(i.Module); err != nil {
+					if d, err = moduleDigest(i.Module); err != nil {
 						return nil, fmt.Errorf("tenant %q instance %q: %w", t.Name, i.Name, err)
 					}
 					digests[i.Module] = d
@@ -213,23 +210,6 @@ func Desired(h *spec.Host, tenants []*spec.Tenant) ([]plan.Tenant, error) {
 		out = append(out, pt)
 	}
 	return out, nil
-}
-
-func fileDigest(path string) (string, error) {
-	// O_NONBLOCK: a FIFO swapped in for the module must not hang the engine.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return "", fmt.Errorf("read module: %w", err)
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("read module %s: not a regular file", path)
-	}
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("read module %s: %w", path, err)
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Plan refreshes the recorded workloads of the tenants that sources of kind
@@ -320,9 +300,19 @@ func OwnershipDiagnostics(owners map[string]string, claim string, tenants []*spe
 	return diags
 }
 
-// Owners returns the recorded source of every tenant.
+// Owners returns the recorded source of every tenant. It reads the
+// tenants' records alone, not their instances'.
 func (e *Engine) Owners(ctx context.Context) (map[string]string, error) {
-	tenants, _, err := e.records(ctx)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if e.store == nil {
+		return map[string]string{}, nil
+	}
+	if err := e.flushAll(); err != nil {
+		return nil, err
+	}
+	tenants, err := e.store.Tenants()
 	out := make(map[string]string, len(tenants))
 	for _, t := range tenants {
 		out[t.Name] = t.Source

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/types/ref"
@@ -97,24 +98,90 @@ func (r Report) Diagnostics() hcl.Diagnostics {
 // is non-nil only when ctx ends first, and then the report is empty.
 func (s *Set) Evaluate(ctx context.Context, h *spec.Host, tenants []*spec.Tenant) (Report, error) {
 	var rep Report
-	vars := &activation{host: s.adapter.NativeToValue(newHost(h, tenants))}
+	hv := newHost(h, tenants)
+	vars := &activation{host: s.adapter.NativeToValue(hv)}
 	if err := s.evaluate(ctx, &rep, ScopeHost, vars, Result{Subject: h.DeclRange}, nil); err != nil {
 		return Report{}, err
 	}
 	for _, t := range tenants {
-		vars.tenant = s.adapter.NativeToValue(newTenant(h, t))
-		if err := s.evaluate(ctx, &rep, ScopeTenant, vars, Result{Tenant: t.Name, Subject: t.DeclRange}, nil); err != nil {
+		if err := s.evaluateTenant(ctx, &rep, vars, h, t); err != nil {
 			return Report{}, err
 		}
-		for i := range t.Instances {
-			in := &t.Instances[i]
-			vars.instance = s.adapter.NativeToValue(newInstance(t, in))
-			at := Result{Tenant: t.Name, Instance: in.Name, Subject: in.DeclRange}
-			if err := s.evaluate(ctx, &rep, ScopeInstance, vars, at, in.Ranges); err != nil {
-				return Report{}, err
-			}
+	}
+	return rep, nil
+}
+
+// evaluateTenant evaluates the tenant-scope policies for t and the
+// instance-scope ones for each of its instances, with vars.host set.
+func (s *Set) evaluateTenant(ctx context.Context, rep *Report, vars *activation, h *spec.Host, t *spec.Tenant) error {
+	vars.tenant = s.adapter.NativeToValue(newTenant(h, t))
+	if err := s.evaluate(ctx, rep, ScopeTenant, vars, Result{Tenant: t.Name, Subject: t.DeclRange}, nil); err != nil {
+		return err
+	}
+	for i := range t.Instances {
+		in := &t.Instances[i]
+		vars.instance = s.adapter.NativeToValue(newInstance(t, in))
+		at := Result{Tenant: t.Name, Instance: in.Name, Subject: in.DeclRange}
+		if err := s.evaluate(ctx, rep, ScopeInstance, vars, at, in.Ranges); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// A Memo evaluates a Set over successive snapshots of the desired tenants,
+// as Set.Evaluate does, re-evaluating only what may have changed. A
+// decision depends on the policy, on the variables host, tenant and
+// instance, and on nothing else: host-scope policies are evaluated every
+// time; a tenant's tenant- and instance-scope decisions are kept while the
+// tenant is the same *spec.Tenant (decoded specs are never changed in
+// place) and the host variable, with its totals over all tenants, is
+// equal. One changed tenant then costs the host policies and its own. A
+// Memo is safe for concurrent use.
+type Memo struct {
+	set *Set
+
+	mu       sync.Mutex
+	byTenant map[*spec.Tenant]memoEntry
+}
+
+// memoEntry is one tenant's decisions, and the host they were made with.
+type memoEntry struct {
+	host    host
+	results []Result
+}
+
+// NewMemo returns an empty Memo of s.
+func (s *Set) NewMemo() *Memo {
+	return &Memo{set: s, byTenant: map[*spec.Tenant]memoEntry{}}
+}
+
+// Evaluate is Set.Evaluate, with the decisions kept from the last call for
+// the tenants and host unchanged since.
+func (m *Memo) Evaluate(ctx context.Context, h *spec.Host, tenants []*spec.Tenant) (Report, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.set
+	var rep Report
+	hv := newHost(h, tenants)
+	vars := &activation{host: s.adapter.NativeToValue(hv)}
+	if err := s.evaluate(ctx, &rep, ScopeHost, vars, Result{Subject: h.DeclRange}, nil); err != nil {
+		return Report{}, err
+	}
+	next := make(map[*spec.Tenant]memoEntry, len(tenants))
+	for _, t := range tenants {
+		e, ok := m.byTenant[t]
+		if !ok || e.host != *hv {
+			var tr Report
+			if err := s.evaluateTenant(ctx, &tr, vars, h, t); err != nil {
+				return Report{}, err
+			}
+			e = memoEntry{host: *hv, results: tr.Results}
+		}
+		next[t] = e
+		rep.Results = append(rep.Results, e.results...)
+	}
+	m.byTenant = next // tenants gone are forgotten
 	return rep, nil
 }
 

@@ -31,14 +31,22 @@ func NewParser() *Parser {
 // parses it, replacing any file of that name parsed before, so that a
 // reload sees the current content.
 func (p *Parser) parse(filename string, src []byte) (*hcl.File, hcl.Diagnostics) {
+	f, kept, diags := parseSource(filename, src)
+	p.AddFile(filename, kept)
+	return f, diags
+}
+
+// parseSource checks src, the HCL file filename, against the syntax limits
+// and parses it. It returns the parsed file (nil when src fails the syntax
+// limits), the file to keep for rendering diagnostics, and the diagnostics.
+// It touches no Parser, so files can be parsed in parallel.
+func parseSource(filename string, src []byte) (f, kept *hcl.File, diags hcl.Diagnostics) {
 	if diags := checkSyntax(filename, src); diags.HasErrors() {
 		// Keep the bytes for the diagnostic's snippet; they are not parsed.
-		p.AddFile(filename, &hcl.File{Body: hcl.EmptyBody(), Bytes: src})
-		return nil, diags
+		return nil, &hcl.File{Body: hcl.EmptyBody(), Bytes: src}, diags
 	}
-	f, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
-	p.AddFile(filename, f)
-	return f, diags
+	f, diags = hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
+	return f, f, diags
 }
 
 // ParseHCLFile reads and parses the HCL file filename as the host spec is:

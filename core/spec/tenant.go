@@ -5,9 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/dustin/go-humanize"
 	"github.com/hashicorp/hcl/v2"
@@ -55,7 +58,9 @@ var (
 // files are left out), and checks the tenants against h and each other. It
 // returns the tenants sorted by name, or nil and the diagnostics when a spec
 // is invalid. A file is read only if it is a regular file inside
-// h.TenantDir (symlinks resolved) within the size limit MaxFileSize.
+// h.TenantDir (symlinks resolved) within the size limit MaxFileSize. Files
+// are read and decoded in parallel, at most GOMAXPROCS at once; the
+// diagnostics come in the same order all the same.
 func (p *Parser) LoadTenants(h *Host) ([]*Tenant, hcl.Diagnostics) {
 	files, err := hclFiles(h.TenantDir)
 	if err != nil {
@@ -66,12 +71,25 @@ func (p *Parser) LoadTenants(h *Host) ([]*Tenant, hcl.Diagnostics) {
 			Subject:  h.DeclRange.Ptr(),
 		}}
 	}
+	loaded := make([]tenantFile, len(files))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(files)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(files); i = int(next.Add(1) - 1) {
+				loaded[i] = readTenantFile(h, files[i])
+			}
+		})
+	}
+	wg.Wait()
 	var all []*Tenant
 	var diags hcl.Diagnostics
-	for _, file := range files {
-		tenants, ds := p.parseTenantFile(h, file)
-		diags = append(diags, ds...)
-		all = append(all, tenants...)
+	for i, l := range loaded {
+		if l.kept != nil {
+			p.AddFile(files[i], l.kept)
+		}
+		diags = append(diags, l.diags...)
+		all = append(all, l.tenants...)
 	}
 	tenants, ds := CheckTenants(h, all)
 	diags = append(diags, ds...)
@@ -86,21 +104,62 @@ func (p *Parser) LoadTenants(h *Host) ([]*Tenant, hcl.Diagnostics) {
 // tenants of other files). The file is read as LoadTenants reads it: only a
 // regular file inside the tenant directory, through the size cap.
 func (p *Parser) LoadTenantFile(h *Host, path string) ([]*Tenant, hcl.Diagnostics) {
-	tenants, diags := p.parseTenantFile(h, path)
-	if diags.HasErrors() {
-		return nil, diags
+	l := readTenantFile(h, path)
+	if l.kept != nil {
+		p.AddFile(path, l.kept)
 	}
-	tenants, ds := CheckTenants(h, tenants)
-	return tenants, append(diags, ds...)
+	if l.diags.HasErrors() {
+		return nil, l.diags
+	}
+	tenants, ds := CheckTenants(h, l.tenants)
+	return tenants, append(l.diags, ds...)
 }
 
-// parseTenantFile reads a tenant spec file safely and parses it.
-func (p *Parser) parseTenantFile(h *Host, path string) ([]*Tenant, hcl.Diagnostics) {
+// ReadTenantFile reads one tenant spec file of h's tenant directory as
+// LoadTenants reads it: only a regular file inside the tenant directory
+// (symlinks resolved), through the size cap MaxFileSize, without blocking
+// on a FIFO or a device. The diagnostic of a failure never holds the
+// file's content.
+func ReadTenantFile(h *Host, path string) ([]byte, hcl.Diagnostics) {
 	src, err := readSpecFile(path, h.TenantDir)
 	if err != nil {
 		return nil, hcl.Diagnostics{readFailure(path, err, h.TenantDir)}
 	}
-	return p.ParseTenant(path, src)
+	return src, nil
+}
+
+// tenantFile is one tenant spec file read and decoded on its own.
+type tenantFile struct {
+	tenants []*Tenant
+	// kept is the file to keep for rendering diagnostics; nil when the
+	// file could not be read.
+	kept  *hcl.File
+	diags hcl.Diagnostics
+}
+
+// readTenantFile reads a tenant spec file safely and decodes it. It touches
+// no Parser.
+func readTenantFile(h *Host, path string) tenantFile {
+	src, diags := ReadTenantFile(h, path)
+	if diags.HasErrors() {
+		return tenantFile{diags: diags}
+	}
+	return decodeTenantFile(path, src)
+}
+
+// decodeTenantFile parses and decodes src, the tenant spec file filename,
+// as ParseTenant does. It touches no Parser.
+func decodeTenantFile(filename string, src []byte) tenantFile {
+	f, kept, diags := parseSource(filename, src)
+	if diags.HasErrors() {
+		return tenantFile{kept: kept, diags: sorted(diags)}
+	}
+	tenants, ds := decodeTenants(f.Body, filename)
+	diags = append(diags, ds...)
+	if diags.HasErrors() {
+		return tenantFile{kept: kept, diags: sorted(diags)}
+	}
+	return tenantFile{tenants: tenants, kept: kept, diags: sorted(diags)}
 }
 
 // ParseTenant decodes src, a tenant spec file named filename, on its own:
@@ -112,16 +171,9 @@ func (p *Parser) parseTenantFile(h *Host, path string) ([]*Tenant, hcl.Diagnosti
 // is replaced. It returns the tenants in file order, or nil and the
 // diagnostics when the spec is invalid.
 func (p *Parser) ParseTenant(filename string, src []byte) ([]*Tenant, hcl.Diagnostics) {
-	f, diags := p.parse(filename, src)
-	if diags.HasErrors() {
-		return nil, sorted(diags)
-	}
-	tenants, ds := decodeTenants(f.Body, filename)
-	diags = append(diags, ds...)
-	if diags.HasErrors() {
-		return nil, sorted(diags)
-	}
-	return tenants, sorted(diags)
+	l := decodeTenantFile(filename, src)
+	p.AddFile(filename, l.kept)
+	return l.tenants, l.diags
 }
 
 // CheckTenants checks tenants, decoded by ParseTenant from one or more
@@ -131,6 +183,32 @@ func (p *Parser) ParseTenant(filename string, src []byte) ([]*Tenant, hcl.Diagno
 // all must not exceed h's capacity. It returns the tenants sorted by name,
 // or nil and the diagnostics when a check fails.
 func CheckTenants(h *Host, tenants []*Tenant) ([]*Tenant, hcl.Diagnostics) {
+	return NewChecker(h).Check(tenants)
+}
+
+// A Checker checks tenants against a host, as CheckTenants does, over
+// several calls: one pass over the files of a tenant directory, each
+// checked on its own. It looks at each module path once, so a module that
+// a thousand instances name costs one look; make a new Checker for each
+// pass, so that each pass sees the artifacts as they are then. A Checker
+// is not safe for concurrent use.
+type Checker struct {
+	host    *Host
+	modules map[string]*moduleProblem // by module path; nil: no problem
+}
+
+// moduleProblem is what is wrong with a module path, for a diagnostic.
+type moduleProblem struct{ summary, detail string }
+
+// NewChecker returns a Checker of tenants against h.
+func NewChecker(h *Host) *Checker {
+	return &Checker{host: h, modules: map[string]*moduleProblem{}}
+}
+
+// Check checks tenants as CheckTenants does. It returns the tenants sorted
+// by name, or nil and the diagnostics when a check fails.
+func (c *Checker) Check(tenants []*Tenant) ([]*Tenant, hcl.Diagnostics) {
+	h := c.host
 	d := &decoder{}
 	seen := map[string]*Tenant{}
 	var count int64
@@ -144,7 +222,7 @@ func CheckTenants(h *Host, tenants []*Tenant) ([]*Tenant, hcl.Diagnostics) {
 		}
 		for i := range t.Instances {
 			in := &t.Instances[i]
-			d.checkInstance(in, h)
+			c.checkInstance(d, in)
 			if count++; count == h.Capacity.MaxInstances+1 {
 				d.errorAt(in.DeclRange, "Too many instances",
 					"The host's capacity allows %d instances in all; this is instance number %d.", h.Capacity.MaxInstances, count)
@@ -159,23 +237,41 @@ func CheckTenants(h *Host, tenants []*Tenant) ([]*Tenant, hcl.Diagnostics) {
 	return out, sorted(d.diags)
 }
 
-// checkInstance checks the instance in against h.
-func (d *decoder) checkInstance(in *Instance, h *Host) {
+// checkInstance checks the instance in against the host, into d.
+func (c *Checker) checkInstance(d *decoder, in *Instance) {
+	h := c.host
 	if r, ok := in.Ranges["runtime"]; ok && in.Runtime != "" {
 		d.checkRuntime(r, in.Runtime, h)
 	}
 	if r, ok := in.Ranges["module"]; ok && in.Module != "" {
-		// Containment first, so a spec learns nothing of files outside.
-		if !within(h.ArtifactDir, in.Module) {
-			d.errorAt(r, "Module outside the artifacts directory",
-				"%s is not inside the host's artifacts directory %s (symlinks resolved); set artifacts_dir in the host spec.", in.Module, h.ArtifactDir)
-		} else if fi, err := os.Stat(in.Module); err != nil {
-			d.errorAt(r, "Module not found", "Cannot use %s as the module: %v.", in.Module, err)
-		} else if !fi.Mode().IsRegular() {
-			d.errorAt(r, "Module is not a file", "%s is not a regular file.", in.Module)
+		problem, ok := c.modules[in.Module]
+		if !ok {
+			problem = checkModule(in.Module, h)
+			c.modules[in.Module] = problem
+		}
+		if problem != nil {
+			d.errorAt(r, problem.summary, "%s", problem.detail)
 		}
 	}
 	d.checkCapacity(in, h)
+}
+
+// checkModule reports what is wrong with the module path, or nil: it must
+// be a regular file inside h's artifacts directory.
+func checkModule(path string, h *Host) *moduleProblem {
+	// Containment first, so a spec learns nothing of files outside.
+	if !within(h.ArtifactDir, path) {
+		return &moduleProblem{"Module outside the artifacts directory",
+			fmt.Sprintf("%s is not inside the host's artifacts directory %s (symlinks resolved); set artifacts_dir in the host spec.", path, h.ArtifactDir)}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return &moduleProblem{"Module not found", fmt.Sprintf("Cannot use %s as the module: %v.", path, err)}
+	}
+	if !fi.Mode().IsRegular() {
+		return &moduleProblem{"Module is not a file", fmt.Sprintf("%s is not a regular file.", path)}
+	}
+	return nil
 }
 
 // decodeTenants decodes the body of the tenant spec file named filename,

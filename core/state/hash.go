@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
@@ -79,18 +80,21 @@ func (s InstanceSpec) Hash() string {
 }
 
 // hashFields hashes the canonical encoding of fields: those not at their
-// default, sorted by name, each as its name and its value.
+// default, sorted by name, each as its name and its value. It sorts fields
+// in place.
 func hashFields(fields []specField) string {
-	fields = slices.Clone(fields)
 	slices.SortFunc(fields, func(a, b specField) int { return cmp.Compare(a.name, b.name) })
-	buf := []byte(hashVersion)
+	buf := make([]byte, 0, 1024)
+	buf = append(buf, hashVersion...)
+	var def []byte
 	for _, f := range fields {
-		v := encodeValue(nil, f.value)
-		if string(v) == string(encodeValue(nil, f.def)) {
-			continue
-		}
+		start := len(buf)
 		buf = appendString(buf, f.name)
-		buf = append(buf, v...)
+		value := len(buf)
+		buf = encodeValue(buf, f.value)
+		if def = encodeValue(def[:0], f.def); bytes.Equal(buf[value:], def) {
+			buf = buf[:start]
+		}
 	}
 	sum := sha256.Sum256(buf)
 	return hex.EncodeToString(sum[:])
