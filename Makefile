@@ -91,6 +91,7 @@ bench: build
 	$(GO) test -run '^$$' -bench 'Scale(Converge|EmptyReconcile)' -benchtime 1x ./core/agent | tee -a $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench 'ScalePlanAgent' -benchtime 5x ./core/agent | tee -a $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench 'ScaleSpecLatency' -benchtime 100x ./core/agent | tee -a $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench 'ScalePlanCLI' -benchtime 5x ./cmd/kigumi | tee -a $(BIN)/bench.txt
 	cd core/sdk && $(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) run ./cmd/benchtable < $(BIN)/bench.txt
 

@@ -47,13 +47,26 @@ type Config struct {
 	// on it too (engine.BusHook).
 	Bus *events.Bus
 	Log hclog.Logger
-	// Workers bounds how many tenants reconcile at once (default 4).
+	// Workers bounds how many tenants reconcile at once (default
+	// DefaultWorkers).
 	Workers int
 	// Resync is the period of the full resync (default 30s).
 	Resync time.Duration
 	// Backoff is the retry delay of a failed reconcile (default 1s to 5m).
 	Backoff Backoff
 }
+
+// DefaultWorkers is how many tenants reconcile at once by default. A
+// reconcile mostly waits: on the state database, whose every step is an
+// fsync'd commit (about eight per instance created), and on plugins. The
+// commits of tenants reconciling at once share one fsync (state's group
+// commit), so throughput grows with the tenants in flight: with the fake
+// runtime, 4 workers converged 390 instance actions/s, 16 776/s and 64
+// 1,817/s on a quiet machine (make bench), where the target is 2,000/s.
+// Each worker is one goroutine and one tenant's plan in memory; what a
+// real runtime costs per start (compiling a module) is bounded by the
+// runtime plugin, not by this number.
+const DefaultWorkers = 64
 
 // Agent reconciles tenants continuously.
 type Agent struct {
@@ -105,7 +118,7 @@ type Result struct {
 // New returns an agent; Run starts it.
 func New(cfg Config) *Agent {
 	if cfg.Workers <= 0 {
-		cfg.Workers = 4
+		cfg.Workers = DefaultWorkers
 	}
 	if cfg.Resync <= 0 {
 		cfg.Resync = 30 * time.Second

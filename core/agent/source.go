@@ -42,7 +42,8 @@ type FileSpec struct {
 	Tenants []*spec.Tenant
 	// Diags are the file's diagnostics; with errors the file is invalid.
 	Diags hcl.Diagnostics
-	// Files are the parsed files, for rendering Diags.
+	// Files are the parsed files, for rendering Diags; of a file decoded
+	// without diagnostics, only its bytes.
 	Files map[string]*hcl.File
 }
 
@@ -222,6 +223,12 @@ func (s *FileSource) decode(path string) (*parsedFile, hcl.Diagnostics) {
 	p := &parsedFile{sum: sum}
 	p.tenants, p.diags = parser.ParseTenant(path, src)
 	p.files = parser.Files()
+	if len(p.diags) == 0 {
+		// The syntax tree is kept for a file with diagnostics alone: the
+		// bytes are enough for the snippets of the checks' diagnostics,
+		// and a thousand trees would double the agent's heap.
+		p.files = map[string]*hcl.File{path: {Body: hcl.EmptyBody(), Bytes: src}}
+	}
 	return p, nil
 }
 

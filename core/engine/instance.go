@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -151,10 +152,7 @@ func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, te
 	if err := e.flush(rec.Tenant); err != nil {
 		return err
 	}
-	if err := fstree.RemoveAll(ctx, rec.RunDir); err != nil {
-		return fmt.Errorf("clear run directory: %w", err)
-	}
-	if err := os.MkdirAll(rec.RunDir, 0o700); err != nil {
+	if err := freshDir(ctx, rec.RunDir); err != nil {
 		return fmt.Errorf("create run directory: %w", err)
 	}
 	req := &sdk.StartRequest{
@@ -232,8 +230,13 @@ func (e *Engine) adopt(ctx context.Context, rt sdk.Runtime, rec *state.Instance)
 
 func (e *Engine) bringUpState(ctx context.Context, ten state.Tenant, rec *state.Instance) error {
 	target := "instance " + rec.Key()
-	if err := e.step(target, "state.parent", func() error { return mkdirMode(e.stateParent(rec.Tenant), 0o700) }); err != nil {
-		return err
+	// The tenant's create made the state parent; it is made again only if
+	// it is not there as made (a root-owned directory of mode 0700 under
+	// the root-only state directory, which no tenant can change).
+	if parent := e.stateParent(rec.Tenant); !isDirMode(parent, 0o700) {
+		if err := e.step(target, "state.parent", func() error { return mkdirMode(parent, 0o700) }); err != nil {
+			return err
+		}
 	}
 	fs, err := e.stateFS(ctx)
 	if err != nil {
@@ -364,4 +367,33 @@ func ignoreNotFound(err error) error {
 		return nil
 	}
 	return err
+}
+
+// freshDir makes dir an empty directory of mode 0700, its parents made as
+// needed: a new directory when there is none, which is the common case of
+// a create and costs one mkdir, else what was there is removed first.
+func freshDir(ctx context.Context, dir string) error {
+	err := os.Mkdir(dir, 0o700)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+			return err
+		}
+	case errors.Is(err, fs.ErrExist):
+		if err := fstree.RemoveAll(ctx, dir); err != nil {
+			return fmt.Errorf("clear %s: %w", dir, err)
+		}
+	default:
+		return err
+	}
+	return os.Mkdir(dir, 0o700)
+}
+
+// isDirMode reports whether path is a directory, not a symlink, with the
+// permission bits mode.
+func isDirMode(path string, mode os.FileMode) bool {
+	fi, err := os.Lstat(path)
+	return err == nil && fi.IsDir() && fi.Mode().Perm() == mode
 }
