@@ -29,8 +29,9 @@ import (
 // memfd), so a stale digest makes the start fail with an invalid-digest
 // error; it never runs content other than the digest names.
 
-// settleTime is how old a file's ctime must be before its digest is kept.
-const settleTime = 2 * time.Second
+// settleTime is how old a file's ctime must be before its digest is kept;
+// a variable so that tests can keep digests of files they just wrote.
+var settleTime = 2 * time.Second
 
 // fileID is what identifies a file's content for the digest cache.
 type fileID struct {
