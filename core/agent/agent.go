@@ -148,6 +148,9 @@ func (a *Agent) Bus() *events.Bus { return a.cfg.Bus }
 func (a *Agent) Run(ctx context.Context) error {
 	snaps := make(chan Snapshot)
 	src := &FileSource{Host: a.cfg.Host, Resync: a.cfg.Resync}
+	if a.cfg.Engine != nil {
+		src.Plugins = a.cfg.Engine
+	}
 	srcErr := make(chan error, 1)
 	go func() { srcErr <- src.Run(ctx, snaps) }()
 	var wg sync.WaitGroup

@@ -151,7 +151,7 @@ func (ba *benchAgent) waitReconciled(b *testing.B, names ...string) {
 func (ba *benchAgent) converge(b *testing.B, tenants int) {
 	b.Helper()
 	src := &FileSource{Host: ba.host}
-	if err := ba.Merge(context.Background(), src.Scan()); err != nil {
+	if err := ba.Merge(context.Background(), src.Scan(context.Background())); err != nil {
 		b.Fatal(err)
 	}
 	names := make([]string, tenants)
@@ -219,12 +219,12 @@ func BenchmarkScalePlanAgent(b *testing.B) {
 	ba := newBenchAgent(b, tenants, perTenant, false)
 	ba.converge(b, tenants)
 	src := &FileSource{Host: ba.host}
-	src.Scan() // the cache is warm in a running agent
+	src.Scan(context.Background()) // the cache is warm in a running agent
 	ctx := context.Background()
 	var api time.Duration
 	b.ResetTimer()
 	for range b.N {
-		if err := ba.Merge(ctx, src.Scan()); err != nil {
+		if err := ba.Merge(ctx, src.Scan(ctx)); err != nil {
 			b.Fatal(err)
 		}
 		start := time.Now()

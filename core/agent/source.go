@@ -59,9 +59,21 @@ const Settle = 100 * time.Millisecond
 type FileSource struct {
 	Host   *spec.Host
 	Resync time.Duration
-	gen    uint64
+	// Plugins, when set, checks each newly decoded file's instances
+	// against the runtimes that will run them: their settings blocks
+	// (decoded in place), their permissions, and the runtime's Validate.
+	Plugins PluginChecker
+	gen     uint64
 	// parsed holds each file's last decoding, by path, for its content.
 	parsed map[string]*parsedFile
+}
+
+// PluginChecker checks decoded tenants against the plugins that will run
+// them, as engine.Engine.CheckTenants does: it decodes each instance's
+// settings in place, and returns diagnostics for what the plugins refuse,
+// or an error when a plugin could not be asked.
+type PluginChecker interface {
+	CheckTenants(ctx context.Context, tenants []*spec.Tenant) (hcl.Diagnostics, error)
 }
 
 // parsedFile is a spec file's decoding (spec.Parser.ParseTenant), which
@@ -72,6 +84,9 @@ type parsedFile struct {
 	tenants []*spec.Tenant
 	diags   hcl.Diagnostics
 	files   map[string]*hcl.File
+	// retry is set when a plugin could not check the file: it is decoded
+	// and checked again at the next scan, and held until then.
+	retry bool
 }
 
 // Run emits snapshots into out until ctx ends: one at once, one after
@@ -88,7 +103,7 @@ func (s *FileSource) Run(ctx context.Context, out chan<- Snapshot) error {
 	tick := time.NewTicker(s.Resync)
 	defer tick.Stop()
 	emit := func(resync bool) bool {
-		snap := s.Scan()
+		snap := s.Scan(ctx)
 		snap.Resync = resync
 		select {
 		case out <- snap:
@@ -160,7 +175,7 @@ func isSpecFile(path string) bool {
 // decisions and desired state key on. The checks against the host (modules
 // inside the artifacts directory, capacity) run on every scan, for every
 // file.
-func (s *FileSource) Scan() Snapshot {
+func (s *FileSource) Scan(ctx context.Context) Snapshot {
 	s.gen++
 	snap := Snapshot{Kind: "file", Generation: s.gen, Files: map[string]*FileSpec{}}
 	entries, err := os.ReadDir(s.Host.TenantDir)
@@ -187,7 +202,7 @@ func (s *FileSource) Scan() Snapshot {
 	for range min(runtime.GOMAXPROCS(0), len(names)) {
 		wg.Go(func() {
 			for i := int(next.Add(1) - 1); i < len(names); i = int(next.Add(1) - 1) {
-				loaded[i], readDiags[i] = s.decode(names[i])
+				loaded[i], readDiags[i] = s.decode(ctx, names[i])
 			}
 		})
 	}
@@ -197,7 +212,7 @@ func (s *FileSource) Scan() Snapshot {
 	for i, path := range names {
 		f := s.check(path, loaded[i], readDiags[i], check)
 		snap.Files[f.Source] = f
-		if loaded[i] != nil {
+		if loaded[i] != nil && !loaded[i].retry {
 			parsed[path] = loaded[i]
 		}
 	}
@@ -210,7 +225,7 @@ func (s *FileSource) Scan() Snapshot {
 // decodes it unless its content is that of the last scan. It returns the
 // decoding, or nil and the diagnostics when the file cannot be read. It
 // only reads s.parsed, so files are decoded in parallel.
-func (s *FileSource) decode(path string) (*parsedFile, hcl.Diagnostics) {
+func (s *FileSource) decode(ctx context.Context, path string) (*parsedFile, hcl.Diagnostics) {
 	src, diags := spec.ReadTenantFile(s.Host, path)
 	if diags.HasErrors() {
 		return nil, diags
@@ -223,6 +238,21 @@ func (s *FileSource) decode(path string) (*parsedFile, hcl.Diagnostics) {
 	p := &parsedFile{sum: sum}
 	p.tenants, p.diags = parser.ParseTenant(path, src)
 	p.files = parser.Files()
+	if s.Plugins != nil && !p.diags.HasErrors() {
+		// The decoding is fresh, not yet shared: settings are decoded
+		// into it in place.
+		ds, err := s.Plugins.CheckTenants(ctx, p.tenants)
+		p.diags = append(p.diags, ds...)
+		if err != nil {
+			p.retry = true
+			p.diags = append(p.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot check the spec with its plugins",
+				Detail:  err.Error() + ". The file's tenants are left as they run; the agent tries again at the next scan.",
+				Subject: &hcl.Range{Filename: path, Start: hcl.InitialPos, End: hcl.InitialPos}})
+		}
+		if p.diags.HasErrors() {
+			p.tenants = nil
+		}
+	}
 	if len(p.diags) == 0 {
 		// The syntax tree is kept for a file with diagnostics alone: the
 		// bytes are enough for the snippets of the checks' diagnostics,

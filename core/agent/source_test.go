@@ -1,14 +1,19 @@
 package agent
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/hashicorp/hcl/v2"
+
 	"github.com/kigumi/kigumi/core/engine"
 	"github.com/kigumi/kigumi/core/engine/enginetest"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/spec"
 )
 
@@ -35,7 +40,7 @@ func TestFileSourceCache(t *testing.T) {
 	// scan returns each file's first tenant (nil when invalid) and the
 	// summary of its first diagnostic.
 	scan := func() (tenants []*spec.Tenant, summaries []string) {
-		snap := src.Scan()
+		snap := src.Scan(context.Background())
 		for i := range 3 {
 			f := snap.Files[engine.FileSource(h, file(i))]
 			if f == nil {
@@ -118,6 +123,105 @@ func TestFileSourceCache(t *testing.T) {
 		}
 		if !strings.HasPrefix(st.name, "module gone") {
 			prev = got
+		}
+	}
+}
+
+// checker is a PluginChecker that refuses instances named "refused", fails
+// to be asked while down is set, and decodes settings by marking them.
+type checker struct {
+	calls int
+	down  bool
+}
+
+func (c *checker) CheckTenants(_ context.Context, tenants []*spec.Tenant) (hcl.Diagnostics, error) {
+	c.calls++
+	if c.down {
+		return nil, errors.New("runtime \"wasm\": plugin exited")
+	}
+	var diags hcl.Diagnostics
+	for _, t := range tenants {
+		for i := range t.Instances {
+			in := &t.Instances[i]
+			in.Settings = sdk.Config{"checked": true}
+			if in.Name == "refused" {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unsupported setting", Subject: in.DeclRange.Ptr()})
+			}
+		}
+	}
+	return diags, nil
+}
+
+// TestFileSourcePluginChecks: each new decoding of a file is checked by the
+// plugins once; what they refuse makes the file invalid; a plugin that can't
+// be asked holds the file and is asked again at the next scan.
+func TestFileSourcePluginChecks(t *testing.T) {
+	dir := t.TempDir()
+	policies, err := filepath.Abs("../../policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostFile, err := enginetest.WriteHost(dir, policies, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, diags := spec.NewParser().LoadHost(hostFile)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	c := &checker{}
+	src := &FileSource{Host: h, Plugins: c}
+	file := filepath.Join(h.TenantDir, enginetest.TenantName(0)+".hcl")
+	scan := func() *FileSpec {
+		return src.Scan(context.Background()).Files[engine.FileSource(h, file)]
+	}
+	steps := []struct {
+		name    string
+		do      func(t *testing.T)
+		calls   int // checks so far
+		invalid string
+	}{
+		{name: "first scan", calls: 1},
+		{name: "unchanged: not checked again", calls: 1},
+		{name: "plugin down", do: func(t *testing.T) {
+			c.down = true
+			if err := enginetest.WriteTenant(h.TenantDir, enginetest.TenantName(0), 1, "Changed"); err != nil {
+				t.Fatal(err)
+			}
+		}, calls: 2, invalid: "Cannot check the spec with its plugins"},
+		{name: "still down: asked again", calls: 3, invalid: "Cannot check the spec with its plugins"},
+		{name: "back up", do: func(*testing.T) { c.down = false }, calls: 4},
+		{name: "refused instance", do: func(t *testing.T) {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(file, []byte(strings.Replace(string(data), `instance "`, `instance "refused" {
+    runtime = "wasm"
+    module  = "../artifacts/app.wasm"
+  }
+  instance "`, 1)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, calls: 5, invalid: "Unsupported setting"},
+	}
+	for _, st := range steps {
+		if st.do != nil {
+			st.do(t)
+		}
+		f := scan()
+		if c.calls != st.calls {
+			t.Errorf("%s: %d checks, want %d", st.name, c.calls, st.calls)
+		}
+		switch {
+		case st.invalid == "" && f.Invalid():
+			t.Errorf("%s: file invalid: %v", st.name, f.Diags)
+		case st.invalid == "" && f.Tenants[0].Instances[0].Settings["checked"] != true:
+			t.Errorf("%s: settings not decoded by the check", st.name)
+		case st.invalid != "" && (!f.Invalid() || f.Tenants != nil):
+			t.Errorf("%s: file valid, want %q", st.name, st.invalid)
+		case st.invalid != "" && !strings.Contains(f.Diags.Error(), st.invalid):
+			t.Errorf("%s: diagnostics %v, want %q", st.name, f.Diags, st.invalid)
 		}
 	}
 }
