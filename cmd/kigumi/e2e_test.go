@@ -23,8 +23,9 @@ import (
 const testVersion = "v0.0.0-e2e"
 
 var (
-	kigumiBin string // built by TestMain
-	appWasm   string
+	kigumiBin   string // built by TestMain
+	appWasm     string
+	hostileWasm string // testdata/hostile, beside appWasm
 )
 
 func TestMain(m *testing.M) {
@@ -40,11 +41,14 @@ func TestMain(m *testing.M) {
 	}
 	kigumiBin = filepath.Join(dir, "kigumi")
 	appWasm = filepath.Join(dir, "app.wasm")
+	hostileWasm = filepath.Join(dir, "hostile.wasm")
 	builds := []*exec.Cmd{
 		exec.Command("go", "build", "-ldflags", "-X main.version="+testVersion, "-o", kigumiBin, "."),
 		exec.Command("go", "build", "-o", appWasm, "../../examples/quickstart/app"),
+		exec.Command("go", "build", "-o", hostileWasm, "./testdata/hostile"),
 	}
 	builds[1].Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	builds[2].Env = builds[1].Env
 	for _, b := range builds {
 		if out, err := b.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n%s", b, err, out)

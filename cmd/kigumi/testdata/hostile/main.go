@@ -3,6 +3,8 @@
 // using a long path: it makes a new top directory and moves the tree so far
 // into it, over and over) and fills one directory with -files empty files.
 // Then it prints "hostile: done" and sleeps, so the tests can destroy it.
+// With -fill it does nothing of that: it writes /state/fill until the
+// volume is full (ENOSPC), prints "hostile: full", and sleeps.
 //
 // Build it with GOOS=wasip1 GOARCH=wasm go build.
 package main
@@ -18,7 +20,15 @@ import (
 func main() {
 	depth := flag.Int("depth", 1000, "levels of the deep tree")
 	files := flag.Int("files", 1000, "entries of the wide directory")
+	fill := flag.Bool("fill", false, "write until the volume is full instead")
 	flag.Parse()
+	if *fill {
+		err := fillState()
+		fmt.Println("hostile: full:", err)
+		for {
+			time.Sleep(time.Hour)
+		}
+	}
 	if err := run(*depth, *files); err != nil {
 		fmt.Fprintln(os.Stderr, "hostile:", err)
 		os.Exit(1)
@@ -26,6 +36,25 @@ func main() {
 	fmt.Println("hostile: done")
 	for {
 		time.Sleep(time.Hour)
+	}
+}
+
+// fillState writes to /state/fill until a write fails, and returns that
+// failure (ENOSPC once the volume is full).
+func fillState() error {
+	f, err := os.OpenFile("/state/fill", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	chunk := make([]byte, 1<<20)
+	for i := range chunk {
+		chunk[i] = byte(i) | 1 // not zeros: nothing may store it sparse
+	}
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			return err
+		}
 	}
 }
 

@@ -1,0 +1,1017 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	mrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The fault-injection suite runs a real `kigumi agent` over real tenants
+// (users, cgroups, wasm sandboxes) and injects faults: the agent killed
+// with SIGKILL while desired state changes, the runtime plugin killed,
+// sandboxes killed, specs replaced mid-write, truncated and made invalid,
+// the state volume filled, and a hostile tenant next to a neighbour. After
+// each fault (or batch of agent kills) it waits, with a bounded poll, until
+// the host converges, and asserts:
+//
+//   - nothing is lost: each instance's /state/counter only grows;
+//   - nothing is duplicated: exactly one sandbox per instance;
+//   - no orphans: nothing left of a removed tenant or instance (user, group,
+//     subordinate ids, cgroups, processes, mounts, directories, records),
+//     and no plugin process outliving its agent;
+//   - converged equals desired: status lists exactly the tenants and
+//     instances of the spec files, each running its spec's args.
+//
+// KIGUMI_FAULT_SCALE multiplies the counts (`make soak` sets 10: 300 agent
+// kills). The summary is logged at the end.
+
+// faultScale is the multiplier of the fault counts, from KIGUMI_FAULT_SCALE.
+func faultScale(t *testing.T) int {
+	s := os.Getenv("KIGUMI_FAULT_SCALE")
+	if s == "" {
+		return 1
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		t.Fatalf("KIGUMI_FAULT_SCALE=%q: want a positive integer", s)
+	}
+	return n
+}
+
+// instSpec is one desired instance.
+type instSpec struct {
+	module    string
+	args      []string
+	memory    string
+	stateSize string
+	greet     string // the name the quickstart app greets as; "" for another module
+}
+
+// faultStatus is what the suite reads of `kigumi status --json`.
+type faultStatus struct {
+	Tenants []struct {
+		Name      string `json:"name"`
+		Phase     string `json:"phase"`
+		UID       uint32 `json:"uid"`
+		Home      string `json:"home"`
+		Instances []struct {
+			Name     string `json:"name"`
+			Phase    string `json:"phase"`
+			State    string `json:"state"`
+			Pid      int    `json:"pid"`
+			StateDir string `json:"state_dir"`
+			LogDir   string `json:"log_dir"`
+		} `json:"instances"`
+	} `json:"tenants"`
+}
+
+// faultSuite is the host under test, the desired state the suite keeps in
+// its spec files, and what it has seen and done.
+type faultSuite struct {
+	t                          *testing.T
+	dir, host, tenants, state  string
+	id                         string
+	seq                        int
+	desired                    map[string]map[string]instSpec
+	uids                       map[string]uint32 // every tenant seen, by name
+	counters                   map[string]int    // tenant/instance: highest counter read
+	goneTenants                map[string]uint32 // removed tenants and their uids
+	goneInstances              map[string]bool   // tenant/instance removed from a live tenant
+	agent                      *faultAgent
+	agents                     int
+	faults                     map[string]int
+	notes                      []string
+	converges                  int
+	convergeTime, longestWait  time.Duration
+	neighbourApplies, pidCheck int
+}
+
+// faultAgent is one `kigumi agent` run, its stdout lines collected and its
+// stderr in a file.
+type faultAgent struct {
+	cmd   *exec.Cmd
+	mu    sync.Mutex
+	lines []string
+	done  chan struct{}
+}
+
+func newFaultSuite(t *testing.T) *faultSuite {
+	var b [3]byte
+	rand.Read(b[:])
+	dir, err := os.MkdirTemp("", "kigumi-faults-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := &faultSuite{t: t, dir: dir, host: filepath.Join(dir, "host.hcl"), tenants: filepath.Join(dir, "tenants"),
+		state: filepath.Join(dir, "state"), id: hex.EncodeToString(b[:]),
+		desired: map[string]map[string]instSpec{}, uids: map[string]uint32{}, counters: map[string]int{},
+		goneTenants: map[string]uint32{}, goneInstances: map[string]bool{}, faults: map[string]int{}}
+	for _, d := range []string{s.tenants, s.state} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The whole state volume is a small tmpfs, so that a tenant can fill it.
+	if err := unix.Mount("tmpfs", s.state, "tmpfs", 0, "size=128m,mode=0755"); err != nil {
+		t.Fatalf("mount the state tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if s.agent != nil {
+			s.agent.cmd.Process.Signal(syscall.SIGKILL)
+			s.agent.wait()
+		}
+		exec.Command(kigumiBin, "destroy", "-c", s.host, "--auto-approve").Run()
+		if err := unix.Unmount(s.state, 0); err != nil {
+			t.Errorf("unmount the state tmpfs: %v", err)
+			unix.Unmount(s.state, unix.MNT_DETACH)
+		}
+		os.RemoveAll(dir)
+	})
+	policies, _ := filepath.Abs("../../policies")
+	writeFile(t, s.host, fmt.Sprintf(`host "faults" {
+  state_dir     = %q
+  artifacts_dir = %q
+  policies      = [%q]
+  capacity {
+    cpu       = 2
+    memory    = "8GiB"
+    disk      = "16GiB"
+    instances = 16
+  }
+  isolation {
+    uid_base   = 63000
+    subid_base = 1700000000
+  }
+}
+runtime "wasm" {}
+statefs "fuse" {}
+`, s.state, filepath.Dir(appWasm), policies))
+	return s
+}
+
+func (s *faultSuite) logf(format string, args ...any) {
+	s.t.Helper()
+	s.t.Logf("%s "+format, append([]any{time.Now().Format("15:04:05.000")}, args...)...)
+}
+
+// note records a finding for the summary.
+func (s *faultSuite) note(format string, args ...any) {
+	s.t.Helper()
+	n := fmt.Sprintf(format, args...)
+	s.notes = append(s.notes, n)
+	s.logf("finding: %s", n)
+}
+
+// newTenant names a new tenant, unique to the run.
+func (s *faultSuite) newTenant() string {
+	s.seq++
+	return fmt.Sprintf("fi%s%03d", s.id, s.seq)
+}
+
+func (s *faultSuite) newName() string {
+	s.seq++
+	return fmt.Sprintf("g%d", s.seq)
+}
+
+func appInstance(greet string) instSpec {
+	return instSpec{module: appWasm, args: []string{"--name", greet, "--interval", "100ms"}, memory: "64MiB", stateSize: "4MiB", greet: greet}
+}
+
+// specText is a tenant's spec file.
+func (s *faultSuite) specText(tenant string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "tenant %q {\n", tenant)
+	insts := s.desired[tenant]
+	for _, n := range slices.Sorted(maps.Keys(insts)) {
+		in := insts[n]
+		var args []string
+		for _, a := range in.args {
+			args = append(args, strconv.Quote(a))
+		}
+		fmt.Fprintf(&b, `  instance %q {
+    runtime     = "wasm"
+    module      = %q
+    args        = [%s]
+    resources {
+      memory = %q
+      cpu    = 0.1
+    }
+    state {
+      size = %q
+    }
+    permissions = ["state.write", "clock"]
+  }
+`, n, in.module, strings.Join(args, ", "), in.memory, in.stateSize)
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+func (s *faultSuite) specPath(tenant string) string { return filepath.Join(s.tenants, tenant+".hcl") }
+
+// writeSpec writes a tenant's spec file atomically.
+func (s *faultSuite) writeSpec(tenant string) {
+	s.t.Helper()
+	tmp := filepath.Join(s.tenants, "."+tenant+".tmp")
+	writeFile(s.t, tmp, s.specText(tenant))
+	if err := os.Rename(tmp, s.specPath(tenant)); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// removeTenant deletes a tenant's spec file.
+func (s *faultSuite) removeTenant(tenant string) {
+	s.t.Helper()
+	if err := os.Remove(s.specPath(tenant)); err != nil {
+		s.t.Fatal(err)
+	}
+	delete(s.desired, tenant)
+	s.goneTenants[tenant] = s.uids[tenant] // 0 if never seen running
+	for k := range s.counters {
+		if strings.HasPrefix(k, tenant+"/") {
+			delete(s.counters, k)
+		}
+	}
+}
+
+// mutate changes the desired state at random: a tenant added or removed,
+// an instance added or removed, an instance's args changed.
+func (s *faultSuite) mutate() string {
+	s.t.Helper()
+	var apps []string // tenants running only the app
+	total := 0
+	for n, insts := range s.desired {
+		total += len(insts)
+		if insts[slices.Sorted(maps.Keys(insts))[0]].greet != "" {
+			apps = append(apps, n)
+		}
+	}
+	slices.Sort(apps)
+	for {
+		switch mrand.IntN(5) {
+		case 0: // add a tenant
+			if len(s.desired) >= 4 || total >= 8 {
+				continue
+			}
+			n := s.newTenant()
+			s.desired[n] = map[string]instSpec{"a": appInstance(s.newName())}
+			s.writeSpec(n)
+			return "add tenant " + n
+		case 1: // remove a tenant
+			if len(apps) <= 1 {
+				continue
+			}
+			n := apps[mrand.IntN(len(apps))]
+			s.removeTenant(n)
+			return "remove tenant " + n
+		case 2: // change an instance's args
+			if len(apps) == 0 {
+				continue
+			}
+			n := apps[mrand.IntN(len(apps))]
+			insts := slices.Sorted(maps.Keys(s.desired[n]))
+			i := insts[mrand.IntN(len(insts))]
+			s.desired[n][i] = appInstance(s.newName())
+			s.writeSpec(n)
+			return "change args of " + n + "/" + i
+		case 3: // add an instance
+			if len(apps) == 0 || total >= 8 {
+				continue
+			}
+			n := apps[mrand.IntN(len(apps))]
+			s.seq++
+			i := fmt.Sprintf("i%d", s.seq)
+			s.desired[n][i] = appInstance(s.newName())
+			s.writeSpec(n)
+			return "add instance " + n + "/" + i
+		case 4: // remove an instance
+			var multi []string
+			for _, n := range apps {
+				if len(s.desired[n]) > 1 {
+					multi = append(multi, n)
+				}
+			}
+			if len(multi) == 0 {
+				continue
+			}
+			n := multi[mrand.IntN(len(multi))]
+			insts := slices.Sorted(maps.Keys(s.desired[n]))
+			i := insts[mrand.IntN(len(insts))]
+			delete(s.desired[n], i)
+			delete(s.counters, n+"/"+i)
+			s.goneInstances[n+"/"+i] = true
+			s.writeSpec(n)
+			return "remove instance " + n + "/" + i
+		}
+	}
+}
+
+// startAgent starts an agent; its stderr goes to a file of the workspace.
+func (s *faultSuite) startAgent() {
+	s.t.Helper()
+	s.agents++
+	a := &faultAgent{cmd: exec.Command(kigumiBin, "agent", "-c", s.host, "-resync", "500ms"), done: make(chan struct{})}
+	out, err := a.cmd.StdoutPipe()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(s.dir, fmt.Sprintf("agent-%03d.log", s.agents)))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	a.cmd.Stderr = logf
+	if err := a.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	logf.Close()
+	go func() {
+		defer close(a.done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			a.mu.Lock()
+			a.lines = append(a.lines, sc.Text())
+			a.mu.Unlock()
+		}
+	}()
+	s.agent = a
+	// Until the agent listens, a CLI command would not use it: it would
+	// open the state database itself and wait for the agent's lock.
+	if !a.waitFor(0, time.Minute, "Agent for host") {
+		s.t.Fatalf("the agent does not start:\n%s", a.since(0))
+	}
+}
+
+func (a *faultAgent) wait() error {
+	err := a.cmd.Wait()
+	<-a.done
+	return err
+}
+
+func (a *faultAgent) mark() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.lines)
+}
+
+// waitFor waits up to d for a line after mark holding every one of parts.
+func (a *faultAgent) waitFor(mark int, d time.Duration, parts ...string) bool {
+	deadline := time.Now().Add(d)
+	for {
+		a.mu.Lock()
+		for _, l := range a.lines[mark:] {
+			ok := true
+			for _, p := range parts {
+				ok = ok && strings.Contains(l, p)
+			}
+			if ok {
+				a.mu.Unlock()
+				return true
+			}
+		}
+		a.mu.Unlock()
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (a *faultAgent) since(mark int) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return strings.Join(a.lines[mark:], "\n")
+}
+
+// killAgent kills the agent with SIGKILL.
+func (s *faultSuite) killAgent() {
+	s.t.Helper()
+	s.agent.cmd.Process.Signal(syscall.SIGKILL)
+	s.agent.wait()
+	s.agent = nil
+	s.faults["agent SIGKILL"]++
+}
+
+// status reads `kigumi status --json`.
+func (s *faultSuite) status() (faultStatus, error) {
+	var st faultStatus
+	code, out, errOut := kigumi(s.t, "status", "-c", s.host, "--json")
+	if code != 0 {
+		return st, fmt.Errorf("status exit %d: %s", code, strings.TrimSpace(errOut))
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return st, fmt.Errorf("status output: %w", err)
+	}
+	return st, nil
+}
+
+// proc is one process of the host, as the checks see it.
+type proc struct {
+	pid, ppid int
+	uid       uint32
+	zombie    bool
+	cmdline   string
+	exe       string
+	memcg     string // the memory hierarchy's cgroup path
+}
+
+func processes() []proc {
+	ents, _ := os.ReadDir("/proc")
+	var out []proc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		p := proc{pid: pid}
+		for _, line := range strings.Split(string(st), "\n") {
+			k, v, _ := strings.Cut(line, ":")
+			v = strings.TrimSpace(v)
+			switch k {
+			case "State":
+				p.zombie = strings.HasPrefix(v, "Z") || strings.HasPrefix(v, "X")
+			case "PPid":
+				p.ppid, _ = strconv.Atoi(v)
+			case "Uid":
+				if f := strings.Fields(v); len(f) > 0 {
+					u, _ := strconv.ParseUint(f[0], 10, 32)
+					p.uid = uint32(u)
+				}
+			}
+		}
+		cl, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		p.cmdline = strings.TrimSpace(strings.ReplaceAll(string(cl), "\x00", " "))
+		p.exe, _ = os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		for _, line := range strings.Split(string(cg), "\n") {
+			parts := strings.SplitN(line, ":", 3)
+			if len(parts) == 3 && slices.Contains(strings.Split(parts[1], ","), "memory") {
+				p.memcg = parts[2]
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// violations checks every invariant once and returns what does not hold.
+// lost is set when a counter went down: that never heals.
+func (s *faultSuite) violations() (problems []string, lost []string) {
+	st, err := s.status()
+	if err != nil {
+		return []string{err.Error()}, nil
+	}
+	procs := processes()
+	sandboxes := map[string][]int{} // tenant/instance -> sandbox pids
+	prefix := "/kigumi/fi" + s.id
+	for _, p := range procs {
+		if p.zombie || !strings.Contains(p.cmdline, "__wasm-sandbox") || !strings.HasPrefix(p.memcg, prefix) {
+			continue
+		}
+		key := strings.TrimPrefix(p.memcg, "/kigumi/")
+		sandboxes[key] = append(sandboxes[key], p.pid)
+	}
+	seen := map[string]bool{}
+	for _, ten := range st.Tenants {
+		seen[ten.Name] = true
+		if ten.UID != 0 {
+			s.uids[ten.Name] = ten.UID
+		}
+		want, ok := s.desired[ten.Name]
+		if !ok {
+			problems = append(problems, fmt.Sprintf("tenant %s (%s) is recorded, not desired", ten.Name, ten.Phase))
+			continue
+		}
+		if ten.Phase != "ready" {
+			problems = append(problems, fmt.Sprintf("tenant %s is %s", ten.Name, ten.Phase))
+		}
+		got := map[string]bool{}
+		for _, in := range ten.Instances {
+			key := ten.Name + "/" + in.Name
+			got[in.Name] = true
+			w, ok := want[in.Name]
+			if !ok {
+				problems = append(problems, fmt.Sprintf("instance %s is recorded, not desired", key))
+				continue
+			}
+			if in.Phase != "ready" || in.State != "running" || in.Pid == 0 {
+				problems = append(problems, fmt.Sprintf("instance %s is %s/%s pid %d", key, in.Phase, in.State, in.Pid))
+				continue
+			}
+			if sb := sandboxes[key]; len(sb) != 1 || sb[0] != in.Pid {
+				problems = append(problems, fmt.Sprintf("instance %s: sandboxes %v, status says pid %d", key, sb, in.Pid))
+			}
+			if cg := sandboxPids(ten.Name, in.Name); len(cg) != 1 || cg[0] != in.Pid {
+				problems = append(problems, fmt.Sprintf("instance %s: its memory cgroup holds %v, status says pid %d", key, cg, in.Pid))
+			}
+			if w.greet == "" {
+				continue
+			}
+			if g := lastGreeting(filepath.Join(in.LogDir, "stdout.log")); g != w.greet {
+				problems = append(problems, fmt.Sprintf("instance %s runs as %q, its spec says %q", key, g, w.greet))
+			}
+			if data, err := os.ReadFile(filepath.Join(in.StateDir, "counter")); err == nil {
+				n, err := strconv.Atoi(strings.TrimSpace(string(data)))
+				switch {
+				case err != nil:
+					problems = append(problems, fmt.Sprintf("instance %s: counter %q", key, data))
+				case n < s.counters[key]:
+					lost = append(lost, fmt.Sprintf("instance %s: counter went from %d down to %d", key, s.counters[key], n))
+				default:
+					s.counters[key] = n
+				}
+			} else if s.counters[key] > 0 {
+				problems = append(problems, fmt.Sprintf("instance %s: counter: %v", key, err))
+			}
+		}
+		for n := range want {
+			if !got[n] {
+				problems = append(problems, fmt.Sprintf("instance %s/%s is desired, not recorded", ten.Name, n))
+			}
+		}
+	}
+	for n := range s.desired {
+		if !seen[n] {
+			problems = append(problems, fmt.Sprintf("tenant %s is desired, not recorded", n))
+		}
+	}
+	for key, pids := range sandboxes {
+		t, i, _ := strings.Cut(key, "/")
+		if _, ok := s.desired[t][i]; !ok {
+			problems = append(problems, fmt.Sprintf("sandboxes %v of %s, which is not desired", pids, key))
+		}
+	}
+	// No plugin process outlives its agent.
+	agentPid := 0
+	if s.agent != nil {
+		agentPid = s.agent.cmd.Process.Pid
+	}
+	for _, p := range procs {
+		if p.zombie || p.exe != kigumiBin || p.pid == agentPid || p.ppid == agentPid || p.ppid == os.Getpid() ||
+			strings.Contains(p.cmdline, "__wasm-sandbox") {
+			continue
+		}
+		problems = append(problems, fmt.Sprintf("process %d (%s, parent %d) outlived its agent", p.pid, p.cmdline, p.ppid))
+	}
+	for t, uid := range s.goneTenants {
+		problems = append(problems, s.tenantLeftovers(t, uid, procs)...)
+	}
+	for key := range s.goneInstances {
+		t, i, _ := strings.Cut(key, "/")
+		if _, live := s.desired[t]; !live {
+			continue // the tenant's check covers it
+		}
+		for _, p := range []string{filepath.Join(s.state, "state", t, i), filepath.Join(s.state, "run", t, i),
+			filepath.Join("/sys/fs/cgroup/memory/kigumi", t, i)} {
+			if _, err := os.Lstat(p); err == nil {
+				problems = append(problems, fmt.Sprintf("removed instance %s: %s is left", key, p))
+			}
+		}
+	}
+	return problems, lost
+}
+
+// tenantLeftovers lists what is left of a removed tenant.
+func (s *faultSuite) tenantLeftovers(t string, uid uint32, procs []proc) []string {
+	var left []string
+	name := "kg-" + t
+	if _, err := user.Lookup(name); err == nil {
+		left = append(left, "user "+name)
+	}
+	if _, err := user.LookupGroup(name); err == nil {
+		left = append(left, "group "+name)
+	}
+	for _, f := range []string{"/etc/subuid", "/etc/subgid", "/etc/passwd", "/etc/group"} {
+		data, _ := os.ReadFile(f)
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(line, name+":") {
+				left = append(left, f+" line "+line)
+			}
+		}
+	}
+	hier, _ := filepath.Glob("/sys/fs/cgroup/*")
+	for _, h := range hier {
+		if _, err := os.Lstat(filepath.Join(h, "kigumi", t)); err == nil {
+			left = append(left, "cgroup "+filepath.Join(h, "kigumi", t))
+		}
+	}
+	if uid != 0 {
+		for _, p := range procs {
+			if p.uid == uid && !p.zombie {
+				left = append(left, fmt.Sprintf("process %d (%s) of uid %d", p.pid, p.cmdline, uid))
+			}
+		}
+	}
+	for _, pat := range []string{"*/" + t, "*/*/" + t, "*/*/*/" + t} {
+		m, _ := filepath.Glob(filepath.Join(s.state, pat))
+		for _, p := range m {
+			left = append(left, "directory "+p)
+		}
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.Contains(f[4]+"/", "/"+t+"/") {
+			left = append(left, "mount "+f[4])
+		}
+	}
+	for i, l := range left {
+		left[i] = "removed tenant " + t + ": " + l + " is left"
+	}
+	return left
+}
+
+// lastGreeting returns the name of the last "... from NAME!" line of an
+// instance's stdout log: the args of the run under way.
+func lastGreeting(log string) string {
+	data, _ := os.ReadFile(log)
+	g := ""
+	for _, l := range strings.Split(string(data), "\n") {
+		if i := strings.LastIndex(l, " from "); i >= 0 && strings.HasSuffix(l, "!") {
+			g = l[i+len(" from ") : len(l)-1]
+		}
+	}
+	return g
+}
+
+// converge waits, with a bounded poll, until every invariant holds.
+func (s *faultSuite) converge(after string) {
+	s.t.Helper()
+	start := time.Now()
+	deadline := start.Add(3 * time.Minute)
+	var problems []string
+	for {
+		var lost []string
+		problems, lost = s.violations()
+		if len(lost) > 0 {
+			s.t.Fatalf("after %s: state lost:\n%s", after, strings.Join(lost, "\n"))
+		}
+		if len(problems) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			out := ""
+			if s.agent != nil {
+				out = s.agent.since(max(0, s.agent.mark()-60))
+			}
+			s.t.Fatalf("after %s: no convergence in %v:\n%s\nlast agent lines:\n%s", after, time.Since(start).Round(time.Millisecond),
+				strings.Join(problems, "\n"), out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	d := time.Since(start)
+	s.converges++
+	s.convergeTime += d
+	s.longestWait = max(s.longestWait, d)
+}
+
+// instancePids returns the sandbox pids of a tenant's instances.
+func (s *faultSuite) instancePids(tenant string) map[string][]int {
+	out := map[string][]int{}
+	for i := range s.desired[tenant] {
+		out[i] = sandboxPids(tenant, i)
+	}
+	return out
+}
+
+// appTenant returns a desired tenant running only the app.
+func (s *faultSuite) appTenant() string {
+	for _, n := range slices.Sorted(maps.Keys(s.desired)) {
+		insts := s.desired[n]
+		if insts[slices.Sorted(maps.Keys(insts))[0]].greet != "" {
+			return n
+		}
+	}
+	s.t.Fatal("no app tenant")
+	return ""
+}
+
+func TestFaults(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the fault suite needs root")
+	}
+	scale := faultScale(t)
+	began := time.Now()
+	s := newFaultSuite(t)
+	for range 3 {
+		n := s.newTenant()
+		s.desired[n] = map[string]instSpec{"a": appInstance(s.newName())}
+		s.writeSpec(n)
+	}
+	s.startAgent()
+	s.converge("the first start")
+
+	s.agentKills(30 * scale)
+	for range scale {
+		s.pluginKill()
+		s.sandboxKills(3)
+		s.specFaults()
+	}
+	s.hostile()
+	s.fill()
+
+	// Everything removed: nothing is left.
+	for _, n := range slices.Sorted(maps.Keys(s.desired)) {
+		s.removeTenant(n)
+	}
+	s.converge("removing every tenant")
+	a := s.agent
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	if err := a.wait(); err != nil {
+		t.Errorf("the agent's exit on SIGTERM: %v", err)
+	}
+	s.agent = nil
+	if problems, _ := s.violations(); len(problems) > 0 {
+		t.Errorf("after the agent stopped:\n%s", strings.Join(problems, "\n"))
+	}
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "fault-injection summary (scale %d, %v):\n", scale, time.Since(began).Round(time.Second))
+	for _, k := range slices.Sorted(maps.Keys(s.faults)) {
+		fmt.Fprintf(&b, "  %-44s %d\n", k, s.faults[k])
+	}
+	fmt.Fprintf(&b, "  agents started: %d; tenants made: %d; convergences checked: %d (mean %v, longest %v)\n",
+		s.agents, len(s.uids), s.converges, (s.convergeTime / time.Duration(max(1, s.converges))).Round(time.Millisecond), s.longestWait.Round(time.Millisecond))
+	fmt.Fprintf(&b, "  neighbour applies converged while the hostile tenant worked: %d\n", s.neighbourApplies)
+	fmt.Fprintf(&b, "  invariants after every fault: counters only grew, one sandbox per instance, no orphans, converged == desired\n")
+	for _, n := range s.notes {
+		fmt.Fprintf(&b, "  note: %s\n", n)
+	}
+	t.Log(b.String())
+}
+
+// agentKills kills the agent n times with SIGKILL, at random points of its
+// reconciles, changing the desired state before each kill; it checks the
+// invariants after each batch of one to three kills.
+func (s *faultSuite) agentKills(n int) {
+	s.t.Helper()
+	start := time.Now()
+	for kills := 0; kills < n; {
+		batch := 1 + mrand.IntN(3)
+		var what []string
+		for b := 0; b < batch && kills < n; b++ {
+			if s.agent == nil {
+				s.startAgent()
+			}
+			for range 1 + mrand.IntN(2) {
+				what = append(what, s.mutate())
+			}
+			m := s.agent.mark()
+			if mrand.IntN(2) == 0 {
+				// Mid-action: after an action begins.
+				if s.agent.waitFor(m, 10*time.Second, "action_begin") {
+					time.Sleep(time.Duration(mrand.IntN(400)) * time.Millisecond)
+					s.faults["agent SIGKILL: during an action"]++
+				}
+			} else {
+				time.Sleep(time.Duration(mrand.IntN(1500)) * time.Millisecond)
+			}
+			s.killAgent()
+			kills++
+		}
+		s.startAgent()
+		t0 := time.Now()
+		s.converge(fmt.Sprintf("%d agent kills (%s)", kills, strings.Join(what, "; ")))
+		s.logf("%d agent kills: converged in %v (%s)", kills, time.Since(t0).Round(time.Millisecond), strings.Join(what, "; "))
+	}
+	s.logf("%d agent kills in %v", n, time.Since(start).Round(time.Millisecond))
+}
+
+// pluginKill kills the runtime plugin process, then changes an instance's
+// args, which needs the plugin.
+func (s *faultSuite) pluginKill() {
+	s.t.Helper()
+	agentPid := s.agent.cmd.Process.Pid
+	var victims []int
+	for _, p := range processes() {
+		if p.ppid == agentPid && strings.Contains(p.cmdline, "plugin serve runtime wasm") && !p.zombie {
+			victims = append(victims, p.pid)
+		}
+	}
+	if len(victims) == 0 {
+		s.t.Fatalf("no runtime plugin process under the agent (pid %d)", agentPid)
+	}
+	v := victims[mrand.IntN(len(victims))]
+	m := s.agent.mark()
+	syscall.Kill(v, syscall.SIGKILL)
+	s.faults["runtime plugin SIGKILL"]++
+	n := s.appTenant()
+	i := slices.Sorted(maps.Keys(s.desired[n]))[0]
+	s.desired[n][i] = appInstance(s.newName())
+	s.writeSpec(n)
+	s.converge(fmt.Sprintf("killing the runtime plugin %d", v))
+	if !s.agent.waitFor(m, 0, "plugin_restart") {
+		s.note("no plugin_restart event after the runtime plugin was killed")
+	}
+}
+
+// sandboxKills kills n sandboxes, one at a time, each instance's once.
+func (s *faultSuite) sandboxKills(n int) {
+	s.t.Helper()
+	var keys []string
+	for t, insts := range s.desired {
+		for i, in := range insts {
+			if in.greet != "" {
+				keys = append(keys, t+"/"+i)
+			}
+		}
+	}
+	mrand.Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
+	for _, key := range keys[:min(n, len(keys))] {
+		t, i, _ := strings.Cut(key, "/")
+		pids := sandboxPids(t, i)
+		if len(pids) != 1 {
+			s.t.Fatalf("instance %s has sandboxes %v before the kill", key, pids)
+		}
+		before := s.counters[key]
+		syscall.Kill(pids[0], syscall.SIGKILL)
+		s.faults["sandbox SIGKILL"]++
+		s.converge("killing the sandbox of " + key)
+		if got := sandboxPids(t, i); len(got) == 1 && got[0] == pids[0] {
+			s.t.Fatalf("instance %s: the killed sandbox %d still runs", key, pids[0])
+		}
+		// The restarted sandbox carries on from the kept state.
+		deadline := time.Now().Add(time.Minute)
+		for s.counters[key] <= before {
+			if time.Now().After(deadline) {
+				s.t.Fatalf("instance %s: the counter stays at %d after its sandbox was restarted", key, s.counters[key])
+			}
+			time.Sleep(100 * time.Millisecond)
+			s.converge("the restarted sandbox of " + key)
+		}
+	}
+}
+
+// specFaults breaks a tenant's spec file three ways: replaced mid-write,
+// truncated to zero, made invalid. While the file is broken the tenant's
+// instances must keep running untouched; once fixed it converges.
+func (s *faultSuite) specFaults() {
+	s.t.Helper()
+	n := s.appTenant()
+	path := s.specPath(n)
+	for _, kind := range []string{"replaced mid-write", "truncated to zero", "made invalid"} {
+		pids := s.instancePids(n)
+		m := s.agent.mark()
+		next := map[string]instSpec{}
+		for i := range s.desired[n] {
+			next[i] = appInstance(s.newName())
+		}
+		s.desired[n] = next
+		full := s.specText(n)
+		switch kind {
+		case "replaced mid-write":
+			// The first half of the new spec, as a writer caught in the
+			// middle leaves it; the rest comes once the agent has seen it.
+			writeFile(s.t, path, full[:len(full)/2])
+		case "truncated to zero":
+			if err := os.Truncate(path, 0); err != nil {
+				s.t.Fatal(err)
+			}
+		case "made invalid":
+			writeFile(s.t, path, strings.Replace(full, "runtime     = \"wasm\"", "runtime     = ", 1))
+		}
+		s.faults["spec "+kind]++
+		if !s.agent.waitFor(m, 30*time.Second, "diagnostics", n) {
+			s.t.Fatalf("spec %s: no diagnostics for %s:\n%s", kind, n, s.agent.since(m))
+		}
+		// A later round of reconciles on another tenant, then nothing of
+		// this tenant has changed.
+		m2 := s.agent.mark()
+		s.agent.waitFor(m2, 5*time.Second, " reconcile ")
+		if got := s.instancePids(n); fmt.Sprint(got) != fmt.Sprint(pids) {
+			s.t.Fatalf("spec %s: the tenant's sandboxes changed while its spec was broken: %v -> %v\n%s", kind, pids, got, s.agent.since(m))
+		}
+		if out := s.agent.since(m); strings.Contains(out, "action_begin "+n) {
+			s.t.Fatalf("spec %s: an action ran on the held tenant:\n%s", kind, out)
+		}
+		if kind == "replaced mid-write" {
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			f.WriteString(full[len(full)/2:])
+			f.Close()
+		} else {
+			writeFile(s.t, path, full)
+		}
+		s.converge("spec " + kind + ", then fixed")
+	}
+}
+
+// stdoutHas reports whether an instance's stdout log holds text.
+func (s *faultSuite) stdoutHas(tenant, instance, text string) bool {
+	data, _ := os.ReadFile(filepath.Join(s.state, "run", tenant, instance, "stdout.log"))
+	return bytes.Contains(data, []byte(text))
+}
+
+// hostile runs a tenant that builds a deep tree and a wide directory in its
+// state, while a neighbour's spec is edited again and again and must keep
+// converging; then the hostile tenant is destroyed completely.
+func (s *faultSuite) hostile() {
+	s.t.Helper()
+	depth, files := 100000, 100000
+	h := s.newTenant()
+	s.desired[h] = map[string]instSpec{"h": {module: hostileWasm, memory: "512MiB", stateSize: "64MiB",
+		args: []string{"-depth", strconv.Itoa(depth), "-files", strconv.Itoa(files)}}}
+	s.writeSpec(h)
+	s.faults["hostile tenant (deep tree, wide directory)"]++
+	start := time.Now()
+	neighbour := s.appTenant()
+	ni := slices.Sorted(maps.Keys(s.desired[neighbour]))[0]
+	deadline := start.Add(10 * time.Minute)
+	for !s.stdoutHas(h, "h", "hostile: done") {
+		if time.Now().After(deadline) {
+			data, _ := os.ReadFile(filepath.Join(s.state, "run", h, "h", "stderr.log"))
+			s.t.Fatalf("the hostile tenant is not done after %v: %s", time.Since(start), data)
+		}
+		s.desired[neighbour][ni] = appInstance(s.newName())
+		s.writeSpec(neighbour)
+		s.converge("a neighbour's spec edit beside the hostile tenant")
+		s.neighbourApplies++
+	}
+	built := time.Since(start)
+	s.logf("the hostile tenant built %d levels and %d files in %v; %d neighbour applies meanwhile", depth, files, built.Round(time.Millisecond), s.neighbourApplies)
+	s.note("hostile tenant: %d levels and %d files built in %v, %d neighbour applies converged meanwhile", depth, files, built.Round(time.Second), s.neighbourApplies)
+	start = time.Now()
+	s.removeTenant(h)
+	// The neighbour keeps its applies while the hostile tenant is torn down.
+	s.desired[neighbour][ni] = appInstance(s.newName())
+	s.writeSpec(neighbour)
+	s.converge("destroying the hostile tenant")
+	s.note("hostile tenant destroyed completely (and the neighbour's apply converged) in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// fill fills the state volume from a tenant's instance: the agent must stay
+// up and keep reporting; once the filling tenant is removed, everything
+// converges.
+func (s *faultSuite) fill() {
+	s.t.Helper()
+	f := s.newTenant()
+	s.desired[f] = map[string]instSpec{"f": {module: hostileWasm, memory: "64MiB", stateSize: "1GiB", args: []string{"-fill"}}}
+	s.writeSpec(f)
+	s.faults["state volume filled (ENOSPC)"]++
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var fs unix.Statfs_t
+		if err := unix.Statfs(s.state, &fs); err != nil {
+			s.t.Fatal(err)
+		}
+		if fs.Bavail == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("the state volume is not full: %d blocks free", fs.Bavail)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The volume is full: the agent stays up and keeps answering, through a
+	// few rounds of reconciles, and a spec edit is tried meanwhile.
+	n := s.appTenant()
+	i := slices.Sorted(maps.Keys(s.desired[n]))[0]
+	s.desired[n][i] = appInstance(s.newName())
+	s.writeSpec(n)
+	for round := range 3 {
+		m := s.agent.mark()
+		if !s.agent.waitFor(m, 30*time.Second, " reconcile ") {
+			s.t.Fatalf("full volume: no reconcile in round %d:\n%s", round, s.agent.since(max(0, m-30)))
+		}
+		if _, err := s.status(); err != nil {
+			s.t.Fatalf("full volume: status: %v", err)
+		}
+		select {
+		case <-s.agent.done:
+			s.t.Fatalf("the agent exited with a full volume:\n%s", s.agent.since(0))
+		default:
+		}
+	}
+	if p, _ := s.violations(); len(p) == 0 {
+		s.note("full volume: the neighbour's spec edit converged anyway")
+	} else {
+		s.note("full volume: the agent stayed up and reported; not converged meanwhile: %s", strings.Join(p, "; "))
+	}
+	s.removeTenant(f)
+	s.converge("removing the tenant that filled the state volume")
+}
