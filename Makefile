@@ -15,7 +15,7 @@ AGENT_PID := $(QUICKSTART)/build/agent.pid
 AGENT_LOG := $(QUICKSTART)/build/agent.log
 AGENT_SOCK:= /var/lib/kigumi/quickstart/agent.sock
 
-.PHONY: all build plugins wasm run stop test fuzz deps bench proto fmt vet clean
+.PHONY: all build plugins wasm run stop test faults soak fuzz deps bench proto fmt vet clean
 
 all: build
 
@@ -66,11 +66,22 @@ stop: build
 deps:
 	./.ci/install-deps
 
-## test: install what the tests need, then run every test and the fuzzers
+## test: install what the tests need, then run every test, the fault suite and the fuzzers
 test: deps vet
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -timeout 20m -skip '^TestFaults$$' ./...
 	cd core/sdk && $(GO) test -count=1 -timeout 5m ./...
+	$(MAKE) faults
 	$(MAKE) fuzz
+
+## faults: the fault-injection suite, bounded (30 agent kills...), with its summary
+faults:
+	$(GO) test -count=1 -timeout 15m -run '^TestFaults$$' -v ./cmd/kigumi
+
+SOAK_SCALE ?= 10
+
+## soak: the fault-injection suite at length (SOAK_SCALE times the counts: 300 agent kills)
+soak:
+	KIGUMI_FAULT_SCALE=$(SOAK_SCALE) $(GO) test -count=1 -timeout 4h -run '^TestFaults$$' -v ./cmd/kigumi
 
 FUZZTIME ?= 10s
 # FUZZMINIMIZE bounds the minimization of each new interesting input. Go's

@@ -730,8 +730,12 @@ func TestFaults(t *testing.T) {
 		s.sandboxKills(3)
 		s.specFaults()
 	}
-	s.hostile()
-	s.fill()
+	// The hostile tenant and the full volume take a minute each: a soak
+	// repeats them less often than the kills.
+	for range max(1, scale/5) {
+		s.hostile()
+		s.fill()
+	}
 
 	// Everything removed: nothing is left.
 	for _, n := range slices.Sorted(maps.Keys(s.desired)) {
@@ -953,6 +957,10 @@ func (s *faultSuite) hostile() {
 		s.neighbourApplies++
 	}
 	built := time.Since(start)
+	data, _ := os.ReadFile(filepath.Join(s.state, "run", h, "h", "stdout.log"))
+	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		s.note("hostile tenant says %q", l)
+	}
 	s.logf("the hostile tenant built %d levels and %d files in %v; %d neighbour applies meanwhile", depth, files, built.Round(time.Millisecond), s.neighbourApplies)
 	s.note("hostile tenant: %d levels and %d files built in %v, %d neighbour applies converged meanwhile", depth, files, built.Round(time.Second), s.neighbourApplies)
 	start = time.Now()
@@ -970,7 +978,7 @@ func (s *faultSuite) hostile() {
 func (s *faultSuite) fill() {
 	s.t.Helper()
 	f := s.newTenant()
-	s.desired[f] = map[string]instSpec{"f": {module: hostileWasm, memory: "64MiB", stateSize: "1GiB", args: []string{"-fill"}}}
+	s.desired[f] = map[string]instSpec{"f": {module: hostileWasm, memory: "512MiB", stateSize: "1GiB", args: []string{"-fill"}}}
 	s.writeSpec(f)
 	s.faults["state volume filled (ENOSPC)"]++
 	deadline := time.Now().Add(2 * time.Minute)

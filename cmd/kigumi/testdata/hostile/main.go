@@ -59,6 +59,7 @@ func fillState() error {
 }
 
 func run(depth, files int) error {
+	start := time.Now()
 	const deep, tmp = "/state/deep", "/state/deep.next"
 	if err := os.Mkdir(deep, 0o700); err != nil && !os.IsExist(err) {
 		return err
@@ -74,6 +75,8 @@ func run(depth, files int) error {
 			return err
 		}
 	}
+	fmt.Printf("hostile: %d levels in %v\n", depth, time.Since(start).Round(time.Millisecond))
+	start = time.Now()
 	const wide = "/state/wide"
 	if err := os.Mkdir(wide, 0o700); err != nil && !os.IsExist(err) {
 		return err
@@ -85,6 +88,7 @@ func run(depth, files int) error {
 		}
 		f.Close()
 	}
+	fmt.Printf("hostile: %d files in %v\n", files, time.Since(start).Round(time.Millisecond))
 	// A file nobody may read or write, in a directory nobody may enter.
 	if err := os.WriteFile("/state/locked", nil, 0o000); err != nil {
 		return err
