@@ -100,6 +100,7 @@ type faultSuite struct {
 	faults                     map[string]int
 	notes                      []string       // findings, in order, once each
 	noteCount                  map[string]int // how often each was found
+	sandboxKilled              map[string]int // tenant/instance: sandbox kills
 	converges                  int
 	convergeTime, longestWait  time.Duration
 	neighbourApplies, pidCheck int
@@ -127,7 +128,7 @@ func newFaultSuite(t *testing.T) *faultSuite {
 	s := &faultSuite{t: t, dir: dir, host: filepath.Join(dir, "host.hcl"), tenants: filepath.Join(dir, "tenants"),
 		state: filepath.Join(dir, "state"), id: hex.EncodeToString(b[:]),
 		desired: map[string]map[string]instSpec{}, uids: map[string]uint32{}, counters: map[string]int{},
-		goneTenants: map[string]uint32{}, goneInstances: map[string]bool{}, faults: map[string]int{}, noteCount: map[string]int{}}
+		goneTenants: map[string]uint32{}, goneInstances: map[string]bool{}, faults: map[string]int{}, noteCount: map[string]int{}, sandboxKilled: map[string]int{}}
 	for _, d := range []string{s.tenants, s.state} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -669,8 +670,14 @@ func lastGreeting(log string) string {
 // converge waits, with a bounded poll, until every invariant holds.
 func (s *faultSuite) converge(after string) {
 	s.t.Helper()
+	s.convergeWithin(after, 3*time.Minute)
+}
+
+// convergeWithin is converge with a deadline of its own.
+func (s *faultSuite) convergeWithin(after string, limit time.Duration) {
+	s.t.Helper()
 	start := time.Now()
-	deadline := start.Add(3 * time.Minute)
+	deadline := start.Add(limit)
 	var problems []string
 	for {
 		var lost []string
@@ -735,6 +742,10 @@ func TestFaults(t *testing.T) {
 
 	s.agentKills(30 * scale)
 	for range scale {
+		// Fresh tenants and instances between rounds.
+		s.mutate()
+		s.mutate()
+		s.converge("changes between rounds")
 		s.pluginKill()
 		s.sandboxKills(3)
 		s.specFaults()
@@ -852,7 +863,10 @@ func (s *faultSuite) sandboxKills(n int) {
 			}
 		}
 	}
+	// The least killed first: an instance's restart backoff doubles with
+	// each kill (a crash loop), which would only slow the suite down.
 	mrand.Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
+	slices.SortStableFunc(keys, func(a, b string) int { return s.sandboxKilled[a] - s.sandboxKilled[b] })
 	for _, key := range keys[:min(n, len(keys))] {
 		t, i, _ := strings.Cut(key, "/")
 		pids := sandboxPids(t, i)
@@ -862,6 +876,7 @@ func (s *faultSuite) sandboxKills(n int) {
 		before := s.counters[key]
 		syscall.Kill(pids[0], syscall.SIGKILL)
 		s.faults["sandbox SIGKILL"]++
+		s.sandboxKilled[key]++
 		s.converge("killing the sandbox of " + key)
 		if got := sandboxPids(t, i); len(got) == 1 && got[0] == pids[0] {
 			s.t.Fatalf("instance %s: the killed sandbox %d still runs", key, pids[0])
@@ -1030,5 +1045,7 @@ func (s *faultSuite) fill() {
 		s.note("full volume: the agent stayed up and reported; not converged meanwhile: %s", strings.Join(p, "; "))
 	}
 	s.removeTenant(f)
-	s.converge("removing the tenant that filled the state volume")
+	// The neighbours' workloads that failed on the full volume restart
+	// after their crash-loop backoff: up to 5 minutes, plus 25% jitter.
+	s.convergeWithin("removing the tenant that filled the state volume", 7*time.Minute)
 }
