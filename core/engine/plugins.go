@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/hashicorp/hcl/v2"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/kigumi/kigumi/core/pluginhost"
 	"github.com/kigumi/kigumi/core/sdk/v2"
@@ -192,6 +193,12 @@ func (e *Engine) WatchExits(ctx context.Context, name string, ready func(), fn f
 // the offending attribute; a runtime that fails otherwise is an error.
 func (e *Engine) CheckTenants(ctx context.Context, tenants []*spec.Tenant) (hcl.Diagnostics, error) {
 	var diags hcl.Diagnostics
+	type validation struct {
+		tenant string
+		in     *spec.Instance
+		diags  hcl.Diagnostics
+	}
+	var todo []*validation
 	for _, t := range tenants {
 		for i := range t.Instances {
 			in := &t.Instances[i]
@@ -202,15 +209,24 @@ func (e *Engine) CheckTenants(ctx context.Context, tenants []*spec.Tenant) (hcl.
 			ds := spec.DecodeInstanceSettings(in, c.info.InstanceSchema)
 			ds = append(ds, spec.CheckPermissions(in, c.info.Capabilities)...)
 			diags = append(diags, ds...)
-			if ds.HasErrors() || !c.info.Capabilities.Has(sdk.FeatureValidate) {
-				continue
+			if !ds.HasErrors() && c.info.Capabilities.Has(sdk.FeatureValidate) {
+				todo = append(todo, &validation{tenant: t.Name, in: in})
 			}
-			rt, err := e.runtime(ctx, in.Runtime)
+		}
+	}
+	// Runtimes validate many instances at once: a host of thousands must
+	// not wait on thousands of calls one after another.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(validateConcurrency)
+	for _, v := range todo {
+		g.Go(func() error {
+			in := v.in
+			rt, err := e.runtime(gctx, in.Runtime)
 			if err != nil {
-				return diags, err
+				return err
 			}
 			req := &sdk.StartRequest{
-				Instance:    sdk.Instance{Tenant: t.Name, Name: in.Name},
+				Instance:    sdk.Instance{Tenant: v.tenant, Name: in.Name},
 				Artifact:    sdk.Artifact{Module: in.Module, Image: in.Image, Digest: in.Digest},
 				Args:        in.Args,
 				Env:         in.Env,
@@ -218,15 +234,23 @@ func (e *Engine) CheckTenants(ctx context.Context, tenants []*spec.Tenant) (hcl.
 				Permissions: in.Permissions,
 				Settings:    in.Settings,
 			}
-			if err := rt.Validate(ctx, req); errors.Is(err, sdk.ErrInvalid) {
-				diags = append(diags, spec.InstanceDiagnostic(in, err))
+			if err := rt.Validate(gctx, req); errors.Is(err, sdk.ErrInvalid) {
+				v.diags = hcl.Diagnostics{spec.InstanceDiagnostic(in, err)}
 			} else if err != nil {
-				return diags, fmt.Errorf("runtime %q: validate %s/%s: %w", in.Runtime, t.Name, in.Name, err)
+				return fmt.Errorf("runtime %q: validate %s/%s: %w", in.Runtime, v.tenant, in.Name, err)
 			}
-		}
+			return nil
+		})
 	}
-	return diags, nil
+	err := g.Wait()
+	for _, v := range todo {
+		diags = append(diags, v.diags...)
+	}
+	return diags, err
 }
+
+// validateConcurrency bounds the Validate calls CheckTenants has under way.
+const validateConcurrency = 16
 
 // runtimeInfo returns what the runtime name said of itself in Configure.
 func (e *Engine) runtimeInfo(name string) sdk.Info {

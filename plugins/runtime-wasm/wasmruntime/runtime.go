@@ -65,13 +65,16 @@ type Runtime struct {
 	children map[child]chan struct{}
 
 	exits exitWatch // watch.go
+	// digests holds the sha256 of module files Validate has read, by
+	// version of the file.
+	digests map[moduleID][sha256.Size]byte
 }
 
 // New returns a Runtime with default settings and no compilation cache
 // until Configure.
 func New() *Runtime {
 	size, _ := humanize.ParseBytes(defaultMaxModuleSize)
-	return &Runtime{maxModuleSize: int64(size), children: map[child]chan struct{}{}}
+	return &Runtime{maxModuleSize: int64(size), children: map[child]chan struct{}{}, digests: map[moduleID][sha256.Size]byte{}}
 }
 
 // Info describes the plugin and its settings.
@@ -273,46 +276,127 @@ func (r *Runtime) Validate(_ context.Context, req *sdk.StartRequest) error {
 	if _, _, err := r.check(req); err != nil {
 		return err
 	}
-	_, err := r.readModule(req.Artifact)
-	return err
+	f, fi, err := r.openModule(req.Artifact)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if req.Artifact.Digest == "" {
+		return nil
+	}
+	// Many instances share a module: its digest is read once per version
+	// of the file. Start checks the bytes it runs again, whatever this says.
+	id, ok := identify(fi, time.Now())
+	r.mu.Lock()
+	sum, known := r.digests[id]
+	r.mu.Unlock()
+	if !ok || !known {
+		bin, err := r.readOpenModule(f)
+		if err != nil {
+			return err
+		}
+		sum = sha256.Sum256(bin)
+		if ok {
+			r.mu.Lock()
+			r.digests[id] = sum
+			r.mu.Unlock()
+		}
+	}
+	return checkDigest(req.Artifact, sum)
+}
+
+// moduleID identifies a version of a module file: a rewrite, a rename over
+// it or a swap changes its inode or its ctime, which userspace cannot set.
+type moduleID struct {
+	dev, ino, size   uint64
+	mtimeNS, ctimeNS int64
+}
+
+// identify returns fi's moduleID; ok is false when fi has no stat data or
+// the file changed too recently (within the ctime's granularity) to trust
+// that a later write would change the ctime.
+func identify(fi os.FileInfo, now time.Time) (id moduleID, ok bool) {
+	st, isStat := fi.Sys().(*syscall.Stat_t)
+	if !isStat {
+		return id, false
+	}
+	ctime := time.Unix(st.Ctim.Sec, st.Ctim.Nsec)
+	id = moduleID{dev: st.Dev, ino: st.Ino, size: uint64(st.Size),
+		mtimeNS: time.Unix(st.Mtim.Sec, st.Mtim.Nsec).UnixNano(), ctimeNS: ctime.UnixNano()}
+	return id, now.Sub(ctime) > 2*time.Second
 }
 
 // readModule reads the module file, enforcing the size limit and the digest.
 func (r *Runtime) readModule(a sdk.Artifact) ([]byte, error) {
+	f, _, err := r.openModule(a)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	bin, err := r.readOpenModule(f)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkDigest(a, sha256.Sum256(bin)); err != nil {
+		return nil, err
+	}
+	return bin, nil
+}
+
+// openModule opens the module file: an absolute path to a regular file no
+// larger than the size limit.
+func (r *Runtime) openModule(a sdk.Artifact) (*os.File, os.FileInfo, error) {
 	if !filepath.IsAbs(a.Module) {
-		return nil, sdk.InvalidAttribute("module", "module %q is not an absolute path", a.Module)
+		return nil, nil, sdk.InvalidAttribute("module", "module %q is not an absolute path", a.Module)
 	}
 	// O_NONBLOCK: opening a FIFO must not hang; regular files ignore it.
 	f, err := os.OpenFile(a.Module, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: "open module: " + err.Error(), Err: err}
+		return nil, nil, &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: "open module: " + err.Error(), Err: err}
 	}
-	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("stat module: %w", err)
+		f.Close()
+		return nil, nil, fmt.Errorf("stat module: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, sdk.InvalidAttribute("module", "module %s is not a regular file", a.Module)
+		f.Close()
+		return nil, nil, sdk.InvalidAttribute("module", "module %s is not a regular file", a.Module)
 	}
+	if fi.Size() > r.maxModuleSize {
+		f.Close()
+		return nil, nil, sdk.InvalidAttribute("module", "module %s is larger than %s", a.Module, humanize.IBytes(uint64(r.maxModuleSize)))
+	}
+	return f, fi, nil
+}
+
+// readOpenModule reads an opened module through the size limit (the file
+// may grow after its stat).
+func (r *Runtime) readOpenModule(f *os.File) ([]byte, error) {
 	bin, err := io.ReadAll(io.LimitReader(f, r.maxModuleSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read module: %w", err)
 	}
 	if int64(len(bin)) > r.maxModuleSize {
-		return nil, sdk.InvalidAttribute("module", "module %s is larger than %s", a.Module, humanize.IBytes(uint64(r.maxModuleSize)))
-	}
-	if a.Digest != "" {
-		algo, want, _ := strings.Cut(a.Digest, ":")
-		if algo != "sha256" {
-			return nil, sdk.InvalidAttribute("digest", "module digest %q: only sha256 is supported", a.Digest)
-		}
-		sum := sha256.Sum256(bin)
-		if got := hex.EncodeToString(sum[:]); got != strings.ToLower(want) {
-			return nil, sdk.InvalidAttribute("digest", "module %s has digest sha256:%s, want %s", a.Module, got, a.Digest)
-		}
+		return nil, sdk.InvalidAttribute("module", "module %s is larger than %s", f.Name(), humanize.IBytes(uint64(r.maxModuleSize)))
 	}
 	return bin, nil
+}
+
+// checkDigest checks a module's sha256 against the digest the artifact
+// pins, if any.
+func checkDigest(a sdk.Artifact, sum [sha256.Size]byte) error {
+	if a.Digest == "" {
+		return nil
+	}
+	algo, want, _ := strings.Cut(a.Digest, ":")
+	if algo != "sha256" {
+		return sdk.InvalidAttribute("digest", "module digest %q: only sha256 is supported", a.Digest)
+	}
+	if got := hex.EncodeToString(sum[:]); got != strings.ToLower(want) {
+		return sdk.InvalidAttribute("digest", "module %s has digest sha256:%s, want %s", a.Module, got, a.Digest)
+	}
+	return nil
 }
 
 // precompile compiles the module, which rejects invalid modules early and
