@@ -24,7 +24,7 @@ backoff without holding up the others, and workloads that end are restarted
 as their restart policy says. Stopping the agent leaves every workload
 running; the next start adopts them.`,
 	run: func(ctx context.Context, c *cli, fs *flag.FlagSet, args []string) int {
-		workers := fs.Int("workers", 4, "how many tenants reconcile at once")
+		workers := fs.Int("workers", agent.DefaultWorkers, "how many tenants reconcile at once")
 		resync := fs.Duration("resync", 30*time.Second, "period of the full resync")
 		if code, done := c.parse(fs, args, 0, 0); done {
 			return code

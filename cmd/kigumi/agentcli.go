@@ -9,10 +9,12 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"golang.org/x/term"
 
 	"github.com/kigumi/kigumi/core/api"
+	"github.com/kigumi/kigumi/core/engine"
 	"github.com/kigumi/kigumi/core/events"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/spec"
@@ -33,7 +35,13 @@ func (c *cli) agent(ctx context.Context) (client *api.Client, host *spec.Host, o
 		return nil, nil, true
 	}
 	client, err := api.Dial(ctx, api.SocketPath(h.StateDir))
+	if errors.Is(err, api.ErrNoAgent) {
+		client, err = c.awaitAgent(ctx, h)
+	}
 	switch {
+	case ctx.Err() != nil:
+		c.errorf("stopped while waiting for the state database %s: %v", engine.DBPath(h), context.Cause(ctx))
+		return nil, h, false
 	case errors.Is(err, api.ErrNoAgent):
 		return nil, h, true
 	case err != nil:
@@ -42,6 +50,37 @@ func (c *cli) agent(ctx context.Context) (client *api.Client, host *spec.Host, o
 	}
 	return client, h, true
 }
+
+// awaitAgent covers an agent that is starting: it holds the state database
+// before its socket answers. While the database is held by another process,
+// it dials the agent again, up to --lock-timeout; it returns ErrNoAgent as
+// soon as the database is free (no agent: the command works on its own) or
+// when the wait is over (both waits share one deadline: the command then
+// tries the lock once more and reports it busy).
+func (c *cli) awaitAgent(ctx context.Context, h *spec.Host) (*api.Client, error) {
+	for {
+		st, err := state.Open(engine.DBPath(h), state.WithReadOnly(), state.WithLockTimeout(time.Millisecond))
+		if err == nil {
+			st.Close()
+		}
+		if !errors.Is(err, state.ErrLocked) {
+			return nil, api.ErrNoAgent
+		}
+		client, err := api.Dial(ctx, api.SocketPath(h.StateDir))
+		if !errors.Is(err, api.ErrNoAgent) || !time.Now().Before(c.lockDeadline()) {
+			return client, err
+		}
+		c.noteWaiting()
+		select {
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case <-time.After(agentPoll):
+		}
+	}
+}
+
+// agentPoll is how often awaitAgent dials an agent that is starting.
+const agentPoll = 100 * time.Millisecond
 
 // agentFail prints an error of the agent's API and returns its exit code.
 func (c *cli) agentFail(err error) int {

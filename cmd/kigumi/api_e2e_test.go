@@ -15,11 +15,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/creack/pty"
 
 	"github.com/kigumi/kigumi/core/api"
 	"github.com/kigumi/kigumi/core/events"
+	"github.com/kigumi/kigumi/core/state"
 )
 
 func TestVersion(t *testing.T) {
@@ -428,5 +430,43 @@ func TestDestroyJSON(t *testing.T) {
 	}
 	if st := status(t, w.host); len(st.Tenants) != 0 {
 		t.Errorf("the tenant is left: %+v", st)
+	}
+}
+
+// TestAgentStarting: an agent holds the state database before its socket
+// answers. A command started in between waits for the agent and goes
+// through it, instead of waiting for the lock and giving up busy.
+func TestAgentStarting(t *testing.T) {
+	w := newWorkspace(t, 1)
+	if err := os.MkdirAll(w.state, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	st, err := state.Open(filepath.Join(w.state, "kigumi.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ag := &standIn{bus: events.NewBus()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		time.Sleep(500 * time.Millisecond) // the agent is still starting
+		ln, err := api.Listen(api.SocketPath(w.state), 0)
+		if err != nil {
+			done <- err
+			return
+		}
+		done <- api.NewServer(ag, api.Options{Host: "e2e", Version: "agent-v1"}).Serve(ctx, ln)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	code, out, errOut := kigumi(t, "status", "-c", w.host, "--json", "--lock-timeout", "20s")
+	var rep api.StatusReport
+	if code != exitOK || json.Unmarshal([]byte(out), &rep) != nil || len(rep.Tenants) != 1 || rep.Tenants[0].Name != "via-agent" {
+		t.Errorf("status while the agent starts: exit %d\n%s%s", code, out, errOut)
 	}
 }

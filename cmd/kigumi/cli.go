@@ -55,12 +55,16 @@ func init() {
 type cli struct {
 	config      string
 	lockTimeout time.Duration
-	autoApprove bool
-	jsonOut     bool
-	stdout      io.Writer
-	stderr      io.Writer
-	stdin       *os.File
-	log         hclog.Logger
+	// lockWaitEnds is when waiting for the state database ends, once the
+	// command started waiting; waitNoted is set once it said so.
+	lockWaitEnds time.Time
+	waitNoted    bool
+	autoApprove  bool
+	jsonOut      bool
+	stdout       io.Writer
+	stderr       io.Writer
+	stdin        *os.File
+	log          hclog.Logger
 	// collected, when set, gathers diagnostics instead of printing them
 	// (validate --json).
 	collected *hcl.Diagnostics

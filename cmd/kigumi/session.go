@@ -173,9 +173,8 @@ const lockPoll = 200 * time.Millisecond
 // nil store. Still locked after the timeout, it returns exitBusy.
 func (s *session) openStore(ctx context.Context, opts ...state.Option) (*state.Store, int) {
 	path := engine.DBPath(s.host)
-	deadline := time.Now().Add(s.cli.lockTimeout)
-	waiting := false
 	for {
+		deadline := s.cli.lockDeadline()
 		st, err := state.Open(path, append(opts, state.WithLockTimeout(min(lockPoll, max(time.Until(deadline), time.Millisecond))))...)
 		switch {
 		case err == nil:
@@ -190,10 +189,27 @@ func (s *session) openStore(ctx context.Context, opts ...state.Option) (*state.S
 		case !time.Now().Before(deadline):
 			s.cli.errorf("%v: still busy after waiting %s (--lock-timeout); try again later", err, s.cli.lockTimeout)
 			return nil, exitBusy
-		case !waiting:
-			waiting = true
-			fmt.Fprintf(s.cli.stderr, "Waiting up to %s for another kigumi process to release the state database...\n", s.cli.lockTimeout)
 		}
+		s.cli.noteWaiting()
+	}
+}
+
+// lockDeadline returns when the command stops waiting for the state
+// database: --lock-timeout after it first waited, however many times it
+// waits (for an agent that is starting, then for the lock).
+func (c *cli) lockDeadline() time.Time {
+	if c.lockWaitEnds.IsZero() {
+		c.lockWaitEnds = time.Now().Add(c.lockTimeout)
+	}
+	return c.lockWaitEnds
+}
+
+// noteWaiting tells the operator, once, that the command waits for
+// another kigumi process.
+func (c *cli) noteWaiting() {
+	if !c.waitNoted {
+		c.waitNoted = true
+		fmt.Fprintf(c.stderr, "Waiting up to %s for another kigumi process to release the state database...\n", c.lockTimeout)
 	}
 }
 
