@@ -65,11 +65,11 @@ func sellOfferTx(account, nftID string, drops uint64) Tx {
 // tenant's acquire.
 func acceptOfferTx(account, offerID string, m memo.Memo) Tx {
 	return Tx{
-		"TransactionType": "NFTokenAcceptOffer",
-		"Account":         account,
+		"TransactionType":  "NFTokenAcceptOffer",
+		"Account":          account,
 		"NFTokenSellOffer": offerID,
-		"Flags":           uint32(0),
-		"Memos":           []any{m.XRPL()},
+		"Flags":            uint32(0),
+		"Memos":            []any{m.XRPL()},
 	}
 }
 

@@ -77,11 +77,11 @@ func TestGoldenSigning(t *testing.T) {
 			t.Fatal(err)
 		}
 		txs := map[string]Tx{
-			"Payment with a memo":     paymentTx(string(w.ClassicAddress), string(host.ClassicAddress), 1, reply),
-			"NFTokenMint":             mintTx(string(w.ClassicAddress), 7, leaseURI(100, 1000)),
-			"NFTokenCreateOffer":      sellOfferTx(string(w.ClassicAddress), nftID, 1000),
-			"NFTokenAcceptOffer":      acceptOfferTx(string(w.ClassicAddress), offerID, acquire),
-			"NFTokenBurn":             burnTx(string(w.ClassicAddress), nftID, string(host.ClassicAddress)),
+			"Payment with a memo":      paymentTx(string(w.ClassicAddress), string(host.ClassicAddress), 1, reply),
+			"NFTokenMint":              mintTx(string(w.ClassicAddress), 7, leaseURI(100, 1000)),
+			"NFTokenCreateOffer":       sellOfferTx(string(w.ClassicAddress), nftID, 1000),
+			"NFTokenAcceptOffer":       acceptOfferTx(string(w.ClassicAddress), offerID, acquire),
+			"NFTokenBurn":              burnTx(string(w.ClassicAddress), nftID, string(host.ClassicAddress)),
 			"NFTokenBurn by its owner": burnTx(string(w.ClassicAddress), nftID, ""),
 		}
 		for name, tx := range txs {

@@ -21,9 +21,10 @@ type Server struct {
 	stop chan struct{}
 	done sync.WaitGroup
 
-	mu    sync.Mutex
-	chain *chain
-	conns map[*conn]bool
+	mu         sync.Mutex
+	chain      *chain
+	conns      map[*conn]bool
+	subscribes int
 }
 
 // conn is one client connection and its subscriptions.
@@ -153,6 +154,27 @@ func (s *Server) Submitted(addr, typ string) int {
 		}
 	}
 	return n
+}
+
+// Subscribes counts the subscribe requests served.
+func (s *Server) Subscribes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.subscribes
+}
+
+// SellOffers returns the IDs of owner's NFT sell offers, sorted.
+func (s *Server) SellOffers(owner string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for id, o := range s.chain.offers {
+		if o.owner == owner && o.sell {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // ValidatedIndex is the index of the last validated ledger.
@@ -464,6 +486,7 @@ func (s *Server) accountTx(req map[string]any) (map[string]any, error) {
 }
 
 func (s *Server) subscribe(c *conn, req map[string]any) (map[string]any, error) {
+	s.subscribes++
 	out := map[string]any{}
 	if accts, ok := req["accounts"].([]any); ok {
 		for _, a := range accts {

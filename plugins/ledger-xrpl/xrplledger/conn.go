@@ -1,0 +1,212 @@
+package xrplledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/Peersyst/xrpl-go/xrpl/queries/account"
+	"github.com/Peersyst/xrpl-go/xrpl/queries/common"
+	"github.com/Peersyst/xrpl-go/xrpl/queries/ledger"
+	subscribe "github.com/Peersyst/xrpl-go/xrpl/queries/subscription"
+	streamtypes "github.com/Peersyst/xrpl-go/xrpl/queries/subscription/types"
+	"github.com/Peersyst/xrpl-go/xrpl/queries/transactions"
+	"github.com/Peersyst/xrpl-go/xrpl/transaction"
+	"github.com/Peersyst/xrpl-go/xrpl/transaction/types"
+	"github.com/Peersyst/xrpl-go/xrpl/websocket"
+	"github.com/Peersyst/xrpl-go/xrpl/websocket/interfaces"
+)
+
+// conn is a connection to a rippled or clio server, through xrpl-go.
+type conn struct {
+	c *websocket.Client
+	// streamLedger is the index of the last ledger the ledger stream
+	// announced: when the validated ledger moves past it, the
+	// subscription was lost (xrpl-go reconnects without subscribing
+	// again, and without a word).
+	streamLedger atomic.Uint32
+	// wake is signalled, without blocking, at each ledger the stream
+	// announces.
+	wake chan struct{}
+}
+
+// dial connects to url.
+func dial(url string) (*conn, error) {
+	cfg := websocket.NewClientConfig().WithHost(url).WithMaxRetries(60).WithRetryDelay(250 * time.Millisecond).
+		WithTimeout(30 * time.Second).WithMaxReconnects(1 << 20)
+	k := &conn{c: websocket.NewClient(cfg), wake: make(chan struct{}, 1)}
+	k.c.OnLedgerClosed(func(l *streamtypes.LedgerStream) {
+		k.streamLedger.Store(l.LedgerIndex.Uint32())
+		select {
+		case k.wake <- struct{}{}:
+		default:
+		}
+	})
+	if err := k.c.Connect(); err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", url, err)
+	}
+	return k, nil
+}
+
+func (k *conn) close() { _ = k.c.Disconnect() }
+
+// request sends req and decodes its result into out (JSON field names).
+func (k *conn) request(req interfaces.Request, out any) error {
+	res, err := k.c.Request(req)
+	if err != nil {
+		return err
+	}
+	raw, err := json.Marshal(res.Result)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(raw, out)
+}
+
+// subscribe subscribes to the account's transactions and to the ledger
+// stream, and records the validated ledger it reports.
+func (k *conn) subscribe(addr string) error {
+	var res struct {
+		LedgerIndex uint32 `json:"ledger_index"`
+	}
+	if err := k.request(&subscribe.Request{Accounts: []types.Address{types.Address(addr)}, Streams: []string{"ledger"}}, &res); err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	k.streamLedger.Store(res.LedgerIndex)
+	return nil
+}
+
+// validatedLedger returns the index of the last validated ledger.
+func (k *conn) validatedLedger() (uint32, error) {
+	var res struct {
+		LedgerIndex uint32 `json:"ledger_index"`
+	}
+	if err := k.request(&ledger.Request{LedgerIndex: common.Validated}, &res); err != nil {
+		return 0, fmt.Errorf("ledger: %w", err)
+	}
+	return res.LedgerIndex, nil
+}
+
+// ledgerTx is a validated transaction in API version 2's shape.
+type ledgerTx struct {
+	Hash        string         `json:"hash"`
+	LedgerIndex uint32         `json:"ledger_index"`
+	Validated   bool           `json:"validated"`
+	Tx          map[string]any `json:"tx_json"`
+	Meta        struct {
+		TransactionIndex  uint32 `json:"TransactionIndex"`
+		TransactionResult string `json:"TransactionResult"`
+		AffectedNodes     []map[string]struct {
+			LedgerEntryType string         `json:"LedgerEntryType"`
+			LedgerIndex     string         `json:"LedgerIndex"`
+			FinalFields     map[string]any `json:"FinalFields"`
+			NewFields       map[string]any `json:"NewFields"`
+		} `json:"AffectedNodes"`
+		NFTokenID string `json:"nftoken_id"`
+		OfferID   string `json:"offer_id"`
+	} `json:"meta"`
+}
+
+// accountTx pages through the account's validated transactions from
+// ledger minLedger on, oldest first, calling fn for each.
+func (k *conn) accountTx(ctx context.Context, addr string, minLedger uint32, fn func(ledgerTx) error) error {
+	var marker any
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var res struct {
+			Transactions []ledgerTx `json:"transactions"`
+			Marker       any        `json:"marker"`
+		}
+		req := &account.TransactionsRequest{Account: types.Address(addr), LedgerIndexMin: int(minLedger), LedgerIndexMax: -1, Forward: true, Limit: 200, Marker: marker}
+		if minLedger == 0 {
+			req.LedgerIndexMin = -1
+		}
+		if err := k.request(req, &res); err != nil {
+			return fmt.Errorf("account_tx: %w", err)
+		}
+		for _, t := range res.Transactions {
+			if err := fn(t); err != nil {
+				return err
+			}
+		}
+		if res.Marker == nil {
+			return nil
+		}
+		marker = res.Marker
+	}
+}
+
+// prepare fills the transaction's sequence, fee and last ledger from the
+// server and signs it.
+func (p *Plugin) prepare(k *conn, tx Tx) (blob, hash string, lastLedger uint32, err error) {
+	flat := transaction.FlatTransaction(tx)
+	if err := k.c.Autofill(&flat); err != nil {
+		return "", "", 0, fmt.Errorf("autofill %v: %w", tx["TransactionType"], err)
+	}
+	p.mu.Lock()
+	w := p.wallet
+	p.mu.Unlock()
+	blob, hash, err = w.Sign(flat)
+	if err != nil {
+		return "", "", 0, fmt.Errorf("sign %v: %w", tx["TransactionType"], err)
+	}
+	lastLedger, _ = flat["LastLedgerSequence"].(uint32)
+	return blob, hash, lastLedger, nil
+}
+
+// txResult looks a transaction up: its result once validated, ok false
+// while it is unknown or not validated.
+func (k *conn) txResult(hash string) (result string, ok bool, err error) {
+	var t ledgerTx
+	if err := k.request(&transactions.TxRequest{Transaction: hash}, &t); err != nil {
+		var xe *websocket.ErrorWebsocketClientXrplResponse
+		if errors.As(err, &xe) && xe.Type == "txnNotFound" {
+			return "", false, nil
+		}
+		return "", false, fmt.Errorf("tx %s: %w", hash, err)
+	}
+	if !t.Validated {
+		return "", false, nil
+	}
+	return t.Meta.TransactionResult, true, nil
+}
+
+// submitBlob submits a signed transaction, unless it is already validated,
+// and waits until it is validated; it returns the result of its validated
+// metadata (xrpl-go reports a validated tec* as no error: the caller must
+// check it). A blob the server already holds (a retry) is waited for.
+func (k *conn) submitBlob(ctx context.Context, blob, hash string, lastLedger uint32) (string, error) {
+	if r, ok, err := k.txResult(hash); err != nil || ok {
+		return r, err
+	}
+	res, err := k.c.SubmitTxBlobAndWaitContext(ctx, blob, false)
+	if err == nil {
+		return res.Meta.TransactionResult, nil
+	}
+	if !strings.Contains(err.Error(), "tefALREADY") && !strings.Contains(err.Error(), "tefPAST_SEQ") {
+		return "", err
+	}
+	for {
+		if r, ok, err := k.txResult(hash); err != nil || ok {
+			return r, err
+		}
+		v, err := k.validatedLedger()
+		if err != nil {
+			return "", err
+		}
+		if v > lastLedger {
+			return "", fmt.Errorf("transaction %s expired unvalidated at ledger %d", hash, lastLedger)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,165 @@
+package xrplledger
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/Peersyst/xrpl-go/xrpl/queries/account"
+	"github.com/Peersyst/xrpl-go/xrpl/transaction/types"
+
+	"github.com/kigumi/kigumi/plugins/ledger-xrpl/memo"
+)
+
+// leaseTaxon is the NFTokenTaxon of lease NFTs.
+const leaseTaxon = 0x6b67 // "kg"
+
+// hostLoop runs the host side while Events runs: a heartbeat to the
+// registry every heartbeat interval, jittered, and, every poll interval,
+// a sell offer for each free slot.
+func (p *Plugin) hostLoop(ctx context.Context, k *conn) {
+	cfg, _, err := p.configured()
+	if err != nil {
+		return
+	}
+	nextBeat := time.Now()
+	tick := time.NewTicker(cfg.poll)
+	defer tick.Stop()
+	for {
+		if err := p.ensureOffers(ctx, k, cfg); err != nil && ctx.Err() == nil {
+			p.logger.Warn("offer leases", "error", err)
+		}
+		if cfg.registry != "" && !time.Now().Before(nextBeat) {
+			if err := p.heartbeat(ctx, k, cfg); err != nil && ctx.Err() == nil {
+				p.logger.Warn("heartbeat", "error", err)
+			}
+			// ±20% jitter, so that hosts started together spread out.
+			nextBeat = time.Now().Add(cfg.heartbeat*4/5 + rand.N(cfg.heartbeat*2/5+1))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// submit signs and submits a transaction of the host's and waits until it
+// is validated; a validated result other than tesSUCCESS is an error.
+func (p *Plugin) submit(ctx context.Context, k *conn, tx Tx) error {
+	p.submitMu.Lock()
+	defer p.submitMu.Unlock()
+	blob, hash, last, err := p.prepare(k, tx)
+	if err != nil {
+		return err
+	}
+	result, err := k.submitBlob(ctx, blob, hash, last)
+	if err != nil {
+		return fmt.Errorf("%v %s: %w", tx["TransactionType"], hash, err)
+	}
+	if result != "tesSUCCESS" {
+		return fmt.Errorf("%v %s validated with result %s", tx["TransactionType"], hash, result)
+	}
+	return nil
+}
+
+// activeLeases counts the leases sold that have not expired at ledger v.
+func (p *Plugin) activeLeases(v uint32) int {
+	ls, err := leases(p.db)
+	if err != nil {
+		p.logger.Warn("read leases", "error", err)
+	}
+	n := 0
+	for _, l := range ls {
+		if l.Expires >= v {
+			n++
+		}
+	}
+	return n
+}
+
+// heartbeat registers the host with the registry: a Payment of one drop
+// with a host memo.
+func (p *Plugin) heartbeat(ctx context.Context, k *conn, cfg config) error {
+	v, err := k.validatedLedger()
+	if err != nil {
+		return err
+	}
+	active := p.activeLeases(v)
+	m, err := memo.Encode(memo.TypeHost, &memo.Host{
+		Software: Version, Capacity: cfg.slots, Free: max(cfg.slots-active, 0),
+		PriceDrops: strconv.FormatUint(cfg.priceDrops, 10), LeaseLedgers: cfg.leaseLedgers,
+		Key: hex.EncodeToString(p.key.Public()),
+	})
+	if err != nil {
+		return err
+	}
+	return p.submit(ctx, k, paymentTx(p.address(), cfg.registry, 1, m))
+}
+
+func (p *Plugin) address() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return string(p.wallet.ClassicAddress)
+}
+
+// ensureOffers mints a lease NFT for each free slot the host lacks one
+// for, and offers for sale each lease NFT the host holds without an offer.
+func (p *Plugin) ensureOffers(ctx context.Context, k *conn, cfg config) error {
+	addr := p.address()
+	v, err := k.validatedLedger()
+	if err != nil {
+		return err
+	}
+	var nfts struct {
+		NFTs []struct {
+			ID     string `json:"NFTokenID"`
+			Issuer string `json:"Issuer"`
+			Taxon  uint32 `json:"NFTokenTaxon"`
+		} `json:"account_nfts"`
+	}
+	if err := k.request(&account.NFTsRequest{Account: types.Address(addr), Limit: 400}, &nfts); err != nil {
+		return fmt.Errorf("account_nfts: %w", err)
+	}
+	var objs struct {
+		Objects []struct {
+			Type  string `json:"LedgerEntryType"`
+			NFT   string `json:"NFTokenID"`
+			Flags uint32 `json:"Flags"`
+		} `json:"account_objects"`
+	}
+	if err := k.request(&account.ObjectsRequest{Account: types.Address(addr), Type: account.NFTOfferObject, Limit: 400}, &objs); err != nil {
+		return fmt.Errorf("account_objects: %w", err)
+	}
+	offered := map[string]bool{}
+	for _, o := range objs.Objects {
+		if o.Type == "NFTokenOffer" && o.Flags&tfSellNFToken != 0 {
+			offered[strings.ToUpper(o.NFT)] = true
+		}
+	}
+	held := 0
+	for _, n := range nfts.NFTs {
+		if n.Issuer != addr || n.Taxon != leaseTaxon {
+			continue
+		}
+		held++
+		if offered[strings.ToUpper(n.ID)] {
+			continue
+		}
+		if err := p.submit(ctx, k, sellOfferTx(addr, n.ID, cfg.priceDrops)); err != nil {
+			return err
+		}
+		p.logger.Info("offered a lease", "lease", n.ID, "price_drops", cfg.priceDrops)
+	}
+	for free := cfg.slots - p.activeLeases(v) - held; free > 0; free-- {
+		if err := p.submit(ctx, k, mintTx(addr, leaseTaxon, leaseURI(cfg.leaseLedgers, cfg.priceDrops))); err != nil {
+			return err
+		}
+		p.logger.Info("minted a lease NFT")
+	}
+	return nil
+}
