@@ -27,6 +27,7 @@ build: wasm
 plugins:
 	$(GO) build -o $(BIN)/plugins/kigumi-runtime-wasm ./plugins/runtime-wasm
 	$(GO) build -o $(BIN)/plugins/kigumi-statefs-fuse ./plugins/statefs-fuse
+	$(GO) build -o $(BIN)/plugins/kigumi-ledger-xrpl ./plugins/ledger-xrpl
 
 wasm: $(APP_WASM)
 

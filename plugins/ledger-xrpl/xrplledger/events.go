@@ -130,15 +130,16 @@ func (p *Plugin) Events(ctx context.Context, cursor string, fn func(sdk.LeaseEve
 	}
 }
 
-// checkStream subscribes again when the validated ledger has moved past
-// the last one the ledger stream announced: the subscription was lost.
+// checkStream subscribes again when the validated ledger has moved more
+// than one ledger past the last one the ledger stream announced (one may
+// be in flight): the subscription was lost.
 func (p *Plugin) checkStream(k *conn, addr string) {
 	v, err := k.validatedLedger()
 	if err != nil {
 		p.logger.Warn("check the ledger stream", "error", err)
 		return
 	}
-	if seen := k.streamLedger.Load(); v > seen {
+	if seen := k.streamLedger.Load(); v > seen+1 {
 		p.logger.Warn("the ledger stream is silent while the ledger advances (a silent reconnect): subscribing again",
 			"validated", v, "last_streamed", seen)
 		if err := k.subscribe(addr); err != nil {
