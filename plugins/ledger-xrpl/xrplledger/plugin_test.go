@@ -261,6 +261,33 @@ func TestAcquireReply(t *testing.T) {
 		t.Fatalf("another key opened the payload: %v", err)
 	}
 
+	// An error reply to the acquire refunds the price; bad replies are
+	// refused before anything is sent.
+	balance := m.srv.Balance(tenant)
+	if err := m.ledger.Reply(context.Background(), sdk.LeaseReply{EventID: ev.ID, IdempotencyKey: "reply-err", Lease: ev.Lease, Message: "policy refused the spec"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.srv.Balance(tenant) - balance; got != testPrice {
+		t.Fatalf("the error reply refunded %d drops, want %d", got, testPrice)
+	}
+	before = m.srv.Submitted(host, "Payment")
+	for _, bad := range []struct {
+		r    sdk.LeaseReply
+		code sdk.Code
+	}{
+		{sdk.LeaseReply{EventID: ev.ID, IdempotencyKey: "r-none", Lease: strings.Repeat("00", 32), OK: true}, sdk.CodeNotFound},
+		{sdk.LeaseReply{EventID: ev.ID, IdempotencyKey: "r-big", Lease: ev.Lease, OK: true, Payload: make([]byte, memo.MaxData)}, sdk.CodeInvalid},
+		{sdk.LeaseReply{EventID: ev.ID, Lease: ev.Lease, OK: true}, sdk.CodeInvalid},
+	} {
+		var se *sdk.Error
+		if err := m.ledger.Reply(context.Background(), bad.r); !errors.As(err, &se) || se.Code != bad.code {
+			t.Errorf("Reply(%s): %v, want %s", bad.r.IdempotencyKey, err, bad.code)
+		}
+	}
+	if n := m.srv.Submitted(host, "Payment") - before; n != 0 {
+		t.Fatalf("refused replies sent %d payments", n)
+	}
+
 	// A restart after the cursor does not repeat the acquire; the next
 	// event is the tenant's extend.
 	stop()
