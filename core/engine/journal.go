@@ -115,7 +115,8 @@ func (e *Engine) step(target, name string, fn func() error) error {
 		return err
 	}
 	if err := fn(); err != nil {
-		e.log.Debug("step failed", "target", target, "step", name, "error", err)
+		_, instance, _ := strings.Cut(strings.TrimPrefix(target, "instance "), "/")
+		e.log.Debug("step failed", "tenant", tenant, "instance", instance, "step", name, "error", err)
 		e.enqueue(tenant, state.RecordOp(target, name, state.EventFailed, err))
 		return fmt.Errorf("%s: %w", name, err)
 	}
