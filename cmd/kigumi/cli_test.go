@@ -79,10 +79,10 @@ func TestBadInput(t *testing.T) {
 			want: []string{`host\.hcl:17,3: Error: Unsupported argument`, `turbo`}},
 		{name: "unknown plugin",
 			edit: func(t *testing.T, w *workspace) {
-				replaceIn(t, w.host, `statefs "fuse" {}`, "statefs \"fuse\" {}\nledger \"xrpl\" {}")
+				replaceIn(t, w.host, `statefs "fuse" {}`, "statefs \"fuse\" {}\nledger \"nope\" {}")
 			},
 			args: []string{"validate"},
-			want: []string{`host\.hcl:18,1: Error: Cannot use ledger plugin "xrpl"`}},
+			want: []string{`host\.hcl:18,1: Error: Cannot use ledger plugin "nope"`}},
 		{name: "FIFO as a tenant spec",
 			edit: func(t *testing.T, w *workspace) {
 				if err := syscall.Mkfifo(filepath.Join(w.tenants, "x.hcl"), 0o644); err != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/kigumi/kigumi/core/pluginhost"
 	"github.com/kigumi/kigumi/core/sdk/v2"
+	"github.com/kigumi/kigumi/plugins/ledger-xrpl/xrplledger"
 	"github.com/kigumi/kigumi/plugins/runtime-wasm/wasmruntime"
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/statefs"
 )
@@ -24,6 +25,9 @@ var builtinPlugins = []builtin{
 	}},
 	{pluginhost.Builtin{Kind: sdk.KindStateFS, Name: "fuse"}, func() sdk.ServeOpts {
 		return sdk.ServeOpts{StateFS: statefs.New()}
+	}},
+	{pluginhost.Builtin{Kind: sdk.KindLedger, Name: "xrpl"}, func() sdk.ServeOpts {
+		return sdk.ServeOpts{Ledger: xrplledger.New(sdk.NewLogger())}
 	}},
 }
 
