@@ -54,6 +54,9 @@ type Config struct {
 	Resync time.Duration
 	// Backoff is the retry delay of a failed reconcile (default 1s to 5m).
 	Backoff Backoff
+	// Ledger returns the client of a ledger plugin the host spec declares
+	// (default: the engine's, Engine.Ledger).
+	Ledger func(ctx context.Context, name string) (Ledger, error)
 }
 
 // DefaultWorkers is how many tenants reconcile at once by default. A
@@ -79,6 +82,8 @@ type Agent struct {
 	mu      sync.Mutex
 	runners map[string]*runner
 	gen     uint64 // generation of the last snapshot merged
+
+	leases leases
 }
 
 // runner is one tenant's desired spec and reconcile status.
@@ -132,7 +137,7 @@ func New(cfg Config) *Agent {
 	if cfg.Bus == nil {
 		cfg.Bus = events.NewBus()
 	}
-	a := &Agent{cfg: cfg, queue: NewQueue(), runners: map[string]*runner{}}
+	a := &Agent{cfg: cfg, queue: NewQueue(), runners: map[string]*runner{}, leases: leases{timers: map[string]*time.Timer{}}}
 	if cfg.Policies != nil {
 		a.policies = cfg.Policies.NewMemo()
 	}
@@ -142,7 +147,8 @@ func New(cfg Config) *Agent {
 // Bus returns the agent's event bus.
 func (a *Agent) Bus() *events.Bus { return a.cfg.Bus }
 
-// Run watches the file source and reconciles until ctx ends. Stopping
+// Run watches the file source and the ledgers' leases, and reconciles until
+// ctx ends. Stopping
 // leaves every workload running: reconciles under way finish, nothing is
 // torn down, and the next start adopts the workloads again.
 func (a *Agent) Run(ctx context.Context) error {
@@ -166,6 +172,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, name := range a.cfg.Engine.RuntimesWith(sdk.FeatureWatch) {
 		wg.Go(func() { a.watchExits(wctx, name) })
 	}
+	if ledgers := a.ledgers(); len(ledgers) > 0 {
+		if err := a.restoreLeases(wctx); err != nil {
+			a.cfg.Log.Error("restore leases", "error", err)
+		}
+		for _, name := range ledgers {
+			wg.Go(func() { a.runLedger(wctx, name) })
+		}
+	}
 	var err error
 loop:
 	for {
@@ -180,8 +194,9 @@ loop:
 			break loop
 		}
 	}
-	a.queue.ShutDown()
 	stopWatching()
+	a.stopLeases()
+	a.queue.ShutDown()
 	wg.Wait()
 	a.mu.Lock()
 	for _, r := range a.runners {
@@ -222,6 +237,14 @@ func (a *Agent) Merge(ctx context.Context, s Snapshot) error {
 	if err != nil {
 		return err
 	}
+	// A tenant another source is making, not yet recorded, is its.
+	a.mu.Lock()
+	for n, r := range a.runners {
+		if _, ok := owners[n]; !ok && r.source != "" {
+			owners[n] = r.source
+		}
+	}
+	a.mu.Unlock()
 	type claim struct {
 		t    *spec.Tenant
 		file *FileSpec
@@ -421,7 +444,7 @@ func (a *Agent) reconcile(ctx context.Context, name string) {
 		// is recorded, and nothing is rolled back because the agent stops.
 		actx := context.WithoutCancel(ctx)
 		var p *plan.Plan
-		if p, err = a.cfg.Engine.PlanTenant(actx, state.SourceFile, name, desired); err == nil {
+		if p, err = a.cfg.Engine.PlanTenant(actx, state.SourceKind(source), name, desired); err == nil {
 			err = a.cfg.Engine.Apply(actx, p)
 			retry = p.RetryAfter
 			res.Created, res.Updated, res.Destroyed, res.Restarted =
@@ -595,12 +618,13 @@ func (a *Agent) Plan(ctx context.Context) (*plan.Plan, error) {
 	a.mu.Lock()
 	type want struct {
 		r       *runner
+		source  string
 		desired *plan.Tenant
 	}
 	var ws []want
 	for _, n := range slices.Sorted(maps.Keys(a.runners)) {
 		if r := a.runners[n]; !r.held || r.known {
-			ws = append(ws, want{r, r.desired})
+			ws = append(ws, want{r, r.source, r.desired})
 		}
 	}
 	a.mu.Unlock()
@@ -614,7 +638,7 @@ func (a *Agent) Plan(ctx context.Context) (*plan.Plan, error) {
 			// does.
 			w.r.mu.Lock()
 			defer w.r.mu.Unlock()
-			p, err := a.cfg.Engine.PlanTenant(gctx, state.SourceFile, w.r.name, w.desired)
+			p, err := a.cfg.Engine.PlanTenant(gctx, state.SourceKind(w.source), w.r.name, w.desired)
 			plans[i] = p
 			return err
 		})

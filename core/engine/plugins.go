@@ -281,3 +281,13 @@ func (e *Engine) stateFS(ctx context.Context) (sdk.StateFS, error) {
 	}
 	return nil, fmt.Errorf("the host spec declares no statefs plugin, and an instance asks for state: %w", sdk.ErrInvalid)
 }
+
+// Ledger returns the client of the ledger plugin name, launched and
+// configured (again, when its process was relaunched).
+func (e *Engine) Ledger(ctx context.Context, name string) (sdk.Ledger, error) {
+	l, err := e.plugins.Ledger(ctx, name, pluginhost.HostScope)
+	if err != nil {
+		return nil, err
+	}
+	return l, e.reconfigure(ctx, sdk.KindLedger, name, l)
+}

@@ -257,7 +257,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 
 func (s *Store) init() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketTenants, bucketInstances, bucketJournal} {
+		for _, b := range [][]byte{bucketMeta, bucketTenants, bucketInstances, bucketJournal, bucketSources, bucketLeases} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
 			}
