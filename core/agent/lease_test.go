@@ -428,3 +428,40 @@ func TestLeaseExpires(t *testing.T) {
 		t.Errorf("extend of an ended lease: reply = %+v", r)
 	}
 }
+
+// TestLeaseOwnership: a spec file that declares a lease's tenant is
+// refused and leaves the tenant to its lease; a rescan of the spec
+// directory destroys no lease tenant.
+func TestLeaseOwnership(t *testing.T) {
+	lh := newLeaseHost(t)
+	ctx := context.Background()
+	id, tenant := leaseName(t)
+	lh.ledger.add(sdk.LeaseEvent{ID: "O1", Kind: sdk.LeaseAcquired, Lease: id, Tenant: tenant,
+		Spec: leaseSpec(tenant, "64MiB"), ExpiresAt: time.Now().Add(time.Hour)})
+	if r := lh.ledger.next(t); !r.OK {
+		t.Fatalf("reply = %+v", r)
+	}
+	if err := enginetest.WriteTenant(lh.host.TenantDir, tenant, 1, "taken"); err != nil {
+		t.Fatal(err)
+	}
+	sub := lh.agent.Bus().Subscribe(64)
+	defer sub.Close()
+	if err := lh.agent.Merge(ctx, (&FileSource{Host: lh.host}).Scan(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	for ev := range sub.C() {
+		if ev.Tenant == tenant && ev.Type == "diagnostics" {
+			if !strings.Contains(ev.Message, "belongs to another source") {
+				t.Errorf("event = %+v", ev)
+			}
+			break
+		}
+	}
+	if _, err := lh.agent.Reconcile(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	rec, _, err := lh.store.Tenant(tenant)
+	if err != nil || rec.Source != "lease:"+id || !lh.live(tenant) {
+		t.Errorf("tenant %s: %+v, %v, live %v; want it running for its lease", tenant, rec, err, lh.live(tenant))
+	}
+}

@@ -122,13 +122,3 @@ func (s *Store) PutLease(l Lease) error {
 	}
 	return nil
 }
-
-// DeleteLease removes a lease record.
-func (s *Store) DeleteLease(id string) error {
-	if err := s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketLeases).Delete([]byte(id))
-	}); err != nil {
-		return fmt.Errorf("delete lease %s: %w", id, err)
-	}
-	return nil
-}

@@ -448,3 +448,38 @@ func TestCommit(t *testing.T) {
 		}
 	}
 }
+
+// TestLeasesAndCursors: a source's cursor and the lease records survive a
+// reopen.
+func TestLeasesAndCursors(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kigumi.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.Cursor("ledger:x"); err != nil || c != "" {
+		t.Fatalf("cursor %q, %v; want none", c, err)
+	}
+	l := Lease{ID: "N1", Ledger: "x", Tenant: "l-1", Event: "E1", Spec: []byte("tenant"), Reply: &LeaseReply{OK: true, Message: "ok"}}
+	if err := s.PutLease(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutCursor("ledger:x", "7.1"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if c, err := s.Cursor("ledger:x"); err != nil || c != "7.1" {
+		t.Errorf("cursor %q, %v; want 7.1", c, err)
+	}
+	got, ok, err := s.Lease("N1")
+	if err != nil || !ok || got.Tenant != "l-1" || got.Reply == nil || !got.Reply.OK {
+		t.Errorf("lease %+v, %v, %v", got, ok, err)
+	}
+	if ls, err := s.Leases(); err != nil || len(ls) != 1 {
+		t.Errorf("leases %+v, %v; want one", ls, err)
+	}
+}
