@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/kigumi/kigumi/core/engine"
@@ -34,6 +35,7 @@ func (noPlugins) Release(string) error { return nil }
 type lockProbe struct {
 	engine.NilHook
 	a    *Agent
+	mu   sync.Mutex // Plan refreshes tenants in parallel
 	seen map[string]bool
 }
 
@@ -45,7 +47,9 @@ func (p *lockProbe) PreRefresh(tenant string) {
 	if free {
 		r.mu.Unlock()
 	}
+	p.mu.Lock()
 	p.seen[tenant] = !free
+	p.mu.Unlock()
 }
 
 // TestPlanRefreshesUnderTheTenantLock: the refresh of Plan, which may
