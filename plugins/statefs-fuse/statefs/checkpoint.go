@@ -38,13 +38,21 @@ func (d handleData) checkpointDir() string {
 	return filepath.Join(filepath.Dir(d.Dir), ".checkpoints", filepath.Base(d.Dir))
 }
 
-// Usage scans the state directory and reports its bytes (of regular files
-// and symlink targets) and inodes (every entry below the top directory)
-// against the handle's quotas, which directory mode does not enforce.
+// Usage reports the state's bytes (of regular files and symlink targets)
+// and inodes (every entry below the top directory) against the handle's
+// quotas: from the helper of a served FUSE state, which enforces them, or
+// by scanning the files, in directory mode (which does not).
 func (*FS) Usage(ctx context.Context, h sdk.Handle) (sdk.Usage, error) {
 	d, err := open(h)
 	if err != nil {
 		return sdk.Usage{}, err
+	}
+	if _, alive := d.helper(); alive && d.Mode == modeFUSE {
+		rep, err := ask(ctx, d, "usage")
+		if err != nil {
+			return sdk.Usage{}, sdk.Errorf(sdk.CodeInternal, "usage of %s: %w", d.Instance, err)
+		}
+		return sdk.Usage{Bytes: rep.Usage.Bytes, Inodes: rep.Usage.Entries, BytesLimit: rep.Usage.MaxBytes, InodesLimit: rep.Usage.MaxEntries}, nil
 	}
 	u := sdk.Usage{BytesLimit: d.Size, InodesLimit: d.Inodes}
 	if u.InodesLimit == 0 {
