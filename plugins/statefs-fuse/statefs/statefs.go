@@ -1,18 +1,25 @@
 // Package statefs is the StateFS of the statefs-fuse plugin, named "fuse".
 //
-// For now it has one mode, "directory": an instance's state is a plain
-// directory, the request's Dir, owned by the tenant's user with mode 0700,
-// which Mount hands to the runtime as is. The requested size is recorded in
-// the handle but NOT enforced: an instance can fill the filesystem its
-// directory is on. A FUSE filesystem that enforces it is to come.
+// It has two modes. In "directory" (the default for now) an instance's
+// state is a plain directory, the request's Dir, owned by the tenant's user
+// with mode 0700, which Mount hands to the runtime as is; its quotas are
+// NOT enforced. In "fuse", Dir is the mount point of a quotafs filesystem
+// over a backing directory in .data/ next to it, served by a detached
+// helper process (this executable re-executed with HelperCommand) that
+// outlives the plugin and the agent; its pid file and control socket are
+// in .run/. The filesystem lets in only the tenant's uid and root, and
+// enforces the size and inode quotas. Mount and Recover adopt a live
+// helper, or clear a stale (ENOTCONN) mount and start a new one. Hash is
+// the Merkle root of package merkle in both modes: kept incrementally by
+// a served FUSE state's helper, computed by a scan otherwise.
 //
-// Usage is counted by scanning the directory. Checkpoints are copies of the
+// Usage is counted by the helper, or by scanning the directory. Checkpoints are copies of the
 // directory, kept root-only in the state directory's parent under
 // .checkpoints/<instance directory>/<name>; rollback copies one back and
 // swaps it in. Their cost is a full copy each; the FUSE filesystem is to
 // make them cheap.
 //
-// Handles are version 1: JSON {dir, instance, size, inodes, uid, gid}. Every call
+// Handles are version 1: JSON {dir, instance, size, inodes, uid, gid, mode}. Every call
 // checks that a handle's dir is an absolute, clean path below / and is a
 // directory (not a symlink) owned by the handle's uid and gid, which is never
 // root, so that a tampered handle cannot make the plugin hash or delete
@@ -57,10 +64,13 @@ type FS struct {
 var _ sdk.StateFS = (*FS)(nil)
 
 // New returns the StateFS.
-func New() *FS { return &FS{mode: defaultMode()} }
+// The default mode is still directory, until the engine's end-to-end
+// tests run with fuse; mode = "fuse" turns it on.
+func New() *FS { return &FS{mode: modeDirectory} }
 
-// defaultMode is fuse where /dev/fuse opens, directory elsewhere.
-func defaultMode() string {
+// fuseMode is fuse where /dev/fuse opens, directory (with a warning)
+// elsewhere.
+func fuseMode() string {
 	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "WARNING: statefs-fuse: FUSE is unavailable (%v): state is kept in plain directories, whose quotas are only checked by scanning, not enforced\n", err)
@@ -79,7 +89,7 @@ func (*FS) Info(context.Context) (sdk.Info, error) {
 		Schema: sdk.Schema{Attributes: []sdk.Attribute{{
 			Name:        "mode",
 			Type:        sdk.TypeString,
-			Description: `How state is kept. Only "directory" (the default): a plain directory per instance, whose size is not enforced.`,
+			Description: `How state is kept: "directory" (the default), a plain directory per instance whose quotas are not enforced; or "fuse", a FUSE filesystem per instance that enforces them (falling back to directory, with a warning, where FUSE is unavailable).`,
 		}}},
 		Capabilities: sdk.Capabilities{
 			Scope:    sdk.ScopeHost,
@@ -94,7 +104,10 @@ func (f *FS) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 	if _, set := req.Settings["mode"]; set && (!ok || mode != modeDirectory && mode != modeFUSE) {
 		return sdk.InvalidAttribute("mode", "unsupported mode %v: %q or %q", req.Settings["mode"], modeFUSE, modeDirectory)
 	}
-	if ok {
+	switch {
+	case mode == modeFUSE:
+		f.mode = fuseMode()
+	case ok:
 		f.mode = mode
 	}
 	return nil
