@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/kigumi/kigumi/plugins/statefs-fuse/statefs"
 	"maps"
 	mrand "math/rand/v2"
 	"os"
@@ -575,14 +576,15 @@ func (s *faultSuite) violations() (problems []string, lost []string) {
 			problems = append(problems, fmt.Sprintf("sandboxes %v of %s, which is not desired", pids, key))
 		}
 	}
-	// No plugin process outlives its agent.
+	// No plugin process outlives its agent; sandboxes and state helpers
+	// are detached to outlive it.
 	agentPid := 0
 	if s.agent != nil {
 		agentPid = s.agent.cmd.Process.Pid
 	}
 	for _, p := range procs {
 		if p.zombie || p.exe != kigumiBin || p.pid == agentPid || p.ppid == agentPid || p.ppid == os.Getpid() ||
-			strings.Contains(p.cmdline, "__wasm-sandbox") {
+			strings.Contains(p.cmdline, "__wasm-sandbox") || strings.Contains(p.cmdline, statefs.HelperCommand) {
 			continue
 		}
 		problems = append(problems, fmt.Sprintf("process %d (%s, parent %d) outlived its agent", p.pid, p.cmdline, p.ppid))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kigumi/kigumi/core/pluginhost"
 	"github.com/kigumi/kigumi/plugins/runtime-wasm/wasmruntime"
+	"github.com/kigumi/kigumi/plugins/statefs-fuse/statefs"
 )
 
 func main() {
@@ -24,6 +25,10 @@ func main() {
 	// The wasm runtime re-executes this binary as its per-instance sandbox.
 	if len(os.Args) > 1 && os.Args[1] == wasmruntime.SandboxCommand {
 		os.Exit(wasmruntime.SandboxMain(os.Args[2:]))
+	}
+	// The statefs plugin re-executes this binary to serve a FUSE state.
+	if len(os.Args) > 1 && os.Args[1] == statefs.HelperCommand {
+		os.Exit(statefs.HelperMain(os.Args[2:]))
 	}
 	os.Exit(run(os.Args[1:]))
 }

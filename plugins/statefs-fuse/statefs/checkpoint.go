@@ -19,6 +19,7 @@ import (
 
 	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
+	"github.com/kigumi/kigumi/plugins/statefs-fuse/merkle"
 )
 
 // checkpointName is what a checkpoint may be called.
@@ -37,19 +38,27 @@ func (d handleData) checkpointDir() string {
 	return filepath.Join(filepath.Dir(d.Dir), ".checkpoints", filepath.Base(d.Dir))
 }
 
-// Usage scans the state directory and reports its bytes (of regular files
-// and symlink targets) and inodes (every entry below the top directory)
-// against the handle's quotas, which directory mode does not enforce.
+// Usage reports the state's bytes (of regular files and symlink targets)
+// and inodes (every entry below the top directory) against the handle's
+// quotas: from the helper of a served FUSE state, which enforces them, or
+// by scanning the files, in directory mode (which does not).
 func (*FS) Usage(ctx context.Context, h sdk.Handle) (sdk.Usage, error) {
 	d, err := open(h)
 	if err != nil {
 		return sdk.Usage{}, err
 	}
+	if _, alive := d.helper(); alive && d.Mode == modeFUSE {
+		rep, err := ask(ctx, d, "usage")
+		if err != nil {
+			return sdk.Usage{}, sdk.Errorf(sdk.CodeInternal, "usage of %s: %w", d.Instance, err)
+		}
+		return sdk.Usage{Bytes: rep.Usage.Bytes, Inodes: rep.Usage.Entries, BytesLimit: rep.Usage.MaxBytes, InodesLimit: rep.Usage.MaxEntries}, nil
+	}
 	u := sdk.Usage{BytesLimit: d.Size, InodesLimit: d.Inodes}
 	if u.InodesLimit == 0 {
 		u.InodesLimit = defaultInodes(d.Size)
 	}
-	root, err := os.OpenRoot(d.Dir)
+	root, err := os.OpenRoot(d.dataDir())
 	if err != nil {
 		return sdk.Usage{}, sdk.Errorf(sdk.CodeInternal, "usage of %s: %w", d.Instance, err)
 	}
@@ -105,15 +114,15 @@ func (f *FS) Checkpoint(ctx context.Context, h sdk.Handle, name string) (sdk.Che
 		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInternal, "checkpoint %s: %w", d.Instance, err)
 	}
 	defer fstree.RemoveAll(context.WithoutCancel(ctx), tmp)
-	if err := copyTree(ctx, d.Dir, filepath.Join(tmp, "tree")); err != nil {
+	if err := copyTree(ctx, d.dataDir(), filepath.Join(tmp, "tree")); err != nil {
 		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInternal, "checkpoint %s: %w", d.Instance, err)
 	}
-	sum, err := hashTree(filepath.Join(tmp, "tree"))
+	sum, err := merkle.Scan(filepath.Join(tmp, "tree"))
 	if err != nil {
 		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInternal, "checkpoint %s: %w", d.Instance, err)
 	}
-	cp := sdk.Checkpoint{Name: name, CreatedAt: time.Now().UTC(), Root: sum}
-	meta, err := json.Marshal(checkpointMeta{Name: name, CreatedAt: cp.CreatedAt, Root: hex.EncodeToString(sum)})
+	cp := sdk.Checkpoint{Name: name, CreatedAt: time.Now().UTC(), Root: sum[:]}
+	meta, err := json.Marshal(checkpointMeta{Name: name, CreatedAt: cp.CreatedAt, Root: hex.EncodeToString(sum[:])})
 	if err == nil {
 		err = os.WriteFile(filepath.Join(tmp, "meta.json"), meta, 0o600)
 	}
@@ -174,7 +183,7 @@ func readCheckpoint(dir string) (sdk.Checkpoint, error) {
 // checkpoint name. The copy is made next to the state and swapped in by
 // renames, so the state is either the old or the checkpoint's. The
 // instance must be stopped: a running one keeps the old directory open.
-func (*FS) Rollback(ctx context.Context, h sdk.Handle, name string) error {
+func (f *FS) Rollback(ctx context.Context, h sdk.Handle, name string) error {
 	d, err := open(h)
 	if err != nil {
 		return err
@@ -197,11 +206,23 @@ func (*FS) Rollback(ctx context.Context, h sdk.Handle, name string) error {
 	if err := copyTree(ctx, filepath.Join(src, "tree"), next); err != nil {
 		return sdk.Errorf(sdk.CodeInternal, "rollback %s: %w", d.Instance, err)
 	}
-	if err := os.Rename(d.Dir, old); err != nil {
+	// A served FUSE state is unmounted for the swap and served again.
+	_, served := d.helper()
+	if served {
+		if err := d.stop(); err != nil {
+			return sdk.Errorf(sdk.CodeInternal, "rollback %s: %w", d.Instance, err)
+		}
+	}
+	if err := os.Rename(d.dataDir(), old); err != nil {
 		return sdk.Errorf(sdk.CodeInternal, "rollback %s: %w", d.Instance, err)
 	}
-	if err := os.Rename(next, d.Dir); err != nil {
-		return sdk.Errorf(sdk.CodeInternal, "rollback %s: %w", d.Instance, errors.Join(err, os.Rename(old, d.Dir)))
+	if err := os.Rename(next, d.dataDir()); err != nil {
+		return sdk.Errorf(sdk.CodeInternal, "rollback %s: %w", d.Instance, errors.Join(err, os.Rename(old, d.dataDir())))
+	}
+	if served {
+		if err := f.serve(ctx, d); err != nil {
+			return sdk.Errorf(sdk.CodeInternal, "rollback %s: serve again: %w", d.Instance, err)
+		}
 	}
 	return nil
 }

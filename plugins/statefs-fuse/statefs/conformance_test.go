@@ -10,11 +10,22 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	conformance.StateFS(t, func(t *testing.T) (sdk.StateFS, *sdk.ProvisionRequest) {
-		fs := New()
-		if err := fs.Configure(context.Background(), sdk.ConfigureRequest{Settings: sdk.Config{}}); err != nil {
-			t.Fatal(err)
-		}
-		return fs, provisionReq(filepath.Join(t.TempDir(), "state"))
-	})
+	for _, mode := range []string{modeDirectory, modeFUSE} {
+		t.Run(mode, func(t *testing.T) {
+			conformance.StateFS(t, func(t *testing.T) (sdk.StateFS, *sdk.ProvisionRequest) {
+				fs := New()
+				if err := fs.Configure(context.Background(), sdk.ConfigureRequest{Settings: sdk.Config{"mode": mode}}); err != nil {
+					t.Fatal(err)
+				}
+				req := provisionReq(filepath.Join(t.TempDir(), "state"))
+				// Some cases leave the state mounted.
+				t.Cleanup(func() {
+					if err := (handleData{Dir: req.Dir}).stop(); err != nil {
+						t.Error(err)
+					}
+				})
+				return fs, req
+			})
+		})
+	}
 }

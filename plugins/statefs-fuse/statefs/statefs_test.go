@@ -50,10 +50,13 @@ func hashOf(t *testing.T, s sdk.StateFS, h sdk.Handle) []byte {
 	return sum
 }
 
+// newDir returns the StateFS in directory mode.
+func newDir() *FS { return &FS{mode: modeDirectory} }
+
 // impls runs a test against the implementation directly and over gRPC.
 func impls(t *testing.T, test func(t *testing.T, s sdk.StateFS)) {
-	t.Run("direct", func(t *testing.T) { test(t, New()) })
-	t.Run("grpc", func(t *testing.T) { test(t, sdktest.StateFS(t, New())) })
+	t.Run("direct", func(t *testing.T) { test(t, newDir()) })
+	t.Run("grpc", func(t *testing.T) { test(t, sdktest.StateFS(t, newDir())) })
 }
 
 func TestLifecycle(t *testing.T) {
@@ -166,7 +169,7 @@ func TestProvisionErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			req, keep := tt.req(t)
 			before := describe(keep)
-			if _, err := New().Provision(context.Background(), req); sdk.CodeOf(err) != tt.wantCode {
+			if _, err := newDir().Provision(context.Background(), req); sdk.CodeOf(err) != tt.wantCode {
 				t.Fatalf("Provision: %v, want code %s", err, tt.wantCode)
 			}
 			if after := describe(keep); after != before {
@@ -251,7 +254,7 @@ func TestHash(t *testing.T) {
 			if err := os.WriteFile(outside, []byte("secret"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			s := New()
+			s := newDir()
 			base := t.TempDir()
 			h := provision(t, s, filepath.Join(base, "one"))
 			twin := provision(t, s, filepath.Join(base, "two"))
@@ -273,17 +276,18 @@ func TestHash(t *testing.T) {
 }
 
 func TestHashEmptyTree(t *testing.T) {
-	s := New()
+	s := newDir()
 	h := provision(t, s, filepath.Join(t.TempDir(), "state"))
-	if got, want := hashOf(t, s, h), sha256.Sum256(nil); !bytes.Equal(got, want[:]) {
-		t.Errorf("empty tree hash %x, want SHA-256 of nothing %x", got, want)
+	// SHA-256("dir\x00" ‖ perm 0700), per package merkle's canonical form.
+	if got, want := hashOf(t, s, h), sha256.Sum256([]byte("dir\x00\x00\x00\x01\xc0")); !bytes.Equal(got, want[:]) {
+		t.Errorf("empty tree hash %x, want %x", got, want)
 	}
 }
 
 func TestTamperedHandle(t *testing.T) {
 	base := t.TempDir()
 	state := filepath.Join(base, "state")
-	h := provision(t, New(), state)
+	h := provision(t, newDir(), state)
 	symlink := filepath.Join(base, "symlink")
 	if err := os.Symlink(state, symlink); err != nil {
 		t.Fatal(err)
@@ -322,7 +326,7 @@ func TestTamperedHandle(t *testing.T) {
 	ctx := context.Background()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := New()
+			s := newDir()
 			if err := s.Deprovision(ctx, tt.h); !errors.Is(err, sdk.ErrInvalid) {
 				t.Errorf("Deprovision: %v, want invalid", err)
 			}
@@ -349,18 +353,20 @@ func TestConfigure(t *testing.T) {
 	}{
 		{"default", sdk.Config{}, false},
 		{"directory", sdk.Config{"mode": "directory"}, false},
-		{"fuse", sdk.Config{"mode": "fuse"}, true},
+		{"fuse", sdk.Config{"mode": "fuse"}, false},
+		{"other", sdk.Config{"mode": "zfs"}, true},
+		{"not a string", sdk.Config{"mode": 1}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := New().Configure(context.Background(), sdk.ConfigureRequest{Settings: tt.settings})
+			err := newDir().Configure(context.Background(), sdk.ConfigureRequest{Settings: tt.settings})
 			var e *sdk.Error
 			if tt.wantErr && (!errors.As(err, &e) || e.Code != sdk.CodeInvalid || e.Attribute != "mode") || !tt.wantErr && err != nil {
 				t.Errorf("Configure = %v, want error %v", err, tt.wantErr)
 			}
 		})
 	}
-	info, err := New().Info(context.Background())
+	info, err := newDir().Info(context.Background())
 	if err != nil || info.Name != "fuse" || info.Kind != sdk.KindStateFS || len(info.Schema.Attributes) != 1 || info.Schema.Attributes[0].Name != "mode" {
 		t.Errorf("Info = %+v, %v", info, err)
 	}

@@ -1,0 +1,142 @@
+package quotafs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// handle is an open regular file.
+type handle struct {
+	fsys *FS
+	n    *node
+	ino  uint64
+	mu   sync.Mutex
+	fd   int
+}
+
+var (
+	_ fs.FileReader    = (*handle)(nil)
+	_ fs.FileWriter    = (*handle)(nil)
+	_ fs.FileReleaser  = (*handle)(nil)
+	_ fs.FileFsyncer   = (*handle)(nil)
+	_ fs.FileFlusher   = (*handle)(nil)
+	_ fs.FileAllocater = (*handle)(nil)
+	_ fs.FileLseeker   = (*handle)(nil)
+)
+
+func (f *FS) newHandle(n *node, fd int) *handle {
+	h := &handle{fsys: f, n: n, ino: n.ino(), fd: fd}
+	f.usage.opened(h.ino)
+	return h
+}
+
+// Read reads from the file.
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if _, errno := h.fsys.check(ctx); errno != 0 {
+		return nil, errno
+	}
+	m, err := unix.Pread(h.fd, dest, off)
+	if err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	return fuse.ReadResultData(dest[:m]), 0
+}
+
+// Write writes within the byte quota: a write that only partly fits is
+// cut short, one that does not fit at all fails with ENOSPC.
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	c, errno := h.fsys.check(ctx)
+	if errno != 0 {
+		return 0, errno
+	}
+	f := h.fsys
+	f.data.RLock()
+	defer f.data.RUnlock()
+	want := off + int64(len(data))
+	end, errno := f.usage.grow(h.ino, want)
+	if errno != 0 {
+		return 0, errno
+	}
+	if c.Uid != 0 && h.n.priv.Load() {
+		if errno := killPriv(h.fd, -1, ""); errno != 0 {
+			f.settle(h.ino, h.fd)
+			return 0, errno
+		}
+		h.n.priv.Store(false)
+	}
+	if end < want {
+		data = data[:end-off]
+	}
+	m, err := unix.Pwrite(h.fd, data, off)
+	if err != nil || m < len(data) {
+		f.settle(h.ino, h.fd)
+	}
+	if m > 0 {
+		f.tree.Written(h.ino, off, int64(m))
+	}
+	if err != nil {
+		return 0, fs.ToErrno(err)
+	}
+	return uint32(m), 0
+}
+
+// Fsync flushes the file to disk.
+func (h *handle) Fsync(context.Context, uint32) syscall.Errno {
+	return fs.ToErrno(unix.Fsync(h.fd))
+}
+
+// Flush has nothing to do: writes go to the backing file at once.
+func (h *handle) Flush(context.Context) syscall.Errno { return 0 }
+
+// Release closes the file.
+func (h *handle) Release(context.Context) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fd < 0 {
+		return 0
+	}
+	err := unix.Close(h.fd)
+	h.fd = -1
+	h.fsys.usage.released(h.ino)
+	return fs.ToErrno(err)
+}
+
+// Allocate reserves [off, off+size) within the byte quota. Only mode 0,
+// which may extend the file, is supported.
+func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
+	if _, errno := h.fsys.check(ctx); errno != 0 {
+		return errno
+	}
+	if mode != 0 {
+		return syscall.EOPNOTSUPP
+	}
+	f := h.fsys
+	f.data.RLock()
+	defer f.data.RUnlock()
+	want := int64(off + size)
+	if end, errno := f.usage.grow(h.ino, want); errno != 0 || end < want {
+		f.settle(h.ino, h.fd)
+		return syscall.ENOSPC
+	}
+	err := unix.Fallocate(h.fd, 0, int64(off), int64(size))
+	f.settle(h.ino, h.fd)
+	if err != nil {
+		return fs.ToErrno(err)
+	}
+	var st unix.Stat_t
+	if unix.Fstat(h.fd, &st) == nil {
+		f.tree.Resized(h.ino, st.Size)
+	}
+	return 0
+}
+
+// Lseek finds data and holes.
+func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	n, err := unix.Seek(h.fd, int64(off), int(whence))
+	return uint64(n), fs.ToErrno(err)
+}

@@ -1,0 +1,146 @@
+package quotafs
+
+import (
+	"sync"
+	"syscall"
+)
+
+// usage accounts a tree's bytes and entries against its limits. Bytes are
+// the apparent sizes of regular files and the lengths of symlink targets,
+// counted once per inode; entries are the names below the top directory
+// (so hard links count, which bounds directory growth too).
+type usage struct {
+	mu                   sync.Mutex
+	bytes, entries       int64
+	maxBytes, maxEntries int64
+	// sizes holds the accounted size of each regular file and symlink.
+	sizes map[uint64]int64
+	// open counts each inode's open file handles; an unlinked file is
+	// accounted until its last handle is released.
+	open map[uint64]int
+	// gone marks unlinked inodes still open.
+	gone map[uint64]bool
+}
+
+func newUsage(maxBytes, maxEntries int64) *usage {
+	return &usage{maxBytes: maxBytes, maxEntries: maxEntries, sizes: map[uint64]int64{}, open: map[uint64]int{}, gone: map[uint64]bool{}}
+}
+
+// grow reserves room for inode ino to reach end bytes. It returns the end
+// it may reach: end itself, less when only part fits, or ENOSPC when
+// nothing does.
+func (u *usage) grow(ino uint64, end int64) (int64, syscall.Errno) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	cur := u.sizes[ino]
+	if end <= cur {
+		return end, 0
+	}
+	avail := u.maxBytes - u.bytes
+	if u.maxBytes > 0 && avail <= 0 {
+		return 0, syscall.ENOSPC
+	}
+	if u.maxBytes > 0 && end-cur > avail {
+		end = cur + avail
+	}
+	u.bytes += end - cur
+	u.sizes[ino] = end
+	return end, 0
+}
+
+// set records that inode ino is now size bytes (after a truncate, or to
+// settle a reservation a write did not use).
+func (u *usage) set(ino uint64, size int64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.bytes += size - u.sizes[ino]
+	u.sizes[ino] = size
+}
+
+// size returns the accounted size of inode ino.
+func (u *usage) size(ino uint64) int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.sizes[ino]
+}
+
+// addEntry reserves a new name; ino, when not zero, is a new inode of size
+// bytes (a symlink's target length, or 0).
+func (u *usage) addEntry(size int64) syscall.Errno {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.maxEntries > 0 && u.entries >= u.maxEntries {
+		return syscall.ENOSPC
+	}
+	if u.maxBytes > 0 && size > 0 && u.bytes+size > u.maxBytes {
+		return syscall.ENOSPC
+	}
+	u.entries++
+	u.bytes += size
+	return 0
+}
+
+// undoEntry gives back a name addEntry reserved, when making it failed.
+func (u *usage) undoEntry(size int64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.entries--
+	u.bytes -= size
+}
+
+// bind records the inode a reserved entry of size bytes turned out to be.
+func (u *usage) bind(ino uint64, size int64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.sizes[ino] = size
+}
+
+// removeEntry records that a name was removed; last says it was the
+// inode's last link, so its bytes go once its last handle is released.
+func (u *usage) removeEntry(ino uint64, last bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.entries--
+	if !last {
+		return
+	}
+	if u.open[ino] > 0 {
+		u.gone[ino] = true
+		return
+	}
+	u.bytes -= u.sizes[ino]
+	delete(u.sizes, ino)
+}
+
+// opened and released count the handles of inode ino.
+func (u *usage) opened(ino uint64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.open[ino]++
+}
+
+func (u *usage) released(ino uint64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.open[ino]--; u.open[ino] > 0 {
+		return
+	}
+	delete(u.open, ino)
+	if u.gone[ino] {
+		delete(u.gone, ino)
+		u.bytes -= u.sizes[ino]
+		delete(u.sizes, ino)
+	}
+}
+
+// Usage is a tree's use of its quota.
+type Usage struct {
+	Bytes, Entries       int64
+	MaxBytes, MaxEntries int64
+}
+
+func (u *usage) get() Usage {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return Usage{Bytes: u.bytes, Entries: u.entries, MaxBytes: u.maxBytes, MaxEntries: u.maxEntries}
+}
