@@ -850,7 +850,7 @@ func (s *faultSuite) pluginKill() {
 	s.writeSpec(n)
 	s.converge(fmt.Sprintf("killing the runtime plugin %d", v))
 	if !s.agent.waitFor(m, 0, "plugin_restart") {
-		s.note("no plugin_restart event after the runtime plugin was killed")
+		s.t.Errorf("no plugin_restart event after the runtime plugin %d was killed", v)
 	}
 }
 
