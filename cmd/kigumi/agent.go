@@ -87,8 +87,11 @@ running; the next start adopts them.`,
 	},
 }
 
-// logEvents prints the agent's events, one line each.
+// logEvents prints the agent's events, one line each. Their text may come
+// from tenants (spec diagnostics, exit messages), so it is escaped as
+// `kigumi logs` escapes output on a terminal, wherever it goes.
 func logEvents(c *cli, sub *events.Subscription) {
+	out := &escapeWriter{w: c.stdout}
 	for e := range sub.C() {
 		target := e.Tenant
 		if e.Instance != "" {
@@ -116,6 +119,6 @@ func logEvents(c *cli, sub *events.Subscription) {
 				line += ": " + d.Detail
 			}
 		}
-		fmt.Fprintln(c.stdout, line)
+		fmt.Fprintln(out, line)
 	}
 }

@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"strings"
 	"testing"
+
+	"github.com/kigumi/kigumi/core/events"
 )
 
 func TestEscapeWriter(t *testing.T) {
@@ -39,5 +42,28 @@ func TestEscapeWriter(t *testing.T) {
 				t.Errorf("got %q, want %q", b.String(), tt.want)
 			}
 		})
+	}
+}
+
+// TestLogEventsEscaped: the agent's event lines carry text from tenants
+// (diagnostics of their specs, exit messages); none of it reaches the
+// operator's terminal raw.
+func TestLogEventsEscaped(t *testing.T) {
+	var out bytes.Buffer
+	bus := events.NewBus()
+	sub := bus.Subscribe(8)
+	bus.Publish(events.Event{Type: events.TypeDiagnostics, Tenant: "t\x1b[2J",
+		Diagnostics: []events.Diagnostic{{Summary: "Unsupported argument \x1b]0;pwned\x07", Detail: "x\ry"}}})
+	bus.Publish(events.Event{Type: events.TypeInstanceExited, Tenant: "t", Instance: "i", Message: "trap: \x1b[31mred"})
+	bus.Close()
+	logEvents(&cli{stdout: &out}, sub)
+	got := out.String()
+	if strings.ContainsAny(got, "\x1b\x07\r") {
+		t.Errorf("raw control bytes in the event lines:\n%q", got)
+	}
+	for _, want := range []string{`t\x1b[2J`, `Unsupported argument \x1b]0;pwned\x07`, `x\x0dy`, `trap: \x1b[31mred`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("event lines lack %s:\n%s", want, got)
+		}
 	}
 }
