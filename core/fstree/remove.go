@@ -174,31 +174,43 @@ func (r *remover) removeRoot(pfd int, name string) error {
 	return nil
 }
 
+// unlinkQuick removes the entry name of the directory dfd, of type typ (a
+// getdents DT_ value), if it is not a directory or an empty one. It reports
+// whether it is done with the entry (removed, gone, swapped, or failed and
+// reported) and whether anything changed; a directory with entries is not
+// done.
+func (r *remover) unlinkQuick(dfd int, name string, typ byte) (done, changed bool) {
+	if typ != unix.DT_DIR {
+		err := r.retry(dfd, true, name, func() error { return unix.Unlinkat(dfd, name, 0) })
+		switch {
+		case err == nil || errors.Is(err, unix.ENOENT):
+			return true, true
+		case !errors.Is(err, unix.EISDIR):
+			r.fail(name, err)
+			return true, false
+		}
+	}
+	err := r.retry(dfd, true, name, func() error { return unix.Unlinkat(dfd, name, unix.AT_REMOVEDIR) })
+	switch {
+	case err == nil || errors.Is(err, unix.ENOENT):
+		return true, true
+	case errors.Is(err, unix.ENOTDIR):
+		return true, true // swapped for a non-directory: the next pass unlinks it
+	case !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST):
+		r.fail(name, err)
+		return true, false
+	}
+	return false, false
+}
+
 // remove removes the entry name of the top directory top, of type typ (a
 // getdents DT_ value), and reports whether anything changed.
 func (r *remover) remove(top int, name string, typ byte) bool {
-	if typ != unix.DT_DIR {
-		err := r.retry(top, true, name, func() error { return unix.Unlinkat(top, name, 0) })
-		switch {
-		case err == nil || errors.Is(err, unix.ENOENT):
-			return true
-		case !errors.Is(err, unix.EISDIR):
-			r.fail(name, err)
-			return false
-		}
-	}
-	err := r.retry(top, true, name, func() error { return unix.Unlinkat(top, name, unix.AT_REMOVEDIR) })
-	switch {
-	case err == nil || errors.Is(err, unix.ENOENT):
-		return true
-	case errors.Is(err, unix.ENOTDIR):
-		return true // swapped for a non-directory: the next pass unlinks it
-	case !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST):
-		r.fail(name, err)
-		return false
+	if done, changed := r.unlinkQuick(top, name, typ); done {
+		return changed
 	}
 	var cfd int
-	err = r.retry(top, true, name, func() (err error) {
+	err := r.retry(top, true, name, func() (err error) {
 		cfd, err = retryEINTR(func() (int, error) { return unix.Openat(top, name, dirFlags, 0) })
 		return err
 	})
@@ -246,27 +258,10 @@ func (r *remover) flatten(top, cfd int) (changed bool, err error) {
 
 // flattenEntry removes or moves up the entry name of cfd.
 func (r *remover) flattenEntry(top, cfd int, name string, typ byte) bool {
-	if typ != unix.DT_DIR {
-		err := r.retry(cfd, true, name, func() error { return unix.Unlinkat(cfd, name, 0) })
-		switch {
-		case err == nil || errors.Is(err, unix.ENOENT):
-			return true
-		case !errors.Is(err, unix.EISDIR):
-			r.fail(name, err)
-			return false
-		}
+	if done, changed := r.unlinkQuick(cfd, name, typ); done {
+		return changed
 	}
-	err := r.retry(cfd, true, name, func() error { return unix.Unlinkat(cfd, name, unix.AT_REMOVEDIR) })
-	switch {
-	case err == nil || errors.Is(err, unix.ENOENT):
-		return true
-	case errors.Is(err, unix.ENOTDIR):
-		return true // swapped for a non-directory: the next pass unlinks it
-	case !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST):
-		r.fail(name, err)
-		return false
-	}
-	err = r.retry(cfd, true, name, func() error { return r.moveUp(cfd, name, top) })
+	err := r.retry(cfd, true, name, func() error { return r.moveUp(cfd, name, top) })
 	if err == nil || errors.Is(err, unix.ENOENT) {
 		return true
 	}
