@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -154,4 +157,105 @@ func TestFUSEQuotaThroughThePlugin(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(d.Dir, "small"), make([]byte, 1000), 0o644); err != nil {
 		t.Errorf("write after freeing: %v", err)
 	}
+}
+
+// TestFUSEHelperEnds: a helper ends once its mount is gone, and on
+// SIGTERM within a bounded time however its mount was left, even lazily
+// unmounted from outside (umount -l) while in use; it leaves no mount, it
+// does not unmount what is mounted at its mount point now, and the state
+// can be deprovisioned after.
+func TestFUSEHelperEnds(t *testing.T) {
+	tests := []struct {
+		name string
+		// hold keeps the filesystem busy (an open file inside it), as a
+		// container's bind mount or a wasm preopen would.
+		hold bool
+		// detach unmounts it lazily from outside first, and overmount
+		// then mounts a tmpfs at the mount point.
+		detach, overmount bool
+		// sigterm is sent to the helper; without it, it must end alone.
+		sigterm bool
+	}{
+		{name: "detached idle ends alone", detach: true},
+		{name: "detached busy", hold: true, detach: true, sigterm: true},
+		{name: "detached busy overmounted", hold: true, detach: true, overmount: true, sigterm: true},
+		{name: "mounted busy", hold: true, sigterm: true},
+		{name: "mounted idle", sigterm: true},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			h, d := provisionFUSE(t, newFUSE(), fmt.Sprintf("end%d", i))
+			if err := os.WriteFile(filepath.Join(d.Dir, "data"), []byte("kept"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			rec, alive := d.helper()
+			if !alive {
+				t.Fatal("no helper")
+			}
+			if tt.hold {
+				f, err := os.Open(filepath.Join(d.Dir, "data"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+			}
+			if tt.detach {
+				if err := unix.Unmount(d.Dir, unix.MNT_DETACH); err != nil {
+					t.Fatal(err)
+				}
+				if ok, stale := mountState(d.Dir); ok || stale {
+					t.Fatalf("after umount -l: mounted %v, stale %v", ok, stale)
+				}
+			}
+			if tt.overmount {
+				if err := unix.Mount("tmpfs", d.Dir, "tmpfs", 0, "size=64k"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.sigterm {
+				if err := unix.Kill(rec.Pid, unix.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !endsWithin(rec, 10*time.Second) {
+				t.Fatalf("helper %d still runs 10s later", rec.Pid)
+			}
+			if tt.overmount {
+				if ok, stale := mountState(d.Dir); !ok || stale {
+					t.Errorf("the helper unmounted the tmpfs mounted over its mount point: mounted %v, stale %v", ok, stale)
+				}
+				if err := unix.Unmount(d.Dir, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if ok, stale := mountState(d.Dir); ok || stale {
+				t.Errorf("mount left behind: mounted %v, stale %v", ok, stale)
+			}
+			if _, alive := d.helper(); alive {
+				t.Error("helper record names a live process")
+			}
+			if err := newFUSE().Deprovision(ctx, h); err != nil {
+				t.Fatalf("Deprovision after the helper ended: %v", err)
+			}
+			if _, err := os.Lstat(d.Dir); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("state dir after Deprovision: %v, want it gone", err)
+			}
+			if _, err := os.Lstat(d.backing()); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("backing dir after Deprovision: %v, want it gone", err)
+			}
+		})
+	}
+}
+
+// endsWithin polls until process r has ended, for at most limit.
+func endsWithin(r helperRecord, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if startTicks(r.Pid) != r.StartTicks {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return startTicks(r.Pid) != r.StartTicks
 }

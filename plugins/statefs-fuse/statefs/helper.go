@@ -46,7 +46,7 @@ type helperRecord struct {
 	StartTicks uint64 `json:"start_ticks"`
 }
 
-// control is a request to a helper: "usage", "hash" or "stop".
+// control is a request to a helper: "usage" or "hash".
 type control struct {
 	Op string `json:"op"`
 }
@@ -58,9 +58,17 @@ type controlReply struct {
 	Error string        `json:"error,omitempty"`
 }
 
+// stopGrace bounds how long a stopping helper waits for its serve loop to
+// end after unmounting: a lazily unmounted filesystem that something
+// still holds (an open file, a bind mount elsewhere) keeps it running.
+// Ending the process then closes /dev/fuse, which aborts the connection.
+const stopGrace = 2 * time.Second
+
 // HelperMain serves one instance's filesystem: it reads its config from fd
 // 3, mounts, writes "ok" (or why not) to fd 4, and serves until the mount
-// goes (unmounted by the plugin) or it gets SIGTERM (then it unmounts).
+// goes (unmounted by the plugin, or lazily by anyone and no longer used)
+// or it gets SIGTERM. On SIGTERM it unmounts its mount if that is still
+// mounted, and ends within stopGrace even if the filesystem stays in use.
 // It answers the plugin's usage and hash requests on a unix socket.
 func HelperMain([]string) int {
 	unix.Umask(0)
@@ -85,29 +93,57 @@ func HelperMain([]string) int {
 	if err != nil {
 		return fail(err)
 	}
+	defer func() {
+		ln.Close()
+		os.Remove(cfg.Socket)
+	}()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	srv, err := fsys.Mount(cfg.Mountpoint)
 	if err != nil {
 		return fail(fmt.Errorf("mount %s: %w", cfg.Mountpoint, err))
 	}
-	go serveControl(ln, fsys, func() { _ = srv.Unmount() })
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	// The mount's device tells it from whatever is mounted at the mount
+	// point once it has gone.
+	var st unix.Stat_t
+	if err := unix.Lstat(cfg.Mountpoint, &st); err != nil {
+		_ = srv.Unmount()
+		return fail(fmt.Errorf("stat mount %s: %w", cfg.Mountpoint, err))
+	}
+	dev := st.Dev
+	served := make(chan struct{})
 	go func() {
-		<-sigs
-		if srv.Unmount() != nil {
-			_ = unix.Unmount(cfg.Mountpoint, unix.MNT_DETACH)
-		}
+		srv.Wait()
+		close(served)
 	}()
+	go serveControl(ln, fsys)
 	fmt.Fprintln(ready, "ok")
 	ready.Close()
-	srv.Wait()
-	ln.Close()
-	os.Remove(cfg.Socket)
+	select {
+	case <-served:
+		return 0
+	case <-sigs:
+	}
+	if err := unix.Lstat(cfg.Mountpoint, &st); err != nil || st.Dev != dev {
+		fmt.Fprintf(os.Stderr, "stopping: %s is no longer mounted here; ending\n", cfg.Mountpoint)
+		return 0
+	}
+	if err := srv.Unmount(); err != nil {
+		fmt.Fprintf(os.Stderr, "stopping: unmount %s: %v; detaching it\n", cfg.Mountpoint, err)
+		if err := unix.Unmount(cfg.Mountpoint, unix.MNT_DETACH); err != nil {
+			fmt.Fprintf(os.Stderr, "stopping: detach %s: %v\n", cfg.Mountpoint, err)
+		}
+	}
+	select {
+	case <-served:
+	case <-time.After(stopGrace):
+		fmt.Fprintf(os.Stderr, "stopping: %s still in use %v after unmounting; ending\n", cfg.Mountpoint, stopGrace)
+	}
 	return 0
 }
 
 // serveControl answers requests, one JSON line each way per connection.
-func serveControl(ln net.Listener, fsys *quotafs.FS, stop func()) {
+func serveControl(ln net.Listener, fsys *quotafs.FS) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -129,8 +165,6 @@ func serveControl(ln net.Listener, fsys *quotafs.FS, stop func()) {
 					rep.Error = err.Error()
 				}
 				rep.Root = hex.EncodeToString(root[:])
-			case "stop":
-				defer stop()
 			default:
 				rep.Error = "unknown op " + req.Op
 			}
