@@ -1,10 +1,12 @@
 package quotafs
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -447,5 +449,80 @@ func TestMerkleRoot(t *testing.T) {
 			t.Errorf("%s left the root unchanged", s.name)
 		}
 		prev = r
+	}
+}
+
+// TestInodeNumbersFromTheBacking: inode numbers come straight from the
+// backing filesystem, and go-fuse keeps its own node IDs, so a backing root
+// whose inode is 1 (FUSE's root node ID) and an entry with the very same
+// inode number and type do not collide: each stays itself.
+func TestInodeNumbersFromTheBacking(t *testing.T) {
+	base := t.TempDir()
+	mnt, backing := filepath.Join(base, "mnt"), filepath.Join(base, "data")
+	for _, d := range []string{mnt, backing} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A fresh tmpfs's root has inode 1: one as the backing root, one
+	// mounted on an entry inside it.
+	inner := filepath.Join(backing, "inner")
+	for _, d := range []string{backing, inner} {
+		if d == inner {
+			if err := os.Mkdir(inner, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := unix.Mount("tmpfs", d, "tmpfs", 0, "size=64k,mode=0755"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Unmount(d, unix.MNT_DETACH) })
+	}
+	if err := os.WriteFile(filepath.Join(inner, "hidden"), []byte("inner"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fsys, err := Open(Config{Backing: backing, UIDs: []uint32{tenant}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := fsys.Mount(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+		srv.Wait()
+		fsys.Close()
+	}()
+	if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("outer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var root, entry unix.Stat_t
+	if err := unix.Lstat(mnt, &root); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lstat(filepath.Join(mnt, "inner"), &entry); err != nil {
+		t.Fatal(err)
+	}
+	if root.Ino != 1 || entry.Ino != 1 || entry.Mode&unix.S_IFMT != unix.S_IFDIR {
+		t.Fatalf("root inode %d, entry inode %d mode %o: the test needs both 1 and a directory", root.Ino, entry.Ino, entry.Mode)
+	}
+	// The entry is not the root: opening it reaches the backing entry,
+	// another filesystem, which the mount does not cross.
+	if names, err := os.ReadDir(filepath.Join(mnt, "inner")); !errors.Is(err, syscall.EXDEV) {
+		t.Errorf("listing the entry with the root's inode number: %v, %v; want EXDEV", names, err)
+	}
+	// And the root is still the root.
+	names, err := os.ReadDir(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 2 || names[0].Name() != "f" || names[1].Name() != "inner" {
+		t.Errorf("root lists %v, want f and inner", names)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || string(b) != "outer" {
+		t.Errorf("root file: %q, %v", b, err)
 	}
 }
