@@ -26,6 +26,7 @@ var (
 	kigumiBin   string // built by TestMain
 	appWasm     string
 	hostileWasm string // testdata/hostile, beside appWasm
+	fakeLedger  string // the fake ledger, a test double of rippled
 )
 
 func TestMain(m *testing.M) {
@@ -42,10 +43,12 @@ func TestMain(m *testing.M) {
 	kigumiBin = filepath.Join(dir, "kigumi")
 	appWasm = filepath.Join(dir, "app.wasm")
 	hostileWasm = filepath.Join(dir, "hostile.wasm")
+	fakeLedger = filepath.Join(dir, "fakeledger")
 	builds := []*exec.Cmd{
 		exec.Command("go", "build", "-ldflags", "-X main.version="+testVersion, "-o", kigumiBin, "."),
 		exec.Command("go", "build", "-o", appWasm, "../../examples/quickstart/app"),
 		exec.Command("go", "build", "-o", hostileWasm, "./testdata/hostile"),
+		exec.Command("go", "build", "-o", fakeLedger, "../../plugins/ledger-xrpl/internal/fakeledger/cmd/fakeledger"),
 	}
 	builds[1].Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
 	builds[2].Env = builds[1].Env
@@ -174,6 +177,7 @@ func mustKigumi(t testing.TB, args ...string) string {
 type statusJSON struct {
 	Tenants []struct {
 		Name      string `json:"name"`
+		Source    string `json:"source"`
 		User      string `json:"user"`
 		UID       uint32 `json:"uid"`
 		Home      string `json:"home"`

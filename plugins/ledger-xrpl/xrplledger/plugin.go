@@ -105,9 +105,33 @@ func (p *Plugin) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 	if err != nil {
 		return sdk.Errorf(sdk.CodeInternal, "wallet key: %v", err)
 	}
-	db, err := bbolt.Open(filepath.Join(req.DataDir, "xrpl.db"), 0o600, &bbolt.Options{Timeout: 5 * time.Second})
+	// A plugin configured again (the agent configures its plugins once
+	// more as it starts) keeps the store it has open: bbolt's lock is per
+	// open file, so opening it twice would wait for itself.
+	path := filepath.Join(req.DataDir, "xrpl.db")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	db := p.db
+	if db == nil || db.Path() != path {
+		if db, err = openStore(path); err != nil {
+			return err
+		}
+		if p.db != nil {
+			p.db.Close()
+		}
+	}
+	p.cfg, p.wallet, p.db = cfg, w, db
+	p.key = memo.DeriveKey(messageKeyLabel, priv)
+	p.logger.Info("configured", "account", string(w.ClassicAddress), "url", cfg.url, "slots", cfg.slots,
+		"message_key", hex.EncodeToString(p.key.Public()))
+	return nil
+}
+
+// openStore opens the plugin's store at path, creating its buckets.
+func openStore(path string) (*bbolt.DB, error) {
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
-		return sdk.Errorf(sdk.CodeUnavailable, "open the plugin's store: %v", err)
+		return nil, sdk.Errorf(sdk.CodeUnavailable, "open the plugin's store: %v", err)
 	}
 	if err := db.Update(func(tx *bbolt.Tx) error {
 		for _, b := range allBuckets {
@@ -118,18 +142,9 @@ func (p *Plugin) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 		return nil
 	}); err != nil {
 		db.Close()
-		return sdk.Errorf(sdk.CodeInternal, "init the plugin's store: %v", err)
+		return nil, sdk.Errorf(sdk.CodeInternal, "init the plugin's store: %v", err)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.db != nil {
-		p.db.Close()
-	}
-	p.cfg, p.wallet, p.db = cfg, w, db
-	p.key = memo.DeriveKey(messageKeyLabel, priv)
-	p.logger.Info("configured", "account", string(w.ClassicAddress), "url", cfg.url, "slots", cfg.slots,
-		"message_key", hex.EncodeToString(p.key.Public()))
-	return nil
+	return db, nil
 }
 
 func parseConfig(s sdk.Config) (config, string, error) {

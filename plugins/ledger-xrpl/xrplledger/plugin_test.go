@@ -490,3 +490,27 @@ func TestConfigureRejects(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigureAgain: a plugin configured again on the same data
+// directory, as the agent does when it starts, keeps its store; another
+// data directory gets its own.
+func TestConfigureAgain(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "s")
+	if err := os.WriteFile(secret, []byte(testWallet(t, "ed25519", 5).Seed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := New(hclog.NewNullLogger())
+	defer p.Close()
+	first, second := t.TempDir(), t.TempDir()
+	for i, dir := range []string{first, first, second, first} {
+		err := p.Configure(context.Background(), sdk.ConfigureRequest{DataDir: dir, Settings: sdk.Config{
+			"url": "ws://127.0.0.1:1", "secret_file": secret,
+		}})
+		if err != nil {
+			t.Fatalf("Configure %d on %s: %v", i, dir, err)
+		}
+		if got := p.db.Path(); got != filepath.Join(dir, "xrpl.db") {
+			t.Fatalf("Configure %d: the store is %s, want one in %s", i, got, dir)
+		}
+	}
+}
