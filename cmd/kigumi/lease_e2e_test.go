@@ -323,10 +323,21 @@ func TestLeaseEndToEnd(t *testing.T) {
 		}
 	}
 
-	// The slot is offered again, with a new NFT.
+	// The slot is offered again, with a new NFT: the expired one is burned.
 	eventually(t, "the slot offered again", func() bool {
 		offers := tn.sellOffers(t, hostAddr)
 		return len(offers) == 1 && !slices.Contains(slices.Collect(maps.Values(offers)), lease)
+	})
+	eventually(t, "the expired lease's NFT burned", func() bool {
+		var nfts struct {
+			NFTs []struct {
+				ID string `json:"NFTokenID"`
+			} `json:"account_nfts"`
+		}
+		if err := tn.request(&account.NFTsRequest{Account: types.Address(tenantAddr)}, &nfts); err != nil {
+			t.Fatalf("account_nfts: %v", err)
+		}
+		return len(nfts.NFTs) == 0
 	})
 	a.stop(t)
 }

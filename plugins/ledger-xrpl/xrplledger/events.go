@@ -236,7 +236,7 @@ func (p *Plugin) changed(t ledgerTx, m memo.Memo, cfg config, log interface {
 	}
 	var l lease
 	found, err := getJSON(p.db, bucketLeases, []byte(strings.ToUpper(ref.Lease)), &l)
-	if err != nil || !found || l.Account != t.Tx["Account"] {
+	if err != nil || !found || l.Burned || l.Account != t.Tx["Account"] {
 		log.Warn("rejecting a change of a lease not held by its sender", "lease", ref.Lease)
 		return sdk.LeaseEvent{}, false
 	}

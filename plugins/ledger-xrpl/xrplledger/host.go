@@ -3,6 +3,7 @@ package xrplledger
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -62,7 +63,46 @@ func (p *Plugin) submit(ctx context.Context, k *conn, tx Tx) error {
 		return fmt.Errorf("%v %s: %w", tx["TransactionType"], hash, err)
 	}
 	if result != "tesSUCCESS" {
-		return fmt.Errorf("%v %s validated with result %s", tx["TransactionType"], hash, result)
+		return &txFailedError{Type: fmt.Sprint(tx["TransactionType"]), Hash: hash, Result: result}
+	}
+	return nil
+}
+
+// txFailedError is a transaction validated with a result other than
+// tesSUCCESS: applied (its fee charged), without effect.
+type txFailedError struct{ Type, Hash, Result string }
+
+func (e *txFailedError) Error() string {
+	return fmt.Sprintf("%s %s validated with result %s", e.Type, e.Hash, e.Result)
+}
+
+// burnExpired burns the NFT of each lease expired at ledger v, which its
+// tenant still holds, and records it burned. A burn validated without
+// effect (the tenant burned the NFT already) is not tried again; one not
+// validated is, at the next round.
+func (p *Plugin) burnExpired(ctx context.Context, k *conn, addr string, v uint32) error {
+	ls, err := leases(p.db)
+	if err != nil {
+		return err
+	}
+	for _, l := range ls {
+		if l.Burned || l.Expires >= v {
+			continue
+		}
+		var failed *txFailedError
+		switch err := p.submit(ctx, k, burnTx(addr, l.NFT, l.Account)); {
+		case errors.As(err, &failed):
+			p.logger.Warn("the burn of an expired lease's NFT failed; not trying again", "lease", l.NFT, "error", err)
+		case err != nil:
+			p.logger.Warn("burn the NFT of an expired lease", "lease", l.NFT, "error", err)
+			continue
+		default:
+			p.logger.Info("burned the NFT of an expired lease", "lease", l.NFT)
+		}
+		l.Burned = true
+		if err := putJSON(p.db, bucketLeases, []byte(l.NFT), l); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -107,12 +147,16 @@ func (p *Plugin) address() string {
 	return string(p.wallet.ClassicAddress)
 }
 
-// ensureOffers mints a lease NFT for each free slot the host lacks one
-// for, and offers for sale each lease NFT the host holds without an offer.
+// ensureOffers burns the NFTs of expired leases, mints a lease NFT for
+// each free slot the host lacks one for, and offers for sale each lease
+// NFT the host holds without an offer.
 func (p *Plugin) ensureOffers(ctx context.Context, k *conn, cfg config) error {
 	addr := p.address()
 	v, err := k.validatedLedger()
 	if err != nil {
+		return err
+	}
+	if err := p.burnExpired(ctx, k, addr, v); err != nil {
 		return err
 	}
 	var nfts struct {

@@ -57,7 +57,7 @@ func newMarket(t *testing.T) *market {
 	}
 	m.settings = sdk.Config{
 		"url": srv.URL(), "secret_file": secret, "registry": string(m.registry.ClassicAddress),
-		"slots": float64(1), "price_drops": float64(testPrice), "lease_ledgers": float64(100),
+		"slots": float64(1), "price_drops": float64(testPrice), "lease_ledgers": float64(1000),
 		"heartbeat": "1h", "poll": "50ms",
 	}
 	m.dataDir = filepath.Join(dir, "data")

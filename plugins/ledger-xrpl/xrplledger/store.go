@@ -34,6 +34,8 @@ type lease struct {
 	// lease.
 	Ledger  uint32 `json:"ledger"`
 	Expires uint32 `json:"expires"`
+	// Burned is set once the host burned the NFT of the expired lease.
+	Burned bool `json:"burned,omitempty"`
 }
 
 // reply is a reply made, by idempotency key: its signed blob is stored
