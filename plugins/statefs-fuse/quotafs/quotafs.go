@@ -659,26 +659,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if errno != 0 {
 		return nil, errno
 	}
-	f := n.fsys
-	f.ns.Lock()
-	defer f.ns.Unlock()
-	dfd, errno := n.dir()
-	if errno != 0 {
-		return nil, errno
-	}
-	defer unix.Close(dfd)
-	uid, gid, mode, errno := owner(c, dfd, mode, true)
-	if errno != 0 {
-		return nil, errno
-	}
-	if errno := f.usage.addEntry(0); errno != 0 {
-		return nil, errno
-	}
-	if err := unix.Mkdirat(dfd, name, 0o700); err != nil {
-		f.usage.undoEntry(0)
-		return nil, fs.ToErrno(err)
-	}
-	return n.made(ctx, dfd, name, uid, gid, mode, 0, out)
+	return n.makeEntry(ctx, c, name, mode, true, func(dfd int) error { return unix.Mkdirat(dfd, name, 0o700) }, out)
 }
 
 // Mknod makes a FIFO, socket or empty regular file; devices are refused.
@@ -691,6 +672,13 @@ func (n *node) Mknod(ctx context.Context, name string, mode, _ uint32, out *fuse
 	if typ != unix.S_IFIFO && typ != unix.S_IFSOCK && typ != unix.S_IFREG {
 		return nil, syscall.EPERM
 	}
+	return n.makeEntry(ctx, c, name, mode, false, func(dfd int) error { return unix.Mknodat(dfd, name, typ|0o600, 0) }, out)
+}
+
+// makeEntry makes the empty entry name with mk, for the caller c, who may
+// enter: it counts against the entry quota, and gets the owner and mode a
+// new entry of the caller's gets.
+func (n *node) makeEntry(ctx context.Context, c *fuse.Caller, name string, mode uint32, isDir bool, mk func(dfd int) error, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	f := n.fsys
 	f.ns.Lock()
 	defer f.ns.Unlock()
@@ -699,14 +687,14 @@ func (n *node) Mknod(ctx context.Context, name string, mode, _ uint32, out *fuse
 		return nil, errno
 	}
 	defer unix.Close(dfd)
-	uid, gid, perm, errno := owner(c, dfd, mode, false)
+	uid, gid, perm, errno := owner(c, dfd, mode, isDir)
 	if errno != 0 {
 		return nil, errno
 	}
 	if errno := f.usage.addEntry(0); errno != 0 {
 		return nil, errno
 	}
-	if err := unix.Mknodat(dfd, name, typ|0o600, 0); err != nil {
+	if err := mk(dfd); err != nil {
 		f.usage.undoEntry(0)
 		return nil, fs.ToErrno(err)
 	}
