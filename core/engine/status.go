@@ -40,14 +40,39 @@ type InstanceStatus struct {
 	// LastExit is how the last workload ended: exit code, cause (exit,
 	// signal, oom, limit, lost) and when.
 	LastExit *state.Exit `json:"last_exit,omitempty"`
+	// StateUsage is the state's use against its quotas; nil for an
+	// instance without state, or when StateError says why it is unknown.
+	StateUsage *StateUsage `json:"state_usage,omitempty"`
+	StateError string      `json:"state_error,omitempty"`
+}
+
+// StateUsage is an instance's use of its state quotas (sdk.Usage); a
+// limit of 0 means none.
+type StateUsage struct {
+	Bytes       int64 `json:"bytes"`
+	BytesLimit  int64 `json:"bytes_limit"`
+	Inodes      int64 `json:"inodes"`
+	InodesLimit int64 `json:"inodes_limit"`
 }
 
 // Status reports every recorded tenant and instance, asking the runtimes
-// how each instance is doing.
+// how each instance is doing and the StateFS how much of its quotas each
+// state uses: one Inspect and one Usage call per instance. A plugin's
+// failure is reported on its instance.
 func (e *Engine) Status(ctx context.Context) ([]TenantStatus, error) {
 	tenants, instances, err := e.records(ctx)
 	if err != nil {
 		return nil, err
+	}
+	var (
+		fs    sdk.StateFS
+		fsErr error
+	)
+	for _, i := range instances {
+		if i.StateHandle != nil {
+			fs, fsErr = e.stateFS(ctx)
+			break
+		}
 	}
 	out := make([]TenantStatus, 0, len(tenants))
 	for _, t := range tenants {
@@ -55,7 +80,11 @@ func (e *Engine) Status(ctx context.Context) ([]TenantStatus, error) {
 			Instances: []InstanceStatus{}}
 		for _, i := range instances {
 			if i.Tenant == t.Name {
-				ts.Instances = append(ts.Instances, e.instanceStatus(ctx, i))
+				st := e.instanceStatus(ctx, i)
+				if i.StateHandle != nil {
+					st.StateUsage, st.StateError = stateUsage(ctx, fs, fsErr, *i.StateHandle)
+				}
+				ts.Instances = append(ts.Instances, st)
 			}
 		}
 		out = append(out, ts)
@@ -81,6 +110,19 @@ func (e *Engine) instanceStatus(ctx context.Context, i state.Instance) InstanceS
 		st.Message = err.Error()
 	}
 	return st
+}
+
+// stateUsage asks fs (or reports fsErr, the error of getting it) for the
+// usage of the state h.
+func stateUsage(ctx context.Context, fs sdk.StateFS, fsErr error, h sdk.Handle) (*StateUsage, string) {
+	if fsErr != nil {
+		return nil, fsErr.Error()
+	}
+	u, err := fs.Usage(ctx, h)
+	if err != nil {
+		return nil, err.Error()
+	}
+	return &StateUsage{Bytes: u.Bytes, BytesLimit: u.BytesLimit, Inodes: u.Inodes, InodesLimit: u.InodesLimit}, ""
 }
 
 // Logs streams an instance's output into fn.
