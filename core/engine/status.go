@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/state"
@@ -112,13 +113,24 @@ func (e *Engine) instanceStatus(ctx context.Context, i state.Instance) InstanceS
 	return st
 }
 
+// UsageTimeout bounds the Usage call of one instance in Status. A FUSE
+// state answers from its helper's counters at once; a plain directory is
+// scanned, which a tenant can make slow (a deep tree), so that status stays
+// fast and reports the state's use as unknown instead.
+const UsageTimeout = 2 * time.Second
+
 // stateUsage asks fs (or reports fsErr, the error of getting it) for the
-// usage of the state h.
+// usage of the state h, within UsageTimeout.
 func stateUsage(ctx context.Context, fs sdk.StateFS, fsErr error, h sdk.Handle) (*StateUsage, string) {
 	if fsErr != nil {
 		return nil, fsErr.Error()
 	}
-	u, err := fs.Usage(ctx, h)
+	uctx, cancel := context.WithTimeout(ctx, UsageTimeout)
+	defer cancel()
+	u, err := fs.Usage(uctx, h)
+	if err != nil && ctx.Err() == nil && uctx.Err() != nil {
+		return nil, fmt.Sprintf("counting the state's use took longer than %s", UsageTimeout)
+	}
 	if err != nil {
 		return nil, err.Error()
 	}

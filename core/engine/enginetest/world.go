@@ -39,12 +39,18 @@ type World struct {
 	FailRemove   map[string]error  // Remove of this tenant fails
 	Released     []string          // tenants whose plugin processes were released
 	Recovers     int               // Recover calls
+	// Usage is what the StateFS's Usage reports of an instance's state;
+	// without an entry it fails with sdk.ErrUnsupported.
+	Usage map[string]sdk.Usage
+	// SlowUsage makes Usage of an instance's state block until its
+	// context ends.
+	SlowUsage map[string]bool
 }
 
 // NewWorld returns an empty world.
 func NewWorld() *World {
 	return &World{Live: map[string]int{}, States: map[string]bool{}, Tenants: map[string]bool{}, Cgroups: map[string]bool{},
-		Dead: map[sdk.Kind]bool{}, Prepared: map[string]bool{}}
+		Dead: map[sdk.Kind]bool{}, Prepared: map[string]bool{}, Usage: map[string]sdk.Usage{}, SlowUsage: map[string]bool{}}
 }
 
 type runtimeClient struct{ w *World }
@@ -209,8 +215,19 @@ func (s *stateClient) Provision(_ context.Context, req *sdk.ProvisionRequest) (s
 func (s *stateClient) Mount(_ context.Context, h sdk.Handle) (sdk.Mount, error) {
 	return sdk.Mount{Source: "/state/" + string(h.Data), Type: sdk.MountDir}, nil
 }
-func (s *stateClient) Usage(context.Context, sdk.Handle) (sdk.Usage, error) {
-	return sdk.Usage{}, sdk.ErrUnsupported
+func (s *stateClient) Usage(ctx context.Context, h sdk.Handle) (sdk.Usage, error) {
+	s.w.Mu.Lock()
+	u, ok := s.w.Usage[string(h.Data)]
+	slow := s.w.SlowUsage[string(h.Data)]
+	s.w.Mu.Unlock()
+	if slow {
+		<-ctx.Done()
+		return sdk.Usage{}, ctx.Err()
+	}
+	if !ok {
+		return sdk.Usage{}, sdk.ErrUnsupported
+	}
+	return u, nil
 }
 func (s *stateClient) Checkpoint(context.Context, sdk.Handle, string) (sdk.Checkpoint, error) {
 	return sdk.Checkpoint{}, sdk.ErrUnsupported
