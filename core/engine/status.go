@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
@@ -58,39 +59,75 @@ type StateUsage struct {
 
 // Status reports every recorded tenant and instance, asking the runtimes
 // how each instance is doing and the StateFS how much of its quotas each
-// state uses: one Inspect and one Usage call per instance. A plugin's
-// failure is reported on its instance.
+// state uses: one Inspect and one Usage call per instance, the Usage calls
+// usageWorkers at a time, while the Inspect calls run. A plugin's failure
+// is reported on its instance.
 func (e *Engine) Status(ctx context.Context) ([]TenantStatus, error) {
 	tenants, instances, err := e.records(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var (
-		fs    sdk.StateFS
-		fsErr error
-	)
-	for _, i := range instances {
-		if i.StateHandle != nil {
-			fs, fsErr = e.stateFS(ctx)
-			break
-		}
+	usages := e.stateUsages(ctx, instances)
+	statuses := make([]InstanceStatus, len(instances))
+	for n, i := range instances {
+		statuses[n] = e.instanceStatus(ctx, i)
 	}
+	usages.wait()
 	out := make([]TenantStatus, 0, len(tenants))
 	for _, t := range tenants {
 		ts := TenantStatus{Name: t.Name, Phase: t.Phase, Source: t.Source, User: t.User.Name, UID: t.User.UID, Home: t.User.Home, Cgroup: t.Cgroup.Path,
 			Instances: []InstanceStatus{}}
-		for _, i := range instances {
+		for n, i := range instances {
 			if i.Tenant == t.Name {
-				st := e.instanceStatus(ctx, i)
-				if i.StateHandle != nil {
-					st.StateUsage, st.StateError = stateUsage(ctx, fs, fsErr, *i.StateHandle)
-				}
+				st := statuses[n]
+				st.StateUsage, st.StateError = usages.usage[n], usages.err[n]
 				ts.Instances = append(ts.Instances, st)
 			}
 		}
 		out = append(out, ts)
 	}
 	return out, nil
+}
+
+// usageWorkers is how many Usage calls Status makes at once.
+const usageWorkers = 8
+
+// usages are the state usages of instances, by index, being asked for.
+type usages struct {
+	wg    sync.WaitGroup
+	usage []*StateUsage
+	err   []string
+}
+
+func (u *usages) wait() { u.wg.Wait() }
+
+// stateUsages starts asking the StateFS for the usage of each instance
+// with state.
+func (e *Engine) stateUsages(ctx context.Context, instances []state.Instance) *usages {
+	u := &usages{usage: make([]*StateUsage, len(instances)), err: make([]string, len(instances))}
+	var (
+		fs    sdk.StateFS
+		fsErr error
+		found bool
+	)
+	sem := make(chan struct{}, usageWorkers)
+	for n, i := range instances {
+		if i.StateHandle == nil {
+			continue
+		}
+		if !found {
+			fs, fsErr = e.stateFS(ctx)
+			found = true
+		}
+		u.wg.Add(1)
+		go func() {
+			defer u.wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			u.usage[n], u.err[n] = stateUsage(ctx, fs, fsErr, *i.StateHandle)
+		}()
+	}
+	return u
 }
 
 func (e *Engine) instanceStatus(ctx context.Context, i state.Instance) InstanceStatus {
