@@ -54,8 +54,8 @@ have the same root, whatever their owners, timestamps and inode numbers
 		withName: true,
 		help: `Copies the instance's state into a new checkpoint NAME (1 to 64 letters,
 digits, '.', '_' and '-', not starting with '.'), kept by the host out of the
-tenant's reach. The instance keeps running: what it writes during the copy
-may be caught half-written, so stop it first for a quiet point.`,
+tenant's reach. The instance's processes are frozen (cgroup freezer) for the
+copy, so that it is of one moment, and thawed after.`,
 		mode: storeRead,
 		viaAgent: func(ctx context.Context, cl *api.Client, t, i, n string) (any, error) {
 			return cl.Checkpoint(ctx, t, i, n)
@@ -107,10 +107,10 @@ exited) is left so. The state is swapped in whole or not at all: when the
 rollback fails, the instance runs on its old state.`,
 		mode: storeWrite,
 		viaAgent: func(ctx context.Context, cl *api.Client, t, i, n string) (any, error) {
-			return rollbackResult{t, i, n}, cl.Rollback(ctx, t, i, n)
+			return checkpointResult{t, i, n}, cl.Rollback(ctx, t, i, n)
 		},
 		direct: func(ctx context.Context, e *engine.Engine, t, i, n string) (any, error) {
-			return rollbackResult{t, i, n}, e.Rollback(ctx, t, i, n)
+			return checkpointResult{t, i, n}, e.Rollback(ctx, t, i, n)
 		},
 		text: func(c *cli, t, i, n string, _ any) {
 			fmt.Fprintf(c.stdout, "%s/%s: state rolled back to checkpoint %q.\n", t, i, n)
@@ -143,10 +143,10 @@ the kigumi group cannot mount over host paths. It stays until
 		help:     `Unmounts the checkpoint NAME (lazily when it is busy) and removes its mount point. Unmounting a checkpoint that is not mounted succeeds.`,
 		mode:     storeRead,
 		viaAgent: func(ctx context.Context, cl *api.Client, t, i, n string) (any, error) {
-			return rollbackResult{t, i, n}, cl.UnmountCheckpoint(ctx, t, i, n)
+			return checkpointResult{t, i, n}, cl.UnmountCheckpoint(ctx, t, i, n)
 		},
 		direct: func(ctx context.Context, e *engine.Engine, t, i, n string) (any, error) {
-			return rollbackResult{t, i, n}, e.UnmountCheckpoint(ctx, t, i, n)
+			return checkpointResult{t, i, n}, e.UnmountCheckpoint(ctx, t, i, n)
 		},
 		text: func(c *cli, t, i, n string, _ any) {
 			fmt.Fprintf(c.stdout, "%s/%s: checkpoint %q unmounted.\n", t, i, n)
@@ -154,8 +154,8 @@ the kigumi group cannot mount over host paths. It stays until
 	},
 }
 
-// rollbackResult is what rollback and unmount print with --json.
-type rollbackResult struct {
+// checkpointResult is what rollback and unmount print with --json: the checkpoint acted on.
+type checkpointResult struct {
 	Tenant     string `json:"tenant"`
 	Instance   string `json:"instance"`
 	Checkpoint string `json:"checkpoint"`

@@ -202,6 +202,11 @@ func testStateCommands(t *testing.T, mode string) {
 		cp.Name != "c1" || cp.Root != rootA || cp.Bytes < 200<<10 || cp.Inodes != 7 {
 		t.Errorf("state checkpoint --json = %+v, %v; want root %s, 7 inodes", cp, err, rootA)
 	}
+	// The instance was frozen for the copy, and runs again.
+	freezer := filepath.Join("/sys/fs/cgroup/freezer/kigumi", w.names[0], "app", "freezer.state")
+	if st, err := os.ReadFile(freezer); err != nil || strings.TrimSpace(string(st)) != "THAWED" {
+		t.Errorf("%s after the checkpoint = %q, %v; want THAWED", freezer, st, err)
+	}
 	for _, tt := range []struct {
 		args []string
 		want string

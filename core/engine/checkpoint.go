@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/state"
@@ -75,9 +76,13 @@ func (e *Engine) StateUsage(ctx context.Context, tenant, instance string) (sdk.U
 	return fs.Usage(ctx, *rec.StateHandle)
 }
 
-// Checkpoint snapshots an instance's state under name, as the instance
-// runs: the StateFS copies it, so a workload writing meanwhile may leave a
-// file half-written in the copy (stop it first for a quiet point).
+// FreezeTimeout bounds the wait for an instance's processes to freeze.
+const FreezeTimeout = 10 * time.Second
+
+// Checkpoint snapshots an instance's state under name. The instance's
+// processes are frozen (the cgroup freezer) while the StateFS copies the
+// state, so that the copy is of one moment, and thawed after, whether the
+// checkpoint was made or not.
 func (e *Engine) Checkpoint(ctx context.Context, tenant, instance, name string) (sdk.Checkpoint, error) {
 	if err := sdk.CheckCheckpointName(name); err != nil {
 		return sdk.Checkpoint{}, err
@@ -89,7 +94,20 @@ func (e *Engine) Checkpoint(ctx context.Context, tenant, instance, name string) 
 	if err != nil {
 		return sdk.Checkpoint{}, err
 	}
-	return fs.Checkpoint(ctx, *rec.StateHandle, name)
+	thaw := func() error { return nil }
+	if rec.Cgroup.Path != "" && e.isolation != nil {
+		fctx, cancel := context.WithTimeout(ctx, FreezeTimeout)
+		thaw, err = e.isolation.FreezeInstance(fctx, tenant, instance)
+		cancel()
+		if err != nil {
+			return sdk.Checkpoint{}, fmt.Errorf("freeze %s for its checkpoint: %w", rec.Key(), err)
+		}
+	}
+	cp, err := fs.Checkpoint(ctx, *rec.StateHandle, name)
+	if terr := thaw(); terr != nil {
+		err = errors.Join(err, fmt.Errorf("thaw %s after its checkpoint: %w", rec.Key(), terr))
+	}
+	return cp, err
 }
 
 // Checkpoints lists an instance's checkpoints, oldest first.

@@ -103,3 +103,36 @@ func TestRollback(t *testing.T) {
 		t.Errorf("rollback of a held instance: calls %q, want %q", got, want)
 	}
 }
+
+// TestCheckpointFreezes: the instance is frozen while its state is copied,
+// and thawed after; bad input freezes nothing.
+func TestCheckpointFreezes(t *testing.T) {
+	w := enginetest.NewWorld()
+	e := newEngine(t, testHost(t), w)
+	ctx := context.Background()
+	if _, err, _ := apply(t, e, desired("alice")); err != nil {
+		t.Fatal(err)
+	}
+	takeCalls(w)
+	cp, err := e.Checkpoint(ctx, "alice", "web", "c1")
+	if err != nil || cp.Name != "c1" {
+		t.Fatalf("Checkpoint = %+v, %v", cp, err)
+	}
+	if got, want := takeCalls(w), []string{"freeze alice/web", "checkpoint alice/web c1", "thaw alice/web"}; !slices.Equal(got, want) {
+		t.Errorf("calls %q, want %q", got, want)
+	}
+	for _, tt := range []struct {
+		name, instance, checkpoint string
+		want                       error
+	}{
+		{"bad name", "web", ".c", sdk.ErrInvalid},
+		{"unknown instance", "db", "c2", ErrUnknownInstance},
+	} {
+		if _, err := e.Checkpoint(ctx, "alice", tt.instance, tt.checkpoint); !errors.Is(err, tt.want) {
+			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
+		}
+		if calls := takeCalls(w); len(calls) != 0 {
+			t.Errorf("%s: calls %q, want none", tt.name, calls)
+		}
+	}
+}

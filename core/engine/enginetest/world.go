@@ -49,8 +49,9 @@ type World struct {
 	Checkpoints map[string][]sdk.Checkpoint
 	// FailRollback is returned by the next Rollback.
 	FailRollback error
-	// Calls records the runtime's Stop and Start and the StateFS's
-	// Rollback, as "stop KEY", "start KEY", "rollback KEY NAME".
+	// Calls records the runtime's Stop and Start, the StateFS's Checkpoint
+	// and Rollback, and the isolation's freezes, as "stop KEY", "start KEY",
+	// "checkpoint KEY NAME", "rollback KEY NAME", "freeze KEY", "thaw KEY".
 	Calls []string
 }
 
@@ -246,8 +247,13 @@ func (s *stateClient) Usage(ctx context.Context, h sdk.Handle) (sdk.Usage, error
 	}
 	return u, nil
 }
-func (s *stateClient) Checkpoint(context.Context, sdk.Handle, string) (sdk.Checkpoint, error) {
-	return sdk.Checkpoint{}, sdk.ErrUnsupported
+func (s *stateClient) Checkpoint(_ context.Context, h sdk.Handle, name string) (sdk.Checkpoint, error) {
+	s.w.Mu.Lock()
+	defer s.w.Mu.Unlock()
+	s.w.Calls = append(s.w.Calls, "checkpoint "+string(h.Data)+" "+name)
+	cp := sdk.Checkpoint{Name: name}
+	s.w.Checkpoints[string(h.Data)] = append(s.w.Checkpoints[string(h.Data)], cp)
+	return cp, nil
 }
 func (s *stateClient) Checkpoints(_ context.Context, h sdk.Handle) ([]sdk.Checkpoint, error) {
 	s.w.Mu.Lock()
@@ -329,6 +335,24 @@ func (w *World) RemoveInstance(_ context.Context, tenant, instance string) error
 	delete(w.Cgroups, tenant+"/"+instance)
 	delete(w.Live, tenant+"/"+instance)
 	return nil
+}
+
+// FreezeInstance records the freeze of an instance's cgroup, which must
+// exist, and returns the thaw, which records itself.
+func (w *World) FreezeInstance(_ context.Context, tenant, instance string) (func() error, error) {
+	w.Mu.Lock()
+	defer w.Mu.Unlock()
+	key := tenant + "/" + instance
+	if !w.Cgroups[key] {
+		return nil, fmt.Errorf("freeze %s: no cgroup", key)
+	}
+	w.Calls = append(w.Calls, "freeze "+key)
+	return func() error {
+		w.Mu.Lock()
+		defer w.Mu.Unlock()
+		w.Calls = append(w.Calls, "thaw "+key)
+		return nil
+	}, nil
 }
 
 // Snapshot returns the keys of the live workloads, the provisioned states,

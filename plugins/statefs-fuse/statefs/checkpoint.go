@@ -91,7 +91,7 @@ func (*FS) Usage(ctx context.Context, h sdk.Handle) (sdk.Usage, error) {
 
 // Checkpoint copies the state directory to a new, root-only checkpoint
 // named name, with its hash as the root digest. The instance should not
-// write meanwhile: the copy is not atomic.
+// write meanwhile (the engine freezes it): the copy is not atomic.
 func (f *FS) Checkpoint(ctx context.Context, h sdk.Handle, name string) (sdk.Checkpoint, error) {
 	d, err := open(h)
 	if err != nil {
