@@ -102,29 +102,31 @@ type usages struct {
 func (u *usages) wait() { u.wg.Wait() }
 
 // stateUsages starts asking the StateFS for the usage of each instance
-// with state.
+// with state, usageWorkers calls at a time.
 func (e *Engine) stateUsages(ctx context.Context, instances []state.Instance) *usages {
 	u := &usages{usage: make([]*StateUsage, len(instances)), err: make([]string, len(instances))}
-	var (
-		fs    sdk.StateFS
-		fsErr error
-		found bool
-	)
-	sem := make(chan struct{}, usageWorkers)
+	var todo []int
 	for n, i := range instances {
-		if i.StateHandle == nil {
-			continue
+		if i.StateHandle != nil {
+			todo = append(todo, n)
 		}
-		if !found {
-			fs, fsErr = e.stateFS(ctx)
-			found = true
-		}
+	}
+	if len(todo) == 0 {
+		return u
+	}
+	fs, fsErr := e.stateFS(ctx)
+	next := make(chan int, len(todo))
+	for _, n := range todo {
+		next <- n
+	}
+	close(next)
+	for range min(usageWorkers, len(todo)) {
 		u.wg.Add(1)
 		go func() {
 			defer u.wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			u.usage[n], u.err[n] = stateUsage(ctx, fs, fsErr, *i.StateHandle)
+			for n := range next {
+				u.usage[n], u.err[n] = stateUsage(ctx, fs, fsErr, *instances[n].StateHandle)
+			}
 		}()
 	}
 	return u
