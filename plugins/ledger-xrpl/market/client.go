@@ -39,7 +39,7 @@ type Client struct {
 }
 
 // Dial connects to the server at url (ws:// or wss://) as the tenant of
-// wallet w.
+// wallet w; with no wallet (the zero Wallet), it only reads the market.
 func Dial(url string, w wallet.Wallet) (*Client, error) {
 	if !strings.HasPrefix(url, "ws://") && !strings.HasPrefix(url, "wss://") {
 		return nil, fmt.Errorf("want a WebSocket URL (ws://... or wss://...), not %.80q", url)
@@ -49,9 +49,11 @@ func Dial(url string, w wallet.Wallet) (*Client, error) {
 	cfg := websocket.NewClientConfig().WithHost(url).WithMaxRetries(400).WithRetryDelay(250 * time.Millisecond).
 		WithTimeout(30 * time.Second)
 	c := &Client{c: websocket.NewClient(cfg), w: w, Poll: 500 * time.Millisecond}
-	var err error
-	if c.key, err = MessageKey(w); err != nil {
-		return nil, err
+	if w.PrivateKey != "" {
+		var err error
+		if c.key, err = MessageKey(w); err != nil {
+			return nil, err
+		}
 	}
 	if err := c.c.Connect(); err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", url, err)

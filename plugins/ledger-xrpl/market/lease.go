@@ -1,6 +1,7 @@
 package market
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"github.com/Peersyst/xrpl-go/xrpl/queries/account"
 	"github.com/Peersyst/xrpl-go/xrpl/transaction/types"
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/hashicorp/hcl/v2/hclwrite"
 
 	addresscodec "github.com/Peersyst/xrpl-go/address-codec"
@@ -29,7 +31,8 @@ const terminateDrops = 1
 // PrepareSpec checks a tenant spec as the host will (spec.Parser's
 // ParseTenant: size, nesting and token limits, decoding) and names its
 // one tenant block tenant, the name the lease gives: hosts refuse a
-// request that declares any other. It returns the spec to send, or the
+// request that declares any other. Comments are dropped and the rest
+// formatted: a request must fit in a memo. It returns the spec to send, or the
 // diagnostics (of the file as written) and no spec. The parser holds the
 // files, for spec.WriteDiagnostics.
 func PrepareSpec(filename string, src []byte, tenant string) (*spec.Parser, []byte, hcl.Diagnostics) {
@@ -56,11 +59,33 @@ func PrepareSpec(filename string, src []byte, tenant string) (*spec.Parser, []by
 			b.SetLabels([]string{tenant})
 		}
 	}
-	out := f.Bytes()
+	out := compact(f)
 	if _, diags := spec.NewParser().ParseTenant(filename, out); diags.HasErrors() {
 		return p, nil, diags
 	}
 	return p, out, diags
+}
+
+// compact returns f without its comments, formatted, without blank lines.
+func compact(f *hclwrite.File) []byte {
+	var toks hclwrite.Tokens
+	for _, t := range f.BuildTokens(nil) {
+		if t.Type == hclsyntax.TokenComment {
+			// A line comment holds its newline.
+			if bytes.HasSuffix(t.Bytes, []byte("\n")) {
+				toks = append(toks, &hclwrite.Token{Type: hclsyntax.TokenNewline, Bytes: []byte("\n")})
+			}
+			continue
+		}
+		toks = append(toks, t)
+	}
+	var out []byte
+	for _, line := range bytes.Split(hclwrite.Format(toks.Bytes()), []byte("\n")) {
+		if len(bytes.TrimSpace(line)) > 0 {
+			out = append(append(out, line...), '\n')
+		}
+	}
+	return hclwrite.Format(out) // aligned again, without the gaps
 }
 
 // Acquisition is a lease bought: the acquire validated.

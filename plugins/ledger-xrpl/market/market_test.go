@@ -368,6 +368,12 @@ func TestPrepareSpec(t *testing.T) {
 	if diags.HasErrors() || !strings.Contains(string(out), `tenant "l-0123456789abcdef" {`) || strings.Contains(string(out), "mine") {
 		t.Fatalf("PrepareSpec = %s, %v", out, diags)
 	}
+	// Comments take memo space and go; what remains still decodes.
+	commented := "# A request.\n\n" + strings.Replace(leaseSpec, `"wasm"`, `"wasm" # the runtime`+"\n    /* block */", 1) + "// end\n"
+	_, out2, diags := PrepareSpec("req.hcl", []byte(commented), "l-0123456789abcdef")
+	if diags.HasErrors() || string(out2) != string(out) {
+		t.Fatalf("PrepareSpec of a commented spec = %q, %v; want %q", out2, diags, out)
+	}
 	for _, tt := range []struct {
 		name, src, want string
 	}{
