@@ -360,6 +360,10 @@ func leaseChange(ctx context.Context, c *cli, o *leaseOpts, fs *flag.FlagSet, ar
 	if code, done := c.parse(fs, args, 1, 1); done {
 		return code
 	}
+	if periods != nil && *periods < 1 {
+		c.errorf("--periods must be at least 1")
+		return exitInvalid
+	}
 	lease := strings.ToUpper(fs.Arg(0))
 	host, err := market.LeaseHost(lease)
 	if err != nil {

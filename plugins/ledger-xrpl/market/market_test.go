@@ -95,28 +95,41 @@ func (m *market) heartbeat(t *testing.T, c *Client, to string, h memo.Host) {
 // returning the offer's ID and the NFT's.
 func (m *market) offerLease(t *testing.T, taxon uint32, uri string, drops string) (offer, nft string) {
 	t.Helper()
-	before := m.srv.SellOffers(m.host.Address())
+	nfts := func() map[string]bool {
+		var res struct {
+			NFTs []struct {
+				ID string `json:"NFTokenID"`
+			} `json:"account_nfts"`
+		}
+		if err := m.host.request(&account.NFTsRequest{Account: types.Address(m.host.Address())}, &res); err != nil {
+			t.Fatal(err)
+		}
+		ids := map[string]bool{}
+		for _, n := range res.NFTs {
+			ids[n.ID] = true
+		}
+		return ids
+	}
+	before, offers := nfts(), map[string]bool{}
+	for _, o := range m.srv.SellOffers(m.host.Address()) {
+		offers[o] = true
+	}
 	send(t, m.host, map[string]any{"TransactionType": "NFTokenMint", "Account": m.host.Address(), "NFTokenTaxon": taxon,
 		"Flags": uint32(9), "URI": strings.ToUpper(hex.EncodeToString([]byte(uri)))})
-	var nfts struct {
-		NFTs []struct {
-			ID string `json:"NFTokenID"`
-		} `json:"account_nfts"`
-	}
-	if err := m.host.request(&account.NFTsRequest{Account: types.Address(m.host.Address())}, &nfts); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range nfts.NFTs {
-		if !strings.Contains(strings.Join(before, ","), n.ID) {
-			nft = n.ID
+	for id := range nfts() {
+		if !before[id] {
+			nft = id
 		}
 	}
 	send(t, m.host, map[string]any{"TransactionType": "NFTokenCreateOffer", "Account": m.host.Address(), "NFTokenID": nft,
 		"Amount": drops, "Flags": uint32(1)})
 	for _, o := range m.srv.SellOffers(m.host.Address()) {
-		if !strings.Contains(strings.Join(before, ","), o) {
+		if !offers[o] {
 			offer = o
 		}
+	}
+	if nft == "" || offer == "" {
+		t.Fatalf("offerLease: NFT %q, offer %q", nft, offer)
 	}
 	return offer, nft
 }
