@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,8 +33,10 @@ wallet, over the WebSocket API of a rippled, clio or fake ledger server
       list hosts (from their heartbeats to the registry account) and their
       open lease offers.
   kigumi lease acquire --wallet FILE --host ADDR [--offer ID] --spec FILE
+      [--max-drops N]
       check the tenant spec as the host will, name its tenant after the
-      lease, seal it to the host's key, buy the lease with it, and wait
+      lease, seal it to the host's key, buy the lease with it (refusing an
+      offer dearer than the host advertises, or than --max-drops), and wait
       (--timeout) for the host's reply, opened with your message key.
   kigumi lease extend --wallet FILE LEASE --periods N
   kigumi lease terminate --wallet FILE LEASE
@@ -129,7 +132,10 @@ func (o *leaseOpts) dial(c *cli, needWallet bool) (*market.Client, int) {
 		}
 	}
 	mc, err := market.Dial(o.endpoint, w)
-	if err != nil {
+	if errors.Is(err, market.ErrBadURL) {
+		c.errorf("--endpoint: %v", err)
+		return nil, exitInvalid
+	} else if err != nil {
 		c.errorf("%v", err)
 		return nil, exitFailed
 	}
@@ -224,6 +230,7 @@ func leaseAcquire(ctx context.Context, c *cli, o *leaseOpts, fs *flag.FlagSet, a
 	host := fs.String("host", "", "host account to lease from (required)")
 	offerID := fs.String("offer", "", "the host's offer to accept (default: its first open one)")
 	specFile := fs.String("spec", "", "tenant spec (HCL) of the instances wanted (required)")
+	maxDrops := fs.Uint64("max-drops", 0, "the most the lease may cost, in drops (default: the price of the host's heartbeat)")
 	o.walletFlag(fs)
 	o.timeoutFlag(fs)
 	if code, done := c.parse(fs, args, 0, 0); done {
@@ -253,20 +260,28 @@ func leaseAcquire(ctx context.Context, c *cli, o *leaseOpts, fs *flag.FlagSet, a
 	if err != nil {
 		return c.leaseFailed(err)
 	}
+	limit := *maxDrops
+	if limit == 0 {
+		limit, _ = strconv.ParseUint(h.PriceDrops, 10, 64)
+	}
 	var offer *market.Offer
 	for i, of := range h.Offers {
-		if *offerID == "" || strings.EqualFold(of.ID, *offerID) {
+		if *offerID == "" && of.PriceDrops <= limit || strings.EqualFold(of.ID, *offerID) {
 			offer = &h.Offers[i]
 			break
 		}
 	}
-	if offer == nil {
-		if *offerID != "" {
-			c.errorf("host %s has no open lease offer %s", *host, *offerID)
-		} else {
-			c.errorf("host %s has no open lease offer (%d of %d slots free at its last heartbeat)", *host, h.Free, h.Capacity)
-		}
+	switch {
+	case offer == nil && *offerID != "":
+		c.errorf("host %s has no open lease offer %s", *host, *offerID)
 		return exitFailed
+	case offer == nil:
+		c.errorf("host %s has no open lease offer at %d drops or less (%d open; %d of %d slots free at its last heartbeat)",
+			*host, limit, len(h.Offers), h.Free, h.Capacity)
+		return exitFailed
+	case offer.PriceDrops > limit:
+		c.errorf("offer %s asks %d drops, more than %d (the host's advertised price, or --max-drops)", offer.ID, offer.PriceDrops, limit)
+		return exitInvalid
 	}
 	p, req, diags := market.PrepareSpec(*specFile, src, offer.Tenant)
 	if diags.HasErrors() {

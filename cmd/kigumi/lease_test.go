@@ -22,8 +22,9 @@ import (
 
 // TestLeaseCLIFailures runs `kigumi lease` against the fake ledger (a
 // test double of rippled) and a host played by hand that never replies:
-// an acquire the ledger validates with a tec* result exits 2 and names
-// it, an acquire without a reply gives up at --timeout, and bad arguments
+// an offer dearer than the host's advertised price is refused unless
+// --max-drops allows it, an acquire the ledger validates with a tec*
+// result exits 2 and names it, an acquire without a reply gives up at --timeout, and bad arguments
 // exit 1 before anything is sent.
 func TestLeaseCLIFailures(t *testing.T) {
 	hostW, err := wallet.New(crypto.SECP256K1())
@@ -115,6 +116,10 @@ func TestLeaseCLIFailures(t *testing.T) {
 	as := []string{"--endpoint", url, "--wallet", tenantWallet, "--host", hostAddr, "--spec", spec}
 
 	code, stdout, stderr := kigumi(t, append([]string{"lease", "acquire", "--offer", offerFor["1000000"]}, as...)...)
+	if code != exitInvalid || !strings.Contains(stderr, "asks 1000000 drops, more than 1000") {
+		t.Fatalf("acquire of an offer dearer than the host's price: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = kigumi(t, append([]string{"lease", "acquire", "--offer", offerFor["1000000"], "--max-drops", "1000000"}, as...)...)
 	if code != exitFailed || !strings.Contains(stderr, "validated with result tecINSUFFICIENT_FUNDS") {
 		t.Fatalf("acquire of an offer the tenant cannot pay: exit %d\n%s\n%s", code, stdout, stderr)
 	}
@@ -132,6 +137,7 @@ func TestLeaseCLIFailures(t *testing.T) {
 		args []string
 		want string
 	}{
+		{"bad endpoint", []string{"status", "--endpoint", "http://" + strings.TrimPrefix(url, "ws://"), "--wallet", tenantWallet}, "not a WebSocket URL"},
 		{"no endpoint", []string{"status", "--wallet", tenantWallet}, "--endpoint is required"},
 		{"no wallet", []string{"status", "--endpoint", url}, "--wallet is required"},
 		{"no spec", []string{"acquire", "--endpoint", url, "--wallet", tenantWallet, "--host", hostAddr}, "--spec are required"},

@@ -38,11 +38,14 @@ type Client struct {
 	Poll time.Duration
 }
 
+// ErrBadURL is Dial's error for a URL that is not a WebSocket URL.
+var ErrBadURL = errors.New("not a WebSocket URL")
+
 // Dial connects to the server at url (ws:// or wss://) as the tenant of
 // wallet w; with no wallet (the zero Wallet), it only reads the market.
 func Dial(url string, w wallet.Wallet) (*Client, error) {
 	if !strings.HasPrefix(url, "ws://") && !strings.HasPrefix(url, "wss://") {
-		return nil, fmt.Errorf("want a WebSocket URL (ws://... or wss://...), not %.80q", url)
+		return nil, fmt.Errorf("%w: want ws://... or wss://..., not %.80q", ErrBadURL, url)
 	}
 	// Submissions wait for validation up to 400 × 250 ms, longer than the
 	// 20 ledgers autofill gives a transaction.
