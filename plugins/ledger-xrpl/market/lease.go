@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -338,8 +340,9 @@ type Lease struct {
 	// ends LeaseLedgers after its acquire, plus its extensions.
 	ExpiresLedger uint32 `json:"expires_ledger,omitempty"`
 	// State is "active", "expired" (held past its last ledger: the host
-	// is ending it), "terminating" (held, terminate sent) or "ended" (the
-	// NFT is gone).
+	// is ending it), "terminating" (held, terminate sent), "ended" (the
+	// NFT is gone) or "not acquired" (held, but not bought with an
+	// acquire of the tenant's: its host serves no request for it).
 	State   string  `json:"state"`
 	Replies []Reply `json:"replies"`
 }
@@ -354,7 +357,8 @@ type Status struct {
 
 // Leases reads the tenant's leases from its validated transactions (the
 // acquires, extends and terminates it sent and the hosts' replies) and
-// the lease NFTs it holds, oldest acquire first.
+// the lease NFTs it holds, oldest acquire first, then the lease NFTs held
+// without an acquire.
 func (c *Client) Leases(ctx context.Context) (Status, error) {
 	v, err := c.validatedLedger()
 	if err != nil {
@@ -426,6 +430,15 @@ func (c *Client) Leases(ctx context.Context) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
+	// Lease NFTs held without an acquire of the tenant's (bought or
+	// given without a request): hosts count only their buyer's changes.
+	for _, nft := range slices.Sorted(maps.Keys(hs)) {
+		if _, ok := byNFT[nft]; !ok {
+			h := hs[nft]
+			byNFT[nft] = len(st.Leases)
+			st.Leases = append(st.Leases, Lease{Lease: nft, Host: h.issuer, Tenant: xrplledger.TenantName(nft), Replies: []Reply{}})
+		}
+	}
 	for i := range st.Leases {
 		l := &st.Leases[i]
 		h, ok := hs[l.Lease]
@@ -433,12 +446,14 @@ func (c *Client) Leases(ctx context.Context) (Status, error) {
 		if l.Held {
 			l.LeaseLedgers, l.PriceDrops = h.ledgers, h.priceDrops
 		}
-		if l.LeaseLedgers > 0 {
+		if l.LeaseLedgers > 0 && l.Acquire != "" {
 			l.ExpiresLedger = l.AcquiredLedger + l.LeaseLedgers*uint32(1+l.ExtendedPeriods)
 		}
 		switch {
 		case !l.Held:
 			l.State = "ended"
+		case l.Acquire == "":
+			l.State = "not acquired"
 		case terminated[i]:
 			l.State = "terminating"
 		case l.ExpiresLedger != 0 && v > l.ExpiresLedger:

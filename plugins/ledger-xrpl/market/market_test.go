@@ -355,10 +355,18 @@ func TestLeases(t *testing.T) {
 		t.Errorf("the host was not paid the price and 2 periods")
 	}
 
+	// A lease NFT bought without an acquire shows as held, not acquired.
+	other, otherNFT := m.offerLease(t, xrplledger.LeaseTaxon, "kigumi:lease:1?ledgers=1000&price=5000", "5000")
+	send(t, m.tenant, map[string]any{"TransactionType": "NFTokenAcceptOffer", "Account": m.tenant.Address(), "NFTokenSellOffer": other, "Flags": uint32(0)})
+	st, err = m.tenant.Leases(context.Background())
+	if err != nil || len(st.Leases) != 2 || st.Leases[1].Lease != otherNFT || st.Leases[1].State != "not acquired" || !st.Leases[1].Held || st.Leases[1].ExpiresLedger != 0 {
+		t.Fatalf("status with a lease NFT bought without an acquire = %+v, %v", st, err)
+	}
+
 	// The host burns the NFT: the lease has ended.
 	send(t, m.host, map[string]any{"TransactionType": "NFTokenBurn", "Account": m.host.Address(), "NFTokenID": a.Lease, "Owner": m.tenant.Address(), "Flags": uint32(0)})
 	st, err = m.tenant.Leases(context.Background())
-	if err != nil || len(st.Leases) != 1 || st.Leases[0].State != "ended" || st.Leases[0].Held {
+	if err != nil || len(st.Leases) != 2 || st.Leases[0].State != "ended" || st.Leases[0].Held {
 		t.Fatalf("status after the burn = %+v, %v", st, err)
 	}
 	for name, f := range map[string]func() (Sent, error){
