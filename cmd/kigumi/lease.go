@@ -69,7 +69,7 @@ var leaseSubcommands = map[string]func(ctx context.Context, c *cli, o *leaseOpts
 	"status":    leaseStatus,
 }
 
-// leaseOpts are the options every lease subcommand takes.
+// leaseOpts are the options the lease subcommands share.
 type leaseOpts struct {
 	endpoint string
 	wallet   string
