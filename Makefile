@@ -15,7 +15,7 @@ AGENT_PID := $(QUICKSTART)/build/agent.pid
 AGENT_LOG := $(QUICKSTART)/build/agent.log
 AGENT_SOCK:= /var/lib/kigumi/quickstart/agent.sock
 
-.PHONY: all build plugins wasm run stop test faults soak fuzz deps bench proto fmt vet clean
+.PHONY: all build plugins wasm run stop run-ledger stop-ledger test faults soak fuzz deps bench proto fmt vet clean
 
 all: build
 
@@ -62,6 +62,15 @@ stop: build
 	@if [ -f $(AGENT_PID) ]; then kill $$(cat $(AGENT_PID)) 2>/dev/null; \
 		while kill -0 $$(cat $(AGENT_PID)) 2>/dev/null; do sleep 0.2; done; rm -f $(AGENT_PID); fi
 	$(KIGUMI) destroy -c $(HOST_HCL) --auto-approve
+
+## run-ledger: the lease market on one machine (examples/ledger): the fake ledger (a test double), a host agent, a tenant's lease
+run-ledger: build
+	$(GO) build -o $(BIN)/fakeledger ./plugins/ledger-xrpl/internal/fakeledger/cmd/fakeledger
+	./examples/ledger/run.sh
+
+## stop-ledger: remove all of the ledger example: agent, lease tenants, fake ledger, wallets, state
+stop-ledger: build
+	./examples/ledger/stop.sh
 
 ## deps: install what the tests need (idempotent; root)
 deps:

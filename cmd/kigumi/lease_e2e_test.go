@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -142,13 +141,69 @@ func (x *xrplTenant) submit(t *testing.T, tx map[string]any) (string, string) {
 	return hash, res.Meta.TransactionResult
 }
 
-// TestLeaseEndToEnd runs the lease market through the real binary: the
-// fake ledger (a test double of rippled) as a process, a `kigumi agent`
-// whose host spec has a ledger "xrpl" block, and a tenant who speaks the
-// ledger protocol with xrpl-go and the memo package. The tenant reads the
-// host's key from its heartbeat, buys its lease offer with a sealed
-// acquire, and reads its sealed reply; the host runs the wasm instance
-// as the lease's tenant until the lease expires, then removes it all.
+// leaseCLI runs `kigumi lease` as the tenant and decodes its --json
+// output into out; it returns the exit code and stderr.
+func leaseCLI(t *testing.T, out any, args ...string) (int, string) {
+	t.Helper()
+	code, stdout, stderr := kigumi(t, append(append([]string{"lease"}, args...), "--json")...)
+	if out != nil && stdout != "" {
+		if err := json.Unmarshal([]byte(stdout), out); err != nil {
+			t.Fatalf("kigumi lease %s: %v\n%s\n%s", strings.Join(args, " "), err, stdout, stderr)
+		}
+	}
+	return code, stderr
+}
+
+// leaseReplyJSON is a reply as kigumi lease prints it.
+type leaseReplyJSON struct {
+	Tx      string          `json:"tx"`
+	Ref     string          `json:"ref"`
+	OK      bool            `json:"ok"`
+	Message string          `json:"message"`
+	Details json.RawMessage `json:"details"`
+	Error   string          `json:"error"`
+}
+
+// leaseStatusJSON is what kigumi lease status --json prints.
+type leaseStatusJSON struct {
+	Account string `json:"account"`
+	Leases  []struct {
+		Lease           string           `json:"lease"`
+		Host            string           `json:"host"`
+		Tenant          string           `json:"tenant"`
+		Held            bool             `json:"held"`
+		State           string           `json:"state"`
+		ExtendedPeriods uint64           `json:"extended_periods"`
+		ExpiresLedger   uint32           `json:"expires_ledger"`
+		AcquiredLedger  uint32           `json:"acquired_ledger"`
+		Replies         []leaseReplyJSON `json:"replies"`
+	} `json:"leases"`
+}
+
+// leaseOffersJSON is what kigumi lease offers --json prints.
+type leaseOffersJSON struct {
+	Hosts []struct {
+		Address    string `json:"address"`
+		Capacity   int    `json:"capacity"`
+		PriceDrops string `json:"price_drops"`
+		Key        string `json:"key"`
+		Offers     []struct {
+			ID     string `json:"offer"`
+			Lease  string `json:"lease"`
+			Tenant string `json:"tenant"`
+		} `json:"offers"`
+	} `json:"hosts"`
+}
+
+// TestLeaseEndToEnd runs the lease market through the real binary, on
+// both sides: the fake ledger (a test double of rippled) as a process, a
+// `kigumi agent` whose host spec has a ledger "xrpl" block, and a tenant
+// played by `kigumi lease`. The tenant lists the host's offer, buys it
+// with `kigumi lease acquire` (the spec checked locally, sealed to the
+// host's key) and reads the decrypted reply; the host runs the wasm
+// instance as the lease's tenant until the lease expires, then removes it
+// all and offers the slot again. The tenant buys that one, extends it and
+// terminates it, and `kigumi lease status` follows each step.
 func TestLeaseEndToEnd(t *testing.T) {
 	newWallet := func(alg interfaces.CryptoImplementation) wallet.Wallet {
 		w, err := wallet.New(alg)
@@ -157,18 +212,24 @@ func TestLeaseEndToEnd(t *testing.T) {
 		}
 		return w
 	}
-	// Fresh wallets: the lease's NFT, hence its tenant's name and Linux
-	// user, differ at every run.
-	hostW, registryW := newWallet(crypto.SECP256K1()), newWallet(crypto.SECP256K1())
-	tenantKey, err := memo.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tn := &xrplTenant{w: newWallet(crypto.ED25519()), key: tenantKey}
-	hostAddr, tenantAddr, registryAddr := string(hostW.ClassicAddress), string(tn.w.ClassicAddress), string(registryW.ClassicAddress)
-	url := startFakeLedger(t, hostAddr, tenantAddr, registryAddr)
-
 	w := newWorkspace(t, 0)
+	// Fresh wallets: the lease's NFT, hence its tenant's name and Linux
+	// user, differ at every run. The tenant's is made by kigumi lease.
+	hostW, registryW := newWallet(crypto.SECP256K1()), newWallet(crypto.SECP256K1())
+	tenantWallet := filepath.Join(w.dir, "tenant.wallet")
+	var made struct {
+		Address string `json:"address"`
+	}
+	if code, stderr := leaseCLI(t, &made, "wallet", "--new", tenantWallet); code != 0 || made.Address == "" {
+		t.Fatalf("kigumi lease wallet --new: exit %d: %s", code, stderr)
+	}
+	if seed, err := os.ReadFile(tenantWallet); err != nil || strings.Contains(made.Address, strings.TrimSpace(string(seed))) {
+		t.Fatalf("wallet file: %v", err)
+	}
+	hostAddr, tenantAddr, registryAddr := string(hostW.ClassicAddress), made.Address, string(registryW.ClassicAddress)
+	url := startFakeLedger(t, hostAddr, tenantAddr, registryAddr)
+	as := func(args ...string) []string { return append(args, "--endpoint", url, "--wallet", tenantWallet) }
+
 	secret := filepath.Join(w.dir, "host.secret")
 	if err := os.WriteFile(secret, []byte(hostW.Seed+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -192,37 +253,28 @@ func TestLeaseEndToEnd(t *testing.T) {
 `, url, secret, registryAddr))
 	a := startAgent(t, w.host)
 
-	tn.c = websocket.NewClient(websocket.NewClientConfig().WithHost(url))
-	if err := tn.c.Connect(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tn.c.Disconnect() })
-
 	// The host registers with its message key and offers its slot.
-	var hostKey []byte
-	eventually(t, "the host's heartbeat", func() bool {
-		for _, m := range tn.kigumiMemos(t, registryAddr, hostAddr, memo.TypeHost) {
-			var h memo.Host
-			if err := memo.Decode(m, nil, true, &h); err != nil {
-				t.Fatalf("heartbeat: %v", err)
-			}
-			if hostKey, err = memo.PublicKey(h.Key); err != nil || h.Capacity != 1 || h.PriceDrops != "5000" {
-				t.Fatalf("heartbeat %+v: %v", h, err)
-			}
-		}
-		return hostKey != nil
+	var offers leaseOffersJSON
+	eventually(t, "the host's heartbeat and offer", func() bool {
+		code, _ := leaseCLI(t, &offers, "offers", "--endpoint", url, "--registry", registryAddr)
+		return code == 0 && len(offers.Hosts) == 1 && len(offers.Hosts[0].Offers) == 1
 	})
-	var offer, lease string
-	eventually(t, "the host's lease offer", func() bool {
-		for o, nft := range tn.sellOffers(t, hostAddr) {
-			offer, lease = o, nft
-		}
-		return offer != ""
-	})
+	h := offers.Hosts[0]
+	if h.Address != hostAddr || h.Capacity != 1 || h.PriceDrops != "5000" || len(h.Key) != 64 {
+		t.Fatalf("offers: %+v", h)
+	}
+	lease := h.Offers[0].Lease
 	name := xrplledger.TenantName(lease)
+	if h.Offers[0].Tenant != name {
+		t.Fatalf("offer %+v, want tenant %s", h.Offers[0], name)
+	}
 
-	// The tenant buys the lease with a request sealed to the host's key.
-	spec := fmt.Sprintf(`tenant %q {
+	// The spec's tenant may be named anything: kigumi lease acquire names
+	// it after the lease. A spec the host would refuse is refused before
+	// anything goes on the ledger, and so is a wallet others may read.
+	specFile := filepath.Join(w.dir, "request.hcl")
+	writeFile(t, specFile, `# The instance wanted.
+tenant "whoever" {
   instance "app" {
     runtime = "wasm"
     module  = "app.wasm"
@@ -237,52 +289,59 @@ func TestLeaseEndToEnd(t *testing.T) {
     permissions = ["state.write", "clock"]
   }
 }
-`, name)
-	acquire, err := memo.EncodeSealed(memo.TypeAcquire, hostKey, &memo.Acquire{TenantKey: hex.EncodeToString(tenantKey.Public()), Spec: spec})
-	if err != nil {
+`)
+	badSpec := filepath.Join(w.dir, "bad.hcl")
+	writeFile(t, badSpec, "tenant \"x\" {\n  instance \"app\" {\n    runtme = \"wasm\"\n  }\n}\n")
+	if code, stderr := leaseCLI(t, nil, as("acquire", "--host", hostAddr, "--spec", badSpec)...); code != 1 || !strings.Contains(stderr, "bad.hcl:3,5") {
+		t.Fatalf("acquire with a bad spec: exit %d: %s", code, stderr)
+	}
+	if err := os.Chmod(tenantWallet, 0o640); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(acquire.Data), "app.wasm") {
-		t.Fatal("the sealed acquire shows the spec")
+	if code, stderr := leaseCLI(t, nil, as("acquire", "--host", hostAddr, "--spec", specFile)...); code != 1 || !strings.Contains(stderr, "chmod 600") {
+		t.Fatalf("acquire with a group-readable wallet: exit %d: %s", code, stderr)
 	}
-	m := a.mark()
-	acqHash, result := tn.submit(t, map[string]any{
-		"TransactionType": "NFTokenAcceptOffer", "Account": tenantAddr, "NFTokenSellOffer": offer,
-		"Flags": uint32(0), "Memos": []any{acquire.XRPL()},
-	})
-	if result != "tesSUCCESS" {
-		t.Fatalf("the acquire: %s", result)
+	if err := os.Chmod(tenantWallet, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	observer := &xrplTenant{c: websocket.NewClient(websocket.NewClientConfig().WithHost(url))}
+	if err := observer.c.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { observer.c.Disconnect() })
+	if got := observer.kigumiMemos(t, tenantAddr, tenantAddr, memo.TypeAcquire); len(got) != 0 {
+		t.Fatalf("a refused acquire went on the ledger: %d", len(got))
 	}
 
-	// The host provisions the instance and replies, sealed to the tenant.
-	var reply memo.Reply
-	eventually(t, "the host's reply", func() bool {
-		for _, rm := range tn.kigumiMemos(t, tenantAddr, hostAddr, memo.TypeReply) {
-			if err := memo.Decode(rm, nil, true, &reply); err != nil {
-				t.Fatalf("reply: %v", err)
-			}
-		}
-		return reply.Ref != ""
-	})
-	if reply.Ref != acqHash || !reply.OK {
-		t.Fatalf("reply %+v, want success answering %s\n%s", reply, acqHash, a.since(m))
+	// The tenant buys the lease; the host provisions the instance and
+	// replies, sealed to the tenant.
+	m := a.mark()
+	var acq struct {
+		Lease  string          `json:"lease"`
+		Tenant string          `json:"tenant"`
+		Tx     string          `json:"tx"`
+		Reply  *leaseReplyJSON `json:"reply"`
+		Error  string          `json:"error"`
 	}
-	payload, err := tenantKey.Open(reply.Payload)
-	if err != nil {
-		t.Fatalf("open the reply's payload: %v", err)
+	if code, stderr := leaseCLI(t, &acq, as("acquire", "--host", hostAddr, "--spec", specFile, "--timeout", "60s")...); code != 0 {
+		t.Fatalf("kigumi lease acquire: exit %d: %+v %s\n%s", code, acq, stderr, a.since(m))
+	}
+	if acq.Lease != lease || acq.Tenant != name || acq.Reply == nil || !acq.Reply.OK || acq.Reply.Ref != acq.Tx {
+		t.Fatalf("acquire: %+v, want lease %s answered", acq, lease)
 	}
 	var details struct {
 		Host      string   `json:"host"`
 		Tenant    string   `json:"tenant"`
 		Instances []string `json:"instances"`
 	}
-	if err := json.Unmarshal(payload, &details); err != nil || details.Host != "e2e" || details.Tenant != name || !slices.Equal(details.Instances, []string{"app"}) {
-		t.Fatalf("reply payload %s: %v", payload, err)
+	if err := json.Unmarshal(acq.Reply.Details, &details); err != nil || details.Host != "e2e" || details.Tenant != name || !slices.Equal(details.Instances, []string{"app"}) {
+		t.Fatalf("reply details %s: %v", acq.Reply.Details, err)
 	}
-	if other, err := memo.NewKey(); err != nil {
-		t.Fatal(err)
-	} else if _, err := other.Open(reply.Payload); !errors.Is(err, memo.ErrOpen) {
-		t.Fatalf("another key opened the reply's payload: %v", err)
+	// On the ledger, the request is sealed: its spec cannot be read.
+	for _, am := range observer.kigumiMemos(t, tenantAddr, tenantAddr, memo.TypeAcquire) {
+		if am.Format != memo.FormatSealed || strings.Contains(string(am.Data), "app.wasm") {
+			t.Fatalf("the acquire on the ledger is not sealed: %+v", am)
+		}
 	}
 
 	// The instance runs as the lease's tenant, in its own user and cgroup.
@@ -303,6 +362,13 @@ func TestLeaseEndToEnd(t *testing.T) {
 		code, out, _ := kigumi(t, "logs", "-c", w.host, name+"/app")
 		return code == 0 && strings.Contains(out, "from lease!")
 	})
+	var ls leaseStatusJSON
+	if code, stderr := leaseCLI(t, &ls, as("status", lease)...); code != 0 || len(ls.Leases) != 1 {
+		t.Fatalf("kigumi lease status: exit %d: %+v %s", code, ls, stderr)
+	}
+	if l := ls.Leases[0]; l.Host != hostAddr || !l.Held || l.ExpiresLedger != l.AcquiredLedger+4 || len(l.Replies) != 1 || !l.Replies[0].OK {
+		t.Fatalf("lease status: %+v", l)
+	}
 
 	// The lease expires: its tenant goes, user, cgroup, processes and all.
 	a.waitLine(t, m, "action_done "+name+" destroy")
@@ -323,21 +389,44 @@ func TestLeaseEndToEnd(t *testing.T) {
 		}
 	}
 
-	// The slot is offered again, with a new NFT: the expired one is burned.
+	// The slot is offered again, with a new NFT: the expired one is
+	// burned, and the tenant's status says the lease ended.
 	eventually(t, "the slot offered again", func() bool {
-		offers := tn.sellOffers(t, hostAddr)
+		offers := observer.sellOffers(t, hostAddr)
 		return len(offers) == 1 && !slices.Contains(slices.Collect(maps.Values(offers)), lease)
 	})
-	eventually(t, "the expired lease's NFT burned", func() bool {
-		var nfts struct {
-			NFTs []struct {
-				ID string `json:"NFTokenID"`
-			} `json:"account_nfts"`
-		}
-		if err := tn.request(&account.NFTsRequest{Account: types.Address(tenantAddr)}, &nfts); err != nil {
-			t.Fatalf("account_nfts: %v", err)
-		}
-		return len(nfts.NFTs) == 0
+	eventually(t, "the expired lease ended", func() bool {
+		code, _ := leaseCLI(t, &ls, as("status")...)
+		return code == 0 && len(ls.Leases) == 1 && ls.Leases[0].State == "ended" && !ls.Leases[0].Held
 	})
+	if code, stderr := leaseCLI(t, nil, as("extend", lease)...); code != 2 || !strings.Contains(stderr, "you hold no lease") {
+		t.Fatalf("extend of the expired lease: exit %d: %s", code, stderr)
+	}
+
+	// The tenant buys the new lease, extends it and terminates it.
+	m = a.mark()
+	if code, stderr := leaseCLI(t, &acq, as("acquire", "--host", hostAddr, "--spec", specFile, "--timeout", "60s")...); code != 0 || acq.Reply == nil || !acq.Reply.OK {
+		t.Fatalf("kigumi lease acquire of the new lease: exit %d: %+v %s\n%s", code, acq, stderr, a.since(m))
+	}
+	second := acq.Lease
+	var change struct {
+		Tx    string          `json:"tx"`
+		Reply *leaseReplyJSON `json:"reply"`
+	}
+	if code, stderr := leaseCLI(t, &change, as("extend", second, "--periods", "2", "--timeout", "60s")...); code != 0 || change.Reply == nil ||
+		!change.Reply.OK || change.Reply.Ref != change.Tx || !strings.Contains(change.Reply.Message, "extended until") {
+		t.Fatalf("kigumi lease extend: exit %d: %+v %s", code, change.Reply, stderr)
+	}
+	if code, stderr := leaseCLI(t, &ls, as("status", second)...); code != 0 || ls.Leases[0].ExtendedPeriods != 2 || ls.Leases[0].State != "active" ||
+		ls.Leases[0].ExpiresLedger != ls.Leases[0].AcquiredLedger+3*4 || len(ls.Leases[0].Replies) != 2 {
+		t.Fatalf("status after the extend: exit %d: %+v %s", code, ls, stderr)
+	}
+	if code, stderr := leaseCLI(t, &change, as("terminate", second, "--timeout", "60s")...); code != 0 || change.Reply == nil || !change.Reply.OK || change.Reply.Message != "terminated" {
+		t.Fatalf("kigumi lease terminate: exit %d: %+v %s", code, change.Reply, stderr)
+	}
+	a.waitLine(t, m, "action_done "+xrplledger.TenantName(second)+" destroy")
+	if st := status(t, w.host); len(st.Tenants) != 0 {
+		t.Fatalf("status after the terminate: %+v", st)
+	}
 	a.stop(t)
 }

@@ -25,6 +25,11 @@ func (e *outsideError) Error() string {
 	return fmt.Sprintf("%s resolves to a file outside %s", e.path, e.root)
 }
 
+// ReadFile reads a spec file as Kigumi reads every spec: only a regular
+// file, within MaxFileSize, without blocking on a FIFO. For a spec that
+// goes elsewhere, such as a lease request (ParseTenant does the rest).
+func ReadFile(path string) ([]byte, error) { return readSpecFile(path, "") }
+
 // readSpecFile reads the spec file path through the size cap MaxFileSize.
 // Only a regular file is read: a FIFO, a device or a directory is refused
 // without blocking, as is a larger file. When root is not empty, path must
