@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -384,8 +385,33 @@ func TestThroughAgent(t *testing.T) {
 	if len(entries) != 2 || entries[1].Step != "agent-step" {
 		t.Errorf("journal through the agent: %+v", entries)
 	}
-	if len(ag.calls) != 1 || ag.calls[0] != "restart via-agent/web" {
-		t.Errorf("agent calls: %q", ag.calls)
+	// The state commands, through the agent.
+	if out := mustKigumi(t, "state", "hash", "-c", w.host, "via-agent/web"); out != "a9e1\n" {
+		t.Errorf("state hash through the agent: %q", out)
+	}
+	var cp api.Checkpoint
+	if err := json.Unmarshal([]byte(mustKigumi(t, "state", "checkpoint", "-c", w.host, "--json", "via-agent/web", "cp1")), &cp); err != nil ||
+		cp.Name != "cp1" || cp.Root != "a9e1" || cp.Bytes != 2048 {
+		t.Errorf("state checkpoint --json through the agent: %+v, %v", cp, err)
+	}
+	if out := mustKigumi(t, "state", "checkpoints", "-c", w.host, "via-agent/web"); !strings.Contains(out, "agent-cp") || !strings.Contains(out, "/m/agent-cp") {
+		t.Errorf("state checkpoints through the agent:\n%s", out)
+	}
+	if out := mustKigumi(t, "state", "mount", "-c", w.host, "via-agent/web", "cp1"); out != "/m/cp1\n" {
+		t.Errorf("state mount through the agent: %q", out)
+	}
+	mustKigumi(t, "state", "unmount", "-c", w.host, "via-agent/web", "cp1")
+	mustKigumi(t, "state", "rollback", "-c", w.host, "via-agent/web", "cp1")
+	if code, _, errOut := kigumi(t, "state", "rollback", "-c", w.host, "via-agent/none", "cp1"); code != exitInvalid || !strings.Contains(errOut, "no such instance") {
+		t.Errorf("state rollback of an unknown instance through the agent: %d %q", code, errOut)
+	}
+	if code, _, errOut := kigumi(t, "state", "checkpoint", "-c", w.host, "via-agent/web", ".bad"); code != exitInvalid || !strings.Contains(errOut, "not a checkpoint name") {
+		t.Errorf("state checkpoint with a bad name: %d %q", code, errOut)
+	}
+	want := []string{"restart via-agent/web", "hash via-agent/web", "checkpoint cp1 via-agent/web", "checkpoints via-agent/web",
+		"mount cp1 via-agent/web", "unmount cp1 via-agent/web", "rollback cp1 via-agent/web"}
+	if !slices.Equal(ag.calls, want) {
+		t.Errorf("agent calls: %q, want %q", ag.calls, want)
 	}
 }
 

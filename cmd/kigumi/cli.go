@@ -47,7 +47,7 @@ var commands []*command
 func init() {
 	commands = []*command{
 		cmdValidate, cmdPlan, cmdApply, cmdDestroy, cmdStatus, cmdLogs, cmdStop, cmdStart, cmdRestart,
-		cmdJournal, cmdAgent, cmdLease, cmdVersion, cmdPlugin,
+		cmdState, cmdJournal, cmdAgent, cmdLease, cmdVersion, cmdPlugin,
 	}
 }
 

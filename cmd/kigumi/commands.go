@@ -267,11 +267,11 @@ var cmdStatus = &command{
 			return exitOK
 		}
 		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "TENANT\tUSER\tINSTANCE\tRUNTIME\tSTATE\tPID\tEXIT\tMESSAGE")
+		fmt.Fprintln(tw, "TENANT\tUSER\tINSTANCE\tRUNTIME\tSTATE\tPID\tEXIT\tSTATE USE\tMESSAGE")
 		for _, t := range st {
 			user := fmt.Sprintf("%s(%d)", t.User, t.UID)
 			if len(t.Instances) == 0 {
-				fmt.Fprintf(tw, "%s\t%s\t-\t-\t%s\t\t\t\n", t.Name, user, t.Phase)
+				fmt.Fprintf(tw, "%s\t%s\t-\t-\t%s\t\t\t\t\n", t.Name, user, t.Phase)
 			}
 			for _, i := range t.Instances {
 				pid, exit := "-", "-"
@@ -285,7 +285,14 @@ var cmdStatus = &command{
 				if i.Phase != "ready" {
 					state += " (" + string(i.Phase) + ")"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, user, i.Name, i.Runtime, state, pid, exit, i.Message)
+				use, msg := stateUseText(i), i.Message
+				if i.StateError != "" {
+					if msg != "" {
+						msg += "; "
+					}
+					msg += "state: " + i.StateError
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, user, i.Name, i.Runtime, state, pid, exit, use, msg)
 			}
 		}
 		if err := tw.Flush(); err != nil {
@@ -294,6 +301,27 @@ var cmdStatus = &command{
 		}
 		return exitOK
 	},
+}
+
+// stateUseText shows an instance's state use against its quotas, as
+// "BYTES/SIZE, INODES/LIMIT inodes": "-" without state, "?" when the
+// StateFS could not tell (the message says why).
+func stateUseText(i engine.InstanceStatus) string {
+	u := i.StateUsage
+	switch {
+	case u != nil:
+		limit := func(n int64, text string) string {
+			if n == 0 {
+				return "-"
+			}
+			return text
+		}
+		return fmt.Sprintf("%s/%s, %d/%s inodes", bytesText(u.Bytes), limit(u.BytesLimit, bytesText(u.BytesLimit)),
+			u.Inodes, limit(u.InodesLimit, fmt.Sprint(u.InodesLimit)))
+	case i.StateError != "":
+		return "?"
+	}
+	return "-"
 }
 
 var cmdLogs = &command{

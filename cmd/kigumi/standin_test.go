@@ -59,3 +59,27 @@ func (a *standIn) Journal(_ context.Context, n int) ([]state.Entry, error) {
 }
 
 func (a *standIn) Events() *events.Bus { return a.bus }
+
+func (a *standIn) StateHash(_ context.Context, t, i string) ([]byte, error) {
+	return []byte{0xa9, 0xe1}, a.act("hash", t, i)
+}
+
+func (a *standIn) Checkpoint(_ context.Context, t, i, n string) (sdk.Checkpoint, error) {
+	return sdk.Checkpoint{Name: n, Root: []byte{0xa9, 0xe1}, Bytes: 2048, Inodes: 2}, a.act("checkpoint "+n, t, i)
+}
+
+func (a *standIn) Checkpoints(_ context.Context, t, i string) ([]sdk.Checkpoint, error) {
+	return []sdk.Checkpoint{{Name: "agent-cp", Root: []byte{0xa9}, Mount: "/m/agent-cp"}}, a.act("checkpoints", t, i)
+}
+
+func (a *standIn) Rollback(_ context.Context, t, i, n string) error {
+	return a.act("rollback "+n, t, i)
+}
+
+func (a *standIn) MountCheckpoint(_ context.Context, t, i, n string) (sdk.Mount, error) {
+	return sdk.Mount{Source: "/m/" + n, ReadOnly: true}, a.act("mount "+n, t, i)
+}
+
+func (a *standIn) UnmountCheckpoint(_ context.Context, t, i, n string) error {
+	return a.act("unmount "+n, t, i)
+}

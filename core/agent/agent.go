@@ -601,6 +601,54 @@ func (a *Agent) Restart(ctx context.Context, tenant, instance string) error {
 	return a.instanceOp(ctx, tenant, func(ctx context.Context) error { return a.cfg.Engine.RestartInstance(ctx, tenant, instance) })
 }
 
+// StateHash returns the Merkle root of an instance's state.
+func (a *Agent) StateHash(ctx context.Context, tenant, instance string) ([]byte, error) {
+	return a.cfg.Engine.StateHash(ctx, tenant, instance)
+}
+
+// Checkpoints lists an instance's checkpoints, oldest first.
+func (a *Agent) Checkpoints(ctx context.Context, tenant, instance string) ([]sdk.Checkpoint, error) {
+	return a.cfg.Engine.Checkpoints(ctx, tenant, instance)
+}
+
+// Checkpoint snapshots an instance's state under name, while its tenant
+// does not reconcile.
+func (a *Agent) Checkpoint(ctx context.Context, tenant, instance, name string) (sdk.Checkpoint, error) {
+	var cp sdk.Checkpoint
+	err := a.instanceOp(ctx, tenant, func(ctx context.Context) error {
+		var err error
+		cp, err = a.cfg.Engine.Checkpoint(ctx, tenant, instance, name)
+		return err
+	})
+	return cp, err
+}
+
+// Rollback returns an instance's state to its checkpoint name while its
+// tenant does not reconcile, stopping and starting a running workload
+// around it.
+func (a *Agent) Rollback(ctx context.Context, tenant, instance, name string) error {
+	return a.instanceOp(ctx, tenant, func(ctx context.Context) error { return a.cfg.Engine.Rollback(ctx, tenant, instance, name) })
+}
+
+// MountCheckpoint mounts an instance's checkpoint read-only next to its
+// state.
+func (a *Agent) MountCheckpoint(ctx context.Context, tenant, instance, name string) (sdk.Mount, error) {
+	var m sdk.Mount
+	err := a.instanceOp(ctx, tenant, func(ctx context.Context) error {
+		var err error
+		m, err = a.cfg.Engine.MountCheckpoint(ctx, tenant, instance, name)
+		return err
+	})
+	return m, err
+}
+
+// UnmountCheckpoint unmounts an instance's checkpoint.
+func (a *Agent) UnmountCheckpoint(ctx context.Context, tenant, instance, name string) error {
+	return a.instanceOp(ctx, tenant, func(ctx context.Context) error {
+		return a.cfg.Engine.UnmountCheckpoint(ctx, tenant, instance, name)
+	})
+}
+
 // Logs streams an instance's output into fn.
 func (a *Agent) Logs(ctx context.Context, tenant, instance string, opts sdk.LogOptions, fn func([]byte) error) error {
 	return a.cfg.Engine.Logs(ctx, tenant, instance, opts, fn)

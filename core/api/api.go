@@ -6,6 +6,7 @@ package api
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"time"
@@ -45,6 +46,19 @@ type Agent interface {
 	Logs(ctx context.Context, tenant, instance string, opts sdk.LogOptions, fn func([]byte) error) error
 	// Journal returns the last n journal entries, oldest first.
 	Journal(ctx context.Context, n int) ([]state.Entry, error)
+	// StateHash returns the Merkle root of an instance's state.
+	StateHash(ctx context.Context, tenant, instance string) ([]byte, error)
+	// Checkpoint snapshots an instance's state under name.
+	Checkpoint(ctx context.Context, tenant, instance, name string) (sdk.Checkpoint, error)
+	// Checkpoints lists an instance's checkpoints, oldest first.
+	Checkpoints(ctx context.Context, tenant, instance string) ([]sdk.Checkpoint, error)
+	// Rollback returns an instance's state to a checkpoint, stopping and
+	// starting a running workload around it.
+	Rollback(ctx context.Context, tenant, instance, name string) error
+	// MountCheckpoint mounts a checkpoint read-only next to the state.
+	MountCheckpoint(ctx context.Context, tenant, instance, name string) (sdk.Mount, error)
+	// UnmountCheckpoint unmounts a checkpoint.
+	UnmountCheckpoint(ctx context.Context, tenant, instance, name string) error
 	// Events is the bus the event stream reads.
 	Events() *events.Bus
 }
@@ -98,6 +112,58 @@ type JournalEntry struct {
 	Step   string      `json:"step"`
 	Event  state.Event `json:"event"`
 	Error  string      `json:"error,omitempty"`
+}
+
+// StateHash is the answer of GET /v1/instances/{tenant}/{instance}/state
+// and `kigumi state hash --json`.
+type StateHash struct {
+	Tenant   string `json:"tenant"`
+	Instance string `json:"instance"`
+	// Root is the Merkle root of the state, in hex.
+	Root string `json:"root"`
+}
+
+// Checkpoint is a checkpoint on the wire.
+type Checkpoint struct {
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+	// Root is the Merkle root of the state when the checkpoint was made,
+	// in hex.
+	Root   string `json:"root"`
+	Bytes  int64  `json:"bytes"`
+	Inodes int64  `json:"inodes"`
+	// Mount is where the checkpoint is mounted read-only, if it is.
+	Mount string `json:"mount,omitempty"`
+}
+
+// Checkpoints converts checkpoints for the wire.
+func Checkpoints(in []sdk.Checkpoint) []Checkpoint {
+	out := make([]Checkpoint, len(in))
+	for i, c := range in {
+		out[i] = Checkpoint{Name: c.Name, CreatedAt: c.CreatedAt, Root: hex.EncodeToString(c.Root), Bytes: c.Bytes, Inodes: c.Inodes, Mount: c.Mount}
+	}
+	return out
+}
+
+// CheckpointList is the answer of GET .../checkpoints and `kigumi state
+// checkpoints --json`.
+type CheckpointList struct {
+	Checkpoints []Checkpoint `json:"checkpoints"`
+}
+
+// CheckpointRequest is the body of POST .../checkpoints.
+type CheckpointRequest struct {
+	Name string `json:"name"`
+}
+
+// CheckpointMount is the answer of POST .../checkpoints/{name}/mount and
+// `kigumi state mount --json`.
+type CheckpointMount struct {
+	Checkpoint string `json:"checkpoint"`
+	// Path is where the checkpoint is mounted, read-only.
+	Path     string   `json:"path"`
+	ReadOnly bool     `json:"read_only"`
+	Options  []string `json:"options,omitempty"`
 }
 
 // JournalEntries converts journal entries for the wire.
@@ -179,7 +245,7 @@ func classify(err error) (Code, int) {
 	case errors.Is(err, ErrNotFound), errors.Is(err, engine.ErrUnknownTenant),
 		errors.Is(err, engine.ErrUnknownInstance), errors.Is(err, sdk.ErrNotFound):
 		return CodeNotFound, http.StatusNotFound
-	case errors.Is(err, ErrInvalid), errors.Is(err, sdk.ErrInvalid):
+	case errors.Is(err, ErrInvalid), errors.Is(err, sdk.ErrInvalid), errors.Is(err, engine.ErrNoState), errors.Is(err, sdk.ErrUnsupported):
 		return CodeInvalid, http.StatusBadRequest
 	case errors.Is(err, ErrBusy), errors.Is(err, state.ErrLocked):
 		return CodeBusy, http.StatusConflict

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/kigumi/kigumi/core/engine"
 	"github.com/kigumi/kigumi/core/events"
@@ -150,6 +151,49 @@ func (f *fakeAgent) Journal(ctx context.Context, n int) ([]state.Entry, error) {
 
 func (f *fakeAgent) Events() *events.Bus { return f.bus }
 
+// fakeCheckpoint is the one checkpoint of the fake's instances.
+var fakeCheckpoint = sdk.Checkpoint{Name: "c1", CreatedAt: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC),
+	Root: []byte{0xab, 0xcd}, Bytes: 7, Inodes: 3, Mount: "/s/state/ap1/.mounts/web/c1"}
+
+// checkpointErr returns f.err, or sdk.ErrNotFound for a checkpoint but c1.
+func (f *fakeAgent) checkpointErr(name string) error {
+	if f.err == nil && name != "c1" {
+		return fmt.Errorf("no checkpoint %q: %w", name, sdk.ErrNotFound)
+	}
+	return f.err
+}
+
+func (f *fakeAgent) StateHash(ctx context.Context, tenant, instance string) ([]byte, error) {
+	f.calls = append(f.calls, "hash "+tenant+"/"+instance)
+	return []byte{0x01, 0xfe}, f.err
+}
+
+func (f *fakeAgent) Checkpoint(ctx context.Context, tenant, instance, name string) (sdk.Checkpoint, error) {
+	f.calls = append(f.calls, "checkpoint "+tenant+"/"+instance+" "+name)
+	cp := fakeCheckpoint
+	cp.Name, cp.Mount = name, ""
+	return cp, f.err
+}
+
+func (f *fakeAgent) Checkpoints(ctx context.Context, tenant, instance string) ([]sdk.Checkpoint, error) {
+	return []sdk.Checkpoint{fakeCheckpoint}, f.err
+}
+
+func (f *fakeAgent) Rollback(ctx context.Context, tenant, instance, name string) error {
+	f.calls = append(f.calls, "rollback "+tenant+"/"+instance+" "+name)
+	return f.checkpointErr(name)
+}
+
+func (f *fakeAgent) MountCheckpoint(ctx context.Context, tenant, instance, name string) (sdk.Mount, error) {
+	f.calls = append(f.calls, "mount "+tenant+"/"+instance+" "+name)
+	return sdk.Mount{Source: fakeCheckpoint.Mount, ReadOnly: true, Type: sdk.MountBind, Options: []string{"ro"}}, f.checkpointErr(name)
+}
+
+func (f *fakeAgent) UnmountCheckpoint(ctx context.Context, tenant, instance, name string) error {
+	f.calls = append(f.calls, "unmount "+tenant+"/"+instance+" "+name)
+	return f.checkpointErr(name)
+}
+
 // openDir returns a fresh directory that unprivileged test clients can
 // traverse (t.TempDir's parent is root-only).
 func openDir(t *testing.T) string {
@@ -244,6 +288,47 @@ func TestEndpoints(t *testing.T) {
 	}
 }
 
+func TestStateEndpoints(t *testing.T) {
+	f := newFake()
+	c := dial(t, serve(t, f, 0))
+	ctx := context.Background()
+	if h, err := c.StateHash(ctx, "ap1", "web"); err != nil || h != (StateHash{Tenant: "ap1", Instance: "web", Root: "01fe"}) {
+		t.Errorf("state hash = %+v, %v", h, err)
+	}
+	want := Checkpoint{Name: "c1", CreatedAt: fakeCheckpoint.CreatedAt, Root: "abcd", Bytes: 7, Inodes: 3, Mount: fakeCheckpoint.Mount}
+	if list, err := c.Checkpoints(ctx, "ap1", "web"); err != nil || len(list) != 1 || list[0] != want {
+		t.Errorf("checkpoints = %+v, %v; want %+v", list, err, want)
+	}
+	if cp, err := c.Checkpoint(ctx, "ap1", "web", "before"); err != nil || cp.Name != "before" || cp.Root != "abcd" || cp.Mount != "" {
+		t.Errorf("checkpoint = %+v, %v", cp, err)
+	}
+	if m, err := c.MountCheckpoint(ctx, "ap1", "web", "c1"); err != nil ||
+		m.Path != fakeCheckpoint.Mount || !m.ReadOnly || m.Checkpoint != "c1" || !slices.Equal(m.Options, []string{"ro"}) {
+		t.Errorf("mount = %+v, %v", m, err)
+	}
+	if err := c.UnmountCheckpoint(ctx, "ap1", "web", "c1"); err != nil {
+		t.Error(err)
+	}
+	if err := c.Rollback(ctx, "ap1", "web", "c1"); err != nil {
+		t.Error(err)
+	}
+	// Names travel escaped: one that is not a path segment reaches the
+	// agent as it is, to be refused there.
+	if err := c.Rollback(ctx, "ap1", "web", "../x y"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("rollback of an unknown checkpoint: %v, want not found", err)
+	}
+	wantCalls := []string{"hash ap1/web", "checkpoint ap1/web before", "mount ap1/web c1", "unmount ap1/web c1", "rollback ap1/web c1", "rollback ap1/web ../x y"}
+	if !slices.Equal(f.calls, wantCalls) {
+		t.Errorf("calls = %q, want %q", f.calls, wantCalls)
+	}
+	if err := c.do(ctx, "POST", "/v1/instances/ap1/web/checkpoints/c1/explode", struct{}{}, nil); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown checkpoint action: %v", err)
+	}
+	if err := c.do(ctx, "POST", "/v1/instances/ap1/web/checkpoints", "not an object", nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad checkpoint body: %v", err)
+	}
+}
+
 func TestErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -255,6 +340,9 @@ func TestErrors(t *testing.T) {
 		{"unknown instance", fmt.Errorf("x/y: %w", engine.ErrUnknownInstance), ErrNotFound, CodeNotFound},
 		{"plugin invalid", &sdk.Error{Code: sdk.CodeInvalid, Message: "bad"}, ErrInvalid, CodeInvalid},
 		{"busy", fmt.Errorf("open: %w", state.ErrLocked), ErrBusy, CodeBusy},
+		{"no state", fmt.Errorf("x/y: %w", engine.ErrNoState), ErrInvalid, CodeInvalid},
+		{"unsupported", fmt.Errorf("statefs: %w", sdk.ErrUnsupported), ErrInvalid, CodeInvalid},
+		{"unknown checkpoint", &sdk.Error{Code: sdk.CodeNotFound, Message: "no checkpoint"}, ErrNotFound, CodeNotFound},
 		{"api not found", fmt.Errorf("x: %w", ErrNotFound), ErrNotFound, CodeNotFound},
 		{"internal", errors.New("disk on fire"), nil, CodeInternal},
 	}
@@ -267,6 +355,9 @@ func TestErrors(t *testing.T) {
 			_, calls["status"] = c.Status(context.Background())
 			calls["stop"] = c.Stop(context.Background(), "a", "b")
 			calls["logs"] = c.Logs(context.Background(), "a", "b", sdk.LogOptions{}, func([]byte) error { return nil })
+			_, calls["state hash"] = c.StateHash(context.Background(), "a", "b")
+			_, calls["checkpoints"] = c.Checkpoints(context.Background(), "a", "b")
+			calls["rollback"] = c.Rollback(context.Background(), "a", "b", "c1")
 			for name, err := range calls {
 				var ae *Error
 				if !errors.As(err, &ae) || ae.Code != tt.code || ae.Message != tt.err.Error() {

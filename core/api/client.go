@@ -119,6 +119,48 @@ func instancePath(tenant, instance string) string {
 	return "/v1/instances/" + url.PathEscape(tenant) + "/" + url.PathEscape(instance)
 }
 
+// StateHash returns the Merkle root of an instance's state.
+func (c *Client) StateHash(ctx context.Context, tenant, instance string) (StateHash, error) {
+	var out StateHash
+	return out, c.do(ctx, http.MethodGet, instancePath(tenant, instance)+"/state", nil, &out)
+}
+
+// Checkpoint snapshots an instance's state under name.
+func (c *Client) Checkpoint(ctx context.Context, tenant, instance, name string) (Checkpoint, error) {
+	var out Checkpoint
+	return out, c.do(ctx, http.MethodPost, instancePath(tenant, instance)+"/checkpoints", CheckpointRequest{Name: name}, &out)
+}
+
+// Checkpoints lists an instance's checkpoints, oldest first.
+func (c *Client) Checkpoints(ctx context.Context, tenant, instance string) ([]Checkpoint, error) {
+	var out CheckpointList
+	err := c.do(ctx, http.MethodGet, instancePath(tenant, instance)+"/checkpoints", nil, &out)
+	if out.Checkpoints == nil {
+		out.Checkpoints = []Checkpoint{}
+	}
+	return out.Checkpoints, err
+}
+
+// Rollback returns an instance's state to the checkpoint name.
+func (c *Client) Rollback(ctx context.Context, tenant, instance, name string) error {
+	return c.do(ctx, http.MethodPost, checkpointPath(tenant, instance, name)+"/rollback", struct{}{}, nil)
+}
+
+// MountCheckpoint mounts the checkpoint name read-only next to the state.
+func (c *Client) MountCheckpoint(ctx context.Context, tenant, instance, name string) (CheckpointMount, error) {
+	var out CheckpointMount
+	return out, c.do(ctx, http.MethodPost, checkpointPath(tenant, instance, name)+"/mount", struct{}{}, &out)
+}
+
+// UnmountCheckpoint unmounts the checkpoint name.
+func (c *Client) UnmountCheckpoint(ctx context.Context, tenant, instance, name string) error {
+	return c.do(ctx, http.MethodPost, checkpointPath(tenant, instance, name)+"/unmount", struct{}{}, nil)
+}
+
+func checkpointPath(tenant, instance, name string) string {
+	return instancePath(tenant, instance) + "/checkpoints/" + url.PathEscape(name)
+}
+
 // Logs streams an instance's output into fn until it ends, the agent ends
 // it, or ctx is cancelled.
 func (c *Client) Logs(ctx context.Context, tenant, instance string, opts sdk.LogOptions, fn func([]byte) error) error {

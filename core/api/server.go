@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,6 +59,10 @@ func NewServer(agent Agent, opts Options) *Server {
 	s.mux.HandleFunc("POST /v1/reconcile", s.reconcile)
 	s.mux.HandleFunc("POST /v1/instances/{tenant}/{instance}/{action}", s.instanceAction)
 	s.mux.HandleFunc("GET /v1/instances/{tenant}/{instance}/logs", s.logs)
+	s.mux.HandleFunc("GET /v1/instances/{tenant}/{instance}/state", s.stateHash)
+	s.mux.HandleFunc("GET /v1/instances/{tenant}/{instance}/checkpoints", s.checkpoints)
+	s.mux.HandleFunc("POST /v1/instances/{tenant}/{instance}/checkpoints", s.checkpoint)
+	s.mux.HandleFunc("POST /v1/instances/{tenant}/{instance}/checkpoints/{name}/{action}", s.checkpointAction)
 	s.mux.HandleFunc("GET /v1/journal", s.journal)
 	s.mux.HandleFunc("GET /v1/events", s.events)
 	return s
@@ -190,6 +195,53 @@ func (s *Server) instanceAction(w http.ResponseWriter, r *http.Request) {
 			"action", r.PathValue("action"), "error", err)
 	}
 	s.reply(w, struct{}{}, err)
+}
+
+func (s *Server) stateHash(w http.ResponseWriter, r *http.Request) {
+	tenant, instance := r.PathValue("tenant"), r.PathValue("instance")
+	root, err := s.agent.StateHash(r.Context(), tenant, instance)
+	s.reply(w, StateHash{Tenant: tenant, Instance: instance, Root: hex.EncodeToString(root)}, err)
+}
+
+func (s *Server) checkpoints(w http.ResponseWriter, r *http.Request) {
+	list, err := s.agent.Checkpoints(r.Context(), r.PathValue("tenant"), r.PathValue("instance"))
+	s.reply(w, CheckpointList{Checkpoints: Checkpoints(list)}, err)
+}
+
+func (s *Server) checkpoint(w http.ResponseWriter, r *http.Request) {
+	var req CheckpointRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&req); err != nil {
+		s.fail(w, fmt.Errorf("decode request: %v: %w", err, ErrInvalid))
+		return
+	}
+	cp, err := s.agent.Checkpoint(r.Context(), r.PathValue("tenant"), r.PathValue("instance"), req.Name)
+	s.reply(w, Checkpoints([]sdk.Checkpoint{cp})[0], err)
+}
+
+func (s *Server) checkpointAction(w http.ResponseWriter, r *http.Request) {
+	tenant, instance, name := r.PathValue("tenant"), r.PathValue("instance"), r.PathValue("name")
+	var (
+		out any = struct{}{}
+		err error
+	)
+	switch r.PathValue("action") {
+	case "rollback":
+		err = s.agent.Rollback(r.Context(), tenant, instance, name)
+	case "mount":
+		var m sdk.Mount
+		m, err = s.agent.MountCheckpoint(r.Context(), tenant, instance, name)
+		out = CheckpointMount{Checkpoint: name, Path: m.Source, ReadOnly: m.ReadOnly, Options: m.Options}
+	case "unmount":
+		err = s.agent.UnmountCheckpoint(r.Context(), tenant, instance, name)
+	default:
+		s.fail(w, fmt.Errorf("unknown checkpoint action %q (rollback, mount, unmount): %w", r.PathValue("action"), ErrNotFound))
+		return
+	}
+	if err != nil {
+		s.opts.Logger.Info("checkpoint action failed", "tenant", tenant, "instance", instance, "checkpoint", name,
+			"action", r.PathValue("action"), "error", err)
+	}
+	s.reply(w, out, err)
 }
 
 // LogChunk is one line of the logs stream: a chunk of output, or the error

@@ -567,16 +567,22 @@ func (e *Engine) restartInstance(ctx context.Context, tenant, name string, polic
 	if !ok || rec.Phase != state.PhaseReady {
 		return fmt.Errorf("instance %s/%s: %w", tenant, name, ErrUnknownInstance)
 	}
+	if policy {
+		rec.Run.Restarts++
+	} else {
+		rec.Held = false
+	}
+	return e.freshWorkload(ctx, ten, rec)
+}
+
+// freshWorkload destroys the instance's workload, if it has one, and
+// brings the instance up again: a new workload on the same state.
+func (e *Engine) freshWorkload(ctx context.Context, ten state.Tenant, rec state.Instance) error {
 	if rec.RuntimeHandle != nil {
 		if err := e.step("instance "+rec.Key(), "runtime.destroy", func() error { return e.runtimeDestroy(ctx, rec) }); err != nil {
 			return err
 		}
 		rec.RuntimeHandle = nil
-	}
-	if policy {
-		rec.Run.Restarts++
-	} else {
-		rec.Held = false
 	}
 	if err := e.putInstance(rec); err != nil {
 		return err

@@ -54,6 +54,9 @@ type Isolation interface {
 	// RemoveInstance kills every process in the instance's cgroup and
 	// removes it.
 	RemoveInstance(ctx context.Context, tenantName, instance string) error
+	// FreezeInstance freezes every process in the instance's cgroup and
+	// returns the function that thaws them.
+	FreezeInstance(ctx context.Context, tenantName, instance string) (thaw func() error, err error)
 }
 
 // Engine applies specs to one host. It is safe for concurrent use across

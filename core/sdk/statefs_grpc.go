@@ -11,7 +11,10 @@ type stateFSClient struct {
 	c pb.StateFSClient
 }
 
-var _ StateFS = (*stateFSClient)(nil)
+var (
+	_ StateFS           = (*stateFSClient)(nil)
+	_ CheckpointMounter = (*stateFSClient)(nil)
+)
 
 func (s *stateFSClient) Info(ctx context.Context) (Info, error) {
 	m, err := s.c.Info(ctx, &pb.Empty{})
@@ -92,6 +95,19 @@ func (s *stateFSClient) Checkpoints(ctx context.Context, h Handle) ([]Checkpoint
 
 func (s *stateFSClient) Rollback(ctx context.Context, h Handle, name string) error {
 	_, err := s.c.Rollback(ctx, &pb.CheckpointRequest{Handle: handleToPB(h), Name: name})
+	return fromStatus(ctx, err)
+}
+
+func (s *stateFSClient) MountCheckpoint(ctx context.Context, h Handle, name string) (Mount, error) {
+	m, err := s.c.MountCheckpoint(ctx, &pb.CheckpointRequest{Handle: handleToPB(h), Name: name})
+	if err != nil {
+		return Mount{}, fromStatus(ctx, err)
+	}
+	return mountFromPB(m), nil
+}
+
+func (s *stateFSClient) UnmountCheckpoint(ctx context.Context, h Handle, name string) error {
+	_, err := s.c.UnmountCheckpoint(ctx, &pb.CheckpointRequest{Handle: handleToPB(h), Name: name})
 	return fromStatus(ctx, err)
 }
 
@@ -188,6 +204,26 @@ func (s *stateFSServer) Checkpoints(ctx context.Context, m *pb.Handle) (*pb.Chec
 
 func (s *stateFSServer) Rollback(ctx context.Context, m *pb.CheckpointRequest) (*pb.Empty, error) {
 	return &pb.Empty{}, toStatus(s.impl.Rollback(ctx, handleFromPB(m.Handle), m.Name))
+}
+
+func (s *stateFSServer) MountCheckpoint(ctx context.Context, m *pb.CheckpointRequest) (*pb.MountPoint, error) {
+	cm, ok := s.impl.(CheckpointMounter)
+	if !ok {
+		return nil, toStatus(Errorf(CodeUnsupported, "the StateFS does not implement %s", FeatureCheckpointMount))
+	}
+	mnt, err := cm.MountCheckpoint(ctx, handleFromPB(m.Handle), m.Name)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return mountToPB(mnt), nil
+}
+
+func (s *stateFSServer) UnmountCheckpoint(ctx context.Context, m *pb.CheckpointRequest) (*pb.Empty, error) {
+	cm, ok := s.impl.(CheckpointMounter)
+	if !ok {
+		return nil, toStatus(Errorf(CodeUnsupported, "the StateFS does not implement %s", FeatureCheckpointMount))
+	}
+	return &pb.Empty{}, toStatus(cm.UnmountCheckpoint(ctx, handleFromPB(m.Handle), m.Name))
 }
 
 func (s *stateFSServer) Recover(ctx context.Context, m *pb.Handle) (*pb.Handle, error) {

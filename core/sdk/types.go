@@ -124,6 +124,9 @@ const (
 	// FeatureCheckpoint: the StateFS implements Checkpoint, Checkpoints and
 	// Rollback.
 	FeatureCheckpoint = "kigumi.statefs.v2/checkpoint"
+	// FeatureCheckpointMount: the StateFS implements CheckpointMounter,
+	// mounting a checkpoint read-only next to the live state.
+	FeatureCheckpointMount = "kigumi.statefs.v2/checkpoint-mount"
 	// FeatureEncryptedReplies: the ledger encrypts a reply's Payload to
 	// the tenant.
 	FeatureEncryptedReplies = "kigumi.ledger.v2/encrypted-replies"
@@ -587,6 +590,30 @@ type Checkpoint struct {
 	// Root is the digest of the state's content when the checkpoint was
 	// made, as Hash reports it.
 	Root []byte
+	// Bytes and Inodes are the checkpoint's size, counted as Usage counts.
+	Bytes  int64
+	Inodes int64
+	// Mount is where the checkpoint is mounted read-only
+	// (FeatureCheckpointMount); empty when it is not.
+	Mount string
+}
+
+// maxCheckpointName is the longest checkpoint name.
+const maxCheckpointName = 64
+
+// CheckCheckpointName checks that name may name a checkpoint: 1 to 64
+// letters, digits, '.', '_' and '-', not starting with '.'. It fails with
+// CodeInvalid on the attribute "name".
+func CheckCheckpointName(name string) error {
+	ok := name != "" && len(name) <= maxCheckpointName && name[0] != '.'
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+	}
+	if !ok {
+		return InvalidAttribute("name", "%q is not a checkpoint name: 1 to %d letters, digits, '.', '_' or '-', not starting with '.'", name, maxCheckpointName)
+	}
+	return nil
 }
 
 // StateFS provides per-instance state filesystems.
@@ -605,8 +632,7 @@ type StateFS interface {
 	// Usage reports the state's use against its quotas (FeatureUsage).
 	Usage(ctx context.Context, h Handle) (Usage, error)
 	// Checkpoint snapshots the state under name, which must be new
-	// (FeatureCheckpoint). Names are 1 to 64 letters, digits, '.', '_'
-	// and '-', not starting with '.'.
+	// (FeatureCheckpoint). Names are as CheckCheckpointName says.
 	Checkpoint(ctx context.Context, h Handle, name string) (Checkpoint, error)
 	// Checkpoints lists the state's checkpoints, oldest first
 	// (FeatureCheckpoint).
@@ -619,6 +645,23 @@ type StateFS interface {
 	// Deprovision unmounts and deletes an instance's state and its
 	// checkpoints. Deprovisioning deleted state succeeds.
 	Deprovision(ctx context.Context, h Handle) error
+}
+
+// CheckpointMounter is the optional pair of calls of
+// FeatureCheckpointMount, apart from StateFS so that a StateFS without the
+// feature need not implement it. The host's client of every StateFS
+// implements it, and the host calls it only on a StateFS that declares the
+// feature.
+type CheckpointMounter interface {
+	// MountCheckpoint mounts the checkpoint name read-only, at a place the
+	// StateFS chooses next to the live state, where nobody can write it
+	// (root included: EROFS), and returns the mount. Mounting a mounted
+	// checkpoint returns the same mount. It fails with CodeNotFound when
+	// there is no such checkpoint.
+	MountCheckpoint(ctx context.Context, h Handle, name string) (Mount, error)
+	// UnmountCheckpoint undoes MountCheckpoint. Unmounting a checkpoint
+	// that is not mounted succeeds; an unknown one fails with CodeNotFound.
+	UnmountCheckpoint(ctx context.Context, h Handle, name string) error
 }
 
 // LeaseEventKind says what happened to a lease.

@@ -400,11 +400,12 @@ func usageFromPB(m *pb.StateUsage) Usage {
 }
 
 func checkpointToPB(c Checkpoint) *pb.CheckpointInfo {
-	return &pb.CheckpointInfo{Name: c.Name, CreatedAt: timeToPB(c.CreatedAt), Root: c.Root}
+	return &pb.CheckpointInfo{Name: c.Name, CreatedAt: timeToPB(c.CreatedAt), Root: c.Root, Bytes: c.Bytes, Inodes: c.Inodes, Mount: c.Mount}
 }
 
 func checkpointFromPB(m *pb.CheckpointInfo) Checkpoint {
-	return Checkpoint{Name: m.GetName(), CreatedAt: timeFromPB(m.GetCreatedAt()), Root: m.GetRoot()}
+	return Checkpoint{Name: m.GetName(), CreatedAt: timeFromPB(m.GetCreatedAt()), Root: m.GetRoot(),
+		Bytes: m.GetBytes(), Inodes: m.GetInodes(), Mount: m.GetMount()}
 }
 
 func leaseEventToPB(e LeaseEvent) *pb.LeaseEvent {

@@ -39,12 +39,27 @@ type World struct {
 	FailRemove   map[string]error  // Remove of this tenant fails
 	Released     []string          // tenants whose plugin processes were released
 	Recovers     int               // Recover calls
+	// Usage is what the StateFS's Usage reports of an instance's state;
+	// without an entry it fails with sdk.ErrUnsupported.
+	Usage map[string]sdk.Usage
+	// SlowUsage makes Usage of an instance's state block until its
+	// context ends.
+	SlowUsage map[string]bool
+	// Checkpoints are what the StateFS lists of an instance's state.
+	Checkpoints map[string][]sdk.Checkpoint
+	// FailRollback is returned by the next Rollback.
+	FailRollback error
+	// Calls records the runtime's Stop and Start, the StateFS's Checkpoint
+	// and Rollback, and the isolation's freezes, as "stop KEY", "start KEY",
+	// "checkpoint KEY NAME", "rollback KEY NAME", "freeze KEY", "thaw KEY".
+	Calls []string
 }
 
 // NewWorld returns an empty world.
 func NewWorld() *World {
 	return &World{Live: map[string]int{}, States: map[string]bool{}, Tenants: map[string]bool{}, Cgroups: map[string]bool{},
-		Dead: map[sdk.Kind]bool{}, Prepared: map[string]bool{}}
+		Dead: map[sdk.Kind]bool{}, Prepared: map[string]bool{}, Usage: map[string]sdk.Usage{}, SlowUsage: map[string]bool{},
+		Checkpoints: map[string][]sdk.Checkpoint{}}
 }
 
 type runtimeClient struct{ w *World }
@@ -138,6 +153,7 @@ func (r *runtimeClient) Start(_ context.Context, req *sdk.StartRequest) (sdk.Han
 	}
 	w.Starts++
 	w.Live[key] = w.Starts
+	w.Calls = append(w.Calls, "start "+key)
 	gen := w.Starts
 	crash := w.CrashAt == "start"
 	w.CrashAt = ""
@@ -161,7 +177,14 @@ func (r *runtimeClient) handle(h sdk.Handle) (fakeHandle, bool) {
 	return fh, r.w.Live[fh.Key] == fh.Gen
 }
 
-func (r *runtimeClient) Stop(context.Context, sdk.Handle, time.Duration) error { return nil }
+func (r *runtimeClient) Stop(_ context.Context, h sdk.Handle, _ time.Duration) error {
+	var fh fakeHandle
+	_ = json.Unmarshal(h.Data, &fh)
+	r.w.Mu.Lock()
+	r.w.Calls = append(r.w.Calls, "stop "+fh.Key)
+	r.w.Mu.Unlock()
+	return nil
+}
 func (r *runtimeClient) Destroy(_ context.Context, h sdk.Handle) error {
 	fh, ok := r.handle(h)
 	if ok {
@@ -197,7 +220,8 @@ func (r *runtimeClient) Logs(_ context.Context, h sdk.Handle, _ sdk.LogOptions, 
 type stateClient struct{ w *World }
 
 func (s *stateClient) Info(context.Context) (sdk.Info, error) {
-	return sdk.Info{Name: "fuse", Kind: sdk.KindStateFS}, nil
+	return sdk.Info{Name: "fuse", Kind: sdk.KindStateFS,
+		Capabilities: sdk.Capabilities{Features: []string{sdk.FeatureUsage, sdk.FeatureCheckpoint}}}, nil
 }
 func (s *stateClient) Configure(context.Context, sdk.ConfigureRequest) error { return nil }
 func (s *stateClient) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle, error) {
@@ -209,18 +233,43 @@ func (s *stateClient) Provision(_ context.Context, req *sdk.ProvisionRequest) (s
 func (s *stateClient) Mount(_ context.Context, h sdk.Handle) (sdk.Mount, error) {
 	return sdk.Mount{Source: "/state/" + string(h.Data), Type: sdk.MountDir}, nil
 }
-func (s *stateClient) Usage(context.Context, sdk.Handle) (sdk.Usage, error) {
-	return sdk.Usage{}, sdk.ErrUnsupported
+func (s *stateClient) Usage(ctx context.Context, h sdk.Handle) (sdk.Usage, error) {
+	s.w.Mu.Lock()
+	u, ok := s.w.Usage[string(h.Data)]
+	slow := s.w.SlowUsage[string(h.Data)]
+	s.w.Mu.Unlock()
+	if slow {
+		<-ctx.Done()
+		return sdk.Usage{}, ctx.Err()
+	}
+	if !ok {
+		return sdk.Usage{}, sdk.ErrUnsupported
+	}
+	return u, nil
 }
-func (s *stateClient) Checkpoint(context.Context, sdk.Handle, string) (sdk.Checkpoint, error) {
-	return sdk.Checkpoint{}, sdk.ErrUnsupported
+func (s *stateClient) Checkpoint(_ context.Context, h sdk.Handle, name string) (sdk.Checkpoint, error) {
+	s.w.Mu.Lock()
+	defer s.w.Mu.Unlock()
+	s.w.Calls = append(s.w.Calls, "checkpoint "+string(h.Data)+" "+name)
+	cp := sdk.Checkpoint{Name: name}
+	s.w.Checkpoints[string(h.Data)] = append(s.w.Checkpoints[string(h.Data)], cp)
+	return cp, nil
 }
-func (s *stateClient) Checkpoints(context.Context, sdk.Handle) ([]sdk.Checkpoint, error) {
-	return nil, sdk.ErrUnsupported
+func (s *stateClient) Checkpoints(_ context.Context, h sdk.Handle) ([]sdk.Checkpoint, error) {
+	s.w.Mu.Lock()
+	defer s.w.Mu.Unlock()
+	return s.w.Checkpoints[string(h.Data)], nil
 }
-func (s *stateClient) Rollback(context.Context, sdk.Handle, string) error { return sdk.ErrUnsupported }
-func (s *stateClient) Unmount(context.Context, sdk.Handle) error          { return nil }
-func (s *stateClient) Hash(context.Context, sdk.Handle) ([]byte, error)   { return nil, nil }
+func (s *stateClient) Rollback(_ context.Context, h sdk.Handle, name string) error {
+	s.w.Mu.Lock()
+	defer s.w.Mu.Unlock()
+	s.w.Calls = append(s.w.Calls, "rollback "+string(h.Data)+" "+name)
+	err := s.w.FailRollback
+	s.w.FailRollback = nil
+	return err
+}
+func (s *stateClient) Unmount(context.Context, sdk.Handle) error        { return nil }
+func (s *stateClient) Hash(context.Context, sdk.Handle) ([]byte, error) { return nil, nil }
 func (s *stateClient) Recover(_ context.Context, h sdk.Handle) (sdk.Handle, error) {
 	s.w.Mu.Lock()
 	defer s.w.Mu.Unlock()
@@ -286,6 +335,24 @@ func (w *World) RemoveInstance(_ context.Context, tenant, instance string) error
 	delete(w.Cgroups, tenant+"/"+instance)
 	delete(w.Live, tenant+"/"+instance)
 	return nil
+}
+
+// FreezeInstance records the freeze of an instance's cgroup, which must
+// exist, and returns the thaw, which records itself.
+func (w *World) FreezeInstance(_ context.Context, tenant, instance string) (func() error, error) {
+	w.Mu.Lock()
+	defer w.Mu.Unlock()
+	key := tenant + "/" + instance
+	if !w.Cgroups[key] {
+		return nil, fmt.Errorf("freeze %s: no cgroup", key)
+	}
+	w.Calls = append(w.Calls, "freeze "+key)
+	return func() error {
+		w.Mu.Lock()
+		defer w.Mu.Unlock()
+		w.Calls = append(w.Calls, "thaw "+key)
+		return nil
+	}, nil
 }
 
 // Snapshot returns the keys of the live workloads, the provisioned states,

@@ -8,6 +8,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
@@ -155,6 +158,44 @@ var stateFSCases = []struct {
 		}
 		if err := fs.Rollback(ctx, h, "never-made"); !errors.Is(err, sdk.ErrNotFound) {
 			t.Errorf("Rollback to an unknown checkpoint = %v, want not found", err)
+		}
+	}},
+	{"checkpoint-mount", func(t *testing.T, fs sdk.StateFS, caps sdk.Capabilities, h sdk.Handle) {
+		ctx := context.Background()
+		cm, ok := fs.(sdk.CheckpointMounter)
+		if !caps.Has(sdk.FeatureCheckpointMount) {
+			if ok {
+				if _, err := cm.MountCheckpoint(ctx, h, "m1"); !errors.Is(err, sdk.ErrUnsupported) {
+					t.Errorf("MountCheckpoint without %s = %v, want unsupported", sdk.FeatureCheckpointMount, err)
+				}
+			}
+			return
+		}
+		if !ok {
+			t.Fatalf("%s declared, but %T is no sdk.CheckpointMounter", sdk.FeatureCheckpointMount, fs)
+		}
+		if _, err := fs.Checkpoint(ctx, h, "m1"); err != nil {
+			t.Fatal(err)
+		}
+		m, err := cm.MountCheckpoint(ctx, h, "m1")
+		if err != nil || m.Source == "" || !m.ReadOnly {
+			t.Fatalf("MountCheckpoint = %+v, %v; want a read-only mount", m, err)
+		}
+		t.Cleanup(func() { cm.UnmountCheckpoint(ctx, h, "m1") })
+		if err := os.WriteFile(filepath.Join(m.Source, "written"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+			t.Errorf("writing into the mounted checkpoint: %v, want EROFS", err)
+		}
+		if list, err := fs.Checkpoints(ctx, h); err != nil || len(list) != 1 || list[0].Mount != m.Source {
+			t.Errorf("Checkpoints = %+v, %v; want m1 mounted at %s", list, err, m.Source)
+		}
+		if _, err := cm.MountCheckpoint(ctx, h, "never-made"); !errors.Is(err, sdk.ErrNotFound) {
+			t.Errorf("MountCheckpoint of an unknown checkpoint = %v, want not found", err)
+		}
+		if err := cm.UnmountCheckpoint(ctx, h, "m1"); err != nil {
+			t.Fatal(err)
+		}
+		if list, err := fs.Checkpoints(ctx, h); err != nil || len(list) != 1 || list[0].Mount != "" {
+			t.Errorf("Checkpoints after UnmountCheckpoint = %+v, %v", list, err)
 		}
 	}},
 }

@@ -2402,10 +2402,16 @@ func (x *CheckpointRequest) GetName() string {
 }
 
 type CheckpointInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	Root          []byte                 `protobuf:"bytes,3,opt,name=root,proto3" json:"root,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Root      []byte                 `protobuf:"bytes,3,opt,name=root,proto3" json:"root,omitempty"`
+	// Size of the checkpoint: bytes of regular files and symlink targets,
+	// and entries below its top directory.
+	Bytes  int64 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Inodes int64 `protobuf:"varint,5,opt,name=inodes,proto3" json:"inodes,omitempty"`
+	// Where the checkpoint is mounted read-only; empty when it is not.
+	Mount         string `protobuf:"bytes,6,opt,name=mount,proto3" json:"mount,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2459,6 +2465,27 @@ func (x *CheckpointInfo) GetRoot() []byte {
 		return x.Root
 	}
 	return nil
+}
+
+func (x *CheckpointInfo) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *CheckpointInfo) GetInodes() int64 {
+	if x != nil {
+		return x.Inodes
+	}
+	return 0
+}
+
+func (x *CheckpointInfo) GetMount() string {
+	if x != nil {
+		return x.Mount
+	}
+	return ""
 }
 
 type CheckpointList struct {
@@ -2926,12 +2953,15 @@ const file_plugin_proto_rawDesc = "" +
 	"\finodes_limit\x18\x04 \x01(\x03R\vinodesLimit\"Y\n" +
 	"\x11CheckpointRequest\x120\n" +
 	"\x06handle\x18\x01 \x01(\v2\x18.kigumi.plugin.v2.HandleR\x06handle\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"s\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xb7\x01\n" +
 	"\x0eCheckpointInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\n" +
 	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x12\n" +
-	"\x04root\x18\x03 \x01(\fR\x04root\"T\n" +
+	"\x04root\x18\x03 \x01(\fR\x04root\x12\x14\n" +
+	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\x12\x16\n" +
+	"\x06inodes\x18\x05 \x01(\x03R\x06inodes\x12\x14\n" +
+	"\x05mount\x18\x06 \x01(\tR\x05mount\"T\n" +
 	"\x0eCheckpointList\x12B\n" +
 	"\vcheckpoints\x18\x01 \x03(\v2 .kigumi.plugin.v2.CheckpointInfoR\vcheckpoints\"'\n" +
 	"\rEventsRequest\x12\x16\n" +
@@ -2967,7 +2997,7 @@ const file_plugin_proto_rawDesc = "" +
 	"\aRecover\x12\x18.kigumi.plugin.v2.Handle\x1a\x18.kigumi.plugin.v2.Handle\x12C\n" +
 	"\x04Logs\x12\x1d.kigumi.plugin.v2.LogsRequest\x1a\x1a.kigumi.plugin.v2.LogChunk0\x01\x12D\n" +
 	"\n" +
-	"WatchExits\x12\x17.kigumi.plugin.v2.Empty\x1a\x1b.kigumi.plugin.v2.ExitEvent0\x012\xc4\x06\n" +
+	"WatchExits\x12\x17.kigumi.plugin.v2.Empty\x1a\x1b.kigumi.plugin.v2.ExitEvent0\x012\xed\a\n" +
 	"\aStateFS\x12=\n" +
 	"\x04Info\x12\x17.kigumi.plugin.v2.Empty\x1a\x1c.kigumi.plugin.v2.PluginInfo\x12H\n" +
 	"\tConfigure\x12\".kigumi.plugin.v2.ConfigureRequest\x1a\x17.kigumi.plugin.v2.Empty\x12I\n" +
@@ -2979,7 +3009,9 @@ const file_plugin_proto_rawDesc = "" +
 	"\n" +
 	"Checkpoint\x12#.kigumi.plugin.v2.CheckpointRequest\x1a .kigumi.plugin.v2.CheckpointInfo\x12I\n" +
 	"\vCheckpoints\x12\x18.kigumi.plugin.v2.Handle\x1a .kigumi.plugin.v2.CheckpointList\x12H\n" +
-	"\bRollback\x12#.kigumi.plugin.v2.CheckpointRequest\x1a\x17.kigumi.plugin.v2.Empty\x12=\n" +
+	"\bRollback\x12#.kigumi.plugin.v2.CheckpointRequest\x1a\x17.kigumi.plugin.v2.Empty\x12T\n" +
+	"\x0fMountCheckpoint\x12#.kigumi.plugin.v2.CheckpointRequest\x1a\x1c.kigumi.plugin.v2.MountPoint\x12Q\n" +
+	"\x11UnmountCheckpoint\x12#.kigumi.plugin.v2.CheckpointRequest\x1a\x17.kigumi.plugin.v2.Empty\x12=\n" +
 	"\aRecover\x12\x18.kigumi.plugin.v2.Handle\x1a\x18.kigumi.plugin.v2.Handle\x12@\n" +
 	"\vDeprovision\x12\x18.kigumi.plugin.v2.Handle\x1a\x17.kigumi.plugin.v2.Empty2\x9c\x02\n" +
 	"\x06Ledger\x12=\n" +
@@ -3123,42 +3155,46 @@ var file_plugin_proto_depIdxs = []int32{
 	35, // 68: kigumi.plugin.v2.StateFS.Checkpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
 	17, // 69: kigumi.plugin.v2.StateFS.Checkpoints:input_type -> kigumi.plugin.v2.Handle
 	35, // 70: kigumi.plugin.v2.StateFS.Rollback:input_type -> kigumi.plugin.v2.CheckpointRequest
-	17, // 71: kigumi.plugin.v2.StateFS.Recover:input_type -> kigumi.plugin.v2.Handle
-	17, // 72: kigumi.plugin.v2.StateFS.Deprovision:input_type -> kigumi.plugin.v2.Handle
-	1,  // 73: kigumi.plugin.v2.Ledger.Info:input_type -> kigumi.plugin.v2.Empty
-	16, // 74: kigumi.plugin.v2.Ledger.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
-	38, // 75: kigumi.plugin.v2.Ledger.Events:input_type -> kigumi.plugin.v2.EventsRequest
-	40, // 76: kigumi.plugin.v2.Ledger.Reply:input_type -> kigumi.plugin.v2.LeaseReply
-	8,  // 77: kigumi.plugin.v2.Runtime.Info:output_type -> kigumi.plugin.v2.PluginInfo
-	1,  // 78: kigumi.plugin.v2.Runtime.Configure:output_type -> kigumi.plugin.v2.Empty
-	17, // 79: kigumi.plugin.v2.Runtime.PrepareTenant:output_type -> kigumi.plugin.v2.Handle
-	1,  // 80: kigumi.plugin.v2.Runtime.ReleaseTenant:output_type -> kigumi.plugin.v2.Empty
-	1,  // 81: kigumi.plugin.v2.Runtime.Validate:output_type -> kigumi.plugin.v2.Empty
-	17, // 82: kigumi.plugin.v2.Runtime.Start:output_type -> kigumi.plugin.v2.Handle
-	1,  // 83: kigumi.plugin.v2.Runtime.Stop:output_type -> kigumi.plugin.v2.Empty
-	1,  // 84: kigumi.plugin.v2.Runtime.Destroy:output_type -> kigumi.plugin.v2.Empty
-	28, // 85: kigumi.plugin.v2.Runtime.Inspect:output_type -> kigumi.plugin.v2.Status
-	17, // 86: kigumi.plugin.v2.Runtime.Recover:output_type -> kigumi.plugin.v2.Handle
-	30, // 87: kigumi.plugin.v2.Runtime.Logs:output_type -> kigumi.plugin.v2.LogChunk
-	31, // 88: kigumi.plugin.v2.Runtime.WatchExits:output_type -> kigumi.plugin.v2.ExitEvent
-	8,  // 89: kigumi.plugin.v2.StateFS.Info:output_type -> kigumi.plugin.v2.PluginInfo
-	1,  // 90: kigumi.plugin.v2.StateFS.Configure:output_type -> kigumi.plugin.v2.Empty
-	17, // 91: kigumi.plugin.v2.StateFS.Provision:output_type -> kigumi.plugin.v2.Handle
-	24, // 92: kigumi.plugin.v2.StateFS.Mount:output_type -> kigumi.plugin.v2.MountPoint
-	1,  // 93: kigumi.plugin.v2.StateFS.Unmount:output_type -> kigumi.plugin.v2.Empty
-	33, // 94: kigumi.plugin.v2.StateFS.Hash:output_type -> kigumi.plugin.v2.Digest
-	34, // 95: kigumi.plugin.v2.StateFS.Usage:output_type -> kigumi.plugin.v2.StateUsage
-	36, // 96: kigumi.plugin.v2.StateFS.Checkpoint:output_type -> kigumi.plugin.v2.CheckpointInfo
-	37, // 97: kigumi.plugin.v2.StateFS.Checkpoints:output_type -> kigumi.plugin.v2.CheckpointList
-	1,  // 98: kigumi.plugin.v2.StateFS.Rollback:output_type -> kigumi.plugin.v2.Empty
-	17, // 99: kigumi.plugin.v2.StateFS.Recover:output_type -> kigumi.plugin.v2.Handle
-	1,  // 100: kigumi.plugin.v2.StateFS.Deprovision:output_type -> kigumi.plugin.v2.Empty
-	8,  // 101: kigumi.plugin.v2.Ledger.Info:output_type -> kigumi.plugin.v2.PluginInfo
-	1,  // 102: kigumi.plugin.v2.Ledger.Configure:output_type -> kigumi.plugin.v2.Empty
-	39, // 103: kigumi.plugin.v2.Ledger.Events:output_type -> kigumi.plugin.v2.LeaseEvent
-	1,  // 104: kigumi.plugin.v2.Ledger.Reply:output_type -> kigumi.plugin.v2.Empty
-	77, // [77:105] is the sub-list for method output_type
-	49, // [49:77] is the sub-list for method input_type
+	35, // 71: kigumi.plugin.v2.StateFS.MountCheckpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
+	35, // 72: kigumi.plugin.v2.StateFS.UnmountCheckpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
+	17, // 73: kigumi.plugin.v2.StateFS.Recover:input_type -> kigumi.plugin.v2.Handle
+	17, // 74: kigumi.plugin.v2.StateFS.Deprovision:input_type -> kigumi.plugin.v2.Handle
+	1,  // 75: kigumi.plugin.v2.Ledger.Info:input_type -> kigumi.plugin.v2.Empty
+	16, // 76: kigumi.plugin.v2.Ledger.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
+	38, // 77: kigumi.plugin.v2.Ledger.Events:input_type -> kigumi.plugin.v2.EventsRequest
+	40, // 78: kigumi.plugin.v2.Ledger.Reply:input_type -> kigumi.plugin.v2.LeaseReply
+	8,  // 79: kigumi.plugin.v2.Runtime.Info:output_type -> kigumi.plugin.v2.PluginInfo
+	1,  // 80: kigumi.plugin.v2.Runtime.Configure:output_type -> kigumi.plugin.v2.Empty
+	17, // 81: kigumi.plugin.v2.Runtime.PrepareTenant:output_type -> kigumi.plugin.v2.Handle
+	1,  // 82: kigumi.plugin.v2.Runtime.ReleaseTenant:output_type -> kigumi.plugin.v2.Empty
+	1,  // 83: kigumi.plugin.v2.Runtime.Validate:output_type -> kigumi.plugin.v2.Empty
+	17, // 84: kigumi.plugin.v2.Runtime.Start:output_type -> kigumi.plugin.v2.Handle
+	1,  // 85: kigumi.plugin.v2.Runtime.Stop:output_type -> kigumi.plugin.v2.Empty
+	1,  // 86: kigumi.plugin.v2.Runtime.Destroy:output_type -> kigumi.plugin.v2.Empty
+	28, // 87: kigumi.plugin.v2.Runtime.Inspect:output_type -> kigumi.plugin.v2.Status
+	17, // 88: kigumi.plugin.v2.Runtime.Recover:output_type -> kigumi.plugin.v2.Handle
+	30, // 89: kigumi.plugin.v2.Runtime.Logs:output_type -> kigumi.plugin.v2.LogChunk
+	31, // 90: kigumi.plugin.v2.Runtime.WatchExits:output_type -> kigumi.plugin.v2.ExitEvent
+	8,  // 91: kigumi.plugin.v2.StateFS.Info:output_type -> kigumi.plugin.v2.PluginInfo
+	1,  // 92: kigumi.plugin.v2.StateFS.Configure:output_type -> kigumi.plugin.v2.Empty
+	17, // 93: kigumi.plugin.v2.StateFS.Provision:output_type -> kigumi.plugin.v2.Handle
+	24, // 94: kigumi.plugin.v2.StateFS.Mount:output_type -> kigumi.plugin.v2.MountPoint
+	1,  // 95: kigumi.plugin.v2.StateFS.Unmount:output_type -> kigumi.plugin.v2.Empty
+	33, // 96: kigumi.plugin.v2.StateFS.Hash:output_type -> kigumi.plugin.v2.Digest
+	34, // 97: kigumi.plugin.v2.StateFS.Usage:output_type -> kigumi.plugin.v2.StateUsage
+	36, // 98: kigumi.plugin.v2.StateFS.Checkpoint:output_type -> kigumi.plugin.v2.CheckpointInfo
+	37, // 99: kigumi.plugin.v2.StateFS.Checkpoints:output_type -> kigumi.plugin.v2.CheckpointList
+	1,  // 100: kigumi.plugin.v2.StateFS.Rollback:output_type -> kigumi.plugin.v2.Empty
+	24, // 101: kigumi.plugin.v2.StateFS.MountCheckpoint:output_type -> kigumi.plugin.v2.MountPoint
+	1,  // 102: kigumi.plugin.v2.StateFS.UnmountCheckpoint:output_type -> kigumi.plugin.v2.Empty
+	17, // 103: kigumi.plugin.v2.StateFS.Recover:output_type -> kigumi.plugin.v2.Handle
+	1,  // 104: kigumi.plugin.v2.StateFS.Deprovision:output_type -> kigumi.plugin.v2.Empty
+	8,  // 105: kigumi.plugin.v2.Ledger.Info:output_type -> kigumi.plugin.v2.PluginInfo
+	1,  // 106: kigumi.plugin.v2.Ledger.Configure:output_type -> kigumi.plugin.v2.Empty
+	39, // 107: kigumi.plugin.v2.Ledger.Events:output_type -> kigumi.plugin.v2.LeaseEvent
+	1,  // 108: kigumi.plugin.v2.Ledger.Reply:output_type -> kigumi.plugin.v2.Empty
+	79, // [79:109] is the sub-list for method output_type
+	49, // [49:79] is the sub-list for method input_type
 	49, // [49:49] is the sub-list for extension type_name
 	49, // [49:49] is the sub-list for extension extendee
 	0,  // [0:49] is the sub-list for field type_name

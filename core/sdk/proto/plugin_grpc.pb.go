@@ -562,18 +562,20 @@ var Runtime_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	StateFS_Info_FullMethodName        = "/kigumi.plugin.v2.StateFS/Info"
-	StateFS_Configure_FullMethodName   = "/kigumi.plugin.v2.StateFS/Configure"
-	StateFS_Provision_FullMethodName   = "/kigumi.plugin.v2.StateFS/Provision"
-	StateFS_Mount_FullMethodName       = "/kigumi.plugin.v2.StateFS/Mount"
-	StateFS_Unmount_FullMethodName     = "/kigumi.plugin.v2.StateFS/Unmount"
-	StateFS_Hash_FullMethodName        = "/kigumi.plugin.v2.StateFS/Hash"
-	StateFS_Usage_FullMethodName       = "/kigumi.plugin.v2.StateFS/Usage"
-	StateFS_Checkpoint_FullMethodName  = "/kigumi.plugin.v2.StateFS/Checkpoint"
-	StateFS_Checkpoints_FullMethodName = "/kigumi.plugin.v2.StateFS/Checkpoints"
-	StateFS_Rollback_FullMethodName    = "/kigumi.plugin.v2.StateFS/Rollback"
-	StateFS_Recover_FullMethodName     = "/kigumi.plugin.v2.StateFS/Recover"
-	StateFS_Deprovision_FullMethodName = "/kigumi.plugin.v2.StateFS/Deprovision"
+	StateFS_Info_FullMethodName              = "/kigumi.plugin.v2.StateFS/Info"
+	StateFS_Configure_FullMethodName         = "/kigumi.plugin.v2.StateFS/Configure"
+	StateFS_Provision_FullMethodName         = "/kigumi.plugin.v2.StateFS/Provision"
+	StateFS_Mount_FullMethodName             = "/kigumi.plugin.v2.StateFS/Mount"
+	StateFS_Unmount_FullMethodName           = "/kigumi.plugin.v2.StateFS/Unmount"
+	StateFS_Hash_FullMethodName              = "/kigumi.plugin.v2.StateFS/Hash"
+	StateFS_Usage_FullMethodName             = "/kigumi.plugin.v2.StateFS/Usage"
+	StateFS_Checkpoint_FullMethodName        = "/kigumi.plugin.v2.StateFS/Checkpoint"
+	StateFS_Checkpoints_FullMethodName       = "/kigumi.plugin.v2.StateFS/Checkpoints"
+	StateFS_Rollback_FullMethodName          = "/kigumi.plugin.v2.StateFS/Rollback"
+	StateFS_MountCheckpoint_FullMethodName   = "/kigumi.plugin.v2.StateFS/MountCheckpoint"
+	StateFS_UnmountCheckpoint_FullMethodName = "/kigumi.plugin.v2.StateFS/UnmountCheckpoint"
+	StateFS_Recover_FullMethodName           = "/kigumi.plugin.v2.StateFS/Recover"
+	StateFS_Deprovision_FullMethodName       = "/kigumi.plugin.v2.StateFS/Deprovision"
 )
 
 // StateFSClient is the client API for StateFS service.
@@ -592,6 +594,8 @@ type StateFSClient interface {
 	Checkpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (*CheckpointInfo, error)
 	Checkpoints(ctx context.Context, in *Handle, opts ...grpc.CallOption) (*CheckpointList, error)
 	Rollback(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (*Empty, error)
+	MountCheckpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (*MountPoint, error)
+	UnmountCheckpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (*Empty, error)
 	Recover(ctx context.Context, in *Handle, opts ...grpc.CallOption) (*Handle, error)
 	Deprovision(ctx context.Context, in *Handle, opts ...grpc.CallOption) (*Empty, error)
 }
@@ -704,6 +708,26 @@ func (c *stateFSClient) Rollback(ctx context.Context, in *CheckpointRequest, opt
 	return out, nil
 }
 
+func (c *stateFSClient) MountCheckpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (*MountPoint, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MountPoint)
+	err := c.cc.Invoke(ctx, StateFS_MountCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateFSClient) UnmountCheckpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, StateFS_UnmountCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *stateFSClient) Recover(ctx context.Context, in *Handle, opts ...grpc.CallOption) (*Handle, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Handle)
@@ -740,6 +764,8 @@ type StateFSServer interface {
 	Checkpoint(context.Context, *CheckpointRequest) (*CheckpointInfo, error)
 	Checkpoints(context.Context, *Handle) (*CheckpointList, error)
 	Rollback(context.Context, *CheckpointRequest) (*Empty, error)
+	MountCheckpoint(context.Context, *CheckpointRequest) (*MountPoint, error)
+	UnmountCheckpoint(context.Context, *CheckpointRequest) (*Empty, error)
 	Recover(context.Context, *Handle) (*Handle, error)
 	Deprovision(context.Context, *Handle) (*Empty, error)
 	mustEmbedUnimplementedStateFSServer()
@@ -781,6 +807,12 @@ func (UnimplementedStateFSServer) Checkpoints(context.Context, *Handle) (*Checkp
 }
 func (UnimplementedStateFSServer) Rollback(context.Context, *CheckpointRequest) (*Empty, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Rollback not implemented")
+}
+func (UnimplementedStateFSServer) MountCheckpoint(context.Context, *CheckpointRequest) (*MountPoint, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method MountCheckpoint not implemented")
+}
+func (UnimplementedStateFSServer) UnmountCheckpoint(context.Context, *CheckpointRequest) (*Empty, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UnmountCheckpoint not implemented")
 }
 func (UnimplementedStateFSServer) Recover(context.Context, *Handle) (*Handle, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Recover not implemented")
@@ -989,6 +1021,42 @@ func _StateFS_Rollback_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StateFS_MountCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateFSServer).MountCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateFS_MountCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateFSServer).MountCheckpoint(ctx, req.(*CheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StateFS_UnmountCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateFSServer).UnmountCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateFS_UnmountCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateFSServer).UnmountCheckpoint(ctx, req.(*CheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _StateFS_Recover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(Handle)
 	if err := dec(in); err != nil {
@@ -1071,6 +1139,14 @@ var StateFS_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Rollback",
 			Handler:    _StateFS_Rollback_Handler,
+		},
+		{
+			MethodName: "MountCheckpoint",
+			Handler:    _StateFS_MountCheckpoint_Handler,
+		},
+		{
+			MethodName: "UnmountCheckpoint",
+			Handler:    _StateFS_UnmountCheckpoint_Handler,
 		},
 		{
 			MethodName: "Recover",

@@ -93,7 +93,7 @@ var (
 	}
 	testUsage       = sdk.Usage{Bytes: 5 << 20, Inodes: 12, BytesLimit: 16 << 20, InodesLimit: 4096}
 	testCheckpoints = []sdk.Checkpoint{
-		{Name: "before-upgrade", CreatedAt: testTime, Root: []byte{1, 2, 3}},
+		{Name: "before-upgrade", CreatedAt: testTime, Root: []byte{1, 2, 3}, Bytes: 4 << 20, Inodes: 9, Mount: "/var/lib/kigumi/state/a/.mounts/web/before-upgrade"},
 		{Name: "no-root"},
 	}
 	testChunks = [][]byte{[]byte("hello "), {0, 0xfe}, []byte("world\n")}
@@ -224,6 +224,14 @@ func (f *fakeStateFS) Checkpoints(ctx context.Context, h sdk.Handle) ([]sdk.Chec
 }
 
 func (f *fakeStateFS) Rollback(ctx context.Context, h sdk.Handle, name string) error {
+	return f.call(ctx, h, name)
+}
+
+func (f *fakeStateFS) MountCheckpoint(ctx context.Context, h sdk.Handle, name string) (sdk.Mount, error) {
+	return testMount, f.call(ctx, h, name)
+}
+
+func (f *fakeStateFS) UnmountCheckpoint(ctx context.Context, h sdk.Handle, name string) error {
 	return f.call(ctx, h, name)
 }
 

@@ -155,6 +155,16 @@ func TestWatchExitsUnsupported(t *testing.T) {
 	}
 }
 
+func TestMountCheckpointUnsupported(t *testing.T) {
+	fs := sdktest.StateFS(t, struct{ sdk.StateFS }{&fakeStateFS{}})
+	if _, err := fs.(sdk.CheckpointMounter).MountCheckpoint(context.Background(), testHandle, "c"); sdk.CodeOf(err) != sdk.CodeUnsupported {
+		t.Errorf("MountCheckpoint = %v, want CodeUnsupported", err)
+	}
+	if err := fs.(sdk.CheckpointMounter).UnmountCheckpoint(context.Background(), testHandle, "c"); sdk.CodeOf(err) != sdk.CodeUnsupported {
+		t.Errorf("UnmountCheckpoint = %v, want CodeUnsupported", err)
+	}
+}
+
 func TestStateFSRoundTrip(t *testing.T) {
 	impl := &fakeStateFS{}
 	fs := sdktest.StateFS(t, impl)
@@ -167,6 +177,12 @@ func TestStateFSRoundTrip(t *testing.T) {
 		{"checkpoint", func(ctx context.Context) (any, error) { return fs.Checkpoint(ctx, testHandle, "before-upgrade") }, testCheckpoints[0], []any{testHandle, "before-upgrade"}},
 		{"checkpoints", func(ctx context.Context) (any, error) { return fs.Checkpoints(ctx, testHandle) }, testCheckpoints, []any{testHandle}},
 		{"rollback", func(ctx context.Context) (any, error) { return nil, fs.Rollback(ctx, testHandle, "before-upgrade") }, nil, []any{testHandle, "before-upgrade"}},
+		{"mount_checkpoint", func(ctx context.Context) (any, error) {
+			return fs.(sdk.CheckpointMounter).MountCheckpoint(ctx, testHandle, "before-upgrade")
+		}, testMount, []any{testHandle, "before-upgrade"}},
+		{"unmount_checkpoint", func(ctx context.Context) (any, error) {
+			return nil, fs.(sdk.CheckpointMounter).UnmountCheckpoint(ctx, testHandle, "before-upgrade")
+		}, nil, []any{testHandle, "before-upgrade"}},
 		{"unmount", func(ctx context.Context) (any, error) { return nil, fs.Unmount(ctx, testHandle) }, nil, []any{testHandle}},
 		{"hash", func(ctx context.Context) (any, error) { return fs.Hash(ctx, testHandle) }, []byte{0xde, 0xad, 0xbe, 0xef}, []any{testHandle}},
 		{"recover", func(ctx context.Context) (any, error) { return fs.Recover(ctx, testHandle) }, upgraded(testHandle), []any{testHandle}},

@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"syscall"
 	"time"
@@ -22,14 +21,15 @@ import (
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/merkle"
 )
 
-// checkpointName is what a checkpoint may be called.
-var checkpointName = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$`)
-
 // checkpointMeta is a checkpoint's meta.json.
 type checkpointMeta struct {
 	Name      string    `json:"name"`
 	CreatedAt time.Time `json:"created_at"`
 	Root      string    `json:"root"` // hex
+	// Bytes and Inodes are the size of the copy, counted as Usage counts;
+	// absent from checkpoints made before they were recorded.
+	Bytes  int64 `json:"bytes,omitempty"`
+	Inodes int64 `json:"inodes,omitempty"`
 }
 
 // checkpointDir is where the checkpoints of d's state are kept: in the
@@ -91,14 +91,14 @@ func (*FS) Usage(ctx context.Context, h sdk.Handle) (sdk.Usage, error) {
 
 // Checkpoint copies the state directory to a new, root-only checkpoint
 // named name, with its hash as the root digest. The instance should not
-// write meanwhile: the copy is not atomic.
+// write meanwhile (the engine freezes it): the copy is not atomic.
 func (f *FS) Checkpoint(ctx context.Context, h sdk.Handle, name string) (sdk.Checkpoint, error) {
 	d, err := open(h)
 	if err != nil {
 		return sdk.Checkpoint{}, err
 	}
-	if !checkpointName.MatchString(name) {
-		return sdk.Checkpoint{}, sdk.InvalidAttribute("name", "%q is not a checkpoint name: 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'", name)
+	if err := sdk.CheckCheckpointName(name); err != nil {
+		return sdk.Checkpoint{}, err
 	}
 	dir := filepath.Join(d.checkpointDir(), name)
 	if _, err := os.Lstat(dir); err == nil {
@@ -114,15 +114,16 @@ func (f *FS) Checkpoint(ctx context.Context, h sdk.Handle, name string) (sdk.Che
 		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInternal, "checkpoint %s: %w", d.Instance, err)
 	}
 	defer fstree.RemoveAll(context.WithoutCancel(ctx), tmp)
-	if err := copyTree(ctx, d.dataDir(), filepath.Join(tmp, "tree")); err != nil {
+	size, err := copyTree(ctx, d.dataDir(), filepath.Join(tmp, "tree"))
+	if err != nil {
 		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInternal, "checkpoint %s: %w", d.Instance, err)
 	}
 	sum, err := merkle.Scan(filepath.Join(tmp, "tree"))
 	if err != nil {
 		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInternal, "checkpoint %s: %w", d.Instance, err)
 	}
-	cp := sdk.Checkpoint{Name: name, CreatedAt: time.Now().UTC(), Root: sum[:]}
-	meta, err := json.Marshal(checkpointMeta{Name: name, CreatedAt: cp.CreatedAt, Root: hex.EncodeToString(sum[:])})
+	cp := sdk.Checkpoint{Name: name, CreatedAt: time.Now().UTC(), Root: sum[:], Bytes: size.Bytes, Inodes: size.Inodes}
+	meta, err := json.Marshal(checkpointMeta{Name: name, CreatedAt: cp.CreatedAt, Root: hex.EncodeToString(sum[:]), Bytes: size.Bytes, Inodes: size.Inodes})
 	if err == nil {
 		err = os.WriteFile(filepath.Join(tmp, "meta.json"), meta, 0o600)
 	}
@@ -135,7 +136,8 @@ func (f *FS) Checkpoint(ctx context.Context, h sdk.Handle, name string) (sdk.Che
 	return cp, nil
 }
 
-// Checkpoints lists the state's checkpoints, oldest first.
+// Checkpoints lists the state's checkpoints, oldest first, each with
+// where it is mounted, if it is.
 func (*FS) Checkpoints(_ context.Context, h sdk.Handle) ([]sdk.Checkpoint, error) {
 	d, err := open(h)
 	if err != nil {
@@ -150,12 +152,15 @@ func (*FS) Checkpoints(_ context.Context, h sdk.Handle) ([]sdk.Checkpoint, error
 	}
 	var list []sdk.Checkpoint
 	for _, e := range entries {
-		if !checkpointName.MatchString(e.Name()) {
-			continue // a checkpoint being made
+		if sdk.CheckCheckpointName(e.Name()) != nil {
+			continue // a checkpoint being made, or a rollback's staging
 		}
 		cp, err := readCheckpoint(filepath.Join(d.checkpointDir(), e.Name()))
 		if err != nil {
 			return nil, sdk.Errorf(sdk.CodeInternal, "checkpoints of %s: %w", d.Instance, err)
+		}
+		if mnt := d.checkpointMount(cp.Name); isMountPoint(mnt) {
+			cp.Mount = mnt
 		}
 		list = append(list, cp)
 	}
@@ -176,7 +181,7 @@ func readCheckpoint(dir string) (sdk.Checkpoint, error) {
 	if err != nil {
 		return sdk.Checkpoint{}, fmt.Errorf("%s: %w", dir, err)
 	}
-	return sdk.Checkpoint{Name: m.Name, CreatedAt: m.CreatedAt, Root: root}, nil
+	return sdk.Checkpoint{Name: m.Name, CreatedAt: m.CreatedAt, Root: root, Bytes: m.Bytes, Inodes: m.Inodes}, nil
 }
 
 // Rollback replaces the state directory's content with a copy of the
@@ -188,14 +193,9 @@ func (f *FS) Rollback(ctx context.Context, h sdk.Handle, name string) error {
 	if err != nil {
 		return err
 	}
-	if !checkpointName.MatchString(name) {
-		return sdk.InvalidAttribute("name", "%q is not a checkpoint name", name)
-	}
-	src := filepath.Join(d.checkpointDir(), name)
-	if _, err := readCheckpoint(src); errors.Is(err, fs.ErrNotExist) {
-		return sdk.Errorf(sdk.CodeNotFound, "state of %s has no checkpoint %q", d.Instance, name)
-	} else if err != nil {
-		return sdk.Errorf(sdk.CodeInternal, "rollback %s: %w", d.Instance, err)
+	src, err := d.findCheckpoint(name)
+	if err != nil {
+		return err
 	}
 	staging, err := os.MkdirTemp(d.checkpointDir(), ".rollback-")
 	if err != nil {
@@ -203,7 +203,7 @@ func (f *FS) Rollback(ctx context.Context, h sdk.Handle, name string) error {
 	}
 	defer fstree.RemoveAll(context.WithoutCancel(ctx), staging)
 	next, old := filepath.Join(staging, "next"), filepath.Join(staging, "old")
-	if err := copyTree(ctx, filepath.Join(src, "tree"), next); err != nil {
+	if _, err := copyTree(ctx, filepath.Join(src, "tree"), next); err != nil {
 		return sdk.Errorf(sdk.CodeInternal, "rollback %s: %w", d.Instance, err)
 	}
 	// A served FUSE state is unmounted for the swap and served again.
@@ -227,16 +227,153 @@ func (f *FS) Rollback(ctx context.Context, h sdk.Handle, name string) error {
 	return nil
 }
 
-// copyTree copies the tree at src to dst, which must not exist: directories,
-// regular files, symlinks (never followed) and FIFOs, with their modes and
-// owners. Sockets and devices are left out. Reads stay inside src.
-func copyTree(ctx context.Context, src, dst string) error {
-	root, err := os.OpenRoot(src)
+// findCheckpoint returns the directory of d's checkpoint name, failing with
+// CodeInvalid on a bad name and CodeNotFound when there is none.
+func (d handleData) findCheckpoint(name string) (string, error) {
+	if err := sdk.CheckCheckpointName(name); err != nil {
+		return "", err
+	}
+	dir := filepath.Join(d.checkpointDir(), name)
+	if _, err := readCheckpoint(dir); errors.Is(err, fs.ErrNotExist) {
+		return "", sdk.Errorf(sdk.CodeNotFound, "state of %s has no checkpoint %q", d.Instance, name)
+	} else if err != nil {
+		return "", sdk.Errorf(sdk.CodeInternal, "checkpoint %q of %s: %w", name, d.Instance, err)
+	}
+	return dir, nil
+}
+
+// checkpointMounts is where d's checkpoints are mounted: next to the
+// state, in its root-owned parent, out of the tenant's reach.
+func (d handleData) checkpointMounts() string {
+	return filepath.Join(filepath.Dir(d.Dir), ".mounts", filepath.Base(d.Dir))
+}
+
+func (d handleData) checkpointMount(name string) string {
+	return filepath.Join(d.checkpointMounts(), name)
+}
+
+// MountCheckpoint bind-mounts the checkpoint's tree read-only (and nosuid,
+// nodev, noexec) at .mounts/<instance directory>/<name> in the state
+// directory's parent. A read-only mount refuses every write with EROFS,
+// root's too; the checkpoint itself stays root-only. Mounting a mounted
+// checkpoint returns its mount.
+func (*FS) MountCheckpoint(_ context.Context, h sdk.Handle, name string) (sdk.Mount, error) {
+	d, err := open(h)
+	if err != nil {
+		return sdk.Mount{}, err
+	}
+	src, err := d.findCheckpoint(name)
+	if err != nil {
+		return sdk.Mount{}, err
+	}
+	mnt := d.checkpointMount(name)
+	m := sdk.Mount{Source: mnt, Type: sdk.MountBind, ReadOnly: true, Options: []string{"ro", "nosuid", "nodev", "noexec"}}
+	if isMountPoint(mnt) {
+		return m, nil
+	}
+	if err := os.MkdirAll(d.checkpointMounts(), 0o700); err != nil {
+		return sdk.Mount{}, sdk.Errorf(sdk.CodeInternal, "mount checkpoint %q of %s: %w", name, d.Instance, err)
+	}
+	if err := os.Mkdir(mnt, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return sdk.Mount{}, sdk.Errorf(sdk.CodeInternal, "mount checkpoint %q of %s: %w", name, d.Instance, err)
+	}
+	// A bind mount takes its flags from its source; only a remount makes
+	// it read-only.
+	err = unix.Mount(filepath.Join(src, "tree"), mnt, "", unix.MS_BIND, "")
+	if err == nil {
+		if err = unix.Mount("", mnt, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			err = errors.Join(err, unix.Unmount(mnt, unix.MNT_DETACH))
+		}
+	}
+	if err != nil {
+		_ = os.Remove(mnt)
+		return sdk.Mount{}, sdk.Errorf(sdk.CodeInternal, "mount checkpoint %q of %s: %w", name, d.Instance, err)
+	}
+	return m, nil
+}
+
+// UnmountCheckpoint unmounts the checkpoint (lazily, when it is busy) and
+// removes its mount point.
+func (*FS) UnmountCheckpoint(_ context.Context, h sdk.Handle, name string) error {
+	d, err := open(h)
 	if err != nil {
 		return err
 	}
+	if _, err := d.findCheckpoint(name); err != nil {
+		return err
+	}
+	if err := unmountDir(d.checkpointMount(name)); err != nil {
+		return sdk.Errorf(sdk.CodeInternal, "unmount checkpoint %q of %s: %w", name, d.Instance, err)
+	}
+	return nil
+}
+
+// unmountCheckpoints unmounts every mounted checkpoint of d and removes
+// their mount points.
+func (d handleData) unmountCheckpoints() error {
+	entries, err := os.ReadDir(d.checkpointMounts())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := unmountDir(filepath.Join(d.checkpointMounts(), e.Name())); err != nil {
+			return err
+		}
+	}
+	err = os.Remove(d.checkpointMounts())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// unmountDir unmounts what is mounted at dir, if anything, then removes
+// the directory dir (which must then be empty), if it is there.
+func unmountDir(dir string) error {
+	for isMountPoint(dir) {
+		if err := unix.Unmount(dir, 0); err != nil {
+			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+				return fmt.Errorf("unmount %s: %w", dir, err)
+			}
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// isMountPoint reports whether something is mounted at path: its mount id
+// differs from its parent's. (A bind mount of the same filesystem keeps
+// its device number, so devices cannot tell.)
+func isMountPoint(path string) bool {
+	var st, parent unix.Statx_t
+	flags := unix.AT_SYMLINK_NOFOLLOW | unix.AT_STATX_DONT_SYNC
+	if unix.Statx(unix.AT_FDCWD, path, flags, unix.STATX_MNT_ID, &st) != nil ||
+		unix.Statx(unix.AT_FDCWD, filepath.Dir(path), flags, unix.STATX_MNT_ID, &parent) != nil {
+		return false
+	}
+	return st.Mask&unix.STATX_MNT_ID != 0 && st.Mnt_id != parent.Mnt_id
+}
+
+// treeSize is the size of a copied tree, counted as Usage counts.
+type treeSize struct{ Bytes, Inodes int64 }
+
+// copyTree copies the tree at src to dst, which must not exist: directories,
+// regular files, symlinks (never followed) and FIFOs, with their modes and
+// owners. Sockets and devices are left out. Reads stay inside src. It
+// returns the size of what it copied.
+func copyTree(ctx context.Context, src, dst string) (treeSize, error) {
+	var size treeSize
+	root, err := os.OpenRoot(src)
+	if err != nil {
+		return size, err
+	}
 	defer root.Close()
-	return fs.WalkDir(root.FS(), ".", func(path string, e fs.DirEntry, err error) error {
+	err = fs.WalkDir(root.FS(), ".", func(path string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -249,6 +386,12 @@ func copyTree(ctx context.Context, src, dst string) error {
 		}
 		st := fi.Sys().(*syscall.Stat_t)
 		to := filepath.Join(dst, path)
+		if path != "." && (fi.Mode().IsDir() || fi.Mode().IsRegular() || fi.Mode()&(fs.ModeSymlink|fs.ModeNamedPipe) != 0) {
+			size.Inodes++
+			if !fi.IsDir() && fi.Mode()&fs.ModeNamedPipe == 0 {
+				size.Bytes += fi.Size()
+			}
+		}
 		switch mode := fi.Mode(); {
 		case mode.IsDir():
 			if err := os.Mkdir(to, 0o700); err != nil {
@@ -279,6 +422,7 @@ func copyTree(ctx context.Context, src, dst string) error {
 		}
 		return os.Chmod(to, fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
 	})
+	return size, err
 }
 
 // copyFile copies the regular file path of root to the new file to.

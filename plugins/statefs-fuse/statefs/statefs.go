@@ -16,8 +16,8 @@
 // Usage is counted by the helper, or by scanning the directory. Checkpoints are copies of the
 // directory, kept root-only in the state directory's parent under
 // .checkpoints/<instance directory>/<name>; rollback copies one back and
-// swaps it in. Their cost is a full copy each; the FUSE filesystem is to
-// make them cheap.
+// swaps it in. Their cost is a full copy each (docs/statefs.md). A
+// checkpoint is mounted read-only at .mounts/<instance directory>/<name>.
 //
 // Handles are version 1: JSON {dir, instance, size, inodes, uid, gid, mode}. Every call
 // checks that a handle's dir is an absolute, clean path below / and is a
@@ -93,7 +93,7 @@ func (*FS) Info(context.Context) (sdk.Info, error) {
 		}}},
 		Capabilities: sdk.Capabilities{
 			Scope:    sdk.ScopeHost,
-			Features: []string{sdk.FeatureUsage, sdk.FeatureCheckpoint},
+			Features: []string{sdk.FeatureUsage, sdk.FeatureCheckpoint, sdk.FeatureCheckpointMount},
 		},
 	}, nil
 }
@@ -294,6 +294,9 @@ func (*FS) Deprovision(ctx context.Context, h sdk.Handle) error {
 		if err := fstree.RemoveAll(ctx, d.dataDir()); err != nil {
 			return sdk.Errorf(sdk.CodeInternal, "delete state of %s: %w", d.Instance, err)
 		}
+	}
+	if err := d.unmountCheckpoints(); err != nil {
+		return sdk.Errorf(sdk.CodeInternal, "delete checkpoints of %s: %w", d.Instance, err)
 	}
 	if err := fstree.RemoveAll(ctx, d.checkpointDir()); err != nil {
 		return sdk.Errorf(sdk.CodeInternal, "delete checkpoints of %s: %w", d.Instance, err)

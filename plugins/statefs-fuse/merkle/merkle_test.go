@@ -1,0 +1,293 @@
+package merkle
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// entry is one entry of a test tree: a regular file (content), a directory
+// (dir), a symlink (link), a FIFO or a hard link to another entry.
+type entry struct {
+	path    string
+	content []byte
+	dir     bool
+	link    string
+	fifo    bool
+	hard    string
+	perm    os.FileMode
+}
+
+// oddTree holds names with odd bytes (invalid UTF-8, control bytes,
+// spaces), symlink loops and a symlink out of the tree, a FIFO, a hard link,
+// an empty file and directory, and a file of several blocks.
+func oddTree() []entry {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 3*BlockSize/16+100)
+	return []entry{
+		{path: "a", content: []byte("hello"), perm: 0o644},
+		{path: "big", content: big, perm: 0o600},
+		{path: "empty", perm: 0o400},
+		{path: "d", dir: true, perm: 0o755},
+		{path: "d/e", dir: true, perm: 0o700},
+		{path: "d/e/deep", content: []byte("deep"), perm: 0o640},
+		{path: "void", dir: true, perm: 0o1777},
+		{path: "\xff\xfe\x01", content: []byte("odd"), perm: 0o644},
+		{path: "new\nline\ttab and space", content: []byte("ws"), perm: 0o644},
+		{path: "caf\xc3\xa9", content: []byte("nfc"), perm: 0o644},
+		{path: "cafe\xcc\x81", content: []byte("nfd"), perm: 0o644},
+		{path: "-", content: []byte("dash"), perm: 0o4755},
+		{path: "loop1", link: "loop2"},
+		{path: "loop2", link: "loop1"},
+		{path: "self", link: "self"},
+		{path: "d/up", link: "../d"},
+		{path: "out", link: "/etc/passwd"},
+		{path: "pipe", fifo: true, perm: 0o600},
+		{path: "d/hard", hard: "a"},
+	}
+}
+
+// build makes the entries below a new directory, in order or reversed
+// (which gives other inode numbers and directory orders), owned by uid, with
+// timestamps at mtime.
+func build(t *testing.T, entries []entry, reverse bool, uid int, mtime time.Time) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// Directories first, so that reversing changes the order within them.
+	var dirs, rest []entry
+	for _, e := range entries {
+		if e.dir {
+			dirs = append(dirs, e)
+		} else {
+			rest = append(rest, e)
+		}
+	}
+	if reverse {
+		slices.Reverse(rest)
+		// A hard link's target must exist first.
+		slices.SortStableFunc(rest, func(a, b entry) int {
+			return btoi(a.hard != "") - btoi(b.hard != "")
+		})
+	}
+	for _, e := range append(dirs, rest...) {
+		p := filepath.Join(dir, e.path)
+		var err error
+		switch {
+		case e.dir:
+			err = os.Mkdir(p, 0o700)
+		case e.link != "":
+			err = os.Symlink(e.link, p)
+		case e.fifo:
+			err = unix.Mkfifo(p, 0o600)
+		case e.hard != "":
+			err = os.Link(filepath.Join(dir, e.hard), p)
+		default:
+			err = os.WriteFile(p, e.content, 0o600)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(p, uid, uid); err != nil {
+			t.Fatal(err)
+		}
+		if e.link == "" && e.hard == "" {
+			if err := os.Chmod(p, e.perm|modeBits(e.perm)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Timestamps last, deepest first, so that no later change moves them.
+	for _, e := range slices.Backward(append(dirs, rest...)) {
+		ts := []unix.Timespec{unix.NsecToTimespec(mtime.UnixNano()), unix.NsecToTimespec(mtime.UnixNano())}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(dir, e.path), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// modeBits maps the setuid, setgid and sticky bits of a unix permission to
+// os.FileMode's.
+func modeBits(perm os.FileMode) os.FileMode {
+	var m os.FileMode
+	if perm&0o4000 != 0 {
+		m |= os.ModeSetuid
+	}
+	if perm&0o2000 != 0 {
+		m |= os.ModeSetgid
+	}
+	if perm&0o1000 != 0 {
+		m |= os.ModeSticky
+	}
+	return m
+}
+
+func scan(t *testing.T, dir string) Digest {
+	t.Helper()
+	d, err := Scan(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestScanIgnoresHostDetails builds the same content twice, with other
+// owners, timestamps, inode numbers and creation orders, and gets one root.
+func TestScanIgnoresHostDetails(t *testing.T) {
+	one := build(t, oddTree(), false, 0, time.Unix(0, 0))
+	two := build(t, oddTree(), true, 65534, time.Now().Add(time.Hour))
+	var a, b unix.Stat_t
+	if err := unix.Lstat(filepath.Join(one, "a"), &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lstat(filepath.Join(two, "a"), &b); err != nil {
+		t.Fatal(err)
+	}
+	if a.Ino == b.Ino || a.Uid == b.Uid || a.Mtim == b.Mtim {
+		t.Fatalf("the two trees share inode, owner or mtime: %+v %+v", a, b)
+	}
+	if r1, r2 := scan(t, one), scan(t, two); r1 != r2 {
+		t.Errorf("roots differ: %x and %x", r1, r2)
+	}
+}
+
+// TestScanCoversContent changes one thing at a time, each of which must
+// change the root, and undoes it, which must restore it.
+func TestScanCoversContent(t *testing.T) {
+	dir := build(t, oddTree(), false, 0, time.Unix(0, 0))
+	base := scan(t, dir)
+	p := func(name string) string { return filepath.Join(dir, name) }
+	flip := func(name string, off int64) func() {
+		return func() {
+			f, err := os.OpenFile(p(name), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			b := make([]byte, 1)
+			if _, err := f.ReadAt(b, off); err != nil {
+				t.Fatal(err)
+			}
+			b[0] ^= 1
+			if _, err := f.WriteAt(b, off); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	chmod := func(name string, mode os.FileMode) func() {
+		return func() {
+			if err := os.Chmod(p(name), mode); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rename := func(from, to string) func() {
+		return func() {
+			if err := os.Rename(p(from), p(to)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	relink := func(name, target string) func() {
+		return func() {
+			if err := os.Remove(p(name)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(target, p(name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tests := []struct {
+		name     string
+		do, undo func()
+	}{
+		{"one byte of a small file", flip("a", 0), flip("a", 0)},
+		{"one byte in the third block", flip("big", 2*BlockSize+7), flip("big", 2*BlockSize+7)},
+		{"one byte of an odd name's file", flip("\xff\xfe\x01", 2), flip("\xff\xfe\x01", 2)},
+		{"one mode bit of a file", chmod("a", 0o645), chmod("a", 0o644)},
+		{"the setuid bit", chmod("-", 0o755), chmod("-", 0o755|os.ModeSetuid)},
+		{"one mode bit of a directory", chmod("d/e", 0o701), chmod("d/e", 0o700)},
+		{"the sticky bit of a directory", chmod("void", 0o777), chmod("void", 0o777|os.ModeSticky)},
+		{"one mode bit of the top", chmod(".", 0o701), chmod(".", 0o700)},
+		{"a name", rename("a", "b"), rename("b", "a")},
+		{"one byte of an odd name", rename("\xff\xfe\x01", "\xff\xfe\x02"), rename("\xff\xfe\x02", "\xff\xfe\x01")},
+		{"a move to another directory", rename("d/e/deep", "deep"), rename("deep", "d/e/deep")},
+		{"a symlink's target", relink("loop1", "loop3"), relink("loop1", "loop2")},
+		{"a file's size", func() { os.Truncate(p("empty"), 1) }, func() { os.Truncate(p("empty"), 0) }},
+		{"a new empty file", func() { os.WriteFile(p("d/new"), nil, 0o644) }, func() { os.Remove(p("d/new")) }},
+		{"a type, same name and mode", func() {
+			os.Remove(p("pipe"))
+			os.WriteFile(p("pipe"), nil, 0o600)
+		}, func() {
+			os.Remove(p("pipe"))
+			unix.Mkfifo(p("pipe"), 0o600)
+		}},
+	}
+	seen := map[Digest]string{base: "base"}
+	for _, tt := range tests {
+		tt.do()
+		got := scan(t, dir)
+		if prev, ok := seen[got]; ok {
+			t.Errorf("%s: root %x, the same as after %s", tt.name, got, prev)
+		}
+		seen[got] = tt.name
+		tt.undo()
+		if got := scan(t, dir); got != base {
+			t.Fatalf("%s undone: root %x, want %x", tt.name, got, base)
+		}
+	}
+	// Owners and timestamps are not covered.
+	if err := os.Lchown(p("a"), 1234, 1234); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(p("d"), time.Now(), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if got := scan(t, dir); got != base {
+		t.Errorf("root after chown and touch = %x, want %x", got, base)
+	}
+}
+
+// TestScanCanonicalForm computes a small tree's root straight from the
+// package documentation and compares.
+func TestScanCanonicalForm(t *testing.T) {
+	dir := build(t, []entry{
+		{path: "b", content: []byte("hi"), perm: 0o644},
+		{path: "a", link: "b"},
+		{path: "s", dir: true, perm: 0o755},
+		{path: "s/p", fifo: true, perm: 0o600},
+	}, false, 0, time.Unix(0, 0))
+	sum := func(parts ...[]byte) []byte {
+		h := sha256.Sum256(bytes.Join(parts, nil))
+		return h[:]
+	}
+	u32 := func(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+	u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+	name := func(n string) []byte { return append(u64(uint64(len(n))), n...) }
+	file := sum([]byte("file\x00"), u32(0o644), u64(2), sum([]byte("hi")))
+	link := sum([]byte("symlink\x00"), []byte("b"))
+	fifo := sum([]byte("fifo\x00"), u32(0o600))
+	sub := sum([]byte("dir\x00"), u32(0o755), name("p"), fifo)
+	// Names in ascending byte order: a, b, s.
+	want := sum([]byte("dir\x00"), u32(0o700), name("a"), link, name("b"), file, name("s"), sub)
+	if got := scan(t, dir); !bytes.Equal(got[:], want) {
+		t.Errorf("root = %x, want %x from the documented form", got, want)
+	}
+}
