@@ -19,7 +19,7 @@ import (
 )
 
 // newFUSE returns the StateFS in fuse mode.
-func newFUSE() *FS { return &FS{mode: modeFUSE} }
+func newFUSE() *FS { return New() }
 
 // provisionFUSE provisions and mounts a FUSE state named name below a new
 // directory, and deprovisions it when the test ends.

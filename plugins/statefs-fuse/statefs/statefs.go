@@ -1,17 +1,20 @@
 // Package statefs is the StateFS of the statefs-fuse plugin, named "fuse".
 //
-// It has two modes. In "directory" (the default for now) an instance's
-// state is a plain directory, the request's Dir, owned by the tenant's user
-// with mode 0700, which Mount hands to the runtime as is; its quotas are
-// NOT enforced. In "fuse", Dir is the mount point of a quotafs filesystem
-// over a backing directory in .data/ next to it, served by a detached
-// helper process (this executable re-executed with HelperCommand) that
-// outlives the plugin and the agent; its pid file and control socket are
-// in .run/. The filesystem lets in only the tenant's uid and root, and
+// It has two modes. In "fuse", the default wherever /dev/fuse opens, an
+// instance's state, the request's Dir, is the mount point of a quotafs
+// filesystem over a backing directory in .data/ next to it, served by a
+// detached helper process (this executable re-executed with
+// HelperCommand) that outlives the plugin and the agent; its pid file and
+// control socket are in .run/. The filesystem lets in only the tenant's
+// uid, and root, and
 // enforces the size and inode quotas. Mount and Recover adopt a live
-// helper, or clear a stale (ENOTCONN) mount and start a new one. Hash is
-// the Merkle root of package merkle in both modes: kept incrementally by
-// a served FUSE state's helper, computed by a scan otherwise.
+// helper, or clear a stale (ENOTCONN) mount and start a new one. In
+// "directory", the fallback where FUSE is unavailable (with a warning) or
+// when the settings ask for it, the state is a plain directory, Dir,
+// owned by the tenant's user with mode 0700, which Mount hands to the
+// runtime as is; its quotas are NOT enforced. Hash is the Merkle root of
+// package merkle in both modes: kept incrementally by a served FUSE
+// state's helper, computed by a scan otherwise.
 //
 // Usage is counted by the helper, or by scanning the directory. Checkpoints are copies of the
 // directory, kept root-only in the state directory's parent under
@@ -31,11 +34,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
@@ -59,28 +63,31 @@ const handleVersion = 1
 // mode: everything is in the handles and on disk.
 type FS struct {
 	mode string
+	// device is the FUSE device whose opening decides the mode.
+	device string
+	log    hclog.Logger
 }
 
 var _ sdk.StateFS = (*FS)(nil)
 
-// New returns the StateFS.
-// The default mode is still directory, until the engine's end-to-end
-// tests run with fuse; mode = "fuse" turns it on.
-func New() *FS { return &FS{mode: modeDirectory} }
+// New returns the StateFS in fuse mode; Configure falls back to directory
+// mode where FUSE is unavailable. Call it before sdk.Serve, which
+// redirects os.Stderr: its warnings are hclog lines on the standard error.
+func New() *FS { return &FS{mode: modeFUSE, device: "/dev/fuse", log: sdk.NewLogger()} }
 
-// fuseMode is fuse where /dev/fuse opens, directory (with a warning)
-// elsewhere.
-func fuseMode() string {
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+// fuseMode is fuse where the FUSE device opens, directory (with a
+// warning) elsewhere.
+func (f *FS) fuseMode() string {
+	dev, err := os.OpenFile(f.device, os.O_RDWR, 0)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "WARNING: statefs-fuse: FUSE is unavailable (%v): state is kept in plain directories, whose quotas are only checked by scanning, not enforced\n", err)
+		f.log.Warn("FUSE is unavailable: state is kept in plain directories, where quota enforcement is weaker: state.size and the inode limit are only checked by scanning (Usage), not enforced on writes", "device", f.device, "error", err.Error())
 		return modeDirectory
 	}
-	f.Close()
+	dev.Close()
 	return modeFUSE
 }
 
-// Info describes the plugin. Its one setting, mode, accepts only "directory".
+// Info describes the plugin. Its one setting is mode.
 func (*FS) Info(context.Context) (sdk.Info, error) {
 	return sdk.Info{
 		Name:    "fuse",
@@ -89,7 +96,7 @@ func (*FS) Info(context.Context) (sdk.Info, error) {
 		Schema: sdk.Schema{Attributes: []sdk.Attribute{{
 			Name:        "mode",
 			Type:        sdk.TypeString,
-			Description: `How state is kept: "directory" (the default), a plain directory per instance whose quotas are not enforced; or "fuse", a FUSE filesystem per instance that enforces them (falling back to directory, with a warning, where FUSE is unavailable).`,
+			Description: `How state is kept: "fuse" (the default), a FUSE filesystem per instance that enforces its quotas, falling back to directory, with a warning, where FUSE is unavailable; or "directory", a plain directory per instance whose quotas are not enforced.`,
 		}}},
 		Capabilities: sdk.Capabilities{
 			Scope:    sdk.ScopeHost,
@@ -98,17 +105,17 @@ func (*FS) Info(context.Context) (sdk.Info, error) {
 	}, nil
 }
 
-// Configure checks the settings and sets the mode.
+// Configure checks the settings and sets the mode: fuse unless the
+// settings say directory or /dev/fuse does not open.
 func (f *FS) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 	mode, ok := req.Settings["mode"].(string)
 	if _, set := req.Settings["mode"]; set && (!ok || mode != modeDirectory && mode != modeFUSE) {
 		return sdk.InvalidAttribute("mode", "unsupported mode %v: %q or %q", req.Settings["mode"], modeFUSE, modeDirectory)
 	}
-	switch {
-	case mode == modeFUSE:
-		f.mode = fuseMode()
-	case ok:
-		f.mode = mode
+	if mode == modeDirectory {
+		f.mode = modeDirectory
+	} else {
+		f.mode = f.fuseMode()
 	}
 	return nil
 }
