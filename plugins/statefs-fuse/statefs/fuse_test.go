@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
+	"github.com/kigumi/kigumi/core/sdk/v2/sdktest"
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/merkle"
 )
 
@@ -258,4 +261,88 @@ func endsWithin(r helperRecord, limit time.Duration) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return startTicks(r.Pid) != r.StartTicks
+}
+
+// tryAs tries to enter dir as uid (list it and write into it) and returns
+// "ok" or the errno's name.
+func tryAs(t *testing.T, uid uint32, dir string) string {
+	t.Helper()
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Env = []string{envTry + "=" + dir}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("try as %d: %v\n%s", uid, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestFUSEOnlyTheTenantsUIDs: the filesystem itself lets in the tenant's
+// uid, its subordinate uids (a container's uid 10000 maps to
+// sub_uid+10000) and root, through the plugin over gRPC; another tenant's
+// uid and subordinate uids get EACCES even with every mode bit open.
+func TestFUSEOnlyTheTenantsUIDs(t *testing.T) {
+	const sub, count = 1_610_000_000, 65536
+	tenant := sdk.User{Name: "kg-sfuids", UID: 61101, GID: 61101, SubUID: sub, SubGID: sub, Count: count}
+	// The neighbour's ids, as the engine allocates them: the next uid and
+	// the next subordinate range.
+	const neighbour, neighbourSub = 61102, sub + count
+	ctx := context.Background()
+	s := sdktest.StateFS(t, newFUSE())
+	base, err := os.MkdirTemp("", "sf-uids-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	// Every uid may reach the mount point; the filesystem decides.
+	if err := os.Chmod(base, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	req := provisionReq(filepath.Join(base, "state"))
+	req.User = tenant
+	h, err := s.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Deprovision(ctx, h); err != nil {
+			t.Error(err)
+		}
+	})
+	if m, err := s.Mount(ctx, h); err != nil || m.Type != sdk.MountFUSE {
+		t.Fatalf("Mount = %+v, %v", m, err)
+	}
+	// The tenant opens every mode bit of its state.
+	if err := os.Chmod(req.Dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		uid  uint32
+		want string
+	}{
+		{"the tenant's user", tenant.UID, "ok"},
+		{"its container's uid 10000", sub + 10000, "ok"},
+		{"its container's root", sub, "ok"},
+		{"its last subordinate uid", sub + count - 1, "ok"},
+		{"another tenant's user", neighbour, "EACCES"},
+		{"another tenant's container uid 10000", neighbourSub + 10000, "EACCES"},
+		{"another tenant's container root", neighbourSub, "EACCES"},
+		{"the uid below the range", sub - 1, "EACCES"},
+		{"nobody", 65534, "EACCES"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tryAs(t, tt.uid, req.Dir); got != tt.want {
+				t.Errorf("uid %d: %s, want %s", tt.uid, got, tt.want)
+			}
+		})
+	}
+	if _, err := os.ReadDir(req.Dir); err != nil {
+		t.Errorf("root: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(req.Dir, "by-root"), nil, 0o600); err != nil {
+		t.Errorf("root: %v", err)
+	}
 }

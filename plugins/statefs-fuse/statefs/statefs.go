@@ -6,8 +6,8 @@
 // detached helper process (this executable re-executed with
 // HelperCommand) that outlives the plugin and the agent; its pid file and
 // control socket are in .run/. The filesystem lets in only the tenant's
-// uid, and root, and
-// enforces the size and inode quotas. Mount and Recover adopt a live
+// uid, its subordinate uids (which its containers' uids map to) and root,
+// and enforces the size and inode quotas. Mount and Recover adopt a live
 // helper, or clear a stale (ENOTCONN) mount and start a new one. In
 // "directory", the fallback where FUSE is unavailable (with a warning) or
 // when the settings ask for it, the state is a plain directory, Dir,
@@ -22,7 +22,8 @@
 // swaps it in. Their cost is a full copy each; the FUSE filesystem is to
 // make them cheap.
 //
-// Handles are version 1: JSON {dir, instance, size, inodes, uid, gid, mode}. Every call
+// Handles are version 1: JSON {dir, instance, size, inodes, uid, gid,
+// sub_uid, sub_count, mode}. Every call
 // checks that a handle's dir is an absolute, clean path below / and is a
 // directory (not a symlink) owned by the handle's uid and gid, which is never
 // root, so that a tampered handle cannot make the plugin hash or delete
@@ -129,6 +130,10 @@ type handleData struct {
 	Inodes int64  `json:"inodes,omitempty"`
 	UID    uint32 `json:"uid"`
 	GID    uint32 `json:"gid"`
+	// SubUID and SubCount are the tenant's subordinate uid range, which
+	// may enter a FUSE state too; absent from handles made before it was.
+	SubUID   uint32 `json:"sub_uid,omitempty"`
+	SubCount uint32 `json:"sub_count,omitempty"`
 	// Mode is modeFUSE, or empty for a plain directory.
 	Mode string `json:"mode,omitempty"`
 }
@@ -149,7 +154,8 @@ func (d handleData) dataDir() string {
 // directory is adopted if req.User owns it, which makes Provision safe to
 // retry.
 func (f *FS) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle, error) {
-	d := handleData{Dir: req.Dir, Instance: req.Instance.String(), Size: req.SizeBytes, Inodes: req.InodeLimit, UID: req.User.UID, GID: req.User.GID}
+	d := handleData{Dir: req.Dir, Instance: req.Instance.String(), Size: req.SizeBytes, Inodes: req.InodeLimit, UID: req.User.UID, GID: req.User.GID,
+		SubUID: req.User.SubUID, SubCount: req.User.Count}
 	if f.mode == modeFUSE {
 		d.Mode = modeFUSE
 	}
@@ -338,6 +344,9 @@ func (d handleData) validate() error {
 	}
 	if d.UID == 0 || d.GID == 0 {
 		return sdk.Errorf(sdk.CodeInvalid, "state of %s: refusing state owned by root", d.Instance)
+	}
+	if d.SubCount > 0 && (d.SubUID == 0 || uint64(d.SubUID)+uint64(d.SubCount) > 1<<32) {
+		return sdk.Errorf(sdk.CodeInvalid, "state of %s: subordinate uids %d+%d include root or wrap around", d.Instance, d.SubUID, d.SubCount)
 	}
 	return nil
 }

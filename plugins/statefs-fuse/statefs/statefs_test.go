@@ -329,6 +329,8 @@ func TestTamperedHandle(t *testing.T) {
 		{"another owner's dir", tamper(func(d *handleData) { d.Dir = other })},
 		{"symlink to the state", tamper(func(d *handleData) { d.Dir = symlink })},
 		{"other uid", tamper(func(d *handleData) { d.UID = 65533 })},
+		{"subordinate uids from root", tamper(func(d *handleData) { d.SubUID, d.SubCount = 0, 65536 })},
+		{"subordinate uids wrapping", tamper(func(d *handleData) { d.SubUID, d.SubCount = 1<<32-10, 65536 })},
 	}
 	ctx := context.Background()
 	for _, tt := range tests {
