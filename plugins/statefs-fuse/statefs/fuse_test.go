@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -345,4 +346,208 @@ func TestFUSEOnlyTheTenantsUIDs(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(req.Dir, "by-root"), nil, 0o600); err != nil {
 		t.Errorf("root: %v", err)
 	}
+}
+
+// writer appends fsync'd chunks to a file until it fails or is stopped;
+// acked counts the bytes whose fsync returned.
+type writer struct {
+	acked atomic.Int64
+	stop  chan struct{}
+	done  chan error
+}
+
+// chunkByte is the content of the i'th chunk a writer writes.
+func chunkByte(i int) byte { return byte('a' + i%26) }
+
+const chunkSize = 16 << 10
+
+func startWriter(t *testing.T, path string) *writer {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &writer{stop: make(chan struct{}), done: make(chan error, 1)}
+	go func() {
+		defer f.Close()
+		for i := 0; ; i++ {
+			select {
+			case <-w.stop:
+				w.done <- nil
+				return
+			default:
+			}
+			if _, err := f.Write(bytes.Repeat([]byte{chunkByte(i)}, chunkSize)); err != nil {
+				w.done <- err
+				return
+			}
+			if err := f.Sync(); err != nil {
+				w.done <- err
+				return
+			}
+			w.acked.Add(chunkSize)
+		}
+	}()
+	return w
+}
+
+// waitAcked waits until w has n bytes acknowledged.
+func (w *writer) waitAcked(t *testing.T, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for w.acked.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("writer acknowledged %d bytes in 10s, want %d", w.acked.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// checkPrefix checks that path holds at least n bytes, the writer's chunks.
+func checkPrefix(t *testing.T, path string, n int64) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(b)) < n {
+		t.Fatalf("%s holds %d bytes, %d were fsync'd", path, len(b), n)
+	}
+	for i := 0; int64(i*chunkSize) < n; i++ {
+		if c := b[i*chunkSize : (i+1)*chunkSize]; !bytes.Equal(c, bytes.Repeat([]byte{chunkByte(i)}, chunkSize)) {
+			t.Fatalf("%s: chunk %d of the fsync'd %d bytes is corrupt", path, i, n)
+		}
+	}
+}
+
+// TestFUSEPluginFaults, through the plugin over gRPC, with writers busy in
+// every state: tearing one instance's state down leaves no mount, helper
+// or directory of it, and the others keep serving; a helper SIGKILLed
+// mid-write leaves a stale mount (ENOTCONN) that a restarted plugin's
+// Recover clears, the fsync'd data is there, and the Merkle root equals a
+// fresh scan; the neighbours' helpers are never replaced.
+func TestFUSEPluginFaults(t *testing.T) {
+	ctx := context.Background()
+	s := sdktest.StateFS(t, newFUSE())
+	handles := map[string]sdk.Handle{}
+	data := map[string]handleData{}
+	writers := map[string]*writer{}
+	helpers := map[string]helperRecord{}
+	for _, name := range []string{"gone", "killed", "kept"} {
+		req := provisionReq(filepath.Join(t.TempDir(), name))
+		req.SizeBytes = 64 << 20
+		h, err := s.Provision(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := newFUSE().Deprovision(ctx, h); err != nil {
+				t.Error(err)
+			}
+		})
+		if _, err := s.Mount(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := decode(h)
+		handles[name], data[name] = h, d
+		writers[name] = startWriter(t, filepath.Join(d.Dir, "log"))
+		writers[name].waitAcked(t, 4*chunkSize)
+		helpers[name], _ = d.helper()
+	}
+	kept := func(when string) {
+		t.Helper()
+		w := writers["kept"]
+		n := w.acked.Load()
+		w.waitAcked(t, n+4*chunkSize)
+		if r, alive := data["kept"].helper(); !alive || r != helpers["kept"] {
+			t.Fatalf("%s: the kept state's helper is %+v (alive %v), was %+v", when, r, alive, helpers["kept"])
+		}
+	}
+
+	// One state torn down while its writer and the others write.
+	gone := data["gone"]
+	if err := s.Unmount(ctx, handles["gone"]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Deprovision(ctx, handles["gone"]); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-writers["gone"].done; err == nil {
+		t.Error("the torn-down state's writer went on")
+	}
+	if !endsWithin(helpers["gone"], 0) {
+		t.Errorf("the torn-down state's helper %d runs", helpers["gone"].Pid)
+	}
+	for _, p := range []string{gone.Dir, gone.backing(), gone.runDir()} {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("after Deprovision: %s: %v, want it gone", p, err)
+		}
+	}
+	kept("after tearing a neighbour down")
+
+	// One helper SIGKILLed mid-write.
+	killed := data["killed"]
+	w := writers["killed"]
+	w.waitAcked(t, w.acked.Load()+2*chunkSize)
+	if err := unix.Kill(helpers["killed"].Pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	werr := <-w.done
+	acked := w.acked.Load()
+	if werr == nil {
+		t.Fatal("the writer of the killed helper's state went on")
+	}
+	if _, err := os.Stat(filepath.Join(killed.Dir, "log")); !errors.Is(err, syscall.ENOTCONN) {
+		t.Fatalf("stat through the killed helper's mount: %v, want ENOTCONN", err)
+	}
+	kept("with a neighbour's mount stale")
+
+	// A restarted plugin recovers every state: the stale mount is cleared
+	// and served by a new helper, the live ones are adopted.
+	restarted := sdktest.StateFS(t, newFUSE())
+	for _, name := range []string{"killed", "kept"} {
+		if _, err := restarted.Recover(ctx, handles[name]); err != nil {
+			t.Fatalf("Recover %s: %v", name, err)
+		}
+	}
+	if r, alive := killed.helper(); !alive || r == helpers["killed"] {
+		t.Fatalf("after Recover the killed state's helper is %+v (alive %v)", r, alive)
+	}
+	if n := mountsAt(t, killed.Dir); n != 1 {
+		t.Errorf("%d mounts at %s after Recover, want 1", n, killed.Dir)
+	}
+	checkPrefix(t, filepath.Join(killed.Dir, "log"), acked)
+	got, err := restarted.Hash(ctx, handles["killed"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	scan, err := merkle.Scan(killed.backing())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, scan[:]) {
+		t.Errorf("root after the restart %x, fresh scan %x", got, scan)
+	}
+	kept("after the restarted plugin recovered")
+	close(writers["kept"].stop)
+	if err := <-writers["kept"].done; err != nil {
+		t.Errorf("the kept state's writer: %v", err)
+	}
+	checkPrefix(t, filepath.Join(data["kept"].Dir, "log"), writers["kept"].acked.Load())
+}
+
+// mountsAt counts the mounts at mount point dir.
+func mountsAt(t *testing.T, dir string) int {
+	t.Helper()
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			n++
+		}
+	}
+	return n
 }
