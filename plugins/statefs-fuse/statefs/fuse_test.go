@@ -551,3 +551,98 @@ func mountsAt(t *testing.T, dir string) int {
 	}
 	return n
 }
+
+// TestFUSEProvisionMakesOnlyDir: in fuse mode Provision makes nothing but
+// its Dir, so that the engine's removal of Dir, after an agent died
+// before recording the handle, leaves nothing behind; the backing
+// directory is made on the handle's first use, and a retried Provision
+// adopts what is there.
+func TestFUSEProvisionMakesOnlyDir(t *testing.T) {
+	ctx := context.Background()
+	s := newFUSE()
+	entries := func(dir string) []string {
+		t.Helper()
+		es, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range es {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+
+	// The handle lost: the engine removes Dir, and nothing is left.
+	base := t.TempDir()
+	lost := provisionReq(filepath.Join(base, "lost"))
+	if _, err := s.Provision(ctx, lost); err != nil {
+		t.Fatal(err)
+	}
+	if got := entries(base); fmt.Sprint(got) != "[lost]" {
+		t.Fatalf("after Provision the parent holds %v, want only [lost]", got)
+	}
+	if err := os.Remove(lost.Dir); err != nil {
+		t.Fatal(err)
+	}
+	if got := entries(base); len(got) != 0 {
+		t.Errorf("after the engine removed Dir the parent holds %v", got)
+	}
+
+	// The handle recorded: a Recover before any Mount finds the state, and
+	// Mount serves it over a backing directory owned by the tenant.
+	req := provisionReq(filepath.Join(base, "kept"))
+	h, err := s.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := newFUSE().Deprovision(ctx, h); err != nil {
+			t.Error(err)
+		}
+	})
+	if _, err := s.Recover(ctx, h); err != nil {
+		t.Fatalf("Recover before Mount: %v", err)
+	}
+	if m, err := s.Mount(ctx, h); err != nil || m.Type != sdk.MountFUSE {
+		t.Fatalf("Mount = %+v, %v", m, err)
+	}
+	d, _ := decode(h)
+	fi, err := os.Lstat(d.backing())
+	if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid != nobody.UID {
+		t.Fatalf("backing %s: %v, %v; want a 0700 directory of uid %d", d.backing(), fi, err, nobody.UID)
+	}
+	if err := os.WriteFile(filepath.Join(req.Dir, "f"), []byte("kept"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A retried Provision, mounted or not, adopts the state.
+	again, err := newFUSE().Provision(ctx, req)
+	if err != nil || !bytes.Equal(again.Data, h.Data) {
+		t.Fatalf("retried Provision = %s, %v; want %s", again.Data, err, h.Data)
+	}
+	if b, err := os.ReadFile(filepath.Join(req.Dir, "f")); err != nil || string(b) != "kept" {
+		t.Errorf("after a retried Provision: %q, %v", b, err)
+	}
+	if err := newFUSE().Unmount(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newFUSE().Provision(ctx, req); err != nil {
+		t.Fatalf("Provision of the unmounted state: %v", err)
+	}
+	// A mount point replaced by a symlink is refused.
+	if err := os.Remove(req.Dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(base, req.Dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newFUSE().Provision(ctx, req); !errors.Is(err, sdk.ErrInvalid) {
+		t.Errorf("Provision over a symlink: %v, want invalid", err)
+	}
+	if err := os.Remove(req.Dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(req.Dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -149,10 +149,12 @@ func (d handleData) dataDir() string {
 
 // Provision makes the state. In directory mode it creates req.Dir (its
 // parent must exist), owned by req.User with mode 0700. In fuse mode that
-// directory, root's, is the mount point, and the files are kept in a
-// backing directory owned by req.User in .data next to it. An existing
-// directory is adopted if req.User owns it, which makes Provision safe to
-// retry.
+// directory, root's, is the mount point, and nothing else is made: the
+// files are kept in a backing directory owned by req.User in .data next
+// to it, made on first use of the handle (see open), so that an agent
+// that dies before it records the handle leaves nothing outside req.Dir,
+// which the engine removes. An existing directory is adopted if req.User
+// owns it, which makes Provision safe to retry.
 func (f *FS) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle, error) {
 	d := handleData{Dir: req.Dir, Instance: req.Instance.String(), Size: req.SizeBytes, Inodes: req.InodeLimit, UID: req.User.UID, GID: req.User.GID,
 		SubUID: req.User.SubUID, SubCount: req.User.Count}
@@ -175,31 +177,51 @@ func (f *FS) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle
 		return sdk.Handle{}, sdk.Errorf(sdk.CodeInvalid, "state of %s: the parent of %s does not exist", d.Instance, d.Dir)
 	}
 	if d.Mode == modeFUSE {
-		if err := os.Mkdir(d.Dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return sdk.Handle{}, sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
-		}
-		if err := os.MkdirAll(filepath.Dir(d.backing()), 0o700); err != nil {
-			return sdk.Handle{}, sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
-		}
-	}
-	err := os.Mkdir(d.dataDir(), 0o700)
-	switch {
-	case err == nil:
-		if err := setOwner(d); err != nil {
-			return sdk.Handle{}, errors.Join(err, os.Remove(d.dataDir()))
-		}
-	case errors.Is(err, fs.ErrExist):
-		if err := d.check(); err != nil {
+		if err := d.makeMountPoint(); err != nil {
 			return sdk.Handle{}, err
 		}
-	default:
-		return sdk.Handle{}, sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
+	} else if err := d.makeData(); err != nil {
+		return sdk.Handle{}, err
 	}
 	data, err := json.Marshal(d)
 	if err != nil {
 		return sdk.Handle{}, sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
 	}
 	return sdk.Handle{Version: handleVersion, Data: data}, nil
+}
+
+// makeMountPoint makes a FUSE state's mount point, or adopts it (and its
+// backing directory, if there is one yet).
+func (d handleData) makeMountPoint() error {
+	if err := os.Mkdir(d.Dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
+	}
+	if ok, stale := mountState(d.Dir); !ok && !stale {
+		if fi, err := os.Lstat(d.Dir); err != nil || !fi.IsDir() {
+			return sdk.Errorf(sdk.CodeInvalid, "state of %s: %s is not a directory", d.Instance, d.Dir)
+		}
+	}
+	if _, err := os.Lstat(d.backing()); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return d.check()
+}
+
+// makeData makes the directory that holds the state's files, owned by its
+// user with mode 0700, or adopts it if its user owns it.
+func (d handleData) makeData() error {
+	err := os.Mkdir(d.dataDir(), 0o700)
+	switch {
+	case err == nil:
+		if err := setOwner(d); err != nil {
+			return errors.Join(err, os.Remove(d.dataDir()))
+		}
+		return nil
+	case errors.Is(err, fs.ErrExist):
+		return d.check()
+	default:
+		return sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
+	}
 }
 
 func setOwner(d handleData) error {
@@ -326,11 +348,25 @@ func decode(h sdk.Handle) (handleData, error) {
 	return d, d.validate()
 }
 
-// open decodes a handle and checks its directory.
+// open decodes a handle and checks its files' directory. A FUSE state's
+// backing directory is made here, on the handle's first use, if its mount
+// point exists (see Provision).
 func open(h sdk.Handle) (handleData, error) {
 	d, err := decode(h)
 	if err != nil {
 		return d, err
+	}
+	if d.Mode == modeFUSE {
+		if _, err := os.Lstat(d.backing()); errors.Is(err, fs.ErrNotExist) {
+			if fi, err := os.Lstat(d.Dir); err == nil && fi.IsDir() {
+				if err := os.MkdirAll(filepath.Dir(d.backing()), 0o700); err != nil {
+					return d, sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
+				}
+				if err := d.makeData(); err != nil {
+					return d, err
+				}
+			}
+		}
 	}
 	return d, d.check()
 }
