@@ -3,6 +3,7 @@ package statefs
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -582,11 +583,28 @@ func TestFUSEProvisionMakesOnlyDir(t *testing.T) {
 	if got := entries(base); fmt.Sprint(got) != "[lost]" {
 		t.Fatalf("after Provision the parent holds %v, want only [lost]", got)
 	}
-	if err := os.Remove(lost.Dir); err != nil {
+	if err := os.RemoveAll(lost.Dir); err != nil {
 		t.Fatal(err)
 	}
 	if got := entries(base); len(got) != 0 {
 		t.Errorf("after the engine removed Dir the parent holds %v", got)
+	}
+
+	// A handle naming a directory Provision did not mark gets no backing
+	// directory and no mount.
+	other := filepath.Join(base, "other")
+	if err := os.Mkdir(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	forged, _ := json.Marshal(handleData{Dir: other, Instance: "alice/web", Size: 1 << 20, UID: nobody.UID, GID: nobody.GID, Mode: modeFUSE})
+	if _, err := s.Mount(ctx, sdk.Handle{Version: handleVersion, Data: forged}); !errors.Is(err, sdk.ErrNotFound) {
+		t.Errorf("Mount of an unmarked directory: %v, want not found", err)
+	}
+	if got := entries(base); fmt.Sprint(got) != "[other]" {
+		t.Errorf("after the forged Mount the parent holds %v, want only [other]", got)
+	}
+	if n := mountsAt(t, other); n != 0 {
+		t.Errorf("%d mounts at the unmarked %s", n, other)
 	}
 
 	// The handle recorded: a Recover before any Mount finds the state, and
@@ -630,7 +648,7 @@ func TestFUSEProvisionMakesOnlyDir(t *testing.T) {
 		t.Fatalf("Provision of the unmounted state: %v", err)
 	}
 	// A mount point replaced by a symlink is refused.
-	if err := os.Remove(req.Dir); err != nil {
+	if err := os.RemoveAll(req.Dir); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Symlink(base, req.Dir); err != nil {

@@ -149,11 +149,11 @@ func (d handleData) dataDir() string {
 
 // Provision makes the state. In directory mode it creates req.Dir (its
 // parent must exist), owned by req.User with mode 0700. In fuse mode that
-// directory, root's, is the mount point, and nothing else is made: the
-// files are kept in a backing directory owned by req.User in .data next
-// to it, made on first use of the handle (see open), so that an agent
-// that dies before it records the handle leaves nothing outside req.Dir,
-// which the engine removes. An existing directory is adopted if req.User
+// directory, root's, is the mount point (marked, see markerName), and
+// nothing else is made: the files are kept in a backing directory owned by
+// req.User in .data next to it, made on first use of the handle (see
+// open), so that an agent that dies before it records the handle leaves
+// nothing outside req.Dir, which the engine removes. An existing directory is adopted if req.User
 // owns it, which makes Provision safe to retry.
 func (f *FS) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle, error) {
 	d := handleData{Dir: req.Dir, Instance: req.Instance.String(), Size: req.SizeBytes, Inodes: req.InodeLimit, UID: req.User.UID, GID: req.User.GID,
@@ -190,8 +190,14 @@ func (f *FS) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle
 	return sdk.Handle{Version: handleVersion, Data: data}, nil
 }
 
-// makeMountPoint makes a FUSE state's mount point, or adopts it (and its
-// backing directory, if there is one yet).
+// markerName is the file in a FUSE state's mount point, hidden once
+// mounted, that names the instance Provision made it for: only a mount
+// point so marked gets a backing directory on first use, so that a
+// tampered handle cannot have one made, and a mount, anywhere else.
+const markerName = ".kigumi-state"
+
+// makeMountPoint makes a FUSE state's mount point and marks it, or adopts
+// it (and its backing directory, if there is one yet).
 func (d handleData) makeMountPoint() error {
 	if err := os.Mkdir(d.Dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
@@ -200,11 +206,37 @@ func (d handleData) makeMountPoint() error {
 		if fi, err := os.Lstat(d.Dir); err != nil || !fi.IsDir() {
 			return sdk.Errorf(sdk.CodeInvalid, "state of %s: %s is not a directory", d.Instance, d.Dir)
 		}
+		if !d.marked() {
+			f, err := os.OpenFile(filepath.Join(d.Dir, markerName), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
+			if err == nil {
+				_, err = f.WriteString(d.Instance)
+				err = errors.Join(err, f.Close())
+			}
+			if err != nil {
+				return sdk.Errorf(sdk.CodeInternal, "state of %s: mark the mount point: %w", d.Instance, err)
+			}
+		}
 	}
 	if _, err := os.Lstat(d.backing()); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	return d.check()
+}
+
+// marked reports whether d's mount point, not mounted, carries the marker
+// Provision left for d's instance.
+func (d handleData) marked() bool {
+	if ok, stale := mountState(d.Dir); ok || stale {
+		return false
+	}
+	f, err := os.OpenFile(filepath.Join(d.Dir, markerName), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	b := make([]byte, len(d.Instance)+1)
+	n, _ := f.Read(b)
+	return string(b[:n]) == d.Instance
 }
 
 // makeData makes the directory that holds the state's files, owned by its
@@ -321,6 +353,9 @@ func (*FS) Deprovision(ctx context.Context, h sdk.Handle) error {
 		if err := fstree.RemoveAll(ctx, d.runDir()); err != nil {
 			return sdk.Errorf(sdk.CodeInternal, "delete state of %s: %w", d.Instance, err)
 		}
+		if err := os.Remove(filepath.Join(d.Dir, markerName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return sdk.Errorf(sdk.CodeInternal, "delete state of %s: %w", d.Instance, err)
+		}
 		if err := os.Remove(d.Dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return sdk.Errorf(sdk.CodeInternal, "delete state of %s: %w", d.Instance, err)
 		}
@@ -350,21 +385,19 @@ func decode(h sdk.Handle) (handleData, error) {
 
 // open decodes a handle and checks its files' directory. A FUSE state's
 // backing directory is made here, on the handle's first use, if its mount
-// point exists (see Provision).
+// point carries Provision's marker.
 func open(h sdk.Handle) (handleData, error) {
 	d, err := decode(h)
 	if err != nil {
 		return d, err
 	}
 	if d.Mode == modeFUSE {
-		if _, err := os.Lstat(d.backing()); errors.Is(err, fs.ErrNotExist) {
-			if fi, err := os.Lstat(d.Dir); err == nil && fi.IsDir() {
-				if err := os.MkdirAll(filepath.Dir(d.backing()), 0o700); err != nil {
-					return d, sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
-				}
-				if err := d.makeData(); err != nil {
-					return d, err
-				}
+		if _, err := os.Lstat(d.backing()); errors.Is(err, fs.ErrNotExist) && d.marked() {
+			if err := os.MkdirAll(filepath.Dir(d.backing()), 0o700); err != nil {
+				return d, sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
+			}
+			if err := d.makeData(); err != nil {
+				return d, err
 			}
 		}
 	}
