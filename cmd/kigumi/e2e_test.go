@@ -5,13 +5,16 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -233,6 +236,36 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// stateMounts counts the kigumi state filesystems mounted at dir.
+func stateMounts(t *testing.T, dir string) int {
+	t.Helper()
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(mi), "\n") {
+		f := strings.Fields(line)
+		if sep := slices.Index(f, "-"); len(f) > 4 && f[4] == dir && sep > 0 && sep+2 < len(f) && f[sep+2] == "kigumi-state" {
+			n++
+		}
+	}
+	return n
+}
+
+// stateHelper returns the pid of the helper serving the FUSE state at dir,
+// from its pid file, or 0.
+func stateHelper(dir string) int {
+	var rec struct {
+		Pid int `json:"pid"`
+	}
+	data, _ := os.ReadFile(filepath.Join(filepath.Dir(dir), ".run", filepath.Base(dir), "helper.json"))
+	if json.Unmarshal(data, &rec) != nil {
+		return 0
+	}
+	return rec.Pid
+}
+
 func TestEndToEnd(t *testing.T) {
 	w := newWorkspace(t, 2)
 	mustKigumi(t, "validate", "-c", w.host)
@@ -248,7 +281,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	type leftover struct {
 		user, home, stateDir, runDir string
-		pid                          int
+		pid, helper                  int
 		cgroups                      []string
 	}
 	var made []leftover
@@ -309,7 +342,26 @@ func TestEndToEnd(t *testing.T) {
 			_, out, _ := kigumi(t, "logs", "-c", w.host, ten.Name+"/app")
 			return strings.Contains(out, "Hello") && strings.Contains(out, ten.Name)
 		})
-		made = append(made, leftover{user: ten.User, home: ten.Home, stateDir: in.StateDir, runDir: in.LogDir, pid: in.Pid, cgroups: cgDirs})
+		// The state is a quota-enforcing FUSE filesystem by default, served
+		// by a helper, and the sandbox is jailed in it.
+		if n := stateMounts(t, in.StateDir); n != 1 {
+			t.Errorf("%d kigumi state mounts at %s, want 1", n, in.StateDir)
+		}
+		helper := stateHelper(in.StateDir)
+		if !alive(helper) {
+			t.Errorf("state helper %d of %s does not run", helper, in.StateDir)
+		}
+		if root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", in.Pid)); err != nil || root != in.StateDir {
+			t.Errorf("workload pid %d has root %q (%v), want its state %s", in.Pid, root, err, in.StateDir)
+		}
+		big := filepath.Join(in.StateDir, "big")
+		if err := os.WriteFile(big, make([]byte, 5<<20), 0o600); !errors.Is(err, syscall.ENOSPC) {
+			t.Errorf("writing 5 MiB into a 4 MiB state: %v, want ENOSPC", err)
+		}
+		if err := os.Remove(big); err != nil {
+			t.Error(err)
+		}
+		made = append(made, leftover{user: ten.User, home: ten.Home, stateDir: in.StateDir, runDir: in.LogDir, pid: in.Pid, cgroups: cgDirs, helper: helper})
 	}
 
 	// A second apply changes nothing.
@@ -330,6 +382,9 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("old workload %d still runs after update", made[0].pid)
 	}
 	made[0].pid = status(t, w.host).Tenants[0].Instances[0].Pid
+	if h := stateHelper(made[0].stateDir); h != made[0].helper {
+		t.Errorf("the update replaced the state helper %d with %d: it was not adopted", made[0].helper, h)
+	}
 
 	mustKigumi(t, "destroy", "-c", w.host, "--auto-approve")
 	for _, m := range made {
@@ -341,13 +396,21 @@ func TestEndToEnd(t *testing.T) {
 				t.Errorf("%s still has a range for %s", f, m.user)
 			}
 		}
-		for _, p := range append([]string{m.home, m.stateDir, m.runDir}, m.cgroups...) {
-			if _, err := os.Stat(p); err == nil {
+		// The tenant's state parent held the mount point, the backing
+		// directory (.data) and the helper's (.run).
+		for _, p := range append([]string{m.home, filepath.Dir(m.stateDir), m.runDir}, m.cgroups...) {
+			if _, err := os.Lstat(p); err == nil {
 				t.Errorf("%s still exists", p)
 			}
 		}
 		if alive(m.pid) {
 			t.Errorf("workload pid %d still runs", m.pid)
+		}
+		if alive(m.helper) {
+			t.Errorf("state helper %d still runs", m.helper)
+		}
+		if n := stateMounts(t, m.stateDir); n != 0 {
+			t.Errorf("%d state mounts left at %s", n, m.stateDir)
 		}
 	}
 	if st := status(t, w.host); len(st.Tenants) != 0 {

@@ -26,5 +26,7 @@ runtime "wasm" {
   compiler = "compiler"
 }
 
-# Per-instance state directories owned by the tenant's user.
+# Per-instance state: a FUSE filesystem each, served from the host, that
+# enforces state.size (plain directories, with a warning, where /dev/fuse
+# is unavailable; mode = "directory" asks for them).
 statefs "fuse" {}

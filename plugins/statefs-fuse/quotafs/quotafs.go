@@ -50,13 +50,22 @@ type Config struct {
 	Backing string
 	// UIDs may enter, besides root.
 	UIDs []uint32
+	// UIDRanges may enter too: the tenant's subordinate uids, which its
+	// containers' uids map to.
+	UIDRanges []UIDRange
 	// MaxBytes and MaxEntries are the quotas; 0 means none.
 	MaxBytes, MaxEntries int64
+}
+
+// UIDRange is Count uids from First.
+type UIDRange struct {
+	First, Count uint32
 }
 
 // FS is a filesystem over a backing directory.
 type FS struct {
 	uids    []uint32
+	ranges  []UIDRange
 	rootFd  int
 	rootIno uint64
 	usage   *usage
@@ -80,7 +89,7 @@ func Open(cfg Config) (*FS, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	f := &FS{uids: slices.Clone(cfg.UIDs), rootFd: fd, rootIno: st.Ino, usage: newUsage(cfg.MaxBytes, cfg.MaxEntries), tree: merkle.New(fd)}
+	f := &FS{uids: slices.Clone(cfg.UIDs), ranges: slices.Clone(cfg.UIDRanges), rootFd: fd, rootIno: st.Ino, usage: newUsage(cfg.MaxBytes, cfg.MaxEntries), tree: merkle.New(fd)}
 	if err := f.scan(fd); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("count %s: %w", cfg.Backing, err)
@@ -185,6 +194,11 @@ func (f *FS) check(ctx context.Context) (*fuse.Caller, syscall.Errno) {
 	}
 	if c.Uid == 0 || slices.Contains(f.uids, c.Uid) {
 		return c, 0
+	}
+	for _, r := range f.ranges {
+		if c.Uid >= r.First && uint64(c.Uid) < uint64(r.First)+uint64(r.Count) {
+			return c, 0
+		}
 	}
 	return nil, syscall.EACCES
 }

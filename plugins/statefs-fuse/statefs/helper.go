@@ -34,8 +34,10 @@ type helperConfig struct {
 	Mountpoint string   `json:"mountpoint"`
 	Socket     string   `json:"socket"`
 	UIDs       []uint32 `json:"uids"`
-	MaxBytes   int64    `json:"max_bytes"`
-	MaxEntries int64    `json:"max_entries"`
+	// UIDRanges are the tenant's subordinate uids.
+	UIDRanges  []quotafs.UIDRange `json:"uid_ranges,omitempty"`
+	MaxBytes   int64              `json:"max_bytes"`
+	MaxEntries int64              `json:"max_entries"`
 }
 
 // helperRecord is a running helper's pid file: its pid and start time
@@ -84,7 +86,7 @@ func HelperMain([]string) int {
 	}
 	// One descriptor per directory level while counting and hashing.
 	_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 1 << 16, Max: 1 << 16})
-	fsys, err := quotafs.Open(quotafs.Config{Backing: cfg.Backing, UIDs: cfg.UIDs, MaxBytes: cfg.MaxBytes, MaxEntries: cfg.MaxEntries})
+	fsys, err := quotafs.Open(quotafs.Config{Backing: cfg.Backing, UIDs: cfg.UIDs, UIDRanges: cfg.UIDRanges, MaxBytes: cfg.MaxBytes, MaxEntries: cfg.MaxEntries})
 	if err != nil {
 		return fail(err)
 	}
@@ -306,8 +308,11 @@ func (f *FS) launch(ctx context.Context, d handleData) error {
 		_ = cmd.Process.Kill()
 		return err
 	}
-	uids := []uint32{d.UID}
-	_ = json.NewEncoder(cfgW).Encode(helperConfig{Backing: d.backing(), Mountpoint: d.Dir, Socket: d.socket(), UIDs: uids, MaxBytes: d.Size, MaxEntries: d.Inodes})
+	cfg := helperConfig{Backing: d.backing(), Mountpoint: d.Dir, Socket: d.socket(), UIDs: []uint32{d.UID}, MaxBytes: d.Size, MaxEntries: d.Inodes}
+	if d.SubCount > 0 {
+		cfg.UIDRanges = []quotafs.UIDRange{{First: d.SubUID, Count: d.SubCount}}
+	}
+	_ = json.NewEncoder(cfgW).Encode(cfg)
 	cfgW.Close()
 	msg := make(chan string, 1)
 	go func() {

@@ -1,17 +1,20 @@
 // Package statefs is the StateFS of the statefs-fuse plugin, named "fuse".
 //
-// It has two modes. In "directory" (the default for now) an instance's
-// state is a plain directory, the request's Dir, owned by the tenant's user
-// with mode 0700, which Mount hands to the runtime as is; its quotas are
-// NOT enforced. In "fuse", Dir is the mount point of a quotafs filesystem
-// over a backing directory in .data/ next to it, served by a detached
-// helper process (this executable re-executed with HelperCommand) that
-// outlives the plugin and the agent; its pid file and control socket are
-// in .run/. The filesystem lets in only the tenant's uid and root, and
-// enforces the size and inode quotas. Mount and Recover adopt a live
-// helper, or clear a stale (ENOTCONN) mount and start a new one. Hash is
-// the Merkle root of package merkle in both modes: kept incrementally by
-// a served FUSE state's helper, computed by a scan otherwise.
+// It has two modes. In "fuse", the default wherever /dev/fuse opens, an
+// instance's state, the request's Dir, is the mount point of a quotafs
+// filesystem over a backing directory in .data/ next to it, served by a
+// detached helper process (this executable re-executed with
+// HelperCommand) that outlives the plugin and the agent; its pid file and
+// control socket are in .run/. The filesystem lets in only the tenant's
+// uid, its subordinate uids (which its containers' uids map to) and root,
+// and enforces the size and inode quotas. Mount and Recover adopt a live
+// helper, or clear a stale (ENOTCONN) mount and start a new one. In
+// "directory", the fallback where FUSE is unavailable (with a warning) or
+// when the settings ask for it, the state is a plain directory, Dir,
+// owned by the tenant's user with mode 0700, which Mount hands to the
+// runtime as is; its quotas are NOT enforced. Hash is the Merkle root of
+// package merkle in both modes: kept incrementally by a served FUSE
+// state's helper, computed by a scan otherwise.
 //
 // Usage is counted by the helper, or by scanning the directory. Checkpoints are copies of the
 // directory, kept root-only in the state directory's parent under
@@ -19,7 +22,8 @@
 // swaps it in. Their cost is a full copy each (docs/statefs.md). A
 // checkpoint is mounted read-only at .mounts/<instance directory>/<name>.
 //
-// Handles are version 1: JSON {dir, instance, size, inodes, uid, gid, mode}. Every call
+// Handles are version 1: JSON {dir, instance, size, inodes, uid, gid,
+// sub_uid, sub_count, mode}. Every call
 // checks that a handle's dir is an absolute, clean path below / and is a
 // directory (not a symlink) owned by the handle's uid and gid, which is never
 // root, so that a tampered handle cannot make the plugin hash or delete
@@ -31,11 +35,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
@@ -59,28 +64,31 @@ const handleVersion = 1
 // mode: everything is in the handles and on disk.
 type FS struct {
 	mode string
+	// device is the FUSE device whose opening decides the mode.
+	device string
+	log    hclog.Logger
 }
 
 var _ sdk.StateFS = (*FS)(nil)
 
-// New returns the StateFS.
-// The default mode is still directory, until the engine's end-to-end
-// tests run with fuse; mode = "fuse" turns it on.
-func New() *FS { return &FS{mode: modeDirectory} }
+// New returns the StateFS in fuse mode; Configure falls back to directory
+// mode where FUSE is unavailable. Call it before sdk.Serve, which
+// redirects os.Stderr: its warnings are hclog lines on the standard error.
+func New() *FS { return &FS{mode: modeFUSE, device: "/dev/fuse", log: sdk.NewLogger()} }
 
-// fuseMode is fuse where /dev/fuse opens, directory (with a warning)
-// elsewhere.
-func fuseMode() string {
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+// fuseMode is fuse where the FUSE device opens, directory (with a
+// warning) elsewhere.
+func (f *FS) fuseMode() string {
+	dev, err := os.OpenFile(f.device, os.O_RDWR, 0)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "WARNING: statefs-fuse: FUSE is unavailable (%v): state is kept in plain directories, whose quotas are only checked by scanning, not enforced\n", err)
+		f.log.Warn("FUSE is unavailable: state is kept in plain directories, where quota enforcement is weaker: state.size and the inode limit are only checked by scanning (Usage), not enforced on writes", "device", f.device, "error", err.Error())
 		return modeDirectory
 	}
-	f.Close()
+	dev.Close()
 	return modeFUSE
 }
 
-// Info describes the plugin. Its one setting, mode, accepts only "directory".
+// Info describes the plugin. Its one setting is mode.
 func (*FS) Info(context.Context) (sdk.Info, error) {
 	return sdk.Info{
 		Name:    "fuse",
@@ -89,7 +97,7 @@ func (*FS) Info(context.Context) (sdk.Info, error) {
 		Schema: sdk.Schema{Attributes: []sdk.Attribute{{
 			Name:        "mode",
 			Type:        sdk.TypeString,
-			Description: `How state is kept: "directory" (the default), a plain directory per instance whose quotas are not enforced; or "fuse", a FUSE filesystem per instance that enforces them (falling back to directory, with a warning, where FUSE is unavailable).`,
+			Description: `How state is kept: "fuse" (the default), a FUSE filesystem per instance that enforces its quotas, falling back to directory, with a warning, where FUSE is unavailable; or "directory", a plain directory per instance whose quotas are not enforced.`,
 		}}},
 		Capabilities: sdk.Capabilities{
 			Scope:    sdk.ScopeHost,
@@ -98,17 +106,17 @@ func (*FS) Info(context.Context) (sdk.Info, error) {
 	}, nil
 }
 
-// Configure checks the settings and sets the mode.
+// Configure checks the settings and sets the mode: fuse unless the
+// settings say directory or /dev/fuse does not open.
 func (f *FS) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 	mode, ok := req.Settings["mode"].(string)
 	if _, set := req.Settings["mode"]; set && (!ok || mode != modeDirectory && mode != modeFUSE) {
 		return sdk.InvalidAttribute("mode", "unsupported mode %v: %q or %q", req.Settings["mode"], modeFUSE, modeDirectory)
 	}
-	switch {
-	case mode == modeFUSE:
-		f.mode = fuseMode()
-	case ok:
-		f.mode = mode
+	if mode == modeDirectory {
+		f.mode = modeDirectory
+	} else {
+		f.mode = f.fuseMode()
 	}
 	return nil
 }
@@ -122,6 +130,10 @@ type handleData struct {
 	Inodes int64  `json:"inodes,omitempty"`
 	UID    uint32 `json:"uid"`
 	GID    uint32 `json:"gid"`
+	// SubUID and SubCount are the tenant's subordinate uid range, which
+	// may enter a FUSE state too; absent from handles made before it was.
+	SubUID   uint32 `json:"sub_uid,omitempty"`
+	SubCount uint32 `json:"sub_count,omitempty"`
 	// Mode is modeFUSE, or empty for a plain directory.
 	Mode string `json:"mode,omitempty"`
 }
@@ -137,12 +149,15 @@ func (d handleData) dataDir() string {
 
 // Provision makes the state. In directory mode it creates req.Dir (its
 // parent must exist), owned by req.User with mode 0700. In fuse mode that
-// directory, root's, is the mount point, and the files are kept in a
-// backing directory owned by req.User in .data next to it. An existing
-// directory is adopted if req.User owns it, which makes Provision safe to
-// retry.
+// directory, root's, is the mount point (marked, see markerName), and
+// nothing else is made: the files are kept in a backing directory owned by
+// req.User in .data next to it, made on first use of the handle (see
+// open), so that an agent that dies before it records the handle leaves
+// nothing outside req.Dir, which the engine removes. An existing directory is adopted if req.User
+// owns it, which makes Provision safe to retry.
 func (f *FS) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle, error) {
-	d := handleData{Dir: req.Dir, Instance: req.Instance.String(), Size: req.SizeBytes, Inodes: req.InodeLimit, UID: req.User.UID, GID: req.User.GID}
+	d := handleData{Dir: req.Dir, Instance: req.Instance.String(), Size: req.SizeBytes, Inodes: req.InodeLimit, UID: req.User.UID, GID: req.User.GID,
+		SubUID: req.User.SubUID, SubCount: req.User.Count}
 	if f.mode == modeFUSE {
 		d.Mode = modeFUSE
 	}
@@ -162,31 +177,83 @@ func (f *FS) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle
 		return sdk.Handle{}, sdk.Errorf(sdk.CodeInvalid, "state of %s: the parent of %s does not exist", d.Instance, d.Dir)
 	}
 	if d.Mode == modeFUSE {
-		if err := os.Mkdir(d.Dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return sdk.Handle{}, sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
-		}
-		if err := os.MkdirAll(filepath.Dir(d.backing()), 0o700); err != nil {
-			return sdk.Handle{}, sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
-		}
-	}
-	err := os.Mkdir(d.dataDir(), 0o700)
-	switch {
-	case err == nil:
-		if err := setOwner(d); err != nil {
-			return sdk.Handle{}, errors.Join(err, os.Remove(d.dataDir()))
-		}
-	case errors.Is(err, fs.ErrExist):
-		if err := d.check(); err != nil {
+		if err := d.makeMountPoint(); err != nil {
 			return sdk.Handle{}, err
 		}
-	default:
-		return sdk.Handle{}, sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
+	} else if err := d.makeData(); err != nil {
+		return sdk.Handle{}, err
 	}
 	data, err := json.Marshal(d)
 	if err != nil {
 		return sdk.Handle{}, sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
 	}
 	return sdk.Handle{Version: handleVersion, Data: data}, nil
+}
+
+// markerName is the file in a FUSE state's mount point, hidden once
+// mounted, that names the instance Provision made it for: only a mount
+// point so marked gets a backing directory on first use, so that a
+// tampered handle cannot have one made, and a mount, anywhere else.
+const markerName = ".kigumi-state"
+
+// makeMountPoint makes a FUSE state's mount point and marks it, or adopts
+// it (and its backing directory, if there is one yet).
+func (d handleData) makeMountPoint() error {
+	if err := os.Mkdir(d.Dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
+	}
+	if ok, stale := mountState(d.Dir); !ok && !stale {
+		if fi, err := os.Lstat(d.Dir); err != nil || !fi.IsDir() {
+			return sdk.Errorf(sdk.CodeInvalid, "state of %s: %s is not a directory", d.Instance, d.Dir)
+		}
+		if !d.marked() {
+			f, err := os.OpenFile(filepath.Join(d.Dir, markerName), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
+			if err == nil {
+				_, err = f.WriteString(d.Instance)
+				err = errors.Join(err, f.Close())
+			}
+			if err != nil {
+				return sdk.Errorf(sdk.CodeInternal, "state of %s: mark the mount point: %w", d.Instance, err)
+			}
+		}
+	}
+	if _, err := os.Lstat(d.backing()); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return d.check()
+}
+
+// marked reports whether d's mount point, not mounted, carries the marker
+// Provision left for d's instance.
+func (d handleData) marked() bool {
+	if ok, stale := mountState(d.Dir); ok || stale {
+		return false
+	}
+	f, err := os.OpenFile(filepath.Join(d.Dir, markerName), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	b := make([]byte, len(d.Instance)+1)
+	n, _ := f.Read(b)
+	return string(b[:n]) == d.Instance
+}
+
+// makeData makes the directory that holds the state's files, owned by its
+// user with mode 0700, or adopts it if its user owns it.
+func (d handleData) makeData() error {
+	err := os.Mkdir(d.dataDir(), 0o700)
+	switch {
+	case err == nil:
+		if err := setOwner(d); err != nil {
+			return errors.Join(err, os.Remove(d.dataDir()))
+		}
+		return nil
+	case errors.Is(err, fs.ErrExist):
+		return d.check()
+	default:
+		return sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
+	}
 }
 
 func setOwner(d handleData) error {
@@ -286,6 +353,9 @@ func (*FS) Deprovision(ctx context.Context, h sdk.Handle) error {
 		if err := fstree.RemoveAll(ctx, d.runDir()); err != nil {
 			return sdk.Errorf(sdk.CodeInternal, "delete state of %s: %w", d.Instance, err)
 		}
+		if err := os.Remove(filepath.Join(d.Dir, markerName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return sdk.Errorf(sdk.CodeInternal, "delete state of %s: %w", d.Instance, err)
+		}
 		if err := os.Remove(d.Dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return sdk.Errorf(sdk.CodeInternal, "delete state of %s: %w", d.Instance, err)
 		}
@@ -316,11 +386,23 @@ func decode(h sdk.Handle) (handleData, error) {
 	return d, d.validate()
 }
 
-// open decodes a handle and checks its directory.
+// open decodes a handle and checks its files' directory. A FUSE state's
+// backing directory is made here, on the handle's first use, if its mount
+// point carries Provision's marker.
 func open(h sdk.Handle) (handleData, error) {
 	d, err := decode(h)
 	if err != nil {
 		return d, err
+	}
+	if d.Mode == modeFUSE {
+		if _, err := os.Lstat(d.backing()); errors.Is(err, fs.ErrNotExist) && d.marked() {
+			if err := os.MkdirAll(filepath.Dir(d.backing()), 0o700); err != nil {
+				return d, sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
+			}
+			if err := d.makeData(); err != nil {
+				return d, err
+			}
+		}
 	}
 	return d, d.check()
 }
@@ -334,6 +416,9 @@ func (d handleData) validate() error {
 	}
 	if d.UID == 0 || d.GID == 0 {
 		return sdk.Errorf(sdk.CodeInvalid, "state of %s: refusing state owned by root", d.Instance)
+	}
+	if d.SubCount > 0 && (d.SubUID == 0 || uint64(d.SubUID)+uint64(d.SubCount) > 1<<32) {
+		return sdk.Errorf(sdk.CodeInvalid, "state of %s: subordinate uids %d+%d include root or wrap around", d.Instance, d.SubUID, d.SubCount)
 	}
 	return nil
 }

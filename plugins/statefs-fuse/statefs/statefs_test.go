@@ -10,8 +10,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/sdk/v2/sdktest"
@@ -51,7 +54,11 @@ func hashOf(t *testing.T, s sdk.StateFS, h sdk.Handle) []byte {
 }
 
 // newDir returns the StateFS in directory mode.
-func newDir() *FS { return &FS{mode: modeDirectory} }
+func newDir() *FS {
+	f := New()
+	f.mode = modeDirectory
+	return f
+}
 
 // impls runs a test against the implementation directly and over gRPC.
 func impls(t *testing.T, test func(t *testing.T, s sdk.StateFS)) {
@@ -322,6 +329,8 @@ func TestTamperedHandle(t *testing.T) {
 		{"another owner's dir", tamper(func(d *handleData) { d.Dir = other })},
 		{"symlink to the state", tamper(func(d *handleData) { d.Dir = symlink })},
 		{"other uid", tamper(func(d *handleData) { d.UID = 65533 })},
+		{"subordinate uids from root", tamper(func(d *handleData) { d.SubUID, d.SubCount = 0, 65536 })},
+		{"subordinate uids wrapping", tamper(func(d *handleData) { d.SubUID, d.SubCount = 1<<32-10, 65536 })},
 	}
 	ctx := context.Background()
 	for _, tt := range tests {
@@ -369,5 +378,55 @@ func TestConfigure(t *testing.T) {
 	info, err := newDir().Info(context.Background())
 	if err != nil || info.Name != "fuse" || info.Kind != sdk.KindStateFS || len(info.Schema.Attributes) != 1 || info.Schema.Attributes[0].Name != "mode" {
 		t.Errorf("Info = %+v, %v", info, err)
+	}
+}
+
+// TestConfigureMode: fuse is the default wherever the FUSE device opens;
+// where it does not, the plugin falls back to plain directories and warns
+// that quota enforcement is weaker; mode = "directory" needs no device.
+func TestConfigureMode(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no-fuse")
+	tests := []struct {
+		name     string
+		device   string
+		settings sdk.Config
+		want     string
+		warns    bool
+	}{
+		{"default with FUSE", "/dev/fuse", sdk.Config{}, modeFUSE, false},
+		{"fuse with FUSE", "/dev/fuse", sdk.Config{"mode": "fuse"}, modeFUSE, false},
+		{"default without FUSE", missing, sdk.Config{}, modeDirectory, true},
+		{"fuse without FUSE", missing, sdk.Config{"mode": "fuse"}, modeDirectory, true},
+		{"directory without FUSE", missing, sdk.Config{"mode": "directory"}, modeDirectory, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var log bytes.Buffer
+			f := New()
+			f.device = tt.device
+			f.log = hclog.New(&hclog.LoggerOptions{Output: &log, JSONFormat: true})
+			if err := f.Configure(context.Background(), sdk.ConfigureRequest{Settings: tt.settings}); err != nil {
+				t.Fatal(err)
+			}
+			if f.mode != tt.want {
+				t.Errorf("mode %q, want %q", f.mode, tt.want)
+			}
+			warned := strings.Contains(log.String(), `"@level":"warn"`) && strings.Contains(log.String(), "quota enforcement is weaker")
+			if warned != tt.warns {
+				t.Errorf("warned %v, want %v: %s", warned, tt.warns, log.String())
+			}
+			// The fallback serves state as plain directories.
+			h := provision(t, f, filepath.Join(t.TempDir(), "state"))
+			m, err := f.Mount(context.Background(), h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Deprovision(context.Background(), h); err != nil {
+				t.Fatal(err)
+			}
+			if wantType := map[string]string{modeFUSE: sdk.MountFUSE, modeDirectory: sdk.MountDir}[tt.want]; m.Type != wantType {
+				t.Errorf("mount type %q, want %q", m.Type, wantType)
+			}
+		})
 	}
 }
