@@ -82,13 +82,27 @@ func (k *conn) subscribe(addr string) error {
 
 // validatedLedger returns the index of the last validated ledger.
 func (k *conn) validatedLedger() (uint32, error) {
+	v, _, err := k.validatedClose()
+	return v, err
+}
+
+// rippleEpoch is the XRP Ledger's epoch, 2000-01-01T00:00:00Z, in Unix
+// seconds: ledger close times count from it.
+const rippleEpoch = 946684800
+
+// validatedClose returns the index and the close time of the last
+// validated ledger.
+func (k *conn) validatedClose() (uint32, time.Time, error) {
 	var res struct {
 		LedgerIndex uint32 `json:"ledger_index"`
+		Ledger      struct {
+			CloseTime int64 `json:"close_time"`
+		} `json:"ledger"`
 	}
 	if err := k.request(&ledger.Request{LedgerIndex: common.Validated}, &res); err != nil {
-		return 0, fmt.Errorf("ledger: %w", err)
+		return 0, time.Time{}, fmt.Errorf("ledger: %w", err)
 	}
-	return res.LedgerIndex, nil
+	return res.LedgerIndex, time.Unix(rippleEpoch+res.Ledger.CloseTime, 0).UTC(), nil
 }
 
 // ledgerTx is a validated transaction in API version 2's shape.
