@@ -196,12 +196,24 @@ func (k *conn) txResult(hash string) (result string, ok bool, err error) {
 // metadata (xrpl-go reports a validated tec* as no error: the caller must
 // check it). A blob the server already holds (a retry) is waited for.
 func (k *conn) submitBlob(ctx context.Context, blob, hash string, lastLedger uint32) (string, error) {
+	// The validated ledger first: a transaction not found after it is past
+	// its last ledger never will be (a stored blob, submitted again late).
+	v, err := k.validatedLedger()
+	if err != nil {
+		return "", err
+	}
 	if r, ok, err := k.txResult(hash); err != nil || ok {
 		return r, err
+	}
+	if v > lastLedger {
+		return "", fmt.Errorf("transaction %s expired unvalidated at ledger %d", hash, lastLedger)
 	}
 	res, err := k.c.SubmitTxBlobAndWaitContext(ctx, blob, false)
 	if err == nil {
 		return res.Meta.TransactionResult, nil
+	}
+	if strings.Contains(err.Error(), "tefMAX_LEDGER") {
+		return "", fmt.Errorf("transaction %s expired unvalidated at ledger %d: %w", hash, lastLedger, err)
 	}
 	if !strings.Contains(err.Error(), "tefALREADY") && !strings.Contains(err.Error(), "tefPAST_SEQ") {
 		return "", err
