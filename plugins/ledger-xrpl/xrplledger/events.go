@@ -88,9 +88,18 @@ func (p *Plugin) Events(ctx context.Context, cursor string, fn func(sdk.LeaseEve
 	if err := k.subscribe(addr); err != nil {
 		return sdk.Errorf(sdk.CodeUnavailable, "%v", err)
 	}
+	// The host loop ends before Events returns: nothing of it outlives
+	// the call (a Close after Events closes the store it uses).
 	hostCtx, stopHost := context.WithCancel(ctx)
-	defer stopHost()
-	go p.hostLoop(hostCtx, k)
+	hostDone := make(chan struct{})
+	go func() {
+		defer close(hostDone)
+		p.hostLoop(hostCtx, k)
+	}()
+	defer func() {
+		stopHost()
+		<-hostDone
+	}()
 	tick := time.NewTicker(cfg.poll)
 	defer tick.Stop()
 	var progressed uint32 // the last ledger a progress event announced

@@ -36,10 +36,12 @@ func (p *Plugin) hostLoop(ctx context.Context, k *conn) {
 		}
 		if cfg.registry != "" && !time.Now().Before(nextBeat) {
 			if err := p.heartbeat(ctx, k, cfg); err != nil && ctx.Err() == nil {
+				// Tried again at the next round.
 				p.logger.Warn("heartbeat", "error", err)
+			} else {
+				// ±20% jitter, so that hosts started together spread out.
+				nextBeat = time.Now().Add(cfg.heartbeat*4/5 + rand.N(cfg.heartbeat*2/5+1))
 			}
-			// ±20% jitter, so that hosts started together spread out.
-			nextBeat = time.Now().Add(cfg.heartbeat*4/5 + rand.N(cfg.heartbeat*2/5+1))
 		}
 		select {
 		case <-ctx.Done():
@@ -90,13 +92,19 @@ func (p *Plugin) sendRefunds(ctx context.Context, cfg config) error {
 // submit signs and submits a transaction of the host's and waits until it
 // is validated; a validated result other than tesSUCCESS is an error.
 func (p *Plugin) submit(ctx context.Context, k *conn, tx Tx) error {
+	// The lock covers taking the sequence and submitting, not the wait:
+	// another transaction may follow at once.
 	p.submitMu.Lock()
-	defer p.submitMu.Unlock()
 	blob, hash, last, err := p.prepare(k, tx)
 	if err != nil {
+		p.submitMu.Unlock()
 		return err
 	}
-	result, err := k.submitBlob(ctx, blob, hash, last)
+	result, done, err := k.send(blob, hash, last)
+	p.submitMu.Unlock()
+	if err == nil && !done {
+		result, err = k.await(ctx, hash, last)
+	}
 	if err != nil {
 		return fmt.Errorf("%v %s: %w", tx["TransactionType"], hash, err)
 	}

@@ -57,34 +57,17 @@ func (p *Plugin) Reply(ctx context.Context, r sdk.LeaseReply) error {
 // transaction again. It returns the transaction's hash and result.
 func (p *Plugin) sendOnce(ctx context.Context, db *bbolt.DB, idem string, build func() (Tx, error)) (string, string, error) {
 	key := []byte(idem)
-	p.submitMu.Lock()
-	defer p.submitMu.Unlock()
-	var rec reply
-	found, err := getJSON(db, bucketReplies, key, &rec)
-	if err != nil {
-		return "", "", sdk.Errorf(sdk.CodeInternal, "read reply %s: %v", idem, err)
-	}
-	if found && rec.Result != "" {
-		return rec.Hash, rec.Result, nil
-	}
-	k, err := p.connection()
+	rec, done, err := p.sendStored(db, idem, build)
 	if err != nil {
 		return "", "", err
 	}
-	if !found {
-		tx, err := build()
-		if err != nil {
-			return "", "", err
-		}
-		rec.Blob, rec.Hash, rec.LastLedger, err = p.prepare(k, tx)
-		if err != nil {
-			return "", "", sdk.Errorf(sdk.CodeUnavailable, "%v", err)
-		}
-		if err := putJSON(db, bucketReplies, key, rec); err != nil {
-			return "", "", sdk.Errorf(sdk.CodeInternal, "store reply %s: %v", idem, err)
-		}
+	if done {
+		return rec.Hash, rec.Result, nil
 	}
-	result, err := k.submitBlob(ctx, rec.Blob, rec.Hash, rec.LastLedger)
+	k, err := p.connection()
+	if err == nil {
+		rec.Result, err = k.await(ctx, rec.Hash, rec.LastLedger)
+	}
 	if err != nil {
 		if strings.Contains(err.Error(), "expired") {
 			// Never validated, never will be: the next attempt signs anew.
@@ -92,11 +75,58 @@ func (p *Plugin) sendOnce(ctx context.Context, db *bbolt.DB, idem string, build 
 		}
 		return "", "", sdk.Errorf(sdk.CodeUnavailable, "submit reply %s: %v", idem, err)
 	}
-	rec.Result = result
 	if err := putJSON(db, bucketReplies, key, rec); err != nil {
 		return "", "", sdk.Errorf(sdk.CodeInternal, "store reply %s: %v", idem, err)
 	}
-	return rec.Hash, result, nil
+	return rec.Hash, rec.Result, nil
+}
+
+// sendStored is sendOnce up to the wait: under the submit lock, it returns
+// the stored reply of idem if its result is known (done), or signs and
+// stores the transaction build makes, if none is stored, and submits it.
+func (p *Plugin) sendStored(db *bbolt.DB, idem string, build func() (Tx, error)) (rec reply, done bool, err error) {
+	key := []byte(idem)
+	p.submitMu.Lock()
+	defer p.submitMu.Unlock()
+	found, err := getJSON(db, bucketReplies, key, &rec)
+	if err != nil {
+		return rec, false, sdk.Errorf(sdk.CodeInternal, "read reply %s: %v", idem, err)
+	}
+	if found && rec.Result != "" {
+		return rec, true, nil
+	}
+	k, err := p.connection()
+	if err != nil {
+		return rec, false, err
+	}
+	if !found {
+		tx, err := build()
+		if err != nil {
+			return rec, false, err
+		}
+		rec.Blob, rec.Hash, rec.LastLedger, err = p.prepare(k, tx)
+		if err != nil {
+			return rec, false, sdk.Errorf(sdk.CodeUnavailable, "%v", err)
+		}
+		if err := putJSON(db, bucketReplies, key, rec); err != nil {
+			return rec, false, sdk.Errorf(sdk.CodeInternal, "store reply %s: %v", idem, err)
+		}
+	}
+	result, done, err := k.send(rec.Blob, rec.Hash, rec.LastLedger)
+	if err != nil {
+		if strings.Contains(err.Error(), "expired") {
+			// Never validated, never will be: the next attempt signs anew.
+			_ = db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketReplies).Delete(key) })
+		}
+		return rec, false, sdk.Errorf(sdk.CodeUnavailable, "submit reply %s: %v", idem, err)
+	}
+	if done {
+		rec.Result = result
+		if err := putJSON(db, bucketReplies, key, rec); err != nil {
+			return rec, false, sdk.Errorf(sdk.CodeInternal, "store reply %s: %v", idem, err)
+		}
+	}
+	return rec, done, nil
 }
 
 // resultError is the error of a validated result: nil for tesSUCCESS.
