@@ -229,6 +229,20 @@ func (s *Server) SellOffers(owner string) []string {
 	return out
 }
 
+// SellOfferNFTs returns the NFTs owner offers for sale, sorted.
+func (s *Server) SellOfferNFTs(owner string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, o := range s.chain.offers {
+		if o.owner == owner && o.sell {
+			out = append(out, o.nftID)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // ValidatedIndex is the index of the last validated ledger.
 func (s *Server) ValidatedIndex() uint32 {
 	s.mu.Lock()
