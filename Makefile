@@ -108,7 +108,8 @@ fuzz:
 ## bench: benchmarks, then the table of the performance targets (cmd/benchtable)
 bench: build
 	@mkdir -p $(BIN)
-	$(GO) test -run '^$$' -bench . -benchmem -skip 'Scale' ./... | tee $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem -skip 'Scale|LeaseLatency' ./... | tee $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench 'LeaseLatency' -benchtime 100x ./plugins/ledger-xrpl/xrplledger | tee -a $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench 'Scale(Converge|EmptyReconcile)' -benchtime 1x ./core/agent | tee -a $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench 'ScalePlanAgent' -benchtime 5x ./core/agent | tee -a $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench 'ScaleSpecLatency' -benchtime 100x ./core/agent | tee -a $(BIN)/bench.txt

@@ -29,10 +29,12 @@ import (
 // answers it from the record: the same reply under the same idempotency
 // key, which the plugin sends at most once, and no second provisioning.
 //
-// Expiry is a timer on the lease's ExpiresAt, in wall-clock time. The SDK
-// gives no measure of the ledger's progress, so the clock does not pause
-// while the ledger stalls: a plugin that knows the ledger stalled must
-// send an extend event with the later ExpiresAt.
+// Expiry follows the ledger's own clock when the plugin keeps one: a lease
+// with an ExpiresLedger expires when a progress event of its ledger passes
+// it, so that the clock stops while the ledger stalls, and a resumed
+// ledger expires it at the right ledger. A lease without one (a ledger
+// without a clock) expires on a timer at its ExpiresAt, in wall-clock
+// time.
 
 // leaseBackoff bounds the delay before following a ledger's events again,
 // after the stream ended with an error.
@@ -48,11 +50,14 @@ func leaseSource(id string) string { return state.SourceLease + ":" + id }
 // every attempt, across restarts.
 func replyKey(id string) string { return "kigumi-reply:" + id }
 
-// leases are the agent's lease state: the expiry timers, and a lock that
-// serializes every change of a lease.
+// leases are the agent's lease state: the expiry timers, each ledger's
+// clock, and a lock that serializes every change of a lease.
 type leases struct {
 	mu     sync.Mutex
 	timers map[string]*time.Timer // by lease ID
+	// clock is the last ledger each ledger plugin's progress announced, by
+	// plugin name; it starts again at each start of the agent.
+	clock map[string]uint64
 }
 
 // ledgers returns the names of the ledger plugins of the host spec.
@@ -137,6 +142,9 @@ func (a *Agent) followLedger(ctx context.Context, name string, handled func()) e
 		if err := a.HandleLease(ctx, name, l, ev); err != nil {
 			return err
 		}
+		if ev.Cursor == "" {
+			return nil // progress: no position in the stream
+		}
 		if err := a.cfg.Store.PutCursor(ledgerCursor(name), ev.Cursor); err != nil {
 			return err
 		}
@@ -167,6 +175,9 @@ type Ledger interface {
 func (a *Agent) HandleLease(ctx context.Context, name string, l Ledger, ev sdk.LeaseEvent) error {
 	a.leases.mu.Lock()
 	defer a.leases.mu.Unlock()
+	if ev.Kind == sdk.LeaseProgress {
+		return a.progress(ctx, name, ev.Ledger)
+	}
 	log := a.cfg.Log.With("ledger", name, "event", ev.ID, "lease", ev.Lease, "tenant", ev.Tenant)
 	if ev.ID == "" || ev.Lease == "" {
 		log.Warn("ignoring a lease event without an ID or a lease")
@@ -195,7 +206,8 @@ func (a *Agent) HandleLease(ctx context.Context, name string, l Ledger, ev sdk.L
 				break
 			}
 		}
-		rec = state.Lease{ID: ev.Lease, Ledger: name, Tenant: ev.Tenant, Event: ev.ID, Spec: ev.Spec, ExpiresAt: ev.ExpiresAt}
+		rec = state.Lease{ID: ev.Lease, Ledger: name, Tenant: ev.Tenant, Event: ev.ID, Spec: ev.Spec,
+			ExpiresAt: ev.ExpiresAt, ExpiresLedger: ev.ExpiresLedger}
 		if reply, err = a.acquire(ctx, rec, log); err != nil {
 			return err
 		}
@@ -204,12 +216,15 @@ func (a *Agent) HandleLease(ctx context.Context, name string, l Ledger, ev sdk.L
 		case !found || rec.Ended || rec.Reply == nil || !rec.Reply.OK:
 			reply = state.LeaseReply{Message: "no running lease " + ev.Lease}
 		default:
-			rec.ExpiresAt = ev.ExpiresAt
+			rec.ExpiresAt, rec.ExpiresLedger = ev.ExpiresAt, ev.ExpiresLedger
 			if err := a.cfg.Store.PutLease(rec); err != nil {
 				return err
 			}
-			a.armExpiry(ctx, rec)
 			reply = state.LeaseReply{OK: true, Message: "extended until " + ev.ExpiresAt.UTC().Format(time.RFC3339)}
+			if ev.ExpiresLedger != 0 {
+				reply.Message = fmt.Sprintf("extended to ledger %d (about %s)", ev.ExpiresLedger, ev.ExpiresAt.UTC().Format(time.RFC3339))
+			}
+			a.armExpiry(ctx, rec)
 		}
 	case sdk.LeaseTerminated:
 		if !found {
@@ -455,25 +470,63 @@ func summary(diags hcl.Diagnostics) string {
 	return bounded(b.String())
 }
 
-// armExpiry sets the timer that ends lease l at its ExpiresAt.
+// armExpiry sets the expiry of lease l: for a lease on its ledger's
+// clock, it expires l at once if the ledger has passed its last ledger
+// (progress expires it otherwise); for another, it sets a timer on its
+// ExpiresAt.
 func (a *Agent) armExpiry(ctx context.Context, l state.Lease) {
 	if t := a.leases.timers[l.ID]; t != nil {
 		t.Stop()
+		delete(a.leases.timers, l.ID)
+	}
+	if l.ExpiresLedger != 0 {
+		if a.leases.clock[l.Ledger] > l.ExpiresLedger {
+			a.expire(ctx, l)
+		}
+		return
 	}
 	a.leases.timers[l.ID] = time.AfterFunc(time.Until(l.ExpiresAt), func() {
 		a.leases.mu.Lock()
 		defer a.leases.mu.Unlock()
 		rec, found, err := a.lease(l.ID)
-		if err != nil || !found || rec.Event != l.Event || rec.Ended || time.Now().Before(rec.ExpiresAt) {
+		if err != nil || !found || rec.Event != l.Event || rec.Ended || rec.ExpiresLedger != 0 || time.Now().Before(rec.ExpiresAt) {
 			return // gone, replaced, ended or extended meanwhile
 		}
-		a.cfg.Log.Info("lease expired", "lease", rec.ID, "tenant", rec.Tenant)
-		rec.Ended, rec.Spec = true, nil
-		if err := a.cfg.Store.PutLease(rec); err != nil {
-			a.cfg.Log.Error("record an expired lease", "lease", rec.ID, "error", err)
-		}
-		a.endLease(ctx, rec)
+		a.expire(ctx, rec)
 	})
+}
+
+// progress advances ledger name's clock to ledger and expires each of its
+// running leases whose last ledger it passed.
+func (a *Agent) progress(ctx context.Context, name string, ledger uint64) error {
+	if a.leases.clock == nil {
+		a.leases.clock = map[string]uint64{}
+	}
+	if ledger <= a.leases.clock[name] {
+		return nil
+	}
+	a.leases.clock[name] = ledger
+	ls, err := a.cfg.Store.Leases()
+	if err != nil {
+		return err
+	}
+	for _, l := range ls {
+		if l.Ledger == name && !l.Ended && l.Reply != nil && l.Reply.OK && l.ExpiresLedger != 0 && l.ExpiresLedger < ledger {
+			a.expire(ctx, l)
+		}
+	}
+	return nil
+}
+
+// expire ends lease l, which expired: it records it ended and destroys its
+// tenant.
+func (a *Agent) expire(ctx context.Context, l state.Lease) {
+	a.cfg.Log.Info("lease expired", "lease", l.ID, "tenant", l.Tenant, "ledger", l.Ledger, "last_ledger", l.ExpiresLedger)
+	l.Ended, l.Spec = true, nil
+	if err := a.cfg.Store.PutLease(l); err != nil {
+		a.cfg.Log.Error("record an expired lease", "lease", l.ID, "error", err)
+	}
+	a.endLease(ctx, l)
 }
 
 // endLease destroys the tenant of lease l, an ended lease, if the lease

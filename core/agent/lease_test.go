@@ -465,3 +465,136 @@ func TestLeaseOwnership(t *testing.T) {
 		t.Errorf("tenant %s: %+v, %v, live %v; want it running for its lease", tenant, rec, err, lh.live(tenant))
 	}
 }
+
+// waitGone waits until tenant's instance no longer runs and its record is
+// gone.
+func (lh *leaseHost) waitGone(t *testing.T, tenant string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for lh.live(tenant) || lh.recorded(tenant) {
+		if time.Now().After(deadline) {
+			t.Fatalf("tenant %s still there", tenant)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// recorded reports whether the store holds tenant.
+func (lh *leaseHost) recorded(tenant string) bool {
+	_, ok, _ := lh.store.Tenant(tenant)
+	return ok
+}
+
+// TestLeaseLedgerClock: a lease on its ledger's clock expires when the
+// ledger's progress passes its last ledger, never on wall-clock time: a
+// stalled ledger keeps it running long past its ExpiresAt, and a resumed
+// one expires it at the right ledger, extensions counted, also after the
+// agent restarted.
+func TestLeaseLedgerClock(t *testing.T) {
+	lh := newLeaseHost(t)
+	progress := func(ledger uint64) {
+		lh.ledger.add(sdk.LeaseEvent{Kind: sdk.LeaseProgress, Ledger: ledger, LedgerTime: time.Now()})
+	}
+	aID, a := leaseName(t)
+	bID, b := leaseName(t)
+	past := time.Now().Add(-time.Hour) // a wall clock that says both expired
+	lh.ledger.add(sdk.LeaseEvent{ID: "A", Kind: sdk.LeaseAcquired, Lease: aID, Tenant: a, Spec: leaseSpec(a, "64MiB"),
+		ExpiresAt: past, Ledger: 100, ExpiresLedger: 104})
+	lh.ledger.add(sdk.LeaseEvent{ID: "B", Kind: sdk.LeaseAcquired, Lease: bID, Tenant: b, Spec: leaseSpec(b, "64MiB"),
+		ExpiresAt: past, Ledger: 100, ExpiresLedger: 110})
+	for range 2 {
+		if r := lh.ledger.next(t); !r.OK {
+			t.Fatalf("reply = %+v", r)
+		}
+	}
+	progress(101)
+	progress(104) // A's last ledger: still its
+	// The ledger stalls at 104: nothing expires, whatever the wall clock.
+	time.Sleep(500 * time.Millisecond)
+	if !lh.live(a) || !lh.live(b) {
+		t.Fatalf("a lease expired while the ledger stalled: %s live %v, %s live %v", a, lh.live(a), b, lh.live(b))
+	}
+	// A is extended to 106; the ledger resumes.
+	lh.ledger.add(sdk.LeaseEvent{ID: "EA", Kind: sdk.LeaseExtended, Lease: aID, Tenant: a, ExpiresAt: past, Ledger: 104, ExpiresLedger: 106})
+	if r := lh.ledger.next(t); !r.OK || !strings.Contains(r.Message, "ledger 106") {
+		t.Fatalf("extend reply = %+v", r)
+	}
+	progress(106)
+	time.Sleep(200 * time.Millisecond)
+	if !lh.live(a) {
+		t.Fatalf("lease %s expired at its last ledger", a)
+	}
+	progress(107)
+	lh.waitGone(t, a)
+	if !lh.live(b) {
+		t.Fatalf("tenant %s went with another lease", b)
+	}
+
+	// After a restart, B still waits for its ledger; an old progress
+	// changes nothing, the one past 110 expires it.
+	lh.stop()
+	lh.start(t)
+	progress(109)
+	time.Sleep(300 * time.Millisecond)
+	if _, err := lh.agent.Reconcile(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	if !lh.live(b) {
+		t.Fatalf("lease %s expired before its last ledger after a restart", b)
+	}
+	progress(111)
+	lh.waitGone(t, b)
+}
+
+// TestLeaseTaken: an acquire is refused, with an error reply and nothing
+// provisioned, when its lease is held already (the same request in a new
+// transaction), or when the tenant the ledger derived exists already,
+// owned by a spec file or by another lease.
+func TestLeaseTaken(t *testing.T) {
+	lh := newLeaseHost(t)
+	ctx := context.Background()
+	if err := lh.agent.Merge(ctx, (&FileSource{Host: lh.host}).Scan(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lh.agent.Reconcile(ctx, "bench0000"); err != nil {
+		t.Fatal(err)
+	}
+	id, tenant := leaseName(t)
+	otherID, _ := leaseName(t)
+	lh.ledger.add(sdk.LeaseEvent{ID: "T1", Kind: sdk.LeaseAcquired, Lease: id, Tenant: tenant,
+		Spec: leaseSpec(tenant, "64MiB"), ExpiresAt: time.Now().Add(time.Hour)})
+	if r := lh.ledger.next(t); !r.OK {
+		t.Fatalf("reply = %+v", r)
+	}
+	for _, tc := range []struct {
+		name string
+		ev   sdk.LeaseEvent
+		want string
+	}{
+		{"the same request again, in a new transaction", sdk.LeaseEvent{ID: "T2", Kind: sdk.LeaseAcquired, Lease: id, Tenant: tenant,
+			Spec: leaseSpec(tenant, "64MiB"), ExpiresAt: time.Now().Add(time.Hour)}, "still held"},
+		{"another lease's tenant", sdk.LeaseEvent{ID: "T3", Kind: sdk.LeaseAcquired, Lease: otherID, Tenant: tenant,
+			Spec: leaseSpec(tenant, "64MiB"), ExpiresAt: time.Now().Add(time.Hour)}, "exists already"},
+		{"a file tenant", sdk.LeaseEvent{ID: "T4", Kind: sdk.LeaseAcquired, Lease: otherID + "F", Tenant: "bench0000",
+			Spec: leaseSpec("bench0000", "64MiB"), ExpiresAt: time.Now().Add(time.Hour)}, "exists already"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lh.ledger.add(tc.ev)
+			r := lh.ledger.next(t)
+			if r.OK || r.EventID != tc.ev.ID || !strings.Contains(r.Message, tc.want) {
+				t.Fatalf("reply = %+v, want an error with %q", r, tc.want)
+			}
+		})
+	}
+	if n := lh.starts(tenant); n != 1 {
+		t.Errorf("tenant %s's instance started %d times, want once", tenant, n)
+	}
+	rec, _, err := lh.store.Tenant(tenant)
+	if err != nil || rec.Source != "lease:"+id || !lh.live(tenant) {
+		t.Errorf("tenant %s: %+v, %v; want it running for its first lease", tenant, rec, err)
+	}
+	file, _, err := lh.store.Tenant("bench0000")
+	if err != nil || file.Source == "" || strings.HasPrefix(file.Source, "lease:") {
+		t.Errorf("file tenant: %+v, %v", file, err)
+	}
+}

@@ -20,7 +20,7 @@ const ProtocolVersion = 2
 // adds: fields, which older peers ignore, and calls, which older plugins
 // answer with CodeUnsupported and which the host makes only on plugins that
 // declare the call's feature.
-const ProtocolMinor = 0
+const ProtocolMinor = 1
 
 // Handshake is the go-plugin handshake shared by the host and its plugins.
 // The cookie only tells a plugin binary that a Kigumi host started it; it is

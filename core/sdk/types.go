@@ -672,6 +672,12 @@ const (
 	LeaseAcquired   LeaseEventKind = "acquired"
 	LeaseExtended   LeaseEventKind = "extended"
 	LeaseTerminated LeaseEventKind = "terminated"
+	// LeaseProgress concerns no lease: the ledger has validated up to
+	// Ledger, closed at LedgerTime. It has no ID and no Cursor, and is not
+	// answered. A ledger sends it only once every event of the ledgers up
+	// to Ledger was sent; the core expires the leases with an
+	// ExpiresLedger below it.
+	LeaseProgress LeaseEventKind = "progress"
 )
 
 // LeaseEvent is one event of a ledger's lease stream.
@@ -687,8 +693,22 @@ type LeaseEvent struct {
 	// Tenant is the tenant the lease is for.
 	Tenant string
 	// Spec is the tenant spec (HCL) carried by an acquire, decrypted.
-	Spec      []byte
+	Spec []byte
+	// ExpiresAt is when the lease ends (acquired, extended), in wall-clock
+	// time: the core's expiry clock when ExpiresLedger is 0, an estimate
+	// otherwise.
 	ExpiresAt time.Time
+	// Ledger is the ledger's own clock at this event, such as a validated
+	// ledger's index: the ledger that carried a lease's event, or, for
+	// LeaseProgress, the last ledger validated. 0 when the ledger keeps no
+	// such clock.
+	Ledger uint64
+	// LedgerTime is the close time of Ledger.
+	LedgerTime time.Time
+	// ExpiresLedger, when not 0, is the last ledger of the lease (acquired,
+	// extended): the lease expires once a LeaseProgress passes it, so
+	// that its clock stops while the ledger stalls.
+	ExpiresLedger uint64
 }
 
 // LeaseReply answers a lease event.

@@ -410,25 +410,31 @@ func checkpointFromPB(m *pb.CheckpointInfo) Checkpoint {
 
 func leaseEventToPB(e LeaseEvent) *pb.LeaseEvent {
 	return &pb.LeaseEvent{
-		Id:        e.ID,
-		Cursor:    e.Cursor,
-		Kind:      string(e.Kind),
-		Lease:     e.Lease,
-		Tenant:    e.Tenant,
-		Spec:      e.Spec,
-		ExpiresAt: timeToPB(e.ExpiresAt),
+		Id:            e.ID,
+		Cursor:        e.Cursor,
+		Kind:          string(e.Kind),
+		Lease:         e.Lease,
+		Tenant:        e.Tenant,
+		Spec:          e.Spec,
+		ExpiresAt:     timeToPB(e.ExpiresAt),
+		Ledger:        e.Ledger,
+		LedgerTime:    timeToPB(e.LedgerTime),
+		ExpiresLedger: e.ExpiresLedger,
 	}
 }
 
 func leaseEventFromPB(m *pb.LeaseEvent) LeaseEvent {
 	return LeaseEvent{
-		ID:        m.Id,
-		Cursor:    m.Cursor,
-		Kind:      LeaseEventKind(m.Kind),
-		Lease:     m.Lease,
-		Tenant:    m.Tenant,
-		Spec:      m.Spec,
-		ExpiresAt: timeFromPB(m.ExpiresAt),
+		ID:            m.Id,
+		Cursor:        m.Cursor,
+		Kind:          LeaseEventKind(m.Kind),
+		Lease:         m.Lease,
+		Tenant:        m.Tenant,
+		Spec:          m.Spec,
+		ExpiresAt:     timeFromPB(m.ExpiresAt),
+		Ledger:        m.Ledger,
+		LedgerTime:    timeFromPB(m.LedgerTime),
+		ExpiresLedger: m.ExpiresLedger,
 	}
 }
 

@@ -32,6 +32,10 @@ type Lease struct {
 	// Spec is the tenant spec (HCL) of the acquire.
 	Spec      []byte
 	ExpiresAt time.Time
+	// ExpiresLedger, when not 0, is the lease's last ledger in its
+	// ledger's own clock: the lease expires when the ledger's progress
+	// passes it, and ExpiresAt is only an estimate.
+	ExpiresLedger uint64 `json:",omitempty"`
 	// Reply is the answer to the acquire, recorded before it is sent,
 	// so that a retry sends the same answer; nil before it is decided.
 	Reply *LeaseReply `json:",omitempty"`

@@ -1,4 +1,4 @@
-// Kigumi's plugin protocol, version 2.0 (major.minor). It mirrors the Go
+// Kigumi's plugin protocol, version 2.1 (major.minor). It mirrors the Go
 // interfaces of github.com/kigumi/kigumi/core/sdk/v2: one service per plugin
 // kind. The major version is the package name's and is negotiated by
 // go-plugin; a minor version only adds fields and calls, and capabilities
@@ -2577,14 +2577,18 @@ func (x *EventsRequest) GetCursor() string {
 }
 
 type LeaseEvent struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Cursor        string                 `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
-	Kind          string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
-	Lease         string                 `protobuf:"bytes,4,opt,name=lease,proto3" json:"lease,omitempty"`
-	Tenant        string                 `protobuf:"bytes,5,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Spec          []byte                 `protobuf:"bytes,6,opt,name=spec,proto3" json:"spec,omitempty"`
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Cursor    string                 `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	Kind      string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Lease     string                 `protobuf:"bytes,4,opt,name=lease,proto3" json:"lease,omitempty"`
+	Tenant    string                 `protobuf:"bytes,5,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Spec      []byte                 `protobuf:"bytes,6,opt,name=spec,proto3" json:"spec,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// Added in 2.1: the ledger's clock.
+	Ledger        uint64                 `protobuf:"varint,8,opt,name=ledger,proto3" json:"ledger,omitempty"`
+	LedgerTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=ledger_time,json=ledgerTime,proto3" json:"ledger_time,omitempty"`
+	ExpiresLedger uint64                 `protobuf:"varint,10,opt,name=expires_ledger,json=expiresLedger,proto3" json:"expires_ledger,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2666,6 +2670,27 @@ func (x *LeaseEvent) GetExpiresAt() *timestamppb.Timestamp {
 		return x.ExpiresAt
 	}
 	return nil
+}
+
+func (x *LeaseEvent) GetLedger() uint64 {
+	if x != nil {
+		return x.Ledger
+	}
+	return 0
+}
+
+func (x *LeaseEvent) GetLedgerTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LedgerTime
+	}
+	return nil
+}
+
+func (x *LeaseEvent) GetExpiresLedger() uint64 {
+	if x != nil {
+		return x.ExpiresLedger
+	}
+	return 0
 }
 
 type LeaseReply struct {
@@ -2965,7 +2990,7 @@ const file_plugin_proto_rawDesc = "" +
 	"\x0eCheckpointList\x12B\n" +
 	"\vcheckpoints\x18\x01 \x03(\v2 .kigumi.plugin.v2.CheckpointInfoR\vcheckpoints\"'\n" +
 	"\rEventsRequest\x12\x16\n" +
-	"\x06cursor\x18\x01 \x01(\tR\x06cursor\"\xc5\x01\n" +
+	"\x06cursor\x18\x01 \x01(\tR\x06cursor\"\xc1\x02\n" +
 	"\n" +
 	"LeaseEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
@@ -2975,7 +3000,12 @@ const file_plugin_proto_rawDesc = "" +
 	"\x06tenant\x18\x05 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04spec\x18\x06 \x01(\fR\x04spec\x129\n" +
 	"\n" +
-	"expires_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xaa\x01\n" +
+	"expires_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
+	"\x06ledger\x18\b \x01(\x04R\x06ledger\x12;\n" +
+	"\vledger_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"ledgerTime\x12%\n" +
+	"\x0eexpires_ledger\x18\n" +
+	" \x01(\x04R\rexpiresLedger\"\xaa\x01\n" +
 	"\n" +
 	"LeaseReply\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12'\n" +
@@ -3131,73 +3161,74 @@ var file_plugin_proto_depIdxs = []int32{
 	47, // 44: kigumi.plugin.v2.CheckpointInfo.created_at:type_name -> google.protobuf.Timestamp
 	36, // 45: kigumi.plugin.v2.CheckpointList.checkpoints:type_name -> kigumi.plugin.v2.CheckpointInfo
 	47, // 46: kigumi.plugin.v2.LeaseEvent.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 47: kigumi.plugin.v2.Config.ValuesEntry.value:type_name -> kigumi.plugin.v2.Value
-	11, // 48: kigumi.plugin.v2.ConfigMap.ItemsEntry.value:type_name -> kigumi.plugin.v2.Config
-	1,  // 49: kigumi.plugin.v2.Runtime.Info:input_type -> kigumi.plugin.v2.Empty
-	16, // 50: kigumi.plugin.v2.Runtime.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
-	25, // 51: kigumi.plugin.v2.Runtime.PrepareTenant:input_type -> kigumi.plugin.v2.TenantRequest
-	17, // 52: kigumi.plugin.v2.Runtime.ReleaseTenant:input_type -> kigumi.plugin.v2.Handle
-	26, // 53: kigumi.plugin.v2.Runtime.Validate:input_type -> kigumi.plugin.v2.StartRequest
-	26, // 54: kigumi.plugin.v2.Runtime.Start:input_type -> kigumi.plugin.v2.StartRequest
-	27, // 55: kigumi.plugin.v2.Runtime.Stop:input_type -> kigumi.plugin.v2.StopRequest
-	17, // 56: kigumi.plugin.v2.Runtime.Destroy:input_type -> kigumi.plugin.v2.Handle
-	17, // 57: kigumi.plugin.v2.Runtime.Inspect:input_type -> kigumi.plugin.v2.Handle
-	17, // 58: kigumi.plugin.v2.Runtime.Recover:input_type -> kigumi.plugin.v2.Handle
-	29, // 59: kigumi.plugin.v2.Runtime.Logs:input_type -> kigumi.plugin.v2.LogsRequest
-	1,  // 60: kigumi.plugin.v2.Runtime.WatchExits:input_type -> kigumi.plugin.v2.Empty
-	1,  // 61: kigumi.plugin.v2.StateFS.Info:input_type -> kigumi.plugin.v2.Empty
-	16, // 62: kigumi.plugin.v2.StateFS.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
-	32, // 63: kigumi.plugin.v2.StateFS.Provision:input_type -> kigumi.plugin.v2.ProvisionRequest
-	17, // 64: kigumi.plugin.v2.StateFS.Mount:input_type -> kigumi.plugin.v2.Handle
-	17, // 65: kigumi.plugin.v2.StateFS.Unmount:input_type -> kigumi.plugin.v2.Handle
-	17, // 66: kigumi.plugin.v2.StateFS.Hash:input_type -> kigumi.plugin.v2.Handle
-	17, // 67: kigumi.plugin.v2.StateFS.Usage:input_type -> kigumi.plugin.v2.Handle
-	35, // 68: kigumi.plugin.v2.StateFS.Checkpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
-	17, // 69: kigumi.plugin.v2.StateFS.Checkpoints:input_type -> kigumi.plugin.v2.Handle
-	35, // 70: kigumi.plugin.v2.StateFS.Rollback:input_type -> kigumi.plugin.v2.CheckpointRequest
-	35, // 71: kigumi.plugin.v2.StateFS.MountCheckpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
-	35, // 72: kigumi.plugin.v2.StateFS.UnmountCheckpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
-	17, // 73: kigumi.plugin.v2.StateFS.Recover:input_type -> kigumi.plugin.v2.Handle
-	17, // 74: kigumi.plugin.v2.StateFS.Deprovision:input_type -> kigumi.plugin.v2.Handle
-	1,  // 75: kigumi.plugin.v2.Ledger.Info:input_type -> kigumi.plugin.v2.Empty
-	16, // 76: kigumi.plugin.v2.Ledger.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
-	38, // 77: kigumi.plugin.v2.Ledger.Events:input_type -> kigumi.plugin.v2.EventsRequest
-	40, // 78: kigumi.plugin.v2.Ledger.Reply:input_type -> kigumi.plugin.v2.LeaseReply
-	8,  // 79: kigumi.plugin.v2.Runtime.Info:output_type -> kigumi.plugin.v2.PluginInfo
-	1,  // 80: kigumi.plugin.v2.Runtime.Configure:output_type -> kigumi.plugin.v2.Empty
-	17, // 81: kigumi.plugin.v2.Runtime.PrepareTenant:output_type -> kigumi.plugin.v2.Handle
-	1,  // 82: kigumi.plugin.v2.Runtime.ReleaseTenant:output_type -> kigumi.plugin.v2.Empty
-	1,  // 83: kigumi.plugin.v2.Runtime.Validate:output_type -> kigumi.plugin.v2.Empty
-	17, // 84: kigumi.plugin.v2.Runtime.Start:output_type -> kigumi.plugin.v2.Handle
-	1,  // 85: kigumi.plugin.v2.Runtime.Stop:output_type -> kigumi.plugin.v2.Empty
-	1,  // 86: kigumi.plugin.v2.Runtime.Destroy:output_type -> kigumi.plugin.v2.Empty
-	28, // 87: kigumi.plugin.v2.Runtime.Inspect:output_type -> kigumi.plugin.v2.Status
-	17, // 88: kigumi.plugin.v2.Runtime.Recover:output_type -> kigumi.plugin.v2.Handle
-	30, // 89: kigumi.plugin.v2.Runtime.Logs:output_type -> kigumi.plugin.v2.LogChunk
-	31, // 90: kigumi.plugin.v2.Runtime.WatchExits:output_type -> kigumi.plugin.v2.ExitEvent
-	8,  // 91: kigumi.plugin.v2.StateFS.Info:output_type -> kigumi.plugin.v2.PluginInfo
-	1,  // 92: kigumi.plugin.v2.StateFS.Configure:output_type -> kigumi.plugin.v2.Empty
-	17, // 93: kigumi.plugin.v2.StateFS.Provision:output_type -> kigumi.plugin.v2.Handle
-	24, // 94: kigumi.plugin.v2.StateFS.Mount:output_type -> kigumi.plugin.v2.MountPoint
-	1,  // 95: kigumi.plugin.v2.StateFS.Unmount:output_type -> kigumi.plugin.v2.Empty
-	33, // 96: kigumi.plugin.v2.StateFS.Hash:output_type -> kigumi.plugin.v2.Digest
-	34, // 97: kigumi.plugin.v2.StateFS.Usage:output_type -> kigumi.plugin.v2.StateUsage
-	36, // 98: kigumi.plugin.v2.StateFS.Checkpoint:output_type -> kigumi.plugin.v2.CheckpointInfo
-	37, // 99: kigumi.plugin.v2.StateFS.Checkpoints:output_type -> kigumi.plugin.v2.CheckpointList
-	1,  // 100: kigumi.plugin.v2.StateFS.Rollback:output_type -> kigumi.plugin.v2.Empty
-	24, // 101: kigumi.plugin.v2.StateFS.MountCheckpoint:output_type -> kigumi.plugin.v2.MountPoint
-	1,  // 102: kigumi.plugin.v2.StateFS.UnmountCheckpoint:output_type -> kigumi.plugin.v2.Empty
-	17, // 103: kigumi.plugin.v2.StateFS.Recover:output_type -> kigumi.plugin.v2.Handle
-	1,  // 104: kigumi.plugin.v2.StateFS.Deprovision:output_type -> kigumi.plugin.v2.Empty
-	8,  // 105: kigumi.plugin.v2.Ledger.Info:output_type -> kigumi.plugin.v2.PluginInfo
-	1,  // 106: kigumi.plugin.v2.Ledger.Configure:output_type -> kigumi.plugin.v2.Empty
-	39, // 107: kigumi.plugin.v2.Ledger.Events:output_type -> kigumi.plugin.v2.LeaseEvent
-	1,  // 108: kigumi.plugin.v2.Ledger.Reply:output_type -> kigumi.plugin.v2.Empty
-	79, // [79:109] is the sub-list for method output_type
-	49, // [49:79] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	47, // 47: kigumi.plugin.v2.LeaseEvent.ledger_time:type_name -> google.protobuf.Timestamp
+	14, // 48: kigumi.plugin.v2.Config.ValuesEntry.value:type_name -> kigumi.plugin.v2.Value
+	11, // 49: kigumi.plugin.v2.ConfigMap.ItemsEntry.value:type_name -> kigumi.plugin.v2.Config
+	1,  // 50: kigumi.plugin.v2.Runtime.Info:input_type -> kigumi.plugin.v2.Empty
+	16, // 51: kigumi.plugin.v2.Runtime.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
+	25, // 52: kigumi.plugin.v2.Runtime.PrepareTenant:input_type -> kigumi.plugin.v2.TenantRequest
+	17, // 53: kigumi.plugin.v2.Runtime.ReleaseTenant:input_type -> kigumi.plugin.v2.Handle
+	26, // 54: kigumi.plugin.v2.Runtime.Validate:input_type -> kigumi.plugin.v2.StartRequest
+	26, // 55: kigumi.plugin.v2.Runtime.Start:input_type -> kigumi.plugin.v2.StartRequest
+	27, // 56: kigumi.plugin.v2.Runtime.Stop:input_type -> kigumi.plugin.v2.StopRequest
+	17, // 57: kigumi.plugin.v2.Runtime.Destroy:input_type -> kigumi.plugin.v2.Handle
+	17, // 58: kigumi.plugin.v2.Runtime.Inspect:input_type -> kigumi.plugin.v2.Handle
+	17, // 59: kigumi.plugin.v2.Runtime.Recover:input_type -> kigumi.plugin.v2.Handle
+	29, // 60: kigumi.plugin.v2.Runtime.Logs:input_type -> kigumi.plugin.v2.LogsRequest
+	1,  // 61: kigumi.plugin.v2.Runtime.WatchExits:input_type -> kigumi.plugin.v2.Empty
+	1,  // 62: kigumi.plugin.v2.StateFS.Info:input_type -> kigumi.plugin.v2.Empty
+	16, // 63: kigumi.plugin.v2.StateFS.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
+	32, // 64: kigumi.plugin.v2.StateFS.Provision:input_type -> kigumi.plugin.v2.ProvisionRequest
+	17, // 65: kigumi.plugin.v2.StateFS.Mount:input_type -> kigumi.plugin.v2.Handle
+	17, // 66: kigumi.plugin.v2.StateFS.Unmount:input_type -> kigumi.plugin.v2.Handle
+	17, // 67: kigumi.plugin.v2.StateFS.Hash:input_type -> kigumi.plugin.v2.Handle
+	17, // 68: kigumi.plugin.v2.StateFS.Usage:input_type -> kigumi.plugin.v2.Handle
+	35, // 69: kigumi.plugin.v2.StateFS.Checkpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
+	17, // 70: kigumi.plugin.v2.StateFS.Checkpoints:input_type -> kigumi.plugin.v2.Handle
+	35, // 71: kigumi.plugin.v2.StateFS.Rollback:input_type -> kigumi.plugin.v2.CheckpointRequest
+	35, // 72: kigumi.plugin.v2.StateFS.MountCheckpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
+	35, // 73: kigumi.plugin.v2.StateFS.UnmountCheckpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
+	17, // 74: kigumi.plugin.v2.StateFS.Recover:input_type -> kigumi.plugin.v2.Handle
+	17, // 75: kigumi.plugin.v2.StateFS.Deprovision:input_type -> kigumi.plugin.v2.Handle
+	1,  // 76: kigumi.plugin.v2.Ledger.Info:input_type -> kigumi.plugin.v2.Empty
+	16, // 77: kigumi.plugin.v2.Ledger.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
+	38, // 78: kigumi.plugin.v2.Ledger.Events:input_type -> kigumi.plugin.v2.EventsRequest
+	40, // 79: kigumi.plugin.v2.Ledger.Reply:input_type -> kigumi.plugin.v2.LeaseReply
+	8,  // 80: kigumi.plugin.v2.Runtime.Info:output_type -> kigumi.plugin.v2.PluginInfo
+	1,  // 81: kigumi.plugin.v2.Runtime.Configure:output_type -> kigumi.plugin.v2.Empty
+	17, // 82: kigumi.plugin.v2.Runtime.PrepareTenant:output_type -> kigumi.plugin.v2.Handle
+	1,  // 83: kigumi.plugin.v2.Runtime.ReleaseTenant:output_type -> kigumi.plugin.v2.Empty
+	1,  // 84: kigumi.plugin.v2.Runtime.Validate:output_type -> kigumi.plugin.v2.Empty
+	17, // 85: kigumi.plugin.v2.Runtime.Start:output_type -> kigumi.plugin.v2.Handle
+	1,  // 86: kigumi.plugin.v2.Runtime.Stop:output_type -> kigumi.plugin.v2.Empty
+	1,  // 87: kigumi.plugin.v2.Runtime.Destroy:output_type -> kigumi.plugin.v2.Empty
+	28, // 88: kigumi.plugin.v2.Runtime.Inspect:output_type -> kigumi.plugin.v2.Status
+	17, // 89: kigumi.plugin.v2.Runtime.Recover:output_type -> kigumi.plugin.v2.Handle
+	30, // 90: kigumi.plugin.v2.Runtime.Logs:output_type -> kigumi.plugin.v2.LogChunk
+	31, // 91: kigumi.plugin.v2.Runtime.WatchExits:output_type -> kigumi.plugin.v2.ExitEvent
+	8,  // 92: kigumi.plugin.v2.StateFS.Info:output_type -> kigumi.plugin.v2.PluginInfo
+	1,  // 93: kigumi.plugin.v2.StateFS.Configure:output_type -> kigumi.plugin.v2.Empty
+	17, // 94: kigumi.plugin.v2.StateFS.Provision:output_type -> kigumi.plugin.v2.Handle
+	24, // 95: kigumi.plugin.v2.StateFS.Mount:output_type -> kigumi.plugin.v2.MountPoint
+	1,  // 96: kigumi.plugin.v2.StateFS.Unmount:output_type -> kigumi.plugin.v2.Empty
+	33, // 97: kigumi.plugin.v2.StateFS.Hash:output_type -> kigumi.plugin.v2.Digest
+	34, // 98: kigumi.plugin.v2.StateFS.Usage:output_type -> kigumi.plugin.v2.StateUsage
+	36, // 99: kigumi.plugin.v2.StateFS.Checkpoint:output_type -> kigumi.plugin.v2.CheckpointInfo
+	37, // 100: kigumi.plugin.v2.StateFS.Checkpoints:output_type -> kigumi.plugin.v2.CheckpointList
+	1,  // 101: kigumi.plugin.v2.StateFS.Rollback:output_type -> kigumi.plugin.v2.Empty
+	24, // 102: kigumi.plugin.v2.StateFS.MountCheckpoint:output_type -> kigumi.plugin.v2.MountPoint
+	1,  // 103: kigumi.plugin.v2.StateFS.UnmountCheckpoint:output_type -> kigumi.plugin.v2.Empty
+	17, // 104: kigumi.plugin.v2.StateFS.Recover:output_type -> kigumi.plugin.v2.Handle
+	1,  // 105: kigumi.plugin.v2.StateFS.Deprovision:output_type -> kigumi.plugin.v2.Empty
+	8,  // 106: kigumi.plugin.v2.Ledger.Info:output_type -> kigumi.plugin.v2.PluginInfo
+	1,  // 107: kigumi.plugin.v2.Ledger.Configure:output_type -> kigumi.plugin.v2.Empty
+	39, // 108: kigumi.plugin.v2.Ledger.Events:output_type -> kigumi.plugin.v2.LeaseEvent
+	1,  // 109: kigumi.plugin.v2.Ledger.Reply:output_type -> kigumi.plugin.v2.Empty
+	80, // [80:110] is the sub-list for method output_type
+	50, // [50:80] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_plugin_proto_init() }

@@ -1,4 +1,4 @@
-// Kigumi's plugin protocol, version 2.0 (major.minor). It mirrors the Go
+// Kigumi's plugin protocol, version 2.1 (major.minor). It mirrors the Go
 // interfaces of github.com/kigumi/kigumi/core/sdk/v2: one service per plugin
 // kind. The major version is the package name's and is negotiated by
 // go-plugin; a minor version only adds fields and calls, and capabilities

@@ -98,7 +98,8 @@ var (
 	}
 	testChunks = [][]byte{[]byte("hello "), {0, 0xfe}, []byte("world\n")}
 	testEvents = []sdk.LeaseEvent{
-		{ID: "tx-A1", Cursor: "c1", Kind: sdk.LeaseAcquired, Lease: "L1", Tenant: "alice", Spec: []byte(`instance "web" {}`), ExpiresAt: testTime},
+		{ID: "tx-A1", Cursor: "c1", Kind: sdk.LeaseAcquired, Lease: "L1", Tenant: "alice", Spec: []byte(`instance "web" {}`), ExpiresAt: testTime,
+			Ledger: 9, LedgerTime: testTime.Add(-time.Hour), ExpiresLedger: 909},
 		{ID: "tx-B2", Cursor: "c2", Kind: sdk.LeaseExtended, Lease: "L1", Tenant: "alice", ExpiresAt: testTime.Add(time.Hour)},
 		{ID: "tx-C3", Cursor: "c3", Kind: sdk.LeaseTerminated, Lease: "L1", Tenant: "alice"},
 	}

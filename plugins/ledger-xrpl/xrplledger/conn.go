@@ -82,13 +82,27 @@ func (k *conn) subscribe(addr string) error {
 
 // validatedLedger returns the index of the last validated ledger.
 func (k *conn) validatedLedger() (uint32, error) {
+	v, _, err := k.validatedClose()
+	return v, err
+}
+
+// rippleEpoch is the XRP Ledger's epoch, 2000-01-01T00:00:00Z, in Unix
+// seconds: ledger close times count from it.
+const rippleEpoch = 946684800
+
+// validatedClose returns the index and the close time of the last
+// validated ledger.
+func (k *conn) validatedClose() (uint32, time.Time, error) {
 	var res struct {
 		LedgerIndex uint32 `json:"ledger_index"`
+		Ledger      struct {
+			CloseTime int64 `json:"close_time"`
+		} `json:"ledger"`
 	}
 	if err := k.request(&ledger.Request{LedgerIndex: common.Validated}, &res); err != nil {
-		return 0, fmt.Errorf("ledger: %w", err)
+		return 0, time.Time{}, fmt.Errorf("ledger: %w", err)
 	}
-	return res.LedgerIndex, nil
+	return res.LedgerIndex, time.Unix(rippleEpoch+res.Ledger.CloseTime, 0).UTC(), nil
 }
 
 // ledgerTx is a validated transaction in API version 2's shape.
@@ -177,36 +191,76 @@ func (k *conn) txResult(hash string) (result string, ok bool, err error) {
 	return t.Meta.TransactionResult, true, nil
 }
 
-// submitBlob submits a signed transaction, unless it is already validated,
-// and waits until it is validated; it returns the result of its validated
-// metadata (xrpl-go reports a validated tec* as no error: the caller must
-// check it). A blob the server already holds (a retry) is waited for.
-func (k *conn) submitBlob(ctx context.Context, blob, hash string, lastLedger uint32) (string, error) {
+// awaitPoll is the interval at which await looks a transaction up;
+// awaitOutage how long the lookups may fail in a row (the connection is
+// lost, and xrpl-go reconnects) before await gives up.
+const (
+	awaitPoll   = 50 * time.Millisecond
+	awaitOutage = 30 * time.Second
+)
+
+// send submits a signed transaction, unless it is already validated: done
+// is true, with its result, when it is. A transaction past its last
+// ledger, not validated, is an "expired" error: it never will be. Like
+// xrpl-go, send refuses only a tem* result, and leaves any other
+// preliminary result (the transaction queued, held, or submitted before)
+// to await.
+func (k *conn) send(blob, hash string, lastLedger uint32) (result string, done bool, err error) {
+	// The validated ledger first: a transaction not found after it is past
+	// its last ledger never will be (a stored blob, submitted again late).
+	v, err := k.validatedLedger()
+	if err != nil {
+		return "", false, err
+	}
 	if r, ok, err := k.txResult(hash); err != nil || ok {
-		return r, err
+		return r, ok, err
 	}
-	res, err := k.c.SubmitTxBlobAndWaitContext(ctx, blob, false)
-	if err == nil {
-		return res.Meta.TransactionResult, nil
+	if v > lastLedger {
+		return "", false, fmt.Errorf("transaction %s expired unvalidated at ledger %d", hash, lastLedger)
 	}
-	if !strings.Contains(err.Error(), "tefALREADY") && !strings.Contains(err.Error(), "tefPAST_SEQ") {
-		return "", err
+	res, err := k.c.SubmitTxBlob(blob, false)
+	if err != nil {
+		return "", false, fmt.Errorf("submit %s: %w", hash, err)
 	}
+	switch r := res.EngineResult; {
+	case r == "tefMAX_LEDGER":
+		return "", false, fmt.Errorf("transaction %s expired unvalidated at ledger %d: %s", hash, lastLedger, r)
+	case strings.HasPrefix(r, "tem"):
+		return "", false, fmt.Errorf("transaction %s refused: %s: %s", hash, r, res.EngineResultMessage)
+	}
+	return "", false, nil
+}
+
+// await waits until a submitted transaction is validated and returns the
+// result of its validated metadata (xrpl-go reports a validated tec* as
+// no error: the caller must check it), or an "expired" error once the
+// validated ledger passed its last ledger without it.
+func (k *conn) await(ctx context.Context, hash string, lastLedger uint32) (string, error) {
+	var failing time.Time // since when the lookups fail
 	for {
-		if r, ok, err := k.txResult(hash); err != nil || ok {
-			return r, err
-		}
 		v, err := k.validatedLedger()
-		if err != nil {
-			return "", err
+		var r string
+		var ok bool
+		if err == nil {
+			r, ok, err = k.txResult(hash)
 		}
-		if v > lastLedger {
+		switch {
+		case err != nil && failing.IsZero():
+			failing = time.Now()
+		case err != nil && time.Since(failing) > awaitOutage:
+			return "", fmt.Errorf("await %s: %w", hash, err)
+		case err != nil:
+		case ok:
+			return r, nil
+		case v > lastLedger:
 			return "", fmt.Errorf("transaction %s expired unvalidated at ledger %d", hash, lastLedger)
+		default:
+			failing = time.Time{}
 		}
 		select {
 		case <-ctx.Done():
 			return "", ctx.Err()
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(awaitPoll):
 		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/plugins/ledger-xrpl/memo"
 )
@@ -86,12 +88,26 @@ func (p *Plugin) Events(ctx context.Context, cursor string, fn func(sdk.LeaseEve
 	if err := k.subscribe(addr); err != nil {
 		return sdk.Errorf(sdk.CodeUnavailable, "%v", err)
 	}
+	// The host loop ends before Events returns: nothing of it outlives
+	// the call (a Close after Events closes the store it uses).
 	hostCtx, stopHost := context.WithCancel(ctx)
-	defer stopHost()
-	go p.hostLoop(hostCtx, k)
+	hostDone := make(chan struct{})
+	go func() {
+		defer close(hostDone)
+		p.hostLoop(hostCtx, k)
+	}()
+	defer func() {
+		stopHost()
+		<-hostDone
+	}()
 	tick := time.NewTicker(cfg.poll)
 	defer tick.Stop()
+	var progressed uint32 // the last ledger a progress event announced
 	for {
+		// The validated ledger before the backfill: every transaction up to
+		// it is seen by the backfill, so that its progress event comes after
+		// them.
+		validated, closed, verr := k.validatedClose()
 		err := k.accountTx(ctx, addr, pos.ledger, func(t ledgerTx) error {
 			at := position{t.LedgerIndex, t.Meta.TransactionIndex}
 			if !t.Validated || !at.after(pos) {
@@ -118,6 +134,12 @@ func (p *Plugin) Events(ctx context.Context, cursor string, fn func(sdk.LeaseEve
 		default:
 			if err := putLastLedger(db, pos.ledger); err != nil {
 				p.logger.Error("store the last processed ledger", "error", err)
+			}
+			if verr == nil && validated > progressed {
+				progressed = validated
+				if err := fn(sdk.LeaseEvent{Kind: sdk.LeaseProgress, Ledger: uint64(validated), LedgerTime: closed}); err != nil {
+					return err
+				}
 			}
 		}
 		select {
@@ -150,7 +172,9 @@ func (p *Plugin) checkStream(k *conn, addr string) {
 
 // handle turns a validated transaction of the host's account into a lease
 // event; ok is false for every other transaction, and for rejected input,
-// which it logs.
+// which it logs. A purchase of one of the host's leases whose acquire
+// cannot be served (its memo is missing, garbage, or sealed to another
+// key) is recorded as refused, to be refunded by the host loop.
 func (p *Plugin) handle(t ledgerTx, cfg config, host string) (ev sdk.LeaseEvent, ok bool) {
 	log := p.logger.With("tx", t.Hash, "ledger", t.LedgerIndex)
 	if t.Meta.TransactionResult != "tesSUCCESS" {
@@ -160,6 +184,12 @@ func (p *Plugin) handle(t ledgerTx, cfg config, host string) (ev sdk.LeaseEvent,
 	from, _ := t.Tx["Account"].(string)
 	if from == host {
 		return ev, false // our own: heartbeats, offers, replies
+	}
+	typ, _ := t.Tx["TransactionType"].(string)
+	if typ == "NFTokenAcceptOffer" {
+		if nft, paid := soldLease(t, host); nft != "" {
+			return p.acquired(t, nft, paid, cfg, log)
+		}
 	}
 	m, err := memo.Parse(t.Tx["Memos"])
 	switch {
@@ -172,92 +202,162 @@ func (p *Plugin) handle(t ledgerTx, cfg config, host string) (ev sdk.LeaseEvent,
 		log.Warn("rejecting a malformed memo", "from", from, "error", err)
 		return ev, false
 	}
-	switch typ, _ := t.Tx["TransactionType"].(string); {
+	switch {
 	case typ == "NFTokenAcceptOffer" && m.Type == memo.TypeAcquire:
-		return p.acquired(t, m, cfg, host, log)
+		log.Warn("rejecting an acquire without a matching accepted offer of this host")
+		return ev, false
 	case typ == "Payment" && t.Tx["Destination"] == host && (m.Type == memo.TypeExtend || m.Type == memo.TypeTerminate):
 		return p.changed(t, m, cfg, log)
 	}
-	log.Info("ignoring a memo on an unexpected transaction", "type", m.Type, "tx_type", t.Tx["TransactionType"])
+	log.Info("ignoring a memo on an unexpected transaction", "type", m.Type, "tx_type", typ)
 	return ev, false
 }
 
-// acquired handles an acquire: a tenant bought one of the host's lease
-// NFTs through its sell offer.
-func (p *Plugin) acquired(t ledgerTx, m memo.Memo, cfg config, host string, log interface {
-	Warn(string, ...any)
-}) (sdk.LeaseEvent, bool) {
-	nft := ""
+// soldLease returns the NFT of the host's sell offer an NFTokenAcceptOffer
+// took (its metadata deletes that offer, owned by the host), and the price
+// paid; nft is "" when it took none of the host's offers.
+func soldLease(t ledgerTx, host string) (nft string, paid uint64) {
 	for _, n := range t.Meta.AffectedNodes {
 		d, ok := n["DeletedNode"]
 		if ok && d.LedgerEntryType == "NFTokenOffer" && d.FinalFields["Owner"] == host && d.LedgerIndex == t.Tx["NFTokenSellOffer"] {
 			nft, _ = d.FinalFields["NFTokenID"].(string)
+			paid, _ = strconv.ParseUint(fmt.Sprint(d.FinalFields["Amount"]), 10, 64)
 		}
 	}
-	if nft == "" {
-		log.Warn("rejecting an acquire without a matching accepted offer of this host")
+	return strings.ToUpper(nft), paid
+}
+
+// acquired handles the purchase of lease nft, for paid drops: an acquire
+// event, or, for a request the host cannot read, a refused lease left to
+// the host loop to refund. A purchase seen before (a replay of the same
+// transaction) stands as recorded.
+func (p *Plugin) acquired(t ledgerTx, nft string, paid uint64, cfg config, log hclog.Logger) (sdk.LeaseEvent, bool) {
+	log = log.With("lease", nft)
+	var old lease
+	found, err := getJSON(p.db, bucketLeases, []byte(nft), &old)
+	switch {
+	case err != nil:
+		log.Error("read a lease", "error", err)
 		return sdk.LeaseEvent{}, false
+	case found && old.Acquire == t.Hash && old.Refund != "":
+		return sdk.LeaseEvent{}, false // refused before; its refund is the host loop's
+	case found && old.Acquire == t.Hash:
+		return p.acquireEvent(old, cfg), true // a replay: the same event again
+	case found:
+		log.Warn("rejecting a second purchase of a lease NFT", "first", old.Acquire)
+		return sdk.LeaseEvent{}, false
+	}
+	l := lease{NFT: nft, Acquire: t.Hash, Ledger: t.LedgerIndex, Expires: t.LedgerIndex + cfg.leaseLedgers, Paid: paid}
+	l.Account, _ = t.Tx["Account"].(string)
+	spec, refusal := p.readAcquire(t, cfg, &l)
+	if refusal != "" {
+		l.Ended, l.Refund = true, refusal
+		log.Warn("refusing a purchase: its acquire cannot be served; refunding", "reason", refusal)
+	}
+	if err := putJSON(p.db, bucketLeases, []byte(nft), l); err != nil {
+		log.Error("store a lease", "error", err)
+		return sdk.LeaseEvent{}, false
+	}
+	if refusal != "" {
+		p.kickHost()
+		return sdk.LeaseEvent{}, false
+	}
+	ev := p.acquireEvent(l, cfg)
+	ev.Spec = []byte(spec)
+	return ev, true
+}
+
+// readAcquire reads the acquire memo of a purchase into l (the tenant's
+// key) and returns its spec, or why it cannot be served: a message for
+// the tenant.
+func (p *Plugin) readAcquire(t ledgerTx, cfg config, l *lease) (spec, refusal string) {
+	m, err := memo.Parse(t.Tx["Memos"])
+	switch {
+	case errors.Is(err, memo.ErrNotKigumi):
+		return "", "the purchase carries no acquire memo"
+	case err != nil:
+		return "", fmt.Sprintf("the acquire memo cannot be read: %v", err)
+	case m.Type != memo.TypeAcquire:
+		return "", fmt.Sprintf("the purchase carries a %s memo, not an acquire", m.Type)
 	}
 	var req memo.Acquire
 	if err := memo.Decode(m, &p.key, cfg.allowPlaintext, &req); err != nil {
-		log.Warn("rejecting an acquire", "lease", nft, "error", err)
-		return sdk.LeaseEvent{}, false
+		return "", fmt.Sprintf("the acquire cannot be read (it must be sealed to the host's key): %v", err)
 	}
 	if _, err := memo.PublicKey(req.TenantKey); err != nil {
-		log.Warn("rejecting an acquire", "lease", nft, "error", err)
-		return sdk.LeaseEvent{}, false
+		return "", fmt.Sprintf("the acquire's tenant_key: %v", err)
 	}
-	l := lease{NFT: nft, TenantKey: req.TenantKey, Acquire: t.Hash, Ledger: t.LedgerIndex, Expires: t.LedgerIndex + cfg.leaseLedgers}
-	l.Account, _ = t.Tx["Account"].(string)
-	var old lease
-	if found, err := getJSON(p.db, bucketLeases, []byte(nft), &old); err == nil && found && old.Acquire != t.Hash && old.Expires >= t.LedgerIndex {
-		log.Warn("rejecting an acquire of a lease still held", "lease", nft)
-		return sdk.LeaseEvent{}, false
-	}
-	if err := putJSON(p.db, bucketLeases, []byte(nft), l); err != nil {
-		log.Warn("store a lease", "lease", nft, "error", err)
-		return sdk.LeaseEvent{}, false
-	}
+	l.TenantKey = req.TenantKey
+	return req.Spec, ""
+}
+
+// acquireEvent is the acquire event of lease l, without its spec.
+func (p *Plugin) acquireEvent(l lease, cfg config) sdk.LeaseEvent {
 	return sdk.LeaseEvent{
-		ID: t.Hash, Kind: sdk.LeaseAcquired, Lease: nft, Tenant: TenantName(nft), Spec: []byte(req.Spec),
+		ID: l.Acquire, Kind: sdk.LeaseAcquired, Lease: l.NFT, Tenant: TenantName(l.NFT),
+		Ledger: uint64(l.Ledger), ExpiresLedger: uint64(l.Expires),
 		ExpiresAt: time.Now().Add(time.Duration(cfg.leaseLedgers) * ledgerInterval),
-	}, true
+	}
 }
 
 // changed handles an extend or a terminate, paid to the host by the
-// lease's tenant.
-func (p *Plugin) changed(t ledgerTx, m memo.Memo, cfg config, log interface {
-	Warn(string, ...any)
-}) (sdk.LeaseEvent, bool) {
+// lease's tenant. A change at or before the last one applied is a replay:
+// its event comes again, and nothing changes.
+func (p *Plugin) changed(t ledgerTx, m memo.Memo, cfg config, log hclog.Logger) (sdk.LeaseEvent, bool) {
 	var ref memo.Extend // Terminate has the same fields
 	if err := memo.Decode(m, &p.key, true, &ref); err != nil {
 		log.Warn("rejecting a lease change", "error", err)
 		return sdk.LeaseEvent{}, false
 	}
+	at := position{t.LedgerIndex, t.Meta.TransactionIndex}
+	nft := strings.ToUpper(ref.Lease)
+	from, _ := t.Tx["Account"].(string)
+	paid, _ := strconv.ParseUint(fmt.Sprint(t.Tx["Amount"]), 10, 64)
 	var l lease
-	found, err := getJSON(p.db, bucketLeases, []byte(strings.ToUpper(ref.Lease)), &l)
-	if err != nil || !found || l.Burned || l.Account != t.Tx["Account"] {
-		log.Warn("rejecting a change of a lease not held by its sender", "lease", ref.Lease)
+	var refusal string
+	err := updateLease(p.db, nft, func(cur *lease, found bool) bool {
+		l = *cur
+		if found && l.Changed != "" {
+			if last, err := parseCursor(l.Changed); err == nil && !at.after(last) {
+				return false // a replay
+			}
+		}
+		switch {
+		case !found || l.Account != from:
+			refusal = "a change of a lease not held by its sender"
+		case l.over(t.LedgerIndex) || l.Burned:
+			refusal = "a change of a lease that ended"
+		case m.Type == memo.TypeTerminate:
+			l.Ended = true
+		case paid/cfg.priceDrops == 0:
+			refusal = "an extend that pays less than one period"
+		default:
+			l.Expires += uint32(paid/cfg.priceDrops) * cfg.leaseLedgers
+		}
+		if refusal != "" {
+			return false
+		}
+		l.Changed = at.String()
+		*cur = l
+		return true
+	})
+	if err != nil {
+		log.Error("store a lease", "lease", nft, "error", err)
 		return sdk.LeaseEvent{}, false
 	}
-	ev := sdk.LeaseEvent{ID: t.Hash, Lease: l.NFT, Tenant: TenantName(l.NFT)}
+	if refusal != "" {
+		log.Warn("rejecting "+refusal, "lease", ref.Lease, "paid", paid)
+		return sdk.LeaseEvent{}, false
+	}
+	ev := sdk.LeaseEvent{ID: t.Hash, Lease: l.NFT, Tenant: TenantName(l.NFT), Ledger: uint64(t.LedgerIndex)}
 	if m.Type == memo.TypeTerminate {
+		p.kickHost()
 		ev.Kind = sdk.LeaseTerminated
 		ev.ExpiresAt = time.Now()
 		return ev, true
 	}
-	paid, _ := strconv.ParseUint(fmt.Sprint(t.Tx["Amount"]), 10, 64)
-	periods := paid / cfg.priceDrops
-	if periods == 0 {
-		log.Warn("rejecting an extend that pays less than one period", "lease", l.NFT, "paid", paid)
-		return sdk.LeaseEvent{}, false
-	}
-	l.Expires += uint32(periods) * cfg.leaseLedgers
-	if err := putJSON(p.db, bucketLeases, []byte(l.NFT), l); err != nil {
-		log.Warn("store a lease", "lease", l.NFT, "error", err)
-		return sdk.LeaseEvent{}, false
-	}
 	ev.Kind = sdk.LeaseExtended
-	ev.ExpiresAt = time.Now().Add(time.Duration(l.Expires-t.LedgerIndex) * ledgerInterval)
+	ev.ExpiresLedger = uint64(l.Expires)
+	ev.ExpiresAt = time.Now().Add(time.Duration(l.Expires-min(t.LedgerIndex, l.Expires)) * ledgerInterval)
 	return ev, true
 }

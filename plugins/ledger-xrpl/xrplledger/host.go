@@ -36,29 +36,75 @@ func (p *Plugin) hostLoop(ctx context.Context, k *conn) {
 		}
 		if cfg.registry != "" && !time.Now().Before(nextBeat) {
 			if err := p.heartbeat(ctx, k, cfg); err != nil && ctx.Err() == nil {
+				// Tried again at the next round.
 				p.logger.Warn("heartbeat", "error", err)
+			} else {
+				// ±20% jitter, so that hosts started together spread out.
+				nextBeat = time.Now().Add(cfg.heartbeat*4/5 + rand.N(cfg.heartbeat*2/5+1))
 			}
-			// ±20% jitter, so that hosts started together spread out.
-			nextBeat = time.Now().Add(cfg.heartbeat*4/5 + rand.N(cfg.heartbeat*2/5+1))
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-p.kick:
 		}
 	}
+}
+
+// kickHost wakes the host loop, without waiting: a lease ended, or a
+// refund is due.
+func (p *Plugin) kickHost() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// refundKey is the idempotency key of the refund of acquire hash.
+func refundKey(hash string) string { return "kigumi-refund:" + hash }
+
+// sendRefunds answers each purchase the plugin refused itself with an
+// error reply that refunds its price, once.
+func (p *Plugin) sendRefunds(ctx context.Context, cfg config) error {
+	ls, err := leases(p.db)
+	if err != nil {
+		return err
+	}
+	for _, l := range ls {
+		if l.Refund == "" {
+			continue
+		}
+		var rec reply
+		if found, err := getJSON(p.db, bucketReplies, []byte(refundKey(l.Acquire)), &rec); err != nil || found && rec.Result != "" {
+			continue
+		}
+		hash, result, err := p.sendOnce(ctx, p.db, refundKey(l.Acquire), func() (Tx, error) { return p.refundTx(cfg, l) })
+		if err != nil {
+			return fmt.Errorf("refund %s: %w", l.Acquire, err)
+		}
+		p.logger.Info("refunded a purchase whose acquire could not be served", "lease", l.NFT, "acquire", l.Acquire,
+			"drops", refundDrops(l, cfg), "tx", hash, "result", result)
+	}
+	return nil
 }
 
 // submit signs and submits a transaction of the host's and waits until it
 // is validated; a validated result other than tesSUCCESS is an error.
 func (p *Plugin) submit(ctx context.Context, k *conn, tx Tx) error {
+	// The lock covers taking the sequence and submitting, not the wait:
+	// another transaction may follow at once.
 	p.submitMu.Lock()
-	defer p.submitMu.Unlock()
 	blob, hash, last, err := p.prepare(k, tx)
 	if err != nil {
+		p.submitMu.Unlock()
 		return err
 	}
-	result, err := k.submitBlob(ctx, blob, hash, last)
+	result, done, err := k.send(blob, hash, last)
+	p.submitMu.Unlock()
+	if err == nil && !done {
+		result, err = k.await(ctx, hash, last)
+	}
 	if err != nil {
 		return fmt.Errorf("%v %s: %w", tx["TransactionType"], hash, err)
 	}
@@ -76,17 +122,17 @@ func (e *txFailedError) Error() string {
 	return fmt.Sprintf("%s %s validated with result %s", e.Type, e.Hash, e.Result)
 }
 
-// burnExpired burns the NFT of each lease expired at ledger v, which its
-// tenant still holds, and records it burned. A burn validated without
-// effect (the tenant burned the NFT already) is not tried again; one not
-// validated is, at the next round.
+// burnExpired burns the NFT of each lease over at ledger v (expired, or
+// ended early), which its tenant still holds, and records it burned. A
+// burn validated without effect (the tenant burned the NFT already) is
+// not tried again; one not validated is, at the next round.
 func (p *Plugin) burnExpired(ctx context.Context, k *conn, addr string, v uint32) error {
 	ls, err := leases(p.db)
 	if err != nil {
 		return err
 	}
 	for _, l := range ls {
-		if l.Burned || l.Expires >= v {
+		if l.Burned || !l.over(v) {
 			continue
 		}
 		var failed *txFailedError
@@ -99,15 +145,14 @@ func (p *Plugin) burnExpired(ctx context.Context, k *conn, addr string, v uint32
 		default:
 			p.logger.Info("burned the NFT of an expired lease", "lease", l.NFT)
 		}
-		l.Burned = true
-		if err := putJSON(p.db, bucketLeases, []byte(l.NFT), l); err != nil {
+		if err := updateLease(p.db, l.NFT, func(cur *lease, _ bool) bool { cur.Burned = true; return true }); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// activeLeases counts the leases sold that have not expired at ledger v.
+// activeLeases counts the leases sold that are not over at ledger v.
 func (p *Plugin) activeLeases(v uint32) int {
 	ls, err := leases(p.db)
 	if err != nil {
@@ -115,7 +160,7 @@ func (p *Plugin) activeLeases(v uint32) int {
 	}
 	n := 0
 	for _, l := range ls {
-		if l.Expires >= v {
+		if !l.over(v) {
 			n++
 		}
 	}
@@ -147,7 +192,8 @@ func (p *Plugin) address() string {
 	return string(p.wallet.ClassicAddress)
 }
 
-// ensureOffers burns the NFTs of expired leases, mints a lease NFT for
+// ensureOffers refunds the purchases it refused, burns the NFTs of
+// leases over, mints a lease NFT for
 // each free slot the host lacks one for, and offers for sale each lease
 // NFT the host holds without an offer.
 func (p *Plugin) ensureOffers(ctx context.Context, k *conn, cfg config) error {
@@ -155,6 +201,9 @@ func (p *Plugin) ensureOffers(ctx context.Context, k *conn, cfg config) error {
 	v, err := k.validatedLedger()
 	if err != nil {
 		return err
+	}
+	if err := p.sendRefunds(ctx, cfg); err != nil {
+		p.logger.Warn("refunds", "error", err)
 	}
 	if err := p.burnExpired(ctx, k, addr, v); err != nil {
 		return err

@@ -55,13 +55,15 @@ type Plugin struct {
 	// sequence.
 	submitMu sync.Mutex
 	conn     *conn
+	// kick wakes the host loop (kickHost).
+	kick chan struct{}
 }
 
 var _ sdk.Ledger = (*Plugin)(nil)
 
 // New returns an unconfigured plugin that logs to logger.
 func New(logger hclog.Logger) *Plugin {
-	return &Plugin{logger: logger}
+	return &Plugin{logger: logger, kick: make(chan struct{}, 1)}
 }
 
 // Info describes the plugin and its settings.

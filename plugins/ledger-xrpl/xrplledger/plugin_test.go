@@ -8,13 +8,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/Peersyst/xrpl-go/xrpl/transaction"
 	"github.com/Peersyst/xrpl-go/xrpl/wallet"
 	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/bbolt"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/sdk/v2/sdktest"
@@ -35,13 +38,31 @@ type market struct {
 	tk       *conn // the tenant's connection
 	settings sdk.Config
 	dataDir  string
+
+	pmu sync.Mutex
+	// progress holds the progress events of events, in order; log every
+	// event.
+	progress, log []sdk.LeaseEvent
+}
+
+// progressed returns the progress events received so far.
+func (m *market) progressed() []sdk.LeaseEvent {
+	m.pmu.Lock()
+	defer m.pmu.Unlock()
+	return slices.Clone(m.progress)
 }
 
 const testPrice = 5000
 
 func newMarket(t *testing.T) *market {
 	t.Helper()
-	srv, err := fakeledger.Start(fakeledger.AutoClose(20 * time.Millisecond))
+	return newMarketWith(t, fakeledger.AutoClose(20*time.Millisecond))
+}
+
+// newMarketWith is newMarket on a fake ledger with opts.
+func newMarketWith(t *testing.T, opts ...fakeledger.Option) *market {
+	t.Helper()
+	srv, err := fakeledger.Start(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +109,7 @@ func (m *market) start() {
 }
 
 // events runs Events from cursor until the test ends or stop is called.
+// Progress events go to m.progress, the others to the channel.
 func (m *market) events(cursor string) (<-chan sdk.LeaseEvent, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan sdk.LeaseEvent, 16)
@@ -95,6 +117,15 @@ func (m *market) events(cursor string) (<-chan sdk.LeaseEvent, func()) {
 	go func() {
 		defer close(done)
 		_ = m.ledger.Events(ctx, cursor, func(e sdk.LeaseEvent) error {
+			m.pmu.Lock()
+			m.log = append(m.log, e)
+			if e.Kind == sdk.LeaseProgress {
+				m.progress = append(m.progress, e)
+			}
+			m.pmu.Unlock()
+			if e.Kind == sdk.LeaseProgress {
+				return nil
+			}
 			select {
 			case ch <- e:
 			case <-ctx.Done():
@@ -261,15 +292,7 @@ func TestAcquireReply(t *testing.T) {
 		t.Fatalf("another key opened the payload: %v", err)
 	}
 
-	// An error reply to the acquire refunds the price; bad replies are
-	// refused before anything is sent.
-	balance := m.srv.Balance(tenant)
-	if err := m.ledger.Reply(context.Background(), sdk.LeaseReply{EventID: ev.ID, IdempotencyKey: "reply-err", Lease: ev.Lease, Message: "policy refused the spec"}); err != nil {
-		t.Fatal(err)
-	}
-	if got := m.srv.Balance(tenant) - balance; got != testPrice {
-		t.Fatalf("the error reply refunded %d drops, want %d", got, testPrice)
-	}
+	// Bad replies are refused before anything is sent.
 	before = m.srv.Submitted(host, "Payment")
 	for _, bad := range []struct {
 		r    sdk.LeaseReply
@@ -323,56 +346,97 @@ func TestAcquireReply(t *testing.T) {
 	}
 }
 
-// TestAcquireRejects feeds validated acquires that must not become
-// events: each is logged and ignored, and nothing is stored.
+// TestAcquireRejects feeds validated transactions that must not become
+// events. A purchase of the host's lease whose acquire cannot be served is
+// recorded as refused (to be refunded, its lease ended); any other is
+// logged and ignored, and nothing is stored. A replayed purchase is the
+// same event again; a second purchase of a leased NFT is refused.
 func TestAcquireRejects(t *testing.T) {
 	m := newMarket(t)
 	p := m.plugin
 	cfg, _, _ := p.configured()
 	host := string(m.host.ClassicAddress)
+	tenant := string(m.tenant.ClassicAddress)
 	tenantKey, _ := memo.NewKey()
 	wrongKey, _ := memo.NewKey()
 	offer := strings.Repeat("CD", 32)
 	nft := strings.Repeat("EF", 32)
-	accepted := func(mm memo.Memo, owner string) ledgerTx {
-		t := ledgerTx{Hash: "H", LedgerIndex: 9, Validated: true, Tx: map[string]any{
-			"TransactionType": "NFTokenAcceptOffer", "Account": string(m.tenant.ClassicAddress), "NFTokenSellOffer": offer,
-			"Memos": jsonMemos(mm)}}
+	accepted := func(hash string, mm *memo.Memo, owner string) ledgerTx {
+		t := ledgerTx{Hash: hash, LedgerIndex: 9, Validated: true, Tx: map[string]any{
+			"TransactionType": "NFTokenAcceptOffer", "Account": tenant, "NFTokenSellOffer": offer}}
+		if mm != nil {
+			t.Tx["Memos"] = jsonMemos(*mm)
+		}
 		t.Meta.TransactionResult = "tesSUCCESS"
 		t.Meta.AffectedNodes = append(t.Meta.AffectedNodes, map[string]struct {
 			LedgerEntryType string         `json:"LedgerEntryType"`
 			LedgerIndex     string         `json:"LedgerIndex"`
 			FinalFields     map[string]any `json:"FinalFields"`
 			NewFields       map[string]any `json:"NewFields"`
-		}{"DeletedNode": {LedgerEntryType: "NFTokenOffer", LedgerIndex: offer, FinalFields: map[string]any{"Owner": owner, "NFTokenID": nft}}})
+		}{"DeletedNode": {LedgerEntryType: "NFTokenOffer", LedgerIndex: offer, FinalFields: map[string]any{"Owner": owner, "NFTokenID": nft, "Amount": "7000"}}})
 		return t
 	}
 	good := sealedAcquire(t, p.key.Public(), tenantKey, "x")
 	plain, _ := memo.Encode(memo.TypeAcquire, &memo.Acquire{TenantKey: hex.EncodeToString(tenantKey.Public()), Spec: "x"})
 	badTenantKey, _ := memo.EncodeSealed(memo.TypeAcquire, p.key.Public(), &memo.Acquire{TenantKey: "00", Spec: "x"})
-	failed := accepted(good, host)
+	extend, _ := memo.Encode(memo.TypeExtend, &memo.Extend{Lease: nft})
+	garbage := memo.Memo{Type: memo.TypeAcquire, Format: memo.FormatSealed, Data: []byte("garbage")}
+	wrong := sealedAcquire(t, wrongKey.Public(), tenantKey, "x")
+	oversized := accepted("H", &good, host)
+	oversized.Tx["Memos"] = []any{map[string]any{"Memo": map[string]any{
+		"MemoType":   hex.EncodeToString([]byte("kigumi/1/acquire")),
+		"MemoFormat": hex.EncodeToString([]byte(memo.FormatSealed)),
+		"MemoData":   strings.Repeat("AA", 1<<20)}}}
+	failed := accepted("H", &good, host)
 	failed.Meta.TransactionResult = "tecINSUFFICIENT_FUNDS"
-	unvalidatedOwner := accepted(good, string(m.registry.ClassicAddress))
-	tests := []struct {
+	payment := ledgerTx{Hash: "H", LedgerIndex: 9, Validated: true, Tx: map[string]any{
+		"TransactionType": "Payment", "Account": tenant, "Destination": host, "Amount": "7000", "Memos": jsonMemos(good)}}
+	payment.Meta.TransactionResult = "tesSUCCESS"
+
+	refused := []struct {
+		name string
+		tx   ledgerTx
+		why  string
+	}{
+		{"garbage", accepted("H", &garbage, host), "cannot be read"},
+		{"sealed to another key", accepted("H", &wrong, host), "cannot be read"},
+		{"plaintext", accepted("H", &plain, host), "sealed"},
+		{"bad tenant key", accepted("H", &badTenantKey, host), "tenant_key"},
+		{"oversized memo", oversized, "too large"},
+		{"no memo", accepted("H", nil, host), "no acquire memo"},
+		{"an extend memo", accepted("H", &extend, host), "not an acquire"},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := p.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketLeases).Delete([]byte(nft)) }); err != nil {
+				t.Fatal(err)
+			}
+			for range 2 { // the replay of the same transaction changes nothing
+				if ev, ok := p.handle(tt.tx, cfg, host); ok {
+					t.Fatalf("an event: %+v", ev)
+				}
+			}
+			var l lease
+			if found, err := getJSON(p.db, bucketLeases, []byte(nft), &l); !found || err != nil {
+				t.Fatalf("no refused lease stored: %v", err)
+			}
+			if !l.Ended || !strings.Contains(l.Refund, tt.why) || l.Paid != 7000 || l.Account != tenant || l.Acquire != "H" {
+				t.Fatalf("lease %+v, want it ended with a refund of 7000 saying %q", l, tt.why)
+			}
+		})
+	}
+	if err := p.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketLeases).Delete([]byte(nft)) }); err != nil {
+		t.Fatal(err)
+	}
+	ignored := []struct {
 		name string
 		tx   ledgerTx
 	}{
-		{"garbage", accepted(memo.Memo{Type: memo.TypeAcquire, Format: memo.FormatSealed, Data: []byte("garbage")}, host)},
-		{"sealed to another key", accepted(sealedAcquire(t, wrongKey.Public(), tenantKey, "x"), host)},
-		{"plaintext", accepted(plain, host)},
-		{"bad tenant key", accepted(badTenantKey, host)},
-		{"another owner's offer", unvalidatedOwner},
+		{"another owner's offer", accepted("H", &good, string(m.registry.ClassicAddress))},
 		{"a failed accept", failed},
-		{"oversized memo", func() ledgerTx {
-			t := accepted(good, host)
-			t.Tx["Memos"] = []any{map[string]any{"Memo": map[string]any{
-				"MemoType":   hex.EncodeToString([]byte("kigumi/1/acquire")),
-				"MemoFormat": hex.EncodeToString([]byte(memo.FormatSealed)),
-				"MemoData":   strings.Repeat("AA", 1<<20)}}}
-			return t
-		}()},
+		{"a payment with an acquire memo", payment},
 	}
-	for _, tt := range tests {
+	for _, tt := range ignored {
 		t.Run(tt.name, func(t *testing.T) {
 			if ev, ok := p.handle(tt.tx, cfg, host); ok {
 				t.Fatalf("an event: %+v", ev)
@@ -382,8 +446,20 @@ func TestAcquireRejects(t *testing.T) {
 			}
 		})
 	}
-	if _, ok := p.handle(accepted(good, host), cfg, host); !ok {
-		t.Fatal("the good acquire made no event")
+	ev, ok := p.handle(accepted("G", &good, host), cfg, host)
+	if !ok || ev.ID != "G" || ev.Ledger != 9 || ev.ExpiresLedger != 9+1000 || string(ev.Spec) != "x" {
+		t.Fatalf("the good acquire: %+v, %v", ev, ok)
+	}
+	again, ok := p.handle(accepted("G", &good, host), cfg, host)
+	if !ok || again.ID != "G" || again.ExpiresLedger != ev.ExpiresLedger {
+		t.Fatalf("the replayed acquire: %+v, %v; want the same event", again, ok)
+	}
+	if ev, ok := p.handle(accepted("G2", &good, host), cfg, host); ok {
+		t.Fatalf("a second purchase of a leased NFT: %+v", ev)
+	}
+	var l lease
+	if _, err := getJSON(p.db, bucketLeases, []byte(nft), &l); err != nil || l.Acquire != "G" || l.Ended {
+		t.Fatalf("the lease after the second purchase: %+v, %v", l, err)
 	}
 }
 

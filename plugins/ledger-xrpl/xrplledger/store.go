@@ -34,9 +34,26 @@ type lease struct {
 	// lease.
 	Ledger  uint32 `json:"ledger"`
 	Expires uint32 `json:"expires"`
-	// Burned is set once the host burned the NFT of the expired lease.
+	// Paid is the price the tenant paid, in drops: what a refund returns.
+	Paid uint64 `json:"paid,omitempty"`
+	// Changed is the position of the last extend or terminate applied: one
+	// at or before it is a replay, applied already.
+	Changed string `json:"changed,omitempty"`
+	// Ended is set when the lease ended before its last ledger: its
+	// acquire was refused (and refunded), or it was terminated. Its NFT is
+	// burned and its slot offered again, as at expiry.
+	Ended bool `json:"ended,omitempty"`
+	// Refund, when set, is why the plugin itself refused the acquire (its
+	// memo is garbage, missing, or sealed to another key): the host loop
+	// answers it with an error reply that refunds Paid.
+	Refund string `json:"refund,omitempty"`
+	// Burned is set once the host burned the NFT of the ended lease.
 	Burned bool `json:"burned,omitempty"`
 }
+
+// over reports whether the lease is over at validated ledger v: ended,
+// or expired (v is past its last ledger).
+func (l lease) over(v uint32) bool { return l.Ended || l.Expires < v }
 
 // reply is a reply made, by idempotency key: its signed blob is stored
 // before it is submitted, so that a retry submits the same transaction.
@@ -68,6 +85,29 @@ func putJSON(db *bbolt.DB, bucket, key []byte, v any) error {
 		return err
 	}
 	return db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucket).Put(key, raw) })
+}
+
+// updateLease changes the lease of nft in one transaction: fn gets the
+// stored lease (found false: none) and says whether to store it changed.
+func updateLease(db *bbolt.DB, nft string, fn func(l *lease, found bool) bool) error {
+	return db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketLeases)
+		var l lease
+		raw := b.Get([]byte(nft))
+		if raw != nil {
+			if err := json.Unmarshal(raw, &l); err != nil {
+				return err
+			}
+		}
+		if !fn(&l, raw != nil) {
+			return nil
+		}
+		out, err := json.Marshal(l)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(nft), out)
+	})
 }
 
 func putLastLedger(db *bbolt.DB, l uint32) error {

@@ -7,7 +7,9 @@
 // only) and the NFToken transactions the plugin sends, and closes a
 // ledger, validated at once, only when asked (CloseLedger or
 // ledger_accept) or on its AutoClose tick. Its response shapes follow the
-// recorded rippled responses in testdata/, checked by its tests.
+// recorded rippled responses in testdata/, checked by its tests. Fault
+// hooks (DropMidStream, HoldSubmits) and observers (OnSubmit, OnClose)
+// serve fault tests and benchmarks.
 package fakeledger
 
 import (

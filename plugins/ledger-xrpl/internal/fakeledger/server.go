@@ -1,15 +1,19 @@
 package fakeledger
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	binarycodec "github.com/Peersyst/xrpl-go/binary-codec"
+	xrplhash "github.com/Peersyst/xrpl-go/xrpl/hash"
 	"github.com/gorilla/websocket"
 )
 
@@ -25,6 +29,22 @@ type Server struct {
 	chain      *chain
 	conns      map[*conn]bool
 	subscribes int
+
+	// Fault hooks and observers, set by options before serving.
+	dropEvery int // DropMidStream
+	dropCount int // ledgers with transactions for a subscriber, counted
+	hold      *hold
+	onSubmit  func(hash string, tx map[string]any)
+	onClose   func(index uint32, hashes []string)
+}
+
+// hold is the HoldSubmits fault: how many submits of transactions with a
+// memo of memoType are still to hold, and whether they are applied.
+type hold struct {
+	memoType string // hex, as in the transaction
+	n        int
+	apply    bool
+	onHold   func(hash string)
 }
 
 // conn is one client connection and its subscriptions.
@@ -63,6 +83,38 @@ func AutoClose(interval time.Duration) Option {
 			}
 		}()
 	}
+}
+
+// DropMidStream makes the server drop a subscriber's connection, as a
+// lost network does, on every nth ledger that has transactions for it:
+// after it has sent half of them (rounded down), so that the connection
+// is lost while transactions arrive.
+func DropMidStream(n int) Option {
+	return func(s *Server) { s.dropEvery = n }
+}
+
+// HoldSubmits makes the server hold the first n submits of transactions
+// carrying a memo of type memoType: it never answers them, as when a
+// connection is lost with the answer in flight. With apply, each is
+// applied as usual (it reaches the next ledger); without, it is dropped.
+// onHold, if not nil, is called with each held transaction's hash.
+func HoldSubmits(memoType string, n int, apply bool, onHold func(hash string)) Option {
+	return func(s *Server) {
+		s.hold = &hold{memoType: strings.ToUpper(hex.EncodeToString([]byte(memoType))), n: n, apply: apply, onHold: onHold}
+	}
+}
+
+// OnSubmit calls fn with each transaction the server accepts into the
+// next ledger, as it accepts it (with the server's lock held: fn must not
+// call the server).
+func OnSubmit(fn func(hash string, tx map[string]any)) Option {
+	return func(s *Server) { s.onSubmit = fn }
+}
+
+// OnClose calls fn with each ledger closed and its transactions' hashes,
+// before the ledger is published to subscribers.
+func OnClose(fn func(index uint32, hashes []string)) Option {
+	return func(s *Server) { s.onClose = fn }
 }
 
 // Start starts a test double server on a free port of 127.0.0.1.
@@ -177,6 +229,20 @@ func (s *Server) SellOffers(owner string) []string {
 	return out
 }
 
+// SellOfferNFTs returns the NFTs owner offers for sale, sorted.
+func (s *Server) SellOfferNFTs(owner string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, o := range s.chain.offers {
+		if o.owner == owner && o.sell {
+			out = append(out, o.nftID)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // ValidatedIndex is the index of the last validated ledger.
 func (s *Server) ValidatedIndex() uint32 {
 	s.mu.Lock()
@@ -189,11 +255,20 @@ func (s *Server) ValidatedIndex() uint32 {
 func (s *Server) CloseLedger() uint32 {
 	s.mu.Lock()
 	l := s.chain.close()
+	if s.onClose != nil {
+		hashes := make([]string, len(l.txs))
+		for i, r := range l.txs {
+			hashes[i] = r.hash
+		}
+		s.onClose(l.index, hashes)
+	}
 	var msgs []struct {
 		c *conn
 		m any
 	}
+	var drops []*conn
 	for c := range s.conns {
+		before := len(msgs)
 		for _, r := range l.txs {
 			for a := range c.accounts {
 				if r.affects(a) {
@@ -210,6 +285,14 @@ func (s *Server) CloseLedger() uint32 {
 				}
 			}
 		}
+		if n := len(msgs) - before; n > 0 && s.dropEvery > 0 {
+			if s.dropCount++; s.dropCount%s.dropEvery == 0 {
+				msgs = msgs[:before+n/2]
+				drops = append(drops, c)
+				delete(s.conns, c)
+				continue
+			}
+		}
 		if c.ledger {
 			m := s.ledgerInfo()
 			m["type"] = "ledgerClosed"
@@ -223,6 +306,9 @@ func (s *Server) CloseLedger() uint32 {
 	s.mu.Unlock()
 	for _, m := range msgs {
 		m.c.send(m.m)
+	}
+	for _, c := range drops {
+		_ = c.ws.NetConn().Close()
 	}
 	return l.index
 }
@@ -250,7 +336,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		if err := ws.ReadJSON(&req); err != nil {
 			return
 		}
-		c.send(s.handle(c, req))
+		if res := s.handle(c, req); res != nil {
+			c.send(res)
+		}
 	}
 }
 
@@ -259,8 +347,12 @@ type rpcError struct{ code, msg string }
 
 func (e *rpcError) Error() string { return e.code }
 
+// handle answers a request; nil is no answer (a held submit).
 func (s *Server) handle(c *conn, req map[string]any) map[string]any {
 	res, err := s.dispatch(c, req)
+	if errors.Is(err, errHeld) {
+		return nil
+	}
 	out := map[string]any{"id": req["id"], "type": "response", "api_version": 2}
 	if err != nil {
 		var re *rpcError
@@ -376,9 +468,44 @@ func (s *Server) ledger(req map[string]any) (map[string]any, error) {
 	}, nil
 }
 
+// errHeld is a submit held by HoldSubmits: never answered.
+var errHeld = errors.New("fakeledger: submit held")
+
+// hasMemoType reports whether a decoded transaction carries a memo whose
+// MemoType is memoType (hex).
+func hasMemoType(tx map[string]any, memoType string) bool {
+	memos, _ := tx["Memos"].([]any)
+	for _, m := range memos {
+		mm, _ := m.(map[string]any)
+		inner, _ := mm["Memo"].(map[string]any)
+		if t, _ := inner["MemoType"].(string); strings.EqualFold(t, memoType) {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Server) submit(req map[string]any) (map[string]any, error) {
 	blob := str(req, "tx_blob")
+	if h := s.hold; h != nil && h.n > 0 && strings.Contains(strings.ToUpper(blob), h.memoType) {
+		if tx, err := binarycodec.Decode(blob); err == nil && hasMemoType(tx, h.memoType) {
+			h.n--
+			hash, _ := xrplhash.SignTxBlob(blob)
+			if h.apply {
+				if _, err := s.chain.submit(blob); err == nil && s.onSubmit != nil {
+					s.onSubmit(hash, tx)
+				}
+			}
+			if h.onHold != nil {
+				h.onHold(hash)
+			}
+			return nil, errHeld
+		}
+	}
 	r, err := s.chain.submit(blob)
+	if err == nil && s.onSubmit != nil {
+		s.onSubmit(r.hash, r.tx)
+	}
 	result, msg := "tesSUCCESS", "The transaction was applied. Only final in a validated ledger."
 	var se *submitError
 	if errors.As(err, &se) {

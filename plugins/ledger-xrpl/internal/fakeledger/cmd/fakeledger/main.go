@@ -4,7 +4,9 @@
 // nothing it validates is real.
 //
 // It prints one line, "fakeledger: TEST DOUBLE of rippled listening on
-// URL", then serves until it gets SIGINT or SIGTERM.
+// URL", then serves until it gets SIGINT or SIGTERM. Its fault flags
+// (-hold-memo, -drop-mid-stream) are for fault tests; with -hold-memo it
+// prints "fakeledger: held the submit of HASH" for each submit it holds.
 package main
 
 import (
@@ -24,12 +26,25 @@ func main() {
 	interval := flag.Duration("close", time.Second, "interval at which ledgers close")
 	fund := flag.String("fund", "", "comma-separated accounts to credit at start")
 	drops := flag.Uint64("drops", 1_000_000_000, "drops credited to each account of -fund")
+	holdMemo := flag.String("hold-memo", "", "hold (never answer) the first -hold-count submits carrying a memo of this MemoType")
+	holdCount := flag.Int("hold-count", 1, "how many submits -hold-memo holds")
+	holdApply := flag.Bool("hold-apply", false, "apply the held submits (only their answers are lost)")
+	dropEvery := flag.Int("drop-mid-stream", 0, "drop a subscriber's connection midway through every nth ledger with transactions for it")
 	flag.Parse()
 	if *interval <= 0 {
 		fmt.Fprintln(os.Stderr, "fakeledger: -close must be positive")
 		os.Exit(2)
 	}
-	srv, err := fakeledger.Listen(*listen, fakeledger.AutoClose(*interval))
+	opts := []fakeledger.Option{fakeledger.AutoClose(*interval)}
+	if *holdMemo != "" {
+		opts = append(opts, fakeledger.HoldSubmits(*holdMemo, *holdCount, *holdApply, func(hash string) {
+			fmt.Printf("fakeledger: held the submit of %s\n", hash)
+		}))
+	}
+	if *dropEvery > 0 {
+		opts = append(opts, fakeledger.DropMidStream(*dropEvery))
+	}
+	srv, err := fakeledger.Listen(*listen, opts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
