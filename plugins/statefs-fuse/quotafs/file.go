@@ -44,6 +44,10 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	if err != nil {
 		return nil, fs.ToErrno(err)
 	}
+	// Charged for what was read, before the caller gets it.
+	if errno := h.fsys.io.read(ctx, m); errno != 0 {
+		return nil, errno
+	}
 	return fuse.ReadResultData(dest[:m]), 0
 }
 
@@ -55,6 +59,9 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 		return 0, errno
 	}
 	f := h.fsys
+	if errno := f.io.write(ctx, len(data)); errno != 0 {
+		return 0, errno
+	}
 	f.data.RLock()
 	defer f.data.RUnlock()
 	want := off + int64(len(data))

@@ -25,6 +25,10 @@
 // entry quota, fails with ENOSPC (a write that partly fits is cut short);
 // deleting gives room back. The backing tree is scanned once when the
 // filesystem starts. fallocate supports only mode 0.
+//
+// I/O rates: reads and writes wait for the tokens of their bytes and of
+// one operation in token buckets (Rates), so the limits hold for buffered
+// I/O too, which cgroup v1's blkio controller does not throttle.
 package quotafs
 
 import (
@@ -52,6 +56,8 @@ type Config struct {
 	UIDs []uint32
 	// MaxBytes and MaxEntries are the quotas; 0 means none.
 	MaxBytes, MaxEntries int64
+	// IO limits the rates of reads and writes.
+	IO Rates
 }
 
 // FS is a filesystem over a backing directory.
@@ -61,6 +67,7 @@ type FS struct {
 	rootIno uint64
 	usage   *usage
 	tree    *merkle.Tree
+	io      throttle
 	// ns serializes the calls that change names, which keeps the entry
 	// accounting exact.
 	ns sync.Mutex
@@ -80,7 +87,7 @@ func Open(cfg Config) (*FS, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	f := &FS{uids: slices.Clone(cfg.UIDs), rootFd: fd, rootIno: st.Ino, usage: newUsage(cfg.MaxBytes, cfg.MaxEntries), tree: merkle.New(fd)}
+	f := &FS{uids: slices.Clone(cfg.UIDs), rootFd: fd, rootIno: st.Ino, usage: newUsage(cfg.MaxBytes, cfg.MaxEntries), tree: merkle.New(fd), io: newThrottle(cfg.IO)}
 	if err := f.scan(fd); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("count %s: %w", cfg.Backing, err)
