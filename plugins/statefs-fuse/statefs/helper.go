@@ -30,12 +30,13 @@ const HelperCommand = "statefs-fuse-serve"
 
 // helperConfig is what the plugin sends a new helper on fd 3.
 type helperConfig struct {
-	Backing    string   `json:"backing"`
-	Mountpoint string   `json:"mountpoint"`
-	Socket     string   `json:"socket"`
-	UIDs       []uint32 `json:"uids"`
-	MaxBytes   int64    `json:"max_bytes"`
-	MaxEntries int64    `json:"max_entries"`
+	Backing    string        `json:"backing"`
+	Mountpoint string        `json:"mountpoint"`
+	Socket     string        `json:"socket"`
+	UIDs       []uint32      `json:"uids"`
+	MaxBytes   int64         `json:"max_bytes"`
+	MaxEntries int64         `json:"max_entries"`
+	IO         quotafs.Rates `json:"io"`
 }
 
 // helperRecord is a running helper's pid file: its pid and start time
@@ -84,7 +85,7 @@ func HelperMain([]string) int {
 	}
 	// One descriptor per directory level while counting and hashing.
 	_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 1 << 16, Max: 1 << 16})
-	fsys, err := quotafs.Open(quotafs.Config{Backing: cfg.Backing, UIDs: cfg.UIDs, MaxBytes: cfg.MaxBytes, MaxEntries: cfg.MaxEntries})
+	fsys, err := quotafs.Open(quotafs.Config{Backing: cfg.Backing, UIDs: cfg.UIDs, MaxBytes: cfg.MaxBytes, MaxEntries: cfg.MaxEntries, IO: cfg.IO})
 	if err != nil {
 		return fail(err)
 	}
@@ -307,7 +308,7 @@ func (f *FS) launch(ctx context.Context, d handleData) error {
 		return err
 	}
 	uids := []uint32{d.UID}
-	_ = json.NewEncoder(cfgW).Encode(helperConfig{Backing: d.backing(), Mountpoint: d.Dir, Socket: d.socket(), UIDs: uids, MaxBytes: d.Size, MaxEntries: d.Inodes})
+	_ = json.NewEncoder(cfgW).Encode(helperConfig{Backing: d.backing(), Mountpoint: d.Dir, Socket: d.socket(), UIDs: uids, MaxBytes: d.Size, MaxEntries: d.Inodes, IO: d.IO})
 	cfgW.Close()
 	msg := make(chan string, 1)
 	go func() {

@@ -8,7 +8,7 @@
 // helper process (this executable re-executed with HelperCommand) that
 // outlives the plugin and the agent; its pid file and control socket are
 // in .run/. The filesystem lets in only the tenant's uid and root, and
-// enforces the size and inode quotas. Mount and Recover adopt a live
+// enforces the size and inode quotas and the request's I/O rates. Mount and Recover adopt a live
 // helper, or clear a stale (ENOTCONN) mount and start a new one. Hash is
 // the Merkle root of package merkle in both modes: kept incrementally by
 // a served FUSE state's helper, computed by a scan otherwise.
@@ -19,7 +19,7 @@
 // swaps it in. Their cost is a full copy each; the FUSE filesystem is to
 // make them cheap.
 //
-// Handles are version 1: JSON {dir, instance, size, inodes, uid, gid, mode}. Every call
+// Handles are version 1: JSON {dir, instance, size, inodes, uid, gid, mode, io}. Every call
 // checks that a handle's dir is an absolute, clean path below / and is a
 // directory (not a symlink) owned by the handle's uid and gid, which is never
 // root, so that a tampered handle cannot make the plugin hash or delete
@@ -40,6 +40,7 @@ import (
 	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/merkle"
+	"github.com/kigumi/kigumi/plugins/statefs-fuse/quotafs"
 )
 
 // Version is the plugin's version.
@@ -124,6 +125,8 @@ type handleData struct {
 	GID    uint32 `json:"gid"`
 	// Mode is modeFUSE, or empty for a plain directory.
 	Mode string `json:"mode,omitempty"`
+	// IO are the rates the FUSE filesystem holds reads and writes to.
+	IO quotafs.Rates `json:"io,omitzero"`
 }
 
 // dataDir is where the state's files are: the directory itself, or the
@@ -142,7 +145,8 @@ func (d handleData) dataDir() string {
 // directory is adopted if req.User owns it, which makes Provision safe to
 // retry.
 func (f *FS) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle, error) {
-	d := handleData{Dir: req.Dir, Instance: req.Instance.String(), Size: req.SizeBytes, Inodes: req.InodeLimit, UID: req.User.UID, GID: req.User.GID}
+	d := handleData{Dir: req.Dir, Instance: req.Instance.String(), Size: req.SizeBytes, Inodes: req.InodeLimit, UID: req.User.UID, GID: req.User.GID,
+		IO: quotafs.Rates{ReadBPS: req.IO.ReadBPS, WriteBPS: req.IO.WriteBPS, ReadIOPS: req.IO.ReadIOPS, WriteIOPS: req.IO.WriteIOPS}}
 	if f.mode == modeFUSE {
 		d.Mode = modeFUSE
 	}
@@ -151,6 +155,9 @@ func (f *FS) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle
 	}
 	if req.SizeBytes < 0 {
 		return sdk.Handle{}, sdk.Errorf(sdk.CodeInvalid, "state of %s: negative size %d", d.Instance, req.SizeBytes)
+	}
+	if io := req.IO; io.ReadBPS < 0 || io.WriteBPS < 0 || io.ReadIOPS < 0 || io.WriteIOPS < 0 {
+		return sdk.Handle{}, sdk.InvalidAttribute("io", "state of %s: negative I/O rate in %+v", d.Instance, io)
 	}
 	if req.InodeLimit < 0 {
 		return sdk.Handle{}, sdk.InvalidAttribute("inode_limit", "state of %s: negative inode limit %d", d.Instance, req.InodeLimit)
