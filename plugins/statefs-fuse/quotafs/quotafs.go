@@ -500,10 +500,8 @@ func (n *node) truncate(c *fuse.Caller, fd, dfd int, name string, size int64) sy
 	}
 	ino := n.ino()
 	if size > f.usage.size(ino) {
-		if end, errno := f.usage.grow(ino, size); errno != 0 || end < size {
-			if errno == 0 {
-				f.settle(ino, fd)
-			}
+		if f.usage.grow(ino, size) < size {
+			f.settle(ino, fd)
 			return syscall.ENOSPC
 		}
 	}
@@ -526,6 +524,10 @@ func (f *FS) settle(ino uint64, fd int) {
 		f.usage.set(ino, st.Size)
 	}
 }
+
+// fresh tells the Merkle tree that ino is a new inode: the number may be
+// that of a removed file or directory whose digest the tree still holds.
+func (f *FS) fresh(ino uint64) { f.tree.Changed(ino) }
 
 // owner returns the uid, gid and mode a new entry made by c in the
 // directory dfd gets: a set-group-ID directory passes on its group (and,
@@ -591,6 +593,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		return nil, nil, 0, fs.ToErrno(err)
 	}
 	f.usage.bind(st.Ino, 0)
+	f.fresh(st.Ino)
 	f.tree.Changed(n.ino())
 	in := n.child(ctx, &st, out)
 	return in, f.newHandle(in.Operations().(*node), fd), 0, 0
@@ -656,6 +659,7 @@ func (n *node) made(ctx context.Context, dfd int, name string, uid, gid int, mod
 	if size > 0 || st.Mode&unix.S_IFMT == unix.S_IFREG {
 		f.usage.bind(st.Ino, size)
 	}
+	f.fresh(st.Ino)
 	f.tree.Changed(n.ino())
 	return n.child(ctx, &st, out), 0
 }
