@@ -33,14 +33,14 @@ type mounted struct {
 
 // mount mounts a filesystem over a new backing directory owned by the
 // tenant; its directories are reachable by every uid.
-func mount(t *testing.T, maxBytes, maxEntries int64, uids ...uint32) mounted {
+func mount(t testing.TB, maxBytes, maxEntries int64, uids ...uint32) mounted {
 	t.Helper()
 	return mountWith(t, Config{UIDs: uids, MaxBytes: maxBytes, MaxEntries: maxEntries}, nil)
 }
 
 // mountWith mounts a filesystem of cfg over a new backing directory owned
 // by cfg.UIDs[0], after fill (when not nil) has put files in it.
-func mountWith(t *testing.T, cfg Config, fill func(backing string)) mounted {
+func mountWith(t testing.TB, cfg Config, fill func(backing string)) mounted {
 	t.Helper()
 	uids := cfg.UIDs
 	base, err := os.MkdirTemp("", "sf-quotafs-")
