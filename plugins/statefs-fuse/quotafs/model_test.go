@@ -29,7 +29,7 @@ import (
 const (
 	envModelSeed = "KIGUMI_MODEL_SEED"
 	envModelOps  = "KIGUMI_MODEL_OPS"
-	modelOps     = 6000
+	modelOps     = 20000
 	// The quotas are small, so that the sequence keeps hitting them.
 	modelMaxBytes   = 1 << 20
 	modelMaxEntries = 60
