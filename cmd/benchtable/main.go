@@ -104,7 +104,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchtable:", err)
 		os.Exit(1)
 	}
-	w := tabwriter.NewWriter(os.Stdout, 2, 8, 2, ' ', 0)
+	table(os.Stdout, got)
+}
+
+// table prints the rows of the figures in got.
+func table(out io.Writer, got map[string]map[string]float64) {
+	w := tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(w, "figure\tvalue\tbaseline\tratio\ttarget\tmet")
 	for _, r := range rows {
 		v, ok := got[r.benchmark][r.unit]
