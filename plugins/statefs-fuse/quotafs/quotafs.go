@@ -603,9 +603,11 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 // content goes through this mount, which keeps the kernel's page cache
 // right, so the cache is kept from one open to the next (FOPEN_KEEP_CACHE):
 // a warm read is served from memory without asking the server (nor
-// waiting for the read rate, as no disk is read). Flush does nothing, so
-// the kernel need not send it on every close (FOPEN_NOFLUSH).
-const openOut = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
+// waiting for the read rate, as no disk is read). FOPEN_NOFLUSH is not
+// set: the FLUSH that close waits for keeps the release of a closed file
+// (which the kernel sends after close returns) close behind, so that
+// removing a file just written gives its bytes back at once.
+const openOut = fuse.FOPEN_KEEP_CACHE
 
 // openFlags returns the backing open flags for the caller's flags. The
 // kernel computes append offsets itself, so O_APPEND is not passed on (on
