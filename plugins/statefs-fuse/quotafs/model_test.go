@@ -260,32 +260,53 @@ func (md *model) rngFixed(n int) int {
 	return md.rng.IntN(n)
 }
 
-// grow does an operation that may make the name p on both trees. Where
-// it made a new name and the reference then holds more than the quotas
-// allow, quotafs must have refused with ENOSPC, and the reference undoes
-// it.
+// grow does an operation that may make a name (p, or, for a create
+// through a dangling symlink, its target) on both trees. Where it made a
+// new name and the reference then holds more than the quotas allow,
+// quotafs must have refused with ENOSPC, and the reference undoes it.
 func (md *model) grow(what, p string, do func(root string) error) {
 	md.t.Helper()
-	_, entries0 := md.usage()
+	before := md.names()
 	got := errOutcome(do(md.m.mnt))
 	want := errOutcome(do(md.ref))
-	if bytes1, entries1 := md.usage(); want.errno == "ok" && entries1 > entries0 && (entries1 > modelMaxEntries || bytes1 > modelMaxBytes) {
-		var st unix.Stat_t
-		full := filepath.Join(md.ref, p)
-		if err := unix.Lstat(full, &st); err != nil {
-			md.t.Fatal(err)
-		}
-		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			if err := unix.Rmdir(full); err != nil {
+	if bytes1, entries1 := md.usage(); want.errno == "ok" && entries1 > int64(len(before)) && (entries1 > modelMaxEntries || bytes1 > modelMaxBytes) {
+		for name := range md.names() {
+			if before[name] {
+				continue
+			}
+			full := filepath.Join(md.ref, name)
+			var st unix.Stat_t
+			if err := unix.Lstat(full, &st); err != nil {
 				md.t.Fatal(err)
 			}
-		} else if err := unix.Unlink(full); err != nil {
-			md.t.Fatal(err)
+			if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+				if err := unix.Rmdir(full); err != nil {
+					md.t.Fatal(err)
+				}
+			} else if err := unix.Unlink(full); err != nil {
+				md.t.Fatal(err)
+			}
 		}
 		want = outcome{errno: "ENOSPC"}
 		md.enospcs++
 	}
 	md.same(what, got, want)
+}
+
+// names returns the paths below the reference's top.
+func (md *model) names() map[string]bool {
+	out := map[string]bool{}
+	err := filepath.WalkDir(md.ref, func(p string, _ fs.DirEntry, err error) error {
+		if err == nil && p != md.ref {
+			rel, _ := filepath.Rel(md.ref, p)
+			out[rel] = true
+		}
+		return err
+	})
+	if err != nil {
+		md.t.Fatal(err)
+	}
+	return out
 }
 
 // write opens p (creating it, an entry) and writes to it at a random
