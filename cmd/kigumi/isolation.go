@@ -11,9 +11,9 @@ import (
 // Only a command that changes the host checks (and prepares) the cgroups.
 func newIsolation(h *spec.Host, mode storeMode) (engine.Isolation, error) {
 	if !h.Isolation.TenantUsers {
-		return tenant.NewShared(), nil
+		return tenant.NewShared(tenant.WithIODevice(h.StateDir)), nil
 	}
-	m, err := tenant.NewManager()
+	m, err := tenant.NewManager(tenant.WithIODevice(h.StateDir))
 	if err != nil {
 		return nil, err
 	}

@@ -378,7 +378,7 @@ func tenantSpec(rec state.Tenant, limits sdk.Resources) tenant.Spec {
 }
 
 func tenantLimits(r sdk.Resources) tenant.Limits {
-	return tenant.Limits{MemoryBytes: r.MemoryBytes, MilliCPU: r.MilliCPU, Pids: r.Pids}
+	return tenant.Limits{MemoryBytes: r.MemoryBytes, MilliCPU: r.MilliCPU, Pids: r.Pids, IO: r.IO}
 }
 
 func (e *Engine) updateTenant(ctx context.Context, a plan.Action) error {

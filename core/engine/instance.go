@@ -264,6 +264,7 @@ func (e *Engine) bringUpState(ctx context.Context, ten state.Tenant, rec *state.
 				User:      ten.User,
 				SizeBytes: rec.Spec.StateBytes,
 				Dir:       e.stateDir(rec.Tenant, rec.Name),
+				IO:        rec.Spec.Resources.IO,
 			})
 			if err == nil {
 				rec.StateHandle = &h

@@ -27,13 +27,27 @@ type Tenant struct {
 }
 
 // Limits returns the tenant's cgroup limits: the sums over its instances.
+// An I/O rate is unlimited (0) when one of its instances' is.
 func (t Tenant) Limits() sdk.Resources {
 	var r sdk.Resources
-	for _, i := range t.Instances {
+	for n, i := range t.Instances {
 		r.MemoryBytes += i.Spec.Resources.MemoryBytes
 		r.MilliCPU += i.Spec.Resources.MilliCPU
 		r.DiskBytes += i.Spec.Resources.DiskBytes
 		r.Pids += i.Spec.Resources.Pids
+		io := i.Spec.Resources.IO
+		for _, f := range []struct {
+			sum *int64
+			v   int64
+		}{
+			{&r.IO.ReadBPS, io.ReadBPS}, {&r.IO.WriteBPS, io.WriteBPS}, {&r.IO.ReadIOPS, io.ReadIOPS}, {&r.IO.WriteIOPS, io.WriteIOPS},
+		} {
+			if n == 0 || *f.sum > 0 && f.v > 0 {
+				*f.sum += f.v
+			} else {
+				*f.sum = 0
+			}
+		}
 	}
 	return r
 }
@@ -304,6 +318,10 @@ func maxResources(a, b sdk.Resources) sdk.Resources {
 		MilliCPU:    larger(a.MilliCPU, b.MilliCPU),
 		DiskBytes:   larger(a.DiskBytes, b.DiskBytes),
 		Pids:        larger(a.Pids, b.Pids),
+		IO: sdk.IOLimits{
+			ReadBPS: larger(a.IO.ReadBPS, b.IO.ReadBPS), WriteBPS: larger(a.IO.WriteBPS, b.IO.WriteBPS),
+			ReadIOPS: larger(a.IO.ReadIOPS, b.IO.ReadIOPS), WriteIOPS: larger(a.IO.WriteIOPS, b.IO.WriteIOPS),
+		},
 	}
 }
 
@@ -351,6 +369,10 @@ func resourceChanges(prefix string, old, new sdk.Resources) []Change {
 	add("cpu", cpu(old.MilliCPU), cpu(new.MilliCPU))
 	add("disk", size(old.DiskBytes), size(new.DiskBytes))
 	add("pids", fmt.Sprint(old.Pids), fmt.Sprint(new.Pids))
+	add("io_read_bps", rate(old.IO.ReadBPS, size), rate(new.IO.ReadBPS, size))
+	add("io_write_bps", rate(old.IO.WriteBPS, size), rate(new.IO.WriteBPS, size))
+	add("io_read_iops", rate(old.IO.ReadIOPS, count), rate(new.IO.ReadIOPS, count))
+	add("io_write_iops", rate(old.IO.WriteIOPS, count), rate(new.IO.WriteIOPS, count))
 	return out
 }
 
@@ -360,6 +382,16 @@ func size(b int64) string {
 	}
 	return humanize.IBytes(uint64(b))
 }
+
+// rate shows an I/O rate, 0 as unlimited.
+func rate(n int64, format func(int64) string) string {
+	if n == 0 {
+		return "unlimited"
+	}
+	return format(n) + "/s"
+}
+
+func count(n int64) string { return fmt.Sprint(n) }
 
 func cpu(milli int64) string { return fmt.Sprintf("%g", float64(milli)/1000) }
 

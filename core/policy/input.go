@@ -74,6 +74,11 @@ type resources struct {
 	Memory int64   `cel:"memory"`
 	Disk   int64   `cel:"disk"`
 	Pids   int64   `cel:"pids"`
+	// The disk I/O rates; 0 is unlimited.
+	IOReadBPS   int64 `cel:"io_read_bps"`
+	IOWriteBPS  int64 `cel:"io_write_bps"`
+	IOReadIOPS  int64 `cel:"io_read_iops"`
+	IOWriteIOPS int64 `cel:"io_write_iops"`
 }
 
 // cores converts thousandths of a core to cores.
@@ -95,6 +100,11 @@ func newInstance(t *spec.Tenant, in *spec.Instance) *instance {
 			Memory: in.Resources.MemoryBytes,
 			Disk:   in.Resources.DiskBytes,
 			Pids:   in.Resources.Pids,
+
+			IOReadBPS:   in.Resources.IO.ReadBPS,
+			IOWriteBPS:  in.Resources.IO.WriteBPS,
+			IOReadIOPS:  in.Resources.IO.ReadIOPS,
+			IOWriteIOPS: in.Resources.IO.WriteIOPS,
 		},
 		StateSize:   in.StateBytes,
 		Permissions: perms,

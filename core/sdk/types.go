@@ -284,6 +284,15 @@ type Resources struct {
 	MilliCPU  int64
 	DiskBytes int64
 	Pids      int64
+	// IO limits the rates of disk I/O.
+	IO IOLimits
+}
+
+// IOLimits are disk I/O rates: bytes and operations per second, read and
+// written. Zero means unlimited.
+type IOLimits struct {
+	ReadBPS, WriteBPS   int64
+	ReadIOPS, WriteIOPS int64
 }
 
 // Artifact is what an instance runs: a wasm module file or a container image.
@@ -572,6 +581,9 @@ type ProvisionRequest struct {
 	InodeLimit int64
 	// Dir is an engine-chosen directory the StateFS may keep the state in.
 	Dir string
+	// IO limits the rates of the state's reads and writes; a StateFS
+	// that serves the state itself enforces them.
+	IO IOLimits
 }
 
 // Usage is how much of its quota a state uses.

@@ -264,11 +264,22 @@ func cgroupFromPB(m *pb.Cgroup) Cgroup {
 }
 
 func resourcesToPB(r Resources) *pb.Resources {
-	return &pb.Resources{MemoryBytes: r.MemoryBytes, MilliCpu: r.MilliCPU, DiskBytes: r.DiskBytes, Pids: r.Pids}
+	return &pb.Resources{MemoryBytes: r.MemoryBytes, MilliCpu: r.MilliCPU, DiskBytes: r.DiskBytes, Pids: r.Pids, Io: ioToPB(r.IO)}
+}
+
+func ioToPB(l IOLimits) *pb.IOLimits {
+	if l == (IOLimits{}) {
+		return nil
+	}
+	return &pb.IOLimits{ReadBps: l.ReadBPS, WriteBps: l.WriteBPS, ReadIops: l.ReadIOPS, WriteIops: l.WriteIOPS}
+}
+
+func ioFromPB(m *pb.IOLimits) IOLimits {
+	return IOLimits{ReadBPS: m.GetReadBps(), WriteBPS: m.GetWriteBps(), ReadIOPS: m.GetReadIops(), WriteIOPS: m.GetWriteIops()}
 }
 
 func resourcesFromPB(m *pb.Resources) Resources {
-	return Resources{MemoryBytes: m.GetMemoryBytes(), MilliCPU: m.GetMilliCpu(), DiskBytes: m.GetDiskBytes(), Pids: m.GetPids()}
+	return Resources{MemoryBytes: m.GetMemoryBytes(), MilliCPU: m.GetMilliCpu(), DiskBytes: m.GetDiskBytes(), Pids: m.GetPids(), IO: ioFromPB(m.GetIo())}
 }
 
 func mountToPB(m Mount) *pb.MountPoint {
@@ -384,11 +395,11 @@ func exitFromPB(m *pb.ExitEvent) ExitEvent {
 }
 
 func provisionToPB(r *ProvisionRequest) *pb.ProvisionRequest {
-	return &pb.ProvisionRequest{Instance: instanceToPB(r.Instance), User: userToPB(r.User), SizeBytes: r.SizeBytes, InodeLimit: r.InodeLimit, Dir: r.Dir}
+	return &pb.ProvisionRequest{Instance: instanceToPB(r.Instance), User: userToPB(r.User), SizeBytes: r.SizeBytes, InodeLimit: r.InodeLimit, Dir: r.Dir, Io: ioToPB(r.IO)}
 }
 
 func provisionFromPB(m *pb.ProvisionRequest) *ProvisionRequest {
-	return &ProvisionRequest{Instance: instanceFromPB(m.Instance), User: userFromPB(m.User), SizeBytes: m.SizeBytes, InodeLimit: m.InodeLimit, Dir: m.Dir}
+	return &ProvisionRequest{Instance: instanceFromPB(m.Instance), User: userFromPB(m.User), SizeBytes: m.SizeBytes, InodeLimit: m.InodeLimit, Dir: m.Dir, IO: ioFromPB(m.GetIo())}
 }
 
 func usageToPB(u Usage) *pb.StateUsage {

@@ -50,6 +50,7 @@ var (
 	}
 	resourcesSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "memory"}, {Name: "cpu"}, {Name: "disk"}, {Name: "pids"},
+		{Name: "io_read_bps"}, {Name: "io_write_bps"}, {Name: "io_read_iops"}, {Name: "io_write_iops"},
 	}}
 	stateSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "size"}}}
 )
@@ -535,6 +536,32 @@ func (d *decoder) resources(b *hcl.Block, in *Instance) {
 	}
 	if a := c.Attributes["pids"]; a != nil {
 		r.Pids = d.whole(a, 1, 1<<22)
+	}
+	d.ioLimits(c, &r.IO)
+}
+
+// minIOBytes is the least I/O rate in bytes per second a spec may set.
+const minIOBytes = 4096
+
+// ioLimits decodes the disk I/O rates of a resources block: bytes per
+// second as sizes ("20MiB"), operations per second as whole numbers.
+// Unset means unlimited.
+func (d *decoder) ioLimits(c *hcl.BodyContent, l *sdk.IOLimits) {
+	for _, f := range []struct {
+		name string
+		to   *int64
+	}{{"io_read_bps", &l.ReadBPS}, {"io_write_bps", &l.WriteBPS}} {
+		if a := c.Attributes[f.name]; a != nil {
+			*f.to = d.size(a, minIOBytes)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		to   *int64
+	}{{"io_read_iops", &l.ReadIOPS}, {"io_write_iops", &l.WriteIOPS}} {
+		if a := c.Attributes[f.name]; a != nil {
+			*f.to = d.whole(a, 1, 1<<30)
+		}
 	}
 }
 

@@ -12,6 +12,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
 // parentCgroup is the cgroup, under each hierarchy root, that holds the
@@ -26,22 +30,25 @@ const pollInterval = 10 * time.Millisecond
 
 // v1Hierarchies are the v1 hierarchies a tenant cgroup is made in; the
 // freezer stops forks while the tenant's processes are killed.
-var v1Hierarchies = []string{"memory", "cpu", "pids", "freezer"}
+var v1Hierarchies = []string{"memory", "cpu", "pids", "freezer", "blkio"}
 
 // v2Controllers are the v2 controllers enabled for tenant cgroups.
-var v2Controllers = []string{"cpu", "memory", "pids"}
+var v2Controllers = []string{"cpu", "io", "memory", "pids"}
 
 // cgroups manages tenant cgroups under a cgroup root: a v2 hierarchy, or a
 // directory of v1 hierarchies.
 type cgroups struct {
 	root string
 	v2   bool
+	// ioPath is a path on the filesystem whose disk the I/O limits
+	// apply to; empty when none was given.
+	ioPath string
 }
 
 // detectCgroups reports root as v2 when root itself is a cgroup2 hierarchy.
-func detectCgroups(root string) cgroups {
+func detectCgroups(root, ioPath string) cgroups {
 	_, err := os.Stat(filepath.Join(root, "cgroup.controllers"))
-	return cgroups{root: root, v2: err == nil}
+	return cgroups{root: root, v2: err == nil, ioPath: ioPath}
 }
 
 // hierarchies returns the hierarchy roots in use.
@@ -157,6 +164,11 @@ func (c cgroups) setLimits(tenant string, l Limits) error {
 		if swap := filepath.Join(d, "memory.swap.max"); exists(swap) {
 			files = append(files, [2]string{swap, "0"})
 		}
+		io, err := c.ioFiles(tenant, l.IO)
+		if err != nil {
+			return err
+		}
+		files = append(files, io...)
 	} else {
 		ds := c.dirs(tenant)
 		mem := unlimited(l.MemoryBytes, "-1")
@@ -166,6 +178,11 @@ func (c cgroups) setLimits(tenant string, l Limits) error {
 			{filepath.Join(ds[1], "cpu.cfs_quota_us"), quota},
 			{filepath.Join(ds[2], "pids.max"), pids},
 		}
+		io, err := c.ioFiles(tenant, l.IO)
+		if err != nil {
+			return err
+		}
+		files = append(files, io...)
 		// Memory plus swap gets the same limit, so nothing swaps past it.
 		// It may never be below the memory limit: when raising, it goes
 		// first (and succeeds); when lowering, it fails and goes last.
@@ -181,6 +198,133 @@ func (c cgroups) setLimits(tenant string, l Limits) error {
 		}
 	}
 	return nil
+}
+
+// ioFiles returns the files and values that set the I/O limits l on the
+// disk of c.ioPath: v2's io.max, or v1's blkio.throttle.*_device (where a
+// rate of 0 removes the device's rule). v1's blkio throttles only I/O
+// that reaches the block layer in the writer's context: reads, direct
+// writes and fsync, not buffered writes, which the kernel writes back
+// later as its own. Without an ioPath there are none, and limits are an
+// error; so they are where the disk cannot be found, such as a state
+// directory on tmpfs.
+func (c cgroups) ioFiles(tenant string, l sdk.IOLimits) ([][2]string, error) {
+	if c.ioPath == "" {
+		if l != (sdk.IOLimits{}) {
+			return nil, fmt.Errorf("set tenant %s limits: I/O limits need the state directory's device, and none was given", tenant)
+		}
+		return nil, nil
+	}
+	dev, err := blockDevice(c.ioPath)
+	if err != nil {
+		if l == (sdk.IOLimits{}) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("set tenant %s I/O limits: %w", tenant, err)
+	}
+	if c.v2 {
+		d := c.dirs(tenant)[0]
+		v := fmt.Sprintf("%s rbps=%s wbps=%s riops=%s wiops=%s", dev,
+			unlimited(l.ReadBPS, "max"), unlimited(l.WriteBPS, "max"), unlimited(l.ReadIOPS, "max"), unlimited(l.WriteIOPS, "max"))
+		return [][2]string{{filepath.Join(d, "io.max"), v}}, nil
+	}
+	d := c.dirs(tenant)[slices.Index(v1Hierarchies, "blkio")]
+	var files [][2]string
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"read_bps", l.ReadBPS}, {"write_bps", l.WriteBPS}, {"read_iops", l.ReadIOPS}, {"write_iops", l.WriteIOPS}} {
+		files = append(files, [2]string{filepath.Join(d, "blkio.throttle."+f.name+"_device"), fmt.Sprintf("%s %d", dev, f.v)})
+	}
+	return files, nil
+}
+
+// blockDevice returns "MAJOR:MINOR" of the disk that holds path: the
+// device of its filesystem, or, for a filesystem with an anonymous device
+// (btrfs), the block device its mount names; a partition's disk, since
+// the kernel throttles whole disks only.
+func blockDevice(path string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return "", fmt.Errorf("find the disk of %s: %w", path, err)
+	}
+	dev := st.Dev
+	if unix.Major(dev) == 0 {
+		src, err := mountSource(path)
+		if err != nil {
+			return "", err
+		}
+		var sst unix.Stat_t
+		if err := unix.Stat(src, &sst); err != nil || sst.Mode&unix.S_IFMT != unix.S_IFBLK {
+			return "", fmt.Errorf("%s is on no block device (its filesystem is mounted from %q), so its I/O cannot be limited", path, src)
+		}
+		dev = sst.Rdev
+	}
+	sys := fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(dev), unix.Minor(dev))
+	if exists(filepath.Join(sys, "partition")) {
+		real, err := filepath.EvalSymlinks(sys)
+		if err != nil {
+			return "", fmt.Errorf("find the disk of %s: %w", path, err)
+		}
+		b, err := os.ReadFile(filepath.Join(filepath.Dir(real), "dev"))
+		if err != nil {
+			return "", fmt.Errorf("find the disk of partition %s: %w", real, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev)), nil
+}
+
+// mountSource returns the source of the mount that holds path, from
+// /proc/self/mountinfo (the mount with the longest mount point that is a
+// prefix of path, the last such when mounts are stacked).
+func mountSource(path string) (string, error) {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", fmt.Errorf("find the mount of %s: %w", path, err)
+	}
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", fmt.Errorf("find the mount of %s: %w", path, err)
+	}
+	best, src := -1, ""
+	for _, line := range strings.Split(string(data), "\n") {
+		// id parent maj:min root mountpoint options... - fstype source super
+		pre, post, ok := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 5 || len(g) < 2 {
+			continue
+		}
+		mnt := unescapeMount(f[4])
+		if real == mnt || mnt == "/" || strings.HasPrefix(real, mnt+"/") {
+			if len(mnt) >= best {
+				best, src = len(mnt), unescapeMount(g[1])
+			}
+		}
+	}
+	if best < 0 {
+		return "", fmt.Errorf("no mount holds %s", path)
+	}
+	return src, nil
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 func unlimited(n int64, none string) string {

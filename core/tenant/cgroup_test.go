@@ -23,8 +23,8 @@ func TestCgroupV2Limits(t *testing.T) {
 			limits: Limits{MemoryBytes: 1 << 30, MilliCPU: 1500, Pids: 100},
 			swap:   true,
 			want: map[string]string{
-				"cgroup.subtree_control":        "+cpu +memory +pids",
-				"kigumi/cgroup.subtree_control": "+cpu +memory +pids",
+				"cgroup.subtree_control":        "+cpu +io +memory +pids",
+				"kigumi/cgroup.subtree_control": "+cpu +io +memory +pids",
 				"kigumi/t/memory.max":           "1073741824",
 				"kigumi/t/memory.swap.max":      "0",
 				"kigumi/t/cpu.max":              "150000 100000",
@@ -35,7 +35,7 @@ func TestCgroupV2Limits(t *testing.T) {
 			name:        "unlimited, controllers partly enabled",
 			rootSubtree: "cpu pids",
 			want: map[string]string{
-				"cgroup.subtree_control": "+memory",
+				"cgroup.subtree_control": "+io +memory",
 				"kigumi/t/memory.max":    "max",
 				"kigumi/t/cpu.max":       "max 100000",
 				"kigumi/t/pids.max":      "max",
@@ -62,7 +62,7 @@ func TestCgroupV2Limits(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			c := detectCgroups(root)
+			c := detectCgroups(root, "")
 			if !c.v2 {
 				t.Fatal("fake cgroup2 tree not detected as v2")
 			}

@@ -26,7 +26,7 @@ import (
 const hostRoot = "/sys/fs/cgroup"
 
 // usedHierarchies are the v1 hierarchies tenant and instance cgroups live in.
-var usedHierarchies = []string{"memory", "cpu", "pids", "freezer"}
+var usedHierarchies = []string{"memory", "cpu", "pids", "freezer", "blkio"}
 
 // testCtx returns a context that ends with the test or after a minute.
 func testCtx(t *testing.T) context.Context {
@@ -536,7 +536,7 @@ func TestEnsureInstanceV2(t *testing.T) {
 			name: "controllers off", tenant: "t", instance: "web",
 			tenantSubtree: ptr(""), swap: true, limits: limited,
 			want: map[string]string{
-				"kigumi/t/cgroup.subtree_control": "+cpu +memory +pids",
+				"kigumi/t/cgroup.subtree_control": "+cpu +io +memory +pids",
 				"kigumi/t/web/memory.max":         "1073741824",
 				"kigumi/t/web/memory.swap.max":    "0",
 				"kigumi/t/web/cpu.max":            "150000 100000",
@@ -549,7 +549,7 @@ func TestEnsureInstanceV2(t *testing.T) {
 			name: "controllers partly on, unlimited", tenant: "t", instance: "web",
 			tenantSubtree: ptr("cpu memory"),
 			want: map[string]string{
-				"kigumi/t/cgroup.subtree_control": "+pids",
+				"kigumi/t/cgroup.subtree_control": "+io +pids",
 				"kigumi/t/web/memory.max":         "max",
 				"kigumi/t/web/memory.swap.max":    "-",
 				"kigumi/t/web/cpu.max":            "max 100000",
@@ -634,7 +634,7 @@ func TestEnsureInstanceV2(t *testing.T) {
 			// Again, with the tenant's controllers on as the kernel shows
 			// them, and with other limits.
 			sub := filepath.Join(root, "kigumi", "t", "cgroup.subtree_control")
-			if err := os.WriteFile(sub, []byte("cpu memory pids"), 0o644); err != nil {
+			if err := os.WriteFile(sub, []byte("cpu io memory pids"), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			again, err := m.EnsureInstance(ctx, tt.tenant, tt.instance, Limits{MemoryBytes: 4096, MilliCPU: 20, Pids: 3})
@@ -646,7 +646,7 @@ func TestEnsureInstanceV2(t *testing.T) {
 			}
 			dir := filepath.Join("kigumi", "t", tt.instance)
 			for name, want := range map[string]string{
-				"kigumi/t/cgroup.subtree_control": "cpu memory pids",
+				"kigumi/t/cgroup.subtree_control": "cpu io memory pids",
 				filepath.Join(dir, "memory.max"):  "4096",
 				filepath.Join(dir, "cpu.max"):     "2000 100000",
 				filepath.Join(dir, "pids.max"):    "3",

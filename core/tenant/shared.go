@@ -33,7 +33,7 @@ func NewShared(opts ...Option) *Shared {
 	for _, opt := range opts {
 		opt(m)
 	}
-	cg := detectCgroups(m.cg.root)
+	cg := detectCgroups(m.cg.root, m.cg.ioPath)
 	return &Shared{uid: nobody, gid: nobody, cg: &cg}
 }
 

@@ -21,6 +21,9 @@ import (
 const envHelper = "KIGUMI_TENANT_TEST_DEEP"
 
 func TestMain(m *testing.M) {
+	if v := os.Getenv(envFlood); v != "" {
+		os.Exit(flood(v))
+	}
 	if v := os.Getenv(envHelper); v != "" {
 		depth, _ := strconv.Atoi(v)
 		if err := deepTree(3, depth, os.Getenv("KIGUMI_TENANT_TEST_OUTSIDE")); err != nil {

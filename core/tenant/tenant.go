@@ -54,6 +54,10 @@ type Limits struct {
 	MilliCPU int64
 	// Pids caps the tenant's processes and threads.
 	Pids int64
+	// IO limits the rates of disk I/O on the device of the state
+	// directory (WithIODevice), through the blkio (v1) or io (v2)
+	// controller.
+	IO sdk.IOLimits
 }
 
 // Spec describes a tenant's isolation.
@@ -87,6 +91,12 @@ func WithCgroupRoot(dir string) Option {
 	return func(m *Manager) { m.cg.root = dir }
 }
 
+// WithIODevice names a path on the filesystem whose block device the I/O
+// limits apply to: the host's state directory.
+func WithIODevice(path string) Option {
+	return func(m *Manager) { m.cg.ioPath = path }
+}
+
 // Manager creates and removes tenants' users, home directories and cgroups.
 // Its methods may be called concurrently for different tenants.
 type Manager struct {
@@ -103,7 +113,7 @@ func NewManager(opts ...Option) (*Manager, error) {
 	for _, opt := range opts {
 		opt(m)
 	}
-	m.cg = detectCgroups(m.cg.root)
+	m.cg = detectCgroups(m.cg.root, m.cg.ioPath)
 	return m, nil
 }
 
@@ -261,7 +271,8 @@ func (s Spec) validate() error {
 		return fmt.Errorf("tenant %s: invalid subordinate id range %d+%d", s.Tenant, s.SubIDStart, s.SubIDCount)
 	}
 	l := s.Limits
-	if l.MemoryBytes < 0 || l.Pids < 0 || l.MilliCPU < 0 || (l.MilliCPU > 0 && l.MilliCPU < 10) {
+	if l.MemoryBytes < 0 || l.Pids < 0 || l.MilliCPU < 0 || (l.MilliCPU > 0 && l.MilliCPU < 10) ||
+		l.IO.ReadBPS < 0 || l.IO.WriteBPS < 0 || l.IO.ReadIOPS < 0 || l.IO.WriteIOPS < 0 {
 		return fmt.Errorf("tenant %s: invalid limits %+v: none may be negative, and CPU is at least 10 millicores", s.Tenant, l)
 	}
 	return validHome(s.Home)

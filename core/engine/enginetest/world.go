@@ -21,12 +21,17 @@ import (
 // isolation, all in memory, with fault injection. It implements
 // engine.Plugins and engine.Isolation. The fields are guarded by Mu.
 type World struct {
-	Mu           sync.Mutex
-	Live         map[string]int // instance key -> workload generation
-	Starts       int
-	States       map[string]bool // instance key -> provisioned
-	Tenants      map[string]bool
-	Cgroups      map[string]bool
+	Mu      sync.Mutex
+	Live    map[string]int // instance key -> workload generation
+	Starts  int
+	States  map[string]bool // instance key -> provisioned
+	Tenants map[string]bool
+	Cgroups map[string]bool
+	// Limits are the limits each tenant's and instance's cgroup was
+	// given last, by "tenant" or "tenant/instance".
+	Limits map[string]tenant.Limits
+	// StateIO are the I/O rates each state was provisioned with.
+	StateIO      map[string]sdk.IOLimits
 	Configs      int
 	FailStart    error             // returned by the next Start
 	CrashAt      string            // "start": the apply goroutine dies after Start, before recording
@@ -59,7 +64,7 @@ type World struct {
 func NewWorld() *World {
 	return &World{Live: map[string]int{}, States: map[string]bool{}, Tenants: map[string]bool{}, Cgroups: map[string]bool{},
 		Dead: map[sdk.Kind]bool{}, Prepared: map[string]bool{}, Usage: map[string]sdk.Usage{}, SlowUsage: map[string]bool{},
-		Checkpoints: map[string][]sdk.Checkpoint{}}
+		Checkpoints: map[string][]sdk.Checkpoint{}, Limits: map[string]tenant.Limits{}, StateIO: map[string]sdk.IOLimits{}}
 }
 
 type runtimeClient struct{ w *World }
@@ -228,6 +233,7 @@ func (s *stateClient) Provision(_ context.Context, req *sdk.ProvisionRequest) (s
 	s.w.Mu.Lock()
 	defer s.w.Mu.Unlock()
 	s.w.States[req.Instance.String()] = true
+	s.w.StateIO[req.Instance.String()] = req.IO
 	return sdk.Handle{Version: 1, Data: []byte(req.Instance.String())}, nil
 }
 func (s *stateClient) Mount(_ context.Context, h sdk.Handle) (sdk.Mount, error) {
@@ -302,6 +308,7 @@ func (w *World) Ensure(_ context.Context, s tenant.Spec) (*tenant.Tenant, error)
 	w.Mu.Lock()
 	defer w.Mu.Unlock()
 	w.Tenants[s.Tenant] = true
+	w.Limits[s.Tenant] = s.Limits
 	return &tenant.Tenant{
 		User:   sdk.User{Name: "kg-" + s.Tenant, UID: s.UID, GID: s.UID, SubUID: s.SubIDStart, SubGID: s.SubIDStart, Count: s.SubIDCount, Home: s.Home},
 		Cgroup: sdk.Cgroup{Path: "/kigumi/" + s.Tenant},
@@ -320,10 +327,11 @@ func (w *World) Remove(_ context.Context, name, _ string) error {
 }
 
 // EnsureInstance records the instance's cgroup.
-func (w *World) EnsureInstance(_ context.Context, ten, instance string, _ tenant.Limits) (sdk.Cgroup, error) {
+func (w *World) EnsureInstance(_ context.Context, ten, instance string, l tenant.Limits) (sdk.Cgroup, error) {
 	w.Mu.Lock()
 	defer w.Mu.Unlock()
 	w.Cgroups[ten+"/"+instance] = true
+	w.Limits[ten+"/"+instance] = l
 	return sdk.Cgroup{Path: "/kigumi/" + ten + "/" + instance}, nil
 }
 

@@ -1335,6 +1335,7 @@ type Resources struct {
 	MilliCpu      int64                  `protobuf:"varint,2,opt,name=milli_cpu,json=milliCpu,proto3" json:"milli_cpu,omitempty"`
 	DiskBytes     int64                  `protobuf:"varint,3,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
 	Pids          int64                  `protobuf:"varint,4,opt,name=pids,proto3" json:"pids,omitempty"`
+	Io            *IOLimits              `protobuf:"bytes,5,opt,name=io,proto3" json:"io,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1397,6 +1398,82 @@ func (x *Resources) GetPids() int64 {
 	return 0
 }
 
+func (x *Resources) GetIo() *IOLimits {
+	if x != nil {
+		return x.Io
+	}
+	return nil
+}
+
+// IOLimits are disk I/O rates; 0 means unlimited.
+type IOLimits struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReadBps       int64                  `protobuf:"varint,1,opt,name=read_bps,json=readBps,proto3" json:"read_bps,omitempty"`
+	WriteBps      int64                  `protobuf:"varint,2,opt,name=write_bps,json=writeBps,proto3" json:"write_bps,omitempty"`
+	ReadIops      int64                  `protobuf:"varint,3,opt,name=read_iops,json=readIops,proto3" json:"read_iops,omitempty"`
+	WriteIops     int64                  `protobuf:"varint,4,opt,name=write_iops,json=writeIops,proto3" json:"write_iops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IOLimits) Reset() {
+	*x = IOLimits{}
+	mi := &file_plugin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IOLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IOLimits) ProtoMessage() {}
+
+func (x *IOLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IOLimits.ProtoReflect.Descriptor instead.
+func (*IOLimits) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *IOLimits) GetReadBps() int64 {
+	if x != nil {
+		return x.ReadBps
+	}
+	return 0
+}
+
+func (x *IOLimits) GetWriteBps() int64 {
+	if x != nil {
+		return x.WriteBps
+	}
+	return 0
+}
+
+func (x *IOLimits) GetReadIops() int64 {
+	if x != nil {
+		return x.ReadIops
+	}
+	return 0
+}
+
+func (x *IOLimits) GetWriteIops() int64 {
+	if x != nil {
+		return x.WriteIops
+	}
+	return 0
+}
+
 type Artifact struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Module        string                 `protobuf:"bytes,1,opt,name=module,proto3" json:"module,omitempty"`
@@ -1408,7 +1485,7 @@ type Artifact struct {
 
 func (x *Artifact) Reset() {
 	*x = Artifact{}
-	mi := &file_plugin_proto_msgTypes[21]
+	mi := &file_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1497,7 @@ func (x *Artifact) String() string {
 func (*Artifact) ProtoMessage() {}
 
 func (x *Artifact) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[21]
+	mi := &file_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1510,7 @@ func (x *Artifact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Artifact.ProtoReflect.Descriptor instead.
 func (*Artifact) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{21}
+	return file_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Artifact) GetModule() string {
@@ -1467,7 +1544,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_plugin_proto_msgTypes[22]
+	mi := &file_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1556,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[22]
+	mi := &file_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1569,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{22}
+	return file_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Instance) GetTenant() string {
@@ -1519,7 +1596,7 @@ type Permission struct {
 
 func (x *Permission) Reset() {
 	*x = Permission{}
-	mi := &file_plugin_proto_msgTypes[23]
+	mi := &file_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1608,7 @@ func (x *Permission) String() string {
 func (*Permission) ProtoMessage() {}
 
 func (x *Permission) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[23]
+	mi := &file_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1621,7 @@ func (x *Permission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Permission.ProtoReflect.Descriptor instead.
 func (*Permission) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{23}
+	return file_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Permission) GetName() string {
@@ -1574,7 +1651,7 @@ type MountPoint struct {
 
 func (x *MountPoint) Reset() {
 	*x = MountPoint{}
-	mi := &file_plugin_proto_msgTypes[24]
+	mi := &file_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1663,7 @@ func (x *MountPoint) String() string {
 func (*MountPoint) ProtoMessage() {}
 
 func (x *MountPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[24]
+	mi := &file_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1676,7 @@ func (x *MountPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountPoint.ProtoReflect.Descriptor instead.
 func (*MountPoint) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{24}
+	return file_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MountPoint) GetSource() string {
@@ -1650,7 +1727,7 @@ type TenantRequest struct {
 
 func (x *TenantRequest) Reset() {
 	*x = TenantRequest{}
-	mi := &file_plugin_proto_msgTypes[25]
+	mi := &file_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1662,7 +1739,7 @@ func (x *TenantRequest) String() string {
 func (*TenantRequest) ProtoMessage() {}
 
 func (x *TenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[25]
+	mi := &file_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1675,7 +1752,7 @@ func (x *TenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantRequest.ProtoReflect.Descriptor instead.
 func (*TenantRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{25}
+	return file_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TenantRequest) GetTenant() string {
@@ -1733,7 +1810,7 @@ type StartRequest struct {
 
 func (x *StartRequest) Reset() {
 	*x = StartRequest{}
-	mi := &file_plugin_proto_msgTypes[26]
+	mi := &file_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +1822,7 @@ func (x *StartRequest) String() string {
 func (*StartRequest) ProtoMessage() {}
 
 func (x *StartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[26]
+	mi := &file_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +1835,7 @@ func (x *StartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRequest.ProtoReflect.Descriptor instead.
 func (*StartRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{26}
+	return file_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StartRequest) GetInstance() *Instance {
@@ -1855,7 +1932,7 @@ type StopRequest struct {
 
 func (x *StopRequest) Reset() {
 	*x = StopRequest{}
-	mi := &file_plugin_proto_msgTypes[27]
+	mi := &file_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +1944,7 @@ func (x *StopRequest) String() string {
 func (*StopRequest) ProtoMessage() {}
 
 func (x *StopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[27]
+	mi := &file_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +1957,7 @@ func (x *StopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
 func (*StopRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{27}
+	return file_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StopRequest) GetHandle() *Handle {
@@ -1913,7 +1990,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_plugin_proto_msgTypes[28]
+	mi := &file_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1925,7 +2002,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[28]
+	mi := &file_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1938,7 +2015,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{28}
+	return file_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Status) GetState() string {
@@ -2008,7 +2085,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_plugin_proto_msgTypes[29]
+	mi := &file_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2097,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[29]
+	mi := &file_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2110,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{29}
+	return file_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LogsRequest) GetHandle() *Handle {
@@ -2066,7 +2143,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_plugin_proto_msgTypes[30]
+	mi := &file_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2155,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[30]
+	mi := &file_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2168,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{30}
+	return file_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LogChunk) GetData() []byte {
@@ -2112,7 +2189,7 @@ type ExitEvent struct {
 
 func (x *ExitEvent) Reset() {
 	*x = ExitEvent{}
-	mi := &file_plugin_proto_msgTypes[31]
+	mi := &file_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2201,7 @@ func (x *ExitEvent) String() string {
 func (*ExitEvent) ProtoMessage() {}
 
 func (x *ExitEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[31]
+	mi := &file_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2214,7 @@ func (x *ExitEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExitEvent.ProtoReflect.Descriptor instead.
 func (*ExitEvent) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{31}
+	return file_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ExitEvent) GetInstance() *Instance {
@@ -2168,13 +2245,14 @@ type ProvisionRequest struct {
 	SizeBytes     int64                  `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
 	InodeLimit    int64                  `protobuf:"varint,4,opt,name=inode_limit,json=inodeLimit,proto3" json:"inode_limit,omitempty"`
 	Dir           string                 `protobuf:"bytes,5,opt,name=dir,proto3" json:"dir,omitempty"`
+	Io            *IOLimits              `protobuf:"bytes,6,opt,name=io,proto3" json:"io,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProvisionRequest) Reset() {
 	*x = ProvisionRequest{}
-	mi := &file_plugin_proto_msgTypes[32]
+	mi := &file_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2186,7 +2264,7 @@ func (x *ProvisionRequest) String() string {
 func (*ProvisionRequest) ProtoMessage() {}
 
 func (x *ProvisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[32]
+	mi := &file_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2199,7 +2277,7 @@ func (x *ProvisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProvisionRequest.ProtoReflect.Descriptor instead.
 func (*ProvisionRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{32}
+	return file_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ProvisionRequest) GetInstance() *Instance {
@@ -2237,6 +2315,13 @@ func (x *ProvisionRequest) GetDir() string {
 	return ""
 }
 
+func (x *ProvisionRequest) GetIo() *IOLimits {
+	if x != nil {
+		return x.Io
+	}
+	return nil
+}
+
 type Digest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Digest        []byte                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
@@ -2246,7 +2331,7 @@ type Digest struct {
 
 func (x *Digest) Reset() {
 	*x = Digest{}
-	mi := &file_plugin_proto_msgTypes[33]
+	mi := &file_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2258,7 +2343,7 @@ func (x *Digest) String() string {
 func (*Digest) ProtoMessage() {}
 
 func (x *Digest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[33]
+	mi := &file_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2271,7 +2356,7 @@ func (x *Digest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Digest.ProtoReflect.Descriptor instead.
 func (*Digest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{33}
+	return file_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Digest) GetDigest() []byte {
@@ -2293,7 +2378,7 @@ type StateUsage struct {
 
 func (x *StateUsage) Reset() {
 	*x = StateUsage{}
-	mi := &file_plugin_proto_msgTypes[34]
+	mi := &file_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2305,7 +2390,7 @@ func (x *StateUsage) String() string {
 func (*StateUsage) ProtoMessage() {}
 
 func (x *StateUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[34]
+	mi := &file_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2318,7 +2403,7 @@ func (x *StateUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateUsage.ProtoReflect.Descriptor instead.
 func (*StateUsage) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{34}
+	return file_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *StateUsage) GetBytes() int64 {
@@ -2359,7 +2444,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_plugin_proto_msgTypes[35]
+	mi := &file_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2371,7 +2456,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[35]
+	mi := &file_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2384,7 +2469,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{35}
+	return file_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CheckpointRequest) GetHandle() *Handle {
@@ -2418,7 +2503,7 @@ type CheckpointInfo struct {
 
 func (x *CheckpointInfo) Reset() {
 	*x = CheckpointInfo{}
-	mi := &file_plugin_proto_msgTypes[36]
+	mi := &file_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2430,7 +2515,7 @@ func (x *CheckpointInfo) String() string {
 func (*CheckpointInfo) ProtoMessage() {}
 
 func (x *CheckpointInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[36]
+	mi := &file_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2443,7 +2528,7 @@ func (x *CheckpointInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointInfo.ProtoReflect.Descriptor instead.
 func (*CheckpointInfo) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{36}
+	return file_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CheckpointInfo) GetName() string {
@@ -2497,7 +2582,7 @@ type CheckpointList struct {
 
 func (x *CheckpointList) Reset() {
 	*x = CheckpointList{}
-	mi := &file_plugin_proto_msgTypes[37]
+	mi := &file_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2509,7 +2594,7 @@ func (x *CheckpointList) String() string {
 func (*CheckpointList) ProtoMessage() {}
 
 func (x *CheckpointList) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[37]
+	mi := &file_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2522,7 +2607,7 @@ func (x *CheckpointList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointList.ProtoReflect.Descriptor instead.
 func (*CheckpointList) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{37}
+	return file_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CheckpointList) GetCheckpoints() []*CheckpointInfo {
@@ -2541,7 +2626,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_plugin_proto_msgTypes[38]
+	mi := &file_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +2638,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[38]
+	mi := &file_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +2651,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{38}
+	return file_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *EventsRequest) GetCursor() string {
@@ -2595,7 +2680,7 @@ type LeaseEvent struct {
 
 func (x *LeaseEvent) Reset() {
 	*x = LeaseEvent{}
-	mi := &file_plugin_proto_msgTypes[39]
+	mi := &file_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2692,7 @@ func (x *LeaseEvent) String() string {
 func (*LeaseEvent) ProtoMessage() {}
 
 func (x *LeaseEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[39]
+	mi := &file_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2705,7 @@ func (x *LeaseEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseEvent.ProtoReflect.Descriptor instead.
 func (*LeaseEvent) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{39}
+	return file_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *LeaseEvent) GetId() string {
@@ -2707,7 +2792,7 @@ type LeaseReply struct {
 
 func (x *LeaseReply) Reset() {
 	*x = LeaseReply{}
-	mi := &file_plugin_proto_msgTypes[40]
+	mi := &file_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2719,7 +2804,7 @@ func (x *LeaseReply) String() string {
 func (*LeaseReply) ProtoMessage() {}
 
 func (x *LeaseReply) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[40]
+	mi := &file_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2732,7 +2817,7 @@ func (x *LeaseReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseReply.ProtoReflect.Descriptor instead.
 func (*LeaseReply) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{40}
+	return file_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *LeaseReply) GetEventId() string {
@@ -2884,13 +2969,20 @@ const file_plugin_proto_rawDesc = "" +
 	"\x06Cgroup\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1f\n" +
 	"\vprocs_files\x18\x02 \x03(\tR\n" +
-	"procsFiles\"~\n" +
+	"procsFiles\"\xaa\x01\n" +
 	"\tResources\x12!\n" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x1b\n" +
 	"\tmilli_cpu\x18\x02 \x01(\x03R\bmilliCpu\x12\x1d\n" +
 	"\n" +
 	"disk_bytes\x18\x03 \x01(\x03R\tdiskBytes\x12\x12\n" +
-	"\x04pids\x18\x04 \x01(\x03R\x04pids\"P\n" +
+	"\x04pids\x18\x04 \x01(\x03R\x04pids\x12*\n" +
+	"\x02io\x18\x05 \x01(\v2\x1a.kigumi.plugin.v2.IOLimitsR\x02io\"~\n" +
+	"\bIOLimits\x12\x19\n" +
+	"\bread_bps\x18\x01 \x01(\x03R\areadBps\x12\x1b\n" +
+	"\twrite_bps\x18\x02 \x01(\x03R\bwriteBps\x12\x1b\n" +
+	"\tread_iops\x18\x03 \x01(\x03R\breadIops\x12\x1d\n" +
+	"\n" +
+	"write_iops\x18\x04 \x01(\x03R\twriteIops\"P\n" +
 	"\bArtifact\x12\x16\n" +
 	"\x06module\x18\x01 \x01(\tR\x06module\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x16\n" +
@@ -2958,7 +3050,7 @@ const file_plugin_proto_rawDesc = "" +
 	"\tExitEvent\x126\n" +
 	"\binstance\x18\x01 \x01(\v2\x1a.kigumi.plugin.v2.InstanceR\binstance\x120\n" +
 	"\x06handle\x18\x02 \x01(\v2\x18.kigumi.plugin.v2.HandleR\x06handle\x120\n" +
-	"\x06status\x18\x03 \x01(\v2\x18.kigumi.plugin.v2.StatusR\x06status\"\xc8\x01\n" +
+	"\x06status\x18\x03 \x01(\v2\x18.kigumi.plugin.v2.StatusR\x06status\"\xf4\x01\n" +
 	"\x10ProvisionRequest\x126\n" +
 	"\binstance\x18\x01 \x01(\v2\x1a.kigumi.plugin.v2.InstanceR\binstance\x12*\n" +
 	"\x04user\x18\x02 \x01(\v2\x16.kigumi.plugin.v2.UserR\x04user\x12\x1d\n" +
@@ -2966,7 +3058,8 @@ const file_plugin_proto_rawDesc = "" +
 	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12\x1f\n" +
 	"\vinode_limit\x18\x04 \x01(\x03R\n" +
 	"inodeLimit\x12\x10\n" +
-	"\x03dir\x18\x05 \x01(\tR\x03dir\" \n" +
+	"\x03dir\x18\x05 \x01(\tR\x03dir\x12*\n" +
+	"\x02io\x18\x06 \x01(\v2\x1a.kigumi.plugin.v2.IOLimitsR\x02io\" \n" +
 	"\x06Digest\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\fR\x06digest\"~\n" +
 	"\n" +
@@ -3062,7 +3155,7 @@ func file_plugin_proto_rawDescGZIP() []byte {
 	return file_plugin_proto_rawDescData
 }
 
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_plugin_proto_goTypes = []any{
 	(*Error)(nil),                 // 0: kigumi.plugin.v2.Error
 	(*Empty)(nil),                 // 1: kigumi.plugin.v2.Empty
@@ -3085,33 +3178,34 @@ var file_plugin_proto_goTypes = []any{
 	(*User)(nil),                  // 18: kigumi.plugin.v2.User
 	(*Cgroup)(nil),                // 19: kigumi.plugin.v2.Cgroup
 	(*Resources)(nil),             // 20: kigumi.plugin.v2.Resources
-	(*Artifact)(nil),              // 21: kigumi.plugin.v2.Artifact
-	(*Instance)(nil),              // 22: kigumi.plugin.v2.Instance
-	(*Permission)(nil),            // 23: kigumi.plugin.v2.Permission
-	(*MountPoint)(nil),            // 24: kigumi.plugin.v2.MountPoint
-	(*TenantRequest)(nil),         // 25: kigumi.plugin.v2.TenantRequest
-	(*StartRequest)(nil),          // 26: kigumi.plugin.v2.StartRequest
-	(*StopRequest)(nil),           // 27: kigumi.plugin.v2.StopRequest
-	(*Status)(nil),                // 28: kigumi.plugin.v2.Status
-	(*LogsRequest)(nil),           // 29: kigumi.plugin.v2.LogsRequest
-	(*LogChunk)(nil),              // 30: kigumi.plugin.v2.LogChunk
-	(*ExitEvent)(nil),             // 31: kigumi.plugin.v2.ExitEvent
-	(*ProvisionRequest)(nil),      // 32: kigumi.plugin.v2.ProvisionRequest
-	(*Digest)(nil),                // 33: kigumi.plugin.v2.Digest
-	(*StateUsage)(nil),            // 34: kigumi.plugin.v2.StateUsage
-	(*CheckpointRequest)(nil),     // 35: kigumi.plugin.v2.CheckpointRequest
-	(*CheckpointInfo)(nil),        // 36: kigumi.plugin.v2.CheckpointInfo
-	(*CheckpointList)(nil),        // 37: kigumi.plugin.v2.CheckpointList
-	(*EventsRequest)(nil),         // 38: kigumi.plugin.v2.EventsRequest
-	(*LeaseEvent)(nil),            // 39: kigumi.plugin.v2.LeaseEvent
-	(*LeaseReply)(nil),            // 40: kigumi.plugin.v2.LeaseReply
-	nil,                           // 41: kigumi.plugin.v2.StringMap.ValuesEntry
-	nil,                           // 42: kigumi.plugin.v2.Config.ValuesEntry
-	nil,                           // 43: kigumi.plugin.v2.ConfigMap.ItemsEntry
-	nil,                           // 44: kigumi.plugin.v2.Permission.ParamsEntry
-	nil,                           // 45: kigumi.plugin.v2.StartRequest.EnvEntry
-	(*durationpb.Duration)(nil),   // 46: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 47: google.protobuf.Timestamp
+	(*IOLimits)(nil),              // 21: kigumi.plugin.v2.IOLimits
+	(*Artifact)(nil),              // 22: kigumi.plugin.v2.Artifact
+	(*Instance)(nil),              // 23: kigumi.plugin.v2.Instance
+	(*Permission)(nil),            // 24: kigumi.plugin.v2.Permission
+	(*MountPoint)(nil),            // 25: kigumi.plugin.v2.MountPoint
+	(*TenantRequest)(nil),         // 26: kigumi.plugin.v2.TenantRequest
+	(*StartRequest)(nil),          // 27: kigumi.plugin.v2.StartRequest
+	(*StopRequest)(nil),           // 28: kigumi.plugin.v2.StopRequest
+	(*Status)(nil),                // 29: kigumi.plugin.v2.Status
+	(*LogsRequest)(nil),           // 30: kigumi.plugin.v2.LogsRequest
+	(*LogChunk)(nil),              // 31: kigumi.plugin.v2.LogChunk
+	(*ExitEvent)(nil),             // 32: kigumi.plugin.v2.ExitEvent
+	(*ProvisionRequest)(nil),      // 33: kigumi.plugin.v2.ProvisionRequest
+	(*Digest)(nil),                // 34: kigumi.plugin.v2.Digest
+	(*StateUsage)(nil),            // 35: kigumi.plugin.v2.StateUsage
+	(*CheckpointRequest)(nil),     // 36: kigumi.plugin.v2.CheckpointRequest
+	(*CheckpointInfo)(nil),        // 37: kigumi.plugin.v2.CheckpointInfo
+	(*CheckpointList)(nil),        // 38: kigumi.plugin.v2.CheckpointList
+	(*EventsRequest)(nil),         // 39: kigumi.plugin.v2.EventsRequest
+	(*LeaseEvent)(nil),            // 40: kigumi.plugin.v2.LeaseEvent
+	(*LeaseReply)(nil),            // 41: kigumi.plugin.v2.LeaseReply
+	nil,                           // 42: kigumi.plugin.v2.StringMap.ValuesEntry
+	nil,                           // 43: kigumi.plugin.v2.Config.ValuesEntry
+	nil,                           // 44: kigumi.plugin.v2.ConfigMap.ItemsEntry
+	nil,                           // 45: kigumi.plugin.v2.Permission.ParamsEntry
+	nil,                           // 46: kigumi.plugin.v2.StartRequest.EnvEntry
+	(*durationpb.Duration)(nil),   // 47: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 48: google.protobuf.Timestamp
 }
 var file_plugin_proto_depIdxs = []int32{
 	4,  // 0: kigumi.plugin.v2.Block.schema:type_name -> kigumi.plugin.v2.Schema
@@ -3122,10 +3216,10 @@ var file_plugin_proto_depIdxs = []int32{
 	4,  // 5: kigumi.plugin.v2.PluginInfo.schema:type_name -> kigumi.plugin.v2.Schema
 	4,  // 6: kigumi.plugin.v2.PluginInfo.instance_schema:type_name -> kigumi.plugin.v2.Schema
 	7,  // 7: kigumi.plugin.v2.PluginInfo.capabilities:type_name -> kigumi.plugin.v2.Capabilities
-	41, // 8: kigumi.plugin.v2.StringMap.values:type_name -> kigumi.plugin.v2.StringMap.ValuesEntry
-	42, // 9: kigumi.plugin.v2.Config.values:type_name -> kigumi.plugin.v2.Config.ValuesEntry
+	42, // 8: kigumi.plugin.v2.StringMap.values:type_name -> kigumi.plugin.v2.StringMap.ValuesEntry
+	43, // 9: kigumi.plugin.v2.Config.values:type_name -> kigumi.plugin.v2.Config.ValuesEntry
 	11, // 10: kigumi.plugin.v2.ConfigList.items:type_name -> kigumi.plugin.v2.Config
-	43, // 11: kigumi.plugin.v2.ConfigMap.items:type_name -> kigumi.plugin.v2.ConfigMap.ItemsEntry
+	44, // 11: kigumi.plugin.v2.ConfigMap.items:type_name -> kigumi.plugin.v2.ConfigMap.ItemsEntry
 	9,  // 12: kigumi.plugin.v2.Value.list_value:type_name -> kigumi.plugin.v2.StringList
 	10, // 13: kigumi.plugin.v2.Value.map_value:type_name -> kigumi.plugin.v2.StringMap
 	11, // 14: kigumi.plugin.v2.Value.block_value:type_name -> kigumi.plugin.v2.Config
@@ -3133,102 +3227,104 @@ var file_plugin_proto_depIdxs = []int32{
 	13, // 16: kigumi.plugin.v2.Value.block_map:type_name -> kigumi.plugin.v2.ConfigMap
 	11, // 17: kigumi.plugin.v2.ConfigureRequest.settings:type_name -> kigumi.plugin.v2.Config
 	15, // 18: kigumi.plugin.v2.ConfigureRequest.host_capabilities:type_name -> kigumi.plugin.v2.HostCapabilities
-	44, // 19: kigumi.plugin.v2.Permission.params:type_name -> kigumi.plugin.v2.Permission.ParamsEntry
-	18, // 20: kigumi.plugin.v2.TenantRequest.user:type_name -> kigumi.plugin.v2.User
-	19, // 21: kigumi.plugin.v2.TenantRequest.cgroup:type_name -> kigumi.plugin.v2.Cgroup
-	20, // 22: kigumi.plugin.v2.TenantRequest.resources:type_name -> kigumi.plugin.v2.Resources
-	22, // 23: kigumi.plugin.v2.StartRequest.instance:type_name -> kigumi.plugin.v2.Instance
-	18, // 24: kigumi.plugin.v2.StartRequest.user:type_name -> kigumi.plugin.v2.User
-	19, // 25: kigumi.plugin.v2.StartRequest.cgroup:type_name -> kigumi.plugin.v2.Cgroup
-	21, // 26: kigumi.plugin.v2.StartRequest.artifact:type_name -> kigumi.plugin.v2.Artifact
-	45, // 27: kigumi.plugin.v2.StartRequest.env:type_name -> kigumi.plugin.v2.StartRequest.EnvEntry
-	20, // 28: kigumi.plugin.v2.StartRequest.resources:type_name -> kigumi.plugin.v2.Resources
-	23, // 29: kigumi.plugin.v2.StartRequest.permissions:type_name -> kigumi.plugin.v2.Permission
-	24, // 30: kigumi.plugin.v2.StartRequest.mounts:type_name -> kigumi.plugin.v2.MountPoint
-	11, // 31: kigumi.plugin.v2.StartRequest.settings:type_name -> kigumi.plugin.v2.Config
-	17, // 32: kigumi.plugin.v2.StartRequest.tenant:type_name -> kigumi.plugin.v2.Handle
-	17, // 33: kigumi.plugin.v2.StopRequest.handle:type_name -> kigumi.plugin.v2.Handle
-	46, // 34: kigumi.plugin.v2.StopRequest.timeout:type_name -> google.protobuf.Duration
-	47, // 35: kigumi.plugin.v2.Status.started_at:type_name -> google.protobuf.Timestamp
-	47, // 36: kigumi.plugin.v2.Status.finished_at:type_name -> google.protobuf.Timestamp
-	17, // 37: kigumi.plugin.v2.LogsRequest.handle:type_name -> kigumi.plugin.v2.Handle
-	22, // 38: kigumi.plugin.v2.ExitEvent.instance:type_name -> kigumi.plugin.v2.Instance
-	17, // 39: kigumi.plugin.v2.ExitEvent.handle:type_name -> kigumi.plugin.v2.Handle
-	28, // 40: kigumi.plugin.v2.ExitEvent.status:type_name -> kigumi.plugin.v2.Status
-	22, // 41: kigumi.plugin.v2.ProvisionRequest.instance:type_name -> kigumi.plugin.v2.Instance
-	18, // 42: kigumi.plugin.v2.ProvisionRequest.user:type_name -> kigumi.plugin.v2.User
-	17, // 43: kigumi.plugin.v2.CheckpointRequest.handle:type_name -> kigumi.plugin.v2.Handle
-	47, // 44: kigumi.plugin.v2.CheckpointInfo.created_at:type_name -> google.protobuf.Timestamp
-	36, // 45: kigumi.plugin.v2.CheckpointList.checkpoints:type_name -> kigumi.plugin.v2.CheckpointInfo
-	47, // 46: kigumi.plugin.v2.LeaseEvent.expires_at:type_name -> google.protobuf.Timestamp
-	47, // 47: kigumi.plugin.v2.LeaseEvent.ledger_time:type_name -> google.protobuf.Timestamp
-	14, // 48: kigumi.plugin.v2.Config.ValuesEntry.value:type_name -> kigumi.plugin.v2.Value
-	11, // 49: kigumi.plugin.v2.ConfigMap.ItemsEntry.value:type_name -> kigumi.plugin.v2.Config
-	1,  // 50: kigumi.plugin.v2.Runtime.Info:input_type -> kigumi.plugin.v2.Empty
-	16, // 51: kigumi.plugin.v2.Runtime.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
-	25, // 52: kigumi.plugin.v2.Runtime.PrepareTenant:input_type -> kigumi.plugin.v2.TenantRequest
-	17, // 53: kigumi.plugin.v2.Runtime.ReleaseTenant:input_type -> kigumi.plugin.v2.Handle
-	26, // 54: kigumi.plugin.v2.Runtime.Validate:input_type -> kigumi.plugin.v2.StartRequest
-	26, // 55: kigumi.plugin.v2.Runtime.Start:input_type -> kigumi.plugin.v2.StartRequest
-	27, // 56: kigumi.plugin.v2.Runtime.Stop:input_type -> kigumi.plugin.v2.StopRequest
-	17, // 57: kigumi.plugin.v2.Runtime.Destroy:input_type -> kigumi.plugin.v2.Handle
-	17, // 58: kigumi.plugin.v2.Runtime.Inspect:input_type -> kigumi.plugin.v2.Handle
-	17, // 59: kigumi.plugin.v2.Runtime.Recover:input_type -> kigumi.plugin.v2.Handle
-	29, // 60: kigumi.plugin.v2.Runtime.Logs:input_type -> kigumi.plugin.v2.LogsRequest
-	1,  // 61: kigumi.plugin.v2.Runtime.WatchExits:input_type -> kigumi.plugin.v2.Empty
-	1,  // 62: kigumi.plugin.v2.StateFS.Info:input_type -> kigumi.plugin.v2.Empty
-	16, // 63: kigumi.plugin.v2.StateFS.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
-	32, // 64: kigumi.plugin.v2.StateFS.Provision:input_type -> kigumi.plugin.v2.ProvisionRequest
-	17, // 65: kigumi.plugin.v2.StateFS.Mount:input_type -> kigumi.plugin.v2.Handle
-	17, // 66: kigumi.plugin.v2.StateFS.Unmount:input_type -> kigumi.plugin.v2.Handle
-	17, // 67: kigumi.plugin.v2.StateFS.Hash:input_type -> kigumi.plugin.v2.Handle
-	17, // 68: kigumi.plugin.v2.StateFS.Usage:input_type -> kigumi.plugin.v2.Handle
-	35, // 69: kigumi.plugin.v2.StateFS.Checkpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
-	17, // 70: kigumi.plugin.v2.StateFS.Checkpoints:input_type -> kigumi.plugin.v2.Handle
-	35, // 71: kigumi.plugin.v2.StateFS.Rollback:input_type -> kigumi.plugin.v2.CheckpointRequest
-	35, // 72: kigumi.plugin.v2.StateFS.MountCheckpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
-	35, // 73: kigumi.plugin.v2.StateFS.UnmountCheckpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
-	17, // 74: kigumi.plugin.v2.StateFS.Recover:input_type -> kigumi.plugin.v2.Handle
-	17, // 75: kigumi.plugin.v2.StateFS.Deprovision:input_type -> kigumi.plugin.v2.Handle
-	1,  // 76: kigumi.plugin.v2.Ledger.Info:input_type -> kigumi.plugin.v2.Empty
-	16, // 77: kigumi.plugin.v2.Ledger.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
-	38, // 78: kigumi.plugin.v2.Ledger.Events:input_type -> kigumi.plugin.v2.EventsRequest
-	40, // 79: kigumi.plugin.v2.Ledger.Reply:input_type -> kigumi.plugin.v2.LeaseReply
-	8,  // 80: kigumi.plugin.v2.Runtime.Info:output_type -> kigumi.plugin.v2.PluginInfo
-	1,  // 81: kigumi.plugin.v2.Runtime.Configure:output_type -> kigumi.plugin.v2.Empty
-	17, // 82: kigumi.plugin.v2.Runtime.PrepareTenant:output_type -> kigumi.plugin.v2.Handle
-	1,  // 83: kigumi.plugin.v2.Runtime.ReleaseTenant:output_type -> kigumi.plugin.v2.Empty
-	1,  // 84: kigumi.plugin.v2.Runtime.Validate:output_type -> kigumi.plugin.v2.Empty
-	17, // 85: kigumi.plugin.v2.Runtime.Start:output_type -> kigumi.plugin.v2.Handle
-	1,  // 86: kigumi.plugin.v2.Runtime.Stop:output_type -> kigumi.plugin.v2.Empty
-	1,  // 87: kigumi.plugin.v2.Runtime.Destroy:output_type -> kigumi.plugin.v2.Empty
-	28, // 88: kigumi.plugin.v2.Runtime.Inspect:output_type -> kigumi.plugin.v2.Status
-	17, // 89: kigumi.plugin.v2.Runtime.Recover:output_type -> kigumi.plugin.v2.Handle
-	30, // 90: kigumi.plugin.v2.Runtime.Logs:output_type -> kigumi.plugin.v2.LogChunk
-	31, // 91: kigumi.plugin.v2.Runtime.WatchExits:output_type -> kigumi.plugin.v2.ExitEvent
-	8,  // 92: kigumi.plugin.v2.StateFS.Info:output_type -> kigumi.plugin.v2.PluginInfo
-	1,  // 93: kigumi.plugin.v2.StateFS.Configure:output_type -> kigumi.plugin.v2.Empty
-	17, // 94: kigumi.plugin.v2.StateFS.Provision:output_type -> kigumi.plugin.v2.Handle
-	24, // 95: kigumi.plugin.v2.StateFS.Mount:output_type -> kigumi.plugin.v2.MountPoint
-	1,  // 96: kigumi.plugin.v2.StateFS.Unmount:output_type -> kigumi.plugin.v2.Empty
-	33, // 97: kigumi.plugin.v2.StateFS.Hash:output_type -> kigumi.plugin.v2.Digest
-	34, // 98: kigumi.plugin.v2.StateFS.Usage:output_type -> kigumi.plugin.v2.StateUsage
-	36, // 99: kigumi.plugin.v2.StateFS.Checkpoint:output_type -> kigumi.plugin.v2.CheckpointInfo
-	37, // 100: kigumi.plugin.v2.StateFS.Checkpoints:output_type -> kigumi.plugin.v2.CheckpointList
-	1,  // 101: kigumi.plugin.v2.StateFS.Rollback:output_type -> kigumi.plugin.v2.Empty
-	24, // 102: kigumi.plugin.v2.StateFS.MountCheckpoint:output_type -> kigumi.plugin.v2.MountPoint
-	1,  // 103: kigumi.plugin.v2.StateFS.UnmountCheckpoint:output_type -> kigumi.plugin.v2.Empty
-	17, // 104: kigumi.plugin.v2.StateFS.Recover:output_type -> kigumi.plugin.v2.Handle
-	1,  // 105: kigumi.plugin.v2.StateFS.Deprovision:output_type -> kigumi.plugin.v2.Empty
-	8,  // 106: kigumi.plugin.v2.Ledger.Info:output_type -> kigumi.plugin.v2.PluginInfo
-	1,  // 107: kigumi.plugin.v2.Ledger.Configure:output_type -> kigumi.plugin.v2.Empty
-	39, // 108: kigumi.plugin.v2.Ledger.Events:output_type -> kigumi.plugin.v2.LeaseEvent
-	1,  // 109: kigumi.plugin.v2.Ledger.Reply:output_type -> kigumi.plugin.v2.Empty
-	80, // [80:110] is the sub-list for method output_type
-	50, // [50:80] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	21, // 19: kigumi.plugin.v2.Resources.io:type_name -> kigumi.plugin.v2.IOLimits
+	45, // 20: kigumi.plugin.v2.Permission.params:type_name -> kigumi.plugin.v2.Permission.ParamsEntry
+	18, // 21: kigumi.plugin.v2.TenantRequest.user:type_name -> kigumi.plugin.v2.User
+	19, // 22: kigumi.plugin.v2.TenantRequest.cgroup:type_name -> kigumi.plugin.v2.Cgroup
+	20, // 23: kigumi.plugin.v2.TenantRequest.resources:type_name -> kigumi.plugin.v2.Resources
+	23, // 24: kigumi.plugin.v2.StartRequest.instance:type_name -> kigumi.plugin.v2.Instance
+	18, // 25: kigumi.plugin.v2.StartRequest.user:type_name -> kigumi.plugin.v2.User
+	19, // 26: kigumi.plugin.v2.StartRequest.cgroup:type_name -> kigumi.plugin.v2.Cgroup
+	22, // 27: kigumi.plugin.v2.StartRequest.artifact:type_name -> kigumi.plugin.v2.Artifact
+	46, // 28: kigumi.plugin.v2.StartRequest.env:type_name -> kigumi.plugin.v2.StartRequest.EnvEntry
+	20, // 29: kigumi.plugin.v2.StartRequest.resources:type_name -> kigumi.plugin.v2.Resources
+	24, // 30: kigumi.plugin.v2.StartRequest.permissions:type_name -> kigumi.plugin.v2.Permission
+	25, // 31: kigumi.plugin.v2.StartRequest.mounts:type_name -> kigumi.plugin.v2.MountPoint
+	11, // 32: kigumi.plugin.v2.StartRequest.settings:type_name -> kigumi.plugin.v2.Config
+	17, // 33: kigumi.plugin.v2.StartRequest.tenant:type_name -> kigumi.plugin.v2.Handle
+	17, // 34: kigumi.plugin.v2.StopRequest.handle:type_name -> kigumi.plugin.v2.Handle
+	47, // 35: kigumi.plugin.v2.StopRequest.timeout:type_name -> google.protobuf.Duration
+	48, // 36: kigumi.plugin.v2.Status.started_at:type_name -> google.protobuf.Timestamp
+	48, // 37: kigumi.plugin.v2.Status.finished_at:type_name -> google.protobuf.Timestamp
+	17, // 38: kigumi.plugin.v2.LogsRequest.handle:type_name -> kigumi.plugin.v2.Handle
+	23, // 39: kigumi.plugin.v2.ExitEvent.instance:type_name -> kigumi.plugin.v2.Instance
+	17, // 40: kigumi.plugin.v2.ExitEvent.handle:type_name -> kigumi.plugin.v2.Handle
+	29, // 41: kigumi.plugin.v2.ExitEvent.status:type_name -> kigumi.plugin.v2.Status
+	23, // 42: kigumi.plugin.v2.ProvisionRequest.instance:type_name -> kigumi.plugin.v2.Instance
+	18, // 43: kigumi.plugin.v2.ProvisionRequest.user:type_name -> kigumi.plugin.v2.User
+	21, // 44: kigumi.plugin.v2.ProvisionRequest.io:type_name -> kigumi.plugin.v2.IOLimits
+	17, // 45: kigumi.plugin.v2.CheckpointRequest.handle:type_name -> kigumi.plugin.v2.Handle
+	48, // 46: kigumi.plugin.v2.CheckpointInfo.created_at:type_name -> google.protobuf.Timestamp
+	37, // 47: kigumi.plugin.v2.CheckpointList.checkpoints:type_name -> kigumi.plugin.v2.CheckpointInfo
+	48, // 48: kigumi.plugin.v2.LeaseEvent.expires_at:type_name -> google.protobuf.Timestamp
+	48, // 49: kigumi.plugin.v2.LeaseEvent.ledger_time:type_name -> google.protobuf.Timestamp
+	14, // 50: kigumi.plugin.v2.Config.ValuesEntry.value:type_name -> kigumi.plugin.v2.Value
+	11, // 51: kigumi.plugin.v2.ConfigMap.ItemsEntry.value:type_name -> kigumi.plugin.v2.Config
+	1,  // 52: kigumi.plugin.v2.Runtime.Info:input_type -> kigumi.plugin.v2.Empty
+	16, // 53: kigumi.plugin.v2.Runtime.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
+	26, // 54: kigumi.plugin.v2.Runtime.PrepareTenant:input_type -> kigumi.plugin.v2.TenantRequest
+	17, // 55: kigumi.plugin.v2.Runtime.ReleaseTenant:input_type -> kigumi.plugin.v2.Handle
+	27, // 56: kigumi.plugin.v2.Runtime.Validate:input_type -> kigumi.plugin.v2.StartRequest
+	27, // 57: kigumi.plugin.v2.Runtime.Start:input_type -> kigumi.plugin.v2.StartRequest
+	28, // 58: kigumi.plugin.v2.Runtime.Stop:input_type -> kigumi.plugin.v2.StopRequest
+	17, // 59: kigumi.plugin.v2.Runtime.Destroy:input_type -> kigumi.plugin.v2.Handle
+	17, // 60: kigumi.plugin.v2.Runtime.Inspect:input_type -> kigumi.plugin.v2.Handle
+	17, // 61: kigumi.plugin.v2.Runtime.Recover:input_type -> kigumi.plugin.v2.Handle
+	30, // 62: kigumi.plugin.v2.Runtime.Logs:input_type -> kigumi.plugin.v2.LogsRequest
+	1,  // 63: kigumi.plugin.v2.Runtime.WatchExits:input_type -> kigumi.plugin.v2.Empty
+	1,  // 64: kigumi.plugin.v2.StateFS.Info:input_type -> kigumi.plugin.v2.Empty
+	16, // 65: kigumi.plugin.v2.StateFS.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
+	33, // 66: kigumi.plugin.v2.StateFS.Provision:input_type -> kigumi.plugin.v2.ProvisionRequest
+	17, // 67: kigumi.plugin.v2.StateFS.Mount:input_type -> kigumi.plugin.v2.Handle
+	17, // 68: kigumi.plugin.v2.StateFS.Unmount:input_type -> kigumi.plugin.v2.Handle
+	17, // 69: kigumi.plugin.v2.StateFS.Hash:input_type -> kigumi.plugin.v2.Handle
+	17, // 70: kigumi.plugin.v2.StateFS.Usage:input_type -> kigumi.plugin.v2.Handle
+	36, // 71: kigumi.plugin.v2.StateFS.Checkpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
+	17, // 72: kigumi.plugin.v2.StateFS.Checkpoints:input_type -> kigumi.plugin.v2.Handle
+	36, // 73: kigumi.plugin.v2.StateFS.Rollback:input_type -> kigumi.plugin.v2.CheckpointRequest
+	36, // 74: kigumi.plugin.v2.StateFS.MountCheckpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
+	36, // 75: kigumi.plugin.v2.StateFS.UnmountCheckpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
+	17, // 76: kigumi.plugin.v2.StateFS.Recover:input_type -> kigumi.plugin.v2.Handle
+	17, // 77: kigumi.plugin.v2.StateFS.Deprovision:input_type -> kigumi.plugin.v2.Handle
+	1,  // 78: kigumi.plugin.v2.Ledger.Info:input_type -> kigumi.plugin.v2.Empty
+	16, // 79: kigumi.plugin.v2.Ledger.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
+	39, // 80: kigumi.plugin.v2.Ledger.Events:input_type -> kigumi.plugin.v2.EventsRequest
+	41, // 81: kigumi.plugin.v2.Ledger.Reply:input_type -> kigumi.plugin.v2.LeaseReply
+	8,  // 82: kigumi.plugin.v2.Runtime.Info:output_type -> kigumi.plugin.v2.PluginInfo
+	1,  // 83: kigumi.plugin.v2.Runtime.Configure:output_type -> kigumi.plugin.v2.Empty
+	17, // 84: kigumi.plugin.v2.Runtime.PrepareTenant:output_type -> kigumi.plugin.v2.Handle
+	1,  // 85: kigumi.plugin.v2.Runtime.ReleaseTenant:output_type -> kigumi.plugin.v2.Empty
+	1,  // 86: kigumi.plugin.v2.Runtime.Validate:output_type -> kigumi.plugin.v2.Empty
+	17, // 87: kigumi.plugin.v2.Runtime.Start:output_type -> kigumi.plugin.v2.Handle
+	1,  // 88: kigumi.plugin.v2.Runtime.Stop:output_type -> kigumi.plugin.v2.Empty
+	1,  // 89: kigumi.plugin.v2.Runtime.Destroy:output_type -> kigumi.plugin.v2.Empty
+	29, // 90: kigumi.plugin.v2.Runtime.Inspect:output_type -> kigumi.plugin.v2.Status
+	17, // 91: kigumi.plugin.v2.Runtime.Recover:output_type -> kigumi.plugin.v2.Handle
+	31, // 92: kigumi.plugin.v2.Runtime.Logs:output_type -> kigumi.plugin.v2.LogChunk
+	32, // 93: kigumi.plugin.v2.Runtime.WatchExits:output_type -> kigumi.plugin.v2.ExitEvent
+	8,  // 94: kigumi.plugin.v2.StateFS.Info:output_type -> kigumi.plugin.v2.PluginInfo
+	1,  // 95: kigumi.plugin.v2.StateFS.Configure:output_type -> kigumi.plugin.v2.Empty
+	17, // 96: kigumi.plugin.v2.StateFS.Provision:output_type -> kigumi.plugin.v2.Handle
+	25, // 97: kigumi.plugin.v2.StateFS.Mount:output_type -> kigumi.plugin.v2.MountPoint
+	1,  // 98: kigumi.plugin.v2.StateFS.Unmount:output_type -> kigumi.plugin.v2.Empty
+	34, // 99: kigumi.plugin.v2.StateFS.Hash:output_type -> kigumi.plugin.v2.Digest
+	35, // 100: kigumi.plugin.v2.StateFS.Usage:output_type -> kigumi.plugin.v2.StateUsage
+	37, // 101: kigumi.plugin.v2.StateFS.Checkpoint:output_type -> kigumi.plugin.v2.CheckpointInfo
+	38, // 102: kigumi.plugin.v2.StateFS.Checkpoints:output_type -> kigumi.plugin.v2.CheckpointList
+	1,  // 103: kigumi.plugin.v2.StateFS.Rollback:output_type -> kigumi.plugin.v2.Empty
+	25, // 104: kigumi.plugin.v2.StateFS.MountCheckpoint:output_type -> kigumi.plugin.v2.MountPoint
+	1,  // 105: kigumi.plugin.v2.StateFS.UnmountCheckpoint:output_type -> kigumi.plugin.v2.Empty
+	17, // 106: kigumi.plugin.v2.StateFS.Recover:output_type -> kigumi.plugin.v2.Handle
+	1,  // 107: kigumi.plugin.v2.StateFS.Deprovision:output_type -> kigumi.plugin.v2.Empty
+	8,  // 108: kigumi.plugin.v2.Ledger.Info:output_type -> kigumi.plugin.v2.PluginInfo
+	1,  // 109: kigumi.plugin.v2.Ledger.Configure:output_type -> kigumi.plugin.v2.Empty
+	40, // 110: kigumi.plugin.v2.Ledger.Events:output_type -> kigumi.plugin.v2.LeaseEvent
+	1,  // 111: kigumi.plugin.v2.Ledger.Reply:output_type -> kigumi.plugin.v2.Empty
+	82, // [82:112] is the sub-list for method output_type
+	52, // [52:82] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_plugin_proto_init() }
@@ -3252,7 +3348,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   46,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -55,7 +55,7 @@ var testStart = sdk.StartRequest{
 	Artifact:    sdk.Artifact{Module: "/srv/web.wasm", Image: "registry.local/web:1", Digest: "sha256:abcd"},
 	Args:        []string{"web", "--port", "8080"},
 	Env:         map[string]string{"A": "1", "EMPTY": ""},
-	Resources:   sdk.Resources{MemoryBytes: 64 << 20, MilliCPU: 250, DiskBytes: 1 << 30, Pids: 32},
+	Resources:   sdk.Resources{MemoryBytes: 64 << 20, MilliCPU: 250, DiskBytes: 1 << 30, Pids: 32, IO: sdk.IOLimits{ReadBPS: 20 << 20, WriteBPS: 10 << 20, ReadIOPS: 2000, WriteIOPS: 1000}},
 	Permissions: sdk.Permissions{{Name: sdk.PermStateRead}, {Name: "net.connect", Params: map[string]string{"host": "db.internal", "port": "5432", "": ""}}},
 	Mounts:      []sdk.Mount{testMount, {Source: "/srv/assets", Target: "/assets", Type: sdk.MountBind}},
 	Settings: sdk.Config{
@@ -71,6 +71,7 @@ var testProvision = sdk.ProvisionRequest{
 	Instance:   sdk.Instance{Tenant: "bob", Name: "db"},
 	User:       sdk.User{Name: "kg-bob", UID: 1003, GID: 1003, Home: "/home/kg-bob"},
 	SizeBytes:  10 << 30,
+	IO:         sdk.IOLimits{WriteBPS: 1 << 20, ReadIOPS: 50},
 	InodeLimit: 100000,
 	Dir:        "/var/lib/kigumi/state/bob/db",
 }

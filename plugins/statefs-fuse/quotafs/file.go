@@ -44,23 +44,37 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	if err != nil {
 		return nil, fs.ToErrno(err)
 	}
+	// Charged for what was read, before the caller gets it.
+	if errno := h.fsys.io.read(ctx, m); errno != 0 {
+		return nil, errno
+	}
 	return fuse.ReadResultData(dest[:m]), 0
 }
 
-// Write writes within the byte quota: a write that only partly fits is
-// cut short, one that does not fit at all fails with ENOSPC.
+// Write writes within the byte quota: a write that only partly fits (over
+// the file's bytes, or into what is left of the quota) is cut short, one
+// of which no byte fits fails with ENOSPC.
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	c, errno := h.fsys.check(ctx)
 	if errno != 0 {
 		return 0, errno
 	}
 	f := h.fsys
+	if errno := f.io.write(ctx, len(data)); errno != 0 {
+		return 0, errno
+	}
 	f.data.RLock()
 	defer f.data.RUnlock()
+	if len(data) == 0 {
+		return 0, 0
+	}
 	want := off + int64(len(data))
-	end, errno := f.usage.grow(h.ino, want)
-	if errno != 0 {
-		return 0, errno
+	end := f.usage.grow(h.ino, want)
+	if end <= off {
+		// Not one byte at off fits: off is at or past what the quota
+		// lets the file reach.
+		f.settle(h.ino, h.fd)
+		return 0, syscall.ENOSPC
 	}
 	if c.Uid != 0 && h.n.priv.Load() {
 		if errno := killPriv(h.fd, -1, ""); errno != 0 {
@@ -119,7 +133,7 @@ func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) sy
 	f.data.RLock()
 	defer f.data.RUnlock()
 	want := int64(off + size)
-	if end, errno := f.usage.grow(h.ino, want); errno != 0 || end < want {
+	if f.usage.grow(h.ino, want) < want {
 		f.settle(h.ino, h.fd)
 		return syscall.ENOSPC
 	}

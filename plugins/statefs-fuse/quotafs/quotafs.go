@@ -25,6 +25,10 @@
 // entry quota, fails with ENOSPC (a write that partly fits is cut short);
 // deleting gives room back. The backing tree is scanned once when the
 // filesystem starts. fallocate supports only mode 0.
+//
+// I/O rates: reads and writes wait for the tokens of their bytes and of
+// one operation in token buckets (Rates), so the limits hold for buffered
+// I/O too, which cgroup v1's blkio controller does not throttle.
 package quotafs
 
 import (
@@ -55,6 +59,8 @@ type Config struct {
 	UIDRanges []UIDRange
 	// MaxBytes and MaxEntries are the quotas; 0 means none.
 	MaxBytes, MaxEntries int64
+	// IO limits the rates of reads and writes.
+	IO Rates
 }
 
 // UIDRange is Count uids from First.
@@ -70,6 +76,7 @@ type FS struct {
 	rootIno uint64
 	usage   *usage
 	tree    *merkle.Tree
+	io      throttle
 	// ns serializes the calls that change names, which keeps the entry
 	// accounting exact.
 	ns sync.Mutex
@@ -89,7 +96,7 @@ func Open(cfg Config) (*FS, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	f := &FS{uids: slices.Clone(cfg.UIDs), ranges: slices.Clone(cfg.UIDRanges), rootFd: fd, rootIno: st.Ino, usage: newUsage(cfg.MaxBytes, cfg.MaxEntries), tree: merkle.New(fd)}
+	f := &FS{uids: slices.Clone(cfg.UIDs), ranges: slices.Clone(cfg.UIDRanges), rootFd: fd, rootIno: st.Ino, usage: newUsage(cfg.MaxBytes, cfg.MaxEntries), tree: merkle.New(fd), io: newThrottle(cfg.IO)}
 	if err := f.scan(fd); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("count %s: %w", cfg.Backing, err)
@@ -507,10 +514,8 @@ func (n *node) truncate(c *fuse.Caller, fd, dfd int, name string, size int64) sy
 	}
 	ino := n.ino()
 	if size > f.usage.size(ino) {
-		if end, errno := f.usage.grow(ino, size); errno != 0 || end < size {
-			if errno == 0 {
-				f.settle(ino, fd)
-			}
+		if f.usage.grow(ino, size) < size {
+			f.settle(ino, fd)
 			return syscall.ENOSPC
 		}
 	}
@@ -533,6 +538,10 @@ func (f *FS) settle(ino uint64, fd int) {
 		f.usage.set(ino, st.Size)
 	}
 }
+
+// fresh tells the Merkle tree that ino is a new inode: the number may be
+// that of a removed file or directory whose digest the tree still holds.
+func (f *FS) fresh(ino uint64) { f.tree.Changed(ino) }
 
 // owner returns the uid, gid and mode a new entry made by c in the
 // directory dfd gets: a set-group-ID directory passes on its group (and,
@@ -598,10 +607,21 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		return nil, nil, 0, fs.ToErrno(err)
 	}
 	f.usage.bind(st.Ino, 0)
+	f.fresh(st.Ino)
 	f.tree.Changed(n.ino())
 	in := n.child(ctx, &st, out)
-	return in, f.newHandle(in.Operations().(*node), fd), 0, 0
+	return in, f.newHandle(in.Operations().(*node), fd), openOut, 0
 }
+
+// openOut are the flags of every open file. Every change to a file's
+// content goes through this mount, which keeps the kernel's page cache
+// right, so the cache is kept from one open to the next (FOPEN_KEEP_CACHE):
+// a warm read is served from memory without asking the server (nor
+// waiting for the read rate, as no disk is read). FOPEN_NOFLUSH is not
+// set: the FLUSH that close waits for keeps the release of a closed file
+// (which the kernel sends after close returns) close behind, so that
+// removing a file just written gives its bytes back at once.
+const openOut = fuse.FOPEN_KEEP_CACHE
 
 // openFlags returns the backing open flags for the caller's flags. The
 // kernel computes append offsets itself, so O_APPEND is not passed on (on
@@ -633,7 +653,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, errno
 		}
 	}
-	return h, 0, 0
+	return h, openOut, 0
 }
 
 // made finishes a new entry made at dfd/name: it sets its owner and mode,
@@ -663,6 +683,7 @@ func (n *node) made(ctx context.Context, dfd int, name string, uid, gid int, mod
 	if size > 0 || st.Mode&unix.S_IFMT == unix.S_IFREG {
 		f.usage.bind(st.Ino, size)
 	}
+	f.fresh(st.Ino)
 	f.tree.Changed(n.ino())
 	return n.child(ctx, &st, out), 0
 }

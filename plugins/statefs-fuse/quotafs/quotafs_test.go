@@ -33,8 +33,16 @@ type mounted struct {
 
 // mount mounts a filesystem over a new backing directory owned by the
 // tenant; its directories are reachable by every uid.
-func mount(t *testing.T, maxBytes, maxEntries int64, uids ...uint32) mounted {
+func mount(t testing.TB, maxBytes, maxEntries int64, uids ...uint32) mounted {
 	t.Helper()
+	return mountWith(t, Config{UIDs: uids, MaxBytes: maxBytes, MaxEntries: maxEntries}, nil)
+}
+
+// mountWith mounts a filesystem of cfg over a new backing directory owned
+// by cfg.UIDs[0], after fill (when not nil) has put files in it.
+func mountWith(t testing.TB, cfg Config, fill func(backing string)) mounted {
+	t.Helper()
+	uids := cfg.UIDs
 	base, err := os.MkdirTemp("", "sf-quotafs-")
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +63,11 @@ func mount(t *testing.T, maxBytes, maxEntries int64, uids ...uint32) mounted {
 	if err := os.Chmod(m.backing, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	m.fs, err = Open(Config{Backing: m.backing, UIDs: uids, MaxBytes: maxBytes, MaxEntries: maxEntries})
+	if fill != nil {
+		fill(m.backing)
+	}
+	cfg.Backing = m.backing
+	m.fs, err = Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,25 +27,21 @@ func newUsage(maxBytes, maxEntries int64) *usage {
 }
 
 // grow reserves room for inode ino to reach end bytes. It returns the end
-// it may reach: end itself, less when only part fits, or ENOSPC when
-// nothing does.
-func (u *usage) grow(ino uint64, end int64) (int64, syscall.Errno) {
+// it may reach: end itself, or less (down to the inode's size) when only
+// part fits or nothing does.
+func (u *usage) grow(ino uint64, end int64) int64 {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	cur := u.sizes[ino]
 	if end <= cur {
-		return end, 0
+		return end
 	}
-	avail := u.maxBytes - u.bytes
-	if u.maxBytes > 0 && avail <= 0 {
-		return 0, syscall.ENOSPC
-	}
-	if u.maxBytes > 0 && end-cur > avail {
-		end = cur + avail
+	if u.maxBytes > 0 {
+		end = min(end, cur+max(u.maxBytes-u.bytes, 0))
 	}
 	u.bytes += end - cur
 	u.sizes[ino] = end
-	return end, 0
+	return end
 }
 
 // set records that inode ino is now size bytes (after a truncate, or to

@@ -3,6 +3,7 @@ package quotafs
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -83,6 +85,41 @@ func runOp(a []string) string {
 			}
 		}
 		return fmt.Sprintf("%d ok", n)
+	case "flood": // flood:path:ms:chunk: write chunks flat out for ms, over the first 16 MiB again and again
+		f, err := os.OpenFile(a[1], os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			return result(err)
+		}
+		defer f.Close()
+		buf := make([]byte, atoi(a[3]))
+		var n int64
+		for end := time.Now().Add(time.Duration(atoi(a[2])) * time.Millisecond); time.Now().Before(end); {
+			m, err := f.WriteAt(buf, n%(16<<20))
+			n += int64(m)
+			if err != nil {
+				return fmt.Sprintf("%d %s", n, result(err))
+			}
+		}
+		return fmt.Sprint(n)
+	case "slurp": // slurp:path:ms: read the file from its start flat out for ms (or to its end)
+		f, err := os.Open(a[1])
+		if err != nil {
+			return result(err)
+		}
+		defer f.Close()
+		buf := make([]byte, 1<<20)
+		var n int64
+		for end := time.Now().Add(time.Duration(atoi(a[2])) * time.Millisecond); time.Now().Before(end); {
+			m, err := f.Read(buf)
+			n += int64(m)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return fmt.Sprintf("%d %s", n, result(err))
+			}
+		}
+		return fmt.Sprint(n)
 	case "files": // files:prefix:n: make up to n empty files, prefix0...
 		for i := range atoi(a[2]) {
 			fd, err := unix.Open(fmt.Sprintf("%s%d", a[1], i), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)

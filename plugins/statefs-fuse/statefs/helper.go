@@ -38,6 +38,7 @@ type helperConfig struct {
 	UIDRanges  []quotafs.UIDRange `json:"uid_ranges,omitempty"`
 	MaxBytes   int64              `json:"max_bytes"`
 	MaxEntries int64              `json:"max_entries"`
+	IO         quotafs.Rates      `json:"io"`
 }
 
 // helperRecord is a running helper's pid file: its pid and start time
@@ -86,7 +87,7 @@ func HelperMain([]string) int {
 	}
 	// One descriptor per directory level while counting and hashing.
 	_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 1 << 16, Max: 1 << 16})
-	fsys, err := quotafs.Open(quotafs.Config{Backing: cfg.Backing, UIDs: cfg.UIDs, UIDRanges: cfg.UIDRanges, MaxBytes: cfg.MaxBytes, MaxEntries: cfg.MaxEntries})
+	fsys, err := quotafs.Open(quotafs.Config{Backing: cfg.Backing, UIDs: cfg.UIDs, UIDRanges: cfg.UIDRanges, MaxBytes: cfg.MaxBytes, MaxEntries: cfg.MaxEntries, IO: cfg.IO})
 	if err != nil {
 		return fail(err)
 	}
@@ -308,7 +309,7 @@ func (f *FS) launch(ctx context.Context, d handleData) error {
 		_ = cmd.Process.Kill()
 		return err
 	}
-	cfg := helperConfig{Backing: d.backing(), Mountpoint: d.Dir, Socket: d.socket(), UIDs: []uint32{d.UID}, MaxBytes: d.Size, MaxEntries: d.Inodes}
+	cfg := helperConfig{Backing: d.backing(), Mountpoint: d.Dir, Socket: d.socket(), UIDs: []uint32{d.UID}, MaxBytes: d.Size, MaxEntries: d.Inodes, IO: d.IO}
 	if d.SubCount > 0 {
 		cfg.UIDRanges = []quotafs.UIDRange{{First: d.SubUID, Count: d.SubCount}}
 	}

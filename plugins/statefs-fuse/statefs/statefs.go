@@ -7,14 +7,15 @@
 // HelperCommand) that outlives the plugin and the agent; its pid file and
 // control socket are in .run/. The filesystem lets in only the tenant's
 // uid, its subordinate uids (which its containers' uids map to) and root,
-// and enforces the size and inode quotas. Mount and Recover adopt a live
-// helper, or clear a stale (ENOTCONN) mount and start a new one. In
-// "directory", the fallback where FUSE is unavailable (with a warning) or
-// when the settings ask for it, the state is a plain directory, Dir,
-// owned by the tenant's user with mode 0700, which Mount hands to the
-// runtime as is; its quotas are NOT enforced. Hash is the Merkle root of
-// package merkle in both modes: kept incrementally by a served FUSE
-// state's helper, computed by a scan otherwise.
+// and enforces the size and inode quotas and the request's I/O rates.
+// Mount and Recover adopt a live helper, or clear a stale (ENOTCONN) mount
+// and start a new one. In "directory", the fallback where FUSE is
+// unavailable (with a warning) or when the settings ask for it, the state
+// is a plain directory, Dir, owned by the tenant's user with mode 0700,
+// which Mount hands to the runtime as is; its quotas are NOT enforced.
+// Hash is the Merkle root of package merkle in both modes: kept
+// incrementally by a served FUSE state's helper, computed by a scan
+// otherwise.
 //
 // Usage is counted by the helper, or by scanning the directory. Checkpoints are copies of the
 // directory, kept root-only in the state directory's parent under
@@ -23,7 +24,7 @@
 // checkpoint is mounted read-only at .mounts/<instance directory>/<name>.
 //
 // Handles are version 1: JSON {dir, instance, size, inodes, uid, gid,
-// sub_uid, sub_count, mode}. Every call
+// sub_uid, sub_count, mode, io}. Every call
 // checks that a handle's dir is an absolute, clean path below / and is a
 // directory (not a symlink) owned by the handle's uid and gid, which is never
 // root, so that a tampered handle cannot make the plugin hash or delete
@@ -45,6 +46,7 @@ import (
 	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/merkle"
+	"github.com/kigumi/kigumi/plugins/statefs-fuse/quotafs"
 )
 
 // Version is the plugin's version.
@@ -136,6 +138,8 @@ type handleData struct {
 	SubCount uint32 `json:"sub_count,omitempty"`
 	// Mode is modeFUSE, or empty for a plain directory.
 	Mode string `json:"mode,omitempty"`
+	// IO are the rates the FUSE filesystem holds reads and writes to.
+	IO quotafs.Rates `json:"io,omitzero"`
 }
 
 // dataDir is where the state's files are: the directory itself, or the
@@ -157,7 +161,8 @@ func (d handleData) dataDir() string {
 // owns it, which makes Provision safe to retry.
 func (f *FS) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle, error) {
 	d := handleData{Dir: req.Dir, Instance: req.Instance.String(), Size: req.SizeBytes, Inodes: req.InodeLimit, UID: req.User.UID, GID: req.User.GID,
-		SubUID: req.User.SubUID, SubCount: req.User.Count}
+		SubUID: req.User.SubUID, SubCount: req.User.Count,
+		IO: quotafs.Rates{ReadBPS: req.IO.ReadBPS, WriteBPS: req.IO.WriteBPS, ReadIOPS: req.IO.ReadIOPS, WriteIOPS: req.IO.WriteIOPS}}
 	if f.mode == modeFUSE {
 		d.Mode = modeFUSE
 	}
@@ -166,6 +171,9 @@ func (f *FS) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle
 	}
 	if req.SizeBytes < 0 {
 		return sdk.Handle{}, sdk.Errorf(sdk.CodeInvalid, "state of %s: negative size %d", d.Instance, req.SizeBytes)
+	}
+	if io := req.IO; io.ReadBPS < 0 || io.WriteBPS < 0 || io.ReadIOPS < 0 || io.WriteIOPS < 0 {
+		return sdk.Handle{}, sdk.InvalidAttribute("io", "state of %s: negative I/O rate in %+v", d.Instance, io)
 	}
 	if req.InodeLimit < 0 {
 		return sdk.Handle{}, sdk.InvalidAttribute("inode_limit", "state of %s: negative inode limit %d", d.Instance, req.InodeLimit)
