@@ -6,8 +6,6 @@ import (
 	"testing"
 
 	"github.com/tetratelabs/wazero"
-
-	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
 // BenchmarkInstantiate measures the core of what a sandbox does per
@@ -22,10 +20,10 @@ func BenchmarkInstantiate(b *testing.B) {
 	}{
 		{"wazero-default", func() wazero.ModuleConfig { return wazero.NewModuleConfig().WithName("") }},
 		{"deterministic", func() wazero.ModuleConfig {
-			return moduleConfig(sandboxConfig{Name: "bench"}, io.Discard, io.Discard)
+			return newGuest(guestConfig{Argv0: "bench"}, nil).moduleConfig(nil, io.Discard, io.Discard)
 		}},
 		{"crypto-rand", func() wazero.ModuleConfig {
-			return moduleConfig(sandboxConfig{Name: "bench", Permissions: []string{sdk.PermRandom}}, io.Discard, io.Discard)
+			return newGuest(guestConfig{Argv0: "bench", Random: true}, nil).moduleConfig(nil, io.Discard, io.Discard)
 		}},
 	}
 	for _, engine := range []string{"compiler", "interpreter"} {

@@ -284,5 +284,5 @@ func lineWith(out, prefix string) string {
 
 // stateMount is the state mount of the state directory dir.
 func stateMount(dir string) []sdk.Mount {
-	return []sdk.Mount{{Source: dir, Target: sdk.StateTarget, Type: sdk.MountDir}}
+	return []sdk.Mount{{Source: dir, Target: sdk.StateTarget, Type: sdk.MountDir, State: true}}
 }
