@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -132,18 +133,21 @@ func (e *Engine) releaseTenant(ctx context.Context, ten *state.Tenant) error {
 	return nil
 }
 
-// stateMount is the mount of the instance's state that the runtime gets, at
-// sdk.StateTarget, read-only unless the spec grants state.write.
-func stateMount(rec *state.Instance) []sdk.Mount {
+// mounts are the mounts the runtime gets: the instance's state at its
+// guest path (sdk.StateTarget in records older than guest paths),
+// read-only unless the spec grants state.write, then the spec's read-only
+// mounts.
+func mounts(rec *state.Instance) []sdk.Mount {
+	var out []sdk.Mount
 	// State an update dropped is still mounted until the new workload
 	// runs, but not in it.
-	if rec.Spec.StateBytes == 0 || rec.StateMount.Source == "" {
-		return nil
+	if rec.Spec.StateBytes > 0 && rec.StateMount.Source != "" {
+		m := rec.StateMount
+		m.Target, m.State = cmp.Or(rec.Spec.StateGuest, sdk.StateTarget), true
+		m.ReadOnly = m.ReadOnly || !rec.Spec.Permissions.Has(sdk.PermStateWrite)
+		out = append(out, m)
 	}
-	m := rec.StateMount
-	m.Target = sdk.StateTarget
-	m.ReadOnly = m.ReadOnly || !rec.Spec.Permissions.Has(sdk.PermStateWrite)
-	return []sdk.Mount{m}
+	return append(out, rec.Spec.Mounts...)
 }
 
 // start starts the instance's workload and records its handle.
@@ -164,7 +168,8 @@ func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, te
 		Env:         rec.Spec.Env,
 		Resources:   rec.Spec.Resources,
 		Permissions: rec.Spec.Permissions,
-		Mounts:      stateMount(rec),
+		Mounts:      mounts(rec),
+		Stdin:       rec.Spec.Stdin,
 		Settings:    rec.Spec.Settings,
 		Tenant:      tenantHandle,
 		RunDir:      rec.RunDir,
