@@ -102,7 +102,13 @@ func newGuest(cfg guestConfig, fsys []experimentalsys.FS) *guest {
 		g.env = append(g.env, k+"="+cfg.Env[k])
 	}
 	for _, f := range fsys {
-		g.mounts = append(g.mounts, &revocableFS{FS: f})
+		r := &revocableFS{FS: f}
+		// wazero opens a preopen's directory on its first use, and
+		// panics if that fails: open it now, while it may be.
+		if root, errno := f.OpenFile(".", experimentalsys.O_RDONLY, 0); errno == 0 {
+			r.root = root
+		}
+		g.mounts = append(g.mounts, r)
 	}
 	g.mono.Store(-int64(time.Millisecond))
 	g.wall.Store(fakeWallEpoch - int64(time.Millisecond))
@@ -306,6 +312,9 @@ func environGet(ctx context.Context, mod api.Module, stack []uint64) {
 type revocableFS struct {
 	experimentalsys.FS
 	gone atomic.Bool
+	// root is the mount's directory, opened before the instance runs, for
+	// wazero's first open of "." (see newGuest); nil once handed out.
+	root experimentalsys.File
 }
 
 const (
@@ -315,6 +324,11 @@ const (
 
 // OpenFile implements experimentalsys.FS.
 func (r *revocableFS) OpenFile(p string, flag experimentalsys.Oflag, perm fs.FileMode) (experimentalsys.File, experimentalsys.Errno) {
+	if p == "." && r.root != nil && flag == experimentalsys.O_RDONLY {
+		root := r.root
+		r.root = nil
+		return &revocableFile{File: root, gone: &r.gone}, 0
+	}
 	if r.gone.Load() {
 		return nil, errDropped
 	}
@@ -414,9 +428,10 @@ func (r *revocableFS) Utimens(p string, atim, mtim int64) experimentalsys.Errno 
 }
 
 // revocableFile is a file opened through a revocableFS: once the preopen
-// is dropped, everything but Close and Seek fails with EBADF. (Seek keeps
-// working: it moves an offset, and go vet insists on io.Seeker's
-// signature for a method of that name.)
+// is dropped, everything but Close, IsDir and Seek fails with EBADF. (IsDir
+// keeps answering, so that path operations on the dropped preopen reach
+// revocableFS and fail with its EPERM; Seek moves an offset, and go vet
+// insists on io.Seeker's signature for a method of that name.)
 type revocableFile struct {
 	experimentalsys.File
 	gone *atomic.Bool
@@ -434,13 +449,6 @@ func (f *revocableFile) Ino() (sys.Inode, experimentalsys.Errno) {
 		return 0, errDroppedFile
 	}
 	return f.File.Ino()
-}
-
-func (f *revocableFile) IsDir() (bool, experimentalsys.Errno) {
-	if f.gone.Load() {
-		return false, errDroppedFile
-	}
-	return f.File.IsDir()
 }
 
 func (f *revocableFile) SetAppend(enable bool) experimentalsys.Errno {
