@@ -15,6 +15,7 @@ import (
 	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/state"
+	"github.com/kigumi/kigumi/core/stateseed"
 )
 
 // bringUp makes whatever the instance record lacks: its cgroup, its state and
@@ -272,6 +273,7 @@ func (e *Engine) bringUpState(ctx context.Context, ten state.Tenant, rec *state.
 			})
 			if err == nil {
 				rec.StateHandle = &h
+				rec.SeedPending = rec.Spec.StateSeed != ""
 			}
 			return err
 		}); err != nil {
@@ -281,13 +283,24 @@ func (e *Engine) bringUpState(ctx context.Context, ten state.Tenant, rec *state.
 			return err
 		}
 	}
-	return e.step(target, "statefs.mount", func() error {
+	if err := e.step(target, "statefs.mount", func() error {
 		m, err := fs.Mount(ctx, *rec.StateHandle)
 		rec.StateMount = m
 		if err == nil {
 			err = e.putInstance(*rec)
 		}
 		return err
+	}); err != nil || !rec.SeedPending {
+		return err
+	}
+	// The workload has not run on this state yet: a seed that a crash
+	// cut short is made again from scratch.
+	return e.step(target, "state.seed", func() error {
+		if err := stateseed.Fill(ctx, rec.StateMount.Source, rec.Spec.StateSeed, int(ten.User.UID), int(ten.User.GID), rec.Spec.StateBytes); err != nil {
+			return err
+		}
+		rec.SeedPending = false
+		return e.putInstance(*rec)
 	})
 }
 

@@ -121,8 +121,12 @@ type Instance struct {
 	StateHandle     *sdk.Handle
 	// StateMount is the mount the StateFS returned; zero without state.
 	StateMount sdk.Mount
-	RunDir     string
-	Cgroup     sdk.Cgroup
+	// SeedPending is set when the state was provisioned under a spec
+	// with a seed that has not filled it yet; it is cleared once the seed
+	// has, so that no state is seeded twice.
+	SeedPending bool `json:",omitempty"`
+	RunDir      string
+	Cgroup      sdk.Cgroup
 	// Run is the workload's run history, which survives agent restarts so
 	// that a crash loop keeps its backoff.
 	Run RunHistory

@@ -7,6 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
@@ -39,6 +41,9 @@ type World struct {
 	FailRemove   map[string]error  // Remove of this tenant fails
 	Released     []string          // tenants whose plugin processes were released
 	Recovers     int               // Recover calls
+	// StateRoot, when set, holds real state directories: Mount returns
+	// StateRoot/<tenant>/<instance>, made if missing.
+	StateRoot string
 }
 
 // NewWorld returns an empty world.
@@ -207,6 +212,10 @@ func (s *stateClient) Provision(_ context.Context, req *sdk.ProvisionRequest) (s
 	return sdk.Handle{Version: 1, Data: []byte(req.Instance.String())}, nil
 }
 func (s *stateClient) Mount(_ context.Context, h sdk.Handle) (sdk.Mount, error) {
+	if s.w.StateRoot != "" {
+		dir := filepath.Join(s.w.StateRoot, string(h.Data))
+		return sdk.Mount{Source: dir, Type: sdk.MountDir}, os.MkdirAll(dir, 0o755)
+	}
 	return sdk.Mount{Source: "/state/" + string(h.Data), Type: sdk.MountDir}, nil
 }
 func (s *stateClient) Usage(context.Context, sdk.Handle) (sdk.Usage, error) {
