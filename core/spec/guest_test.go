@@ -159,3 +159,21 @@ func TestGuestErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestExampleSpecs: the examples' tenant specs decode (without a host).
+func TestExampleSpecs(t *testing.T) {
+	for _, f := range []string{"../../examples/wasm-drop/tenants/dropper.hcl", "../../examples/quickstart/tenants/alice.hcl"} {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		abs, _ := filepath.Abs(f)
+		tenants, diags := NewParser().ParseTenant(abs, src)
+		if diags.HasErrors() || len(tenants) != 1 {
+			t.Fatalf("%s:\n%s", f, dump(diags))
+		}
+		if in := tenants[0].Instances[0]; in.StateGuest != "/" {
+			t.Errorf("%s: state at %q, want /", f, in.StateGuest)
+		}
+	}
+}

@@ -5,7 +5,7 @@ package main
 // errnoNosys is WASI's ENOSYS: outside WebAssembly there is no host module.
 const errnoNosys = 52
 
-func dropFS() uint32     { return errnoNosys }
-func dropEnv() uint32    { return errnoNosys }
-func dropClock() uint32  { return errnoNosys }
-func dropRandom() uint32 { return errnoNosys }
+func dropMountAt(string) uint32 { return errnoNosys }
+func dropEnv() uint32           { return errnoNosys }
+func dropClock() uint32         { return errnoNosys }
+func dropRandom() uint32        { return errnoNosys }

@@ -1,5 +1,5 @@
 // Command app shows a workload that gives up what it no longer needs: it
-// reads its config from its state, then drops the filesystem, its env, its
+// reads its config from its state, then drops its state, its env, its
 // clocks and its random source through Kigumi's host module (see
 // docs/wasm-abi.md), for good. Trying to read its config again fails
 // cleanly, and it carries on without it. (It reads no random numbers after
@@ -33,7 +33,7 @@ func main() {
 		what string
 		drop func() uint32
 	}{
-		{"filesystem", dropFS},
+		{"the state at /", func() uint32 { return dropMountAt("/") }},
 		{"env", dropEnv},
 		{"clock", dropClock},
 		{"random", dropRandom},

@@ -235,7 +235,7 @@ func TestDropExamples(t *testing.T) {
 		want         []string
 	}{
 		{"go", modules["app-drop"], []string{sdk.PermStateWrite, sdk.PermClock, sdk.PermRandom}, 0, []string{
-			"config: mode=demo", "dropped filesystem", "dropped env", "dropped clock", "dropped random",
+			"config: mode=demo", "dropped the state at /", "dropped env", "dropped clock", "dropped random",
 			"config after the drop: open config.txt: Operation not permitted",
 			"write after the drop: open note.txt: Operation not permitted",
 			"year after the drop: 2022", "still running",
