@@ -81,6 +81,14 @@ func TestBadInput(t *testing.T) {
 			},
 			args: []string{"validate"},
 			want: []string{`\.hcl:5,16: Error: Outside the artifacts directory`}},
+		{name: "random seed with the host's random",
+			edit: func(t *testing.T, w *workspace) {
+				f := filepath.Join(w.tenants, w.names[0]+".hcl")
+				replaceIn(t, f, `runtime     = "wasm"`, "runtime     = \"wasm\"\n    settings {\n      random_seed = \"x\"\n    }")
+				replaceIn(t, f, `permissions = ["state.write", "clock"]`, `permissions = ["state.write", "clock", "random"]`)
+			},
+			args: []string{"validate"},
+			want: []string{`\.hcl:5,21: Error: Invalid setting "random_seed" of instance "app"`, `this one has the host's`}},
 		{name: "policy denial",
 			edit: func(t *testing.T, w *workspace) {
 				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), `memory = "64MiB"`, `memory = "1536MiB"`)

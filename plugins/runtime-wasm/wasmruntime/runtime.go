@@ -88,13 +88,16 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 			{Name: "compiler", Type: sdk.TypeString, Description: `wazero engine: "compiler" (default) or "interpreter"`},
 			{Name: "max_module_size", Type: sdk.TypeString, Description: `largest module accepted, such as "64MiB" (default)`},
 		}},
+		InstanceSchema: sdk.Schema{Attributes: []sdk.Attribute{
+			{Name: "random_seed", Type: sdk.TypeString, Description: "seeds the deterministic random source of an instance without the random permission"},
+		}},
 		Capabilities: sdk.Capabilities{
 			Scope:     sdk.ScopeHost,
 			Artifacts: []string{sdk.ArtifactWasm},
 			Isolation: []string{sdk.IsolationUser, sdk.IsolationCgroup, sdk.IsolationNoNewPrivs, sdk.IsolationChroot, sdk.IsolationNoNetwork},
 			Permissions: []sdk.PermissionSpec{
-				{Name: sdk.PermStateRead, Description: "read the instance's state at /state"},
-				{Name: sdk.PermStateWrite, Description: "read and write the instance's state at /state"},
+				{Name: sdk.PermStateRead, Description: "read the instance's state, preopened at its guest path (/ by default)"},
+				{Name: sdk.PermStateWrite, Description: "read and write the instance's state, preopened at its guest path (/ by default)"},
 				{Name: sdk.PermClock, Description: "the real wall and monotonic clocks, and sleep"},
 				{Name: sdk.PermRandom, Description: "random numbers from the host (else a fixed seed)"},
 			},
