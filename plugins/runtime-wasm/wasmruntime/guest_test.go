@@ -188,6 +188,72 @@ func TestSideBySideWithWazero(t *testing.T) {
 	}
 }
 
+// catWAT is a C-like program: as wasi-libc does, it names its preopens (fd
+// 3 and 4), then reads "seed" through fd 3 and "a.txt" through fd 4, and
+// prints all of it; it exits with the errno of the last call that failed.
+const catWAT = `(module
+  (import "wasi_snapshot_preview1" "fd_prestat_get" (func $prestat (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_dir_name" (func $prestat_name (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open" (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (global $errno (mut i32) (i32.const 0))
+  (data (i32.const 100) "seed")
+  (data (i32.const 110) "a.txt")
+  (data (i32.const 120) "\n")
+  (func $check (param i32) (if (local.get 0) (then (global.set $errno (local.get 0)))))
+  (func $print (param $ptr i32) (param $len i32)
+    (i32.store (i32.const 0) (local.get $ptr))
+    (i32.store (i32.const 4) (local.get $len))
+    (call $check (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+  (func $name (param $fd i32)
+    (call $check (call $prestat (local.get $fd) (i32.const 16)))
+    (call $check (call $prestat_name (local.get $fd) (i32.const 200) (i32.load (i32.const 20))))
+    (call $print (i32.const 200) (i32.load (i32.const 20)))
+    (call $print (i32.const 120) (i32.const 1)))
+  (func $cat (param $dir i32) (param $path i32) (param $len i32)
+    (call $check (call $path_open (local.get $dir) (i32.const 0) (local.get $path) (local.get $len)
+      (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 12)))
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const 256))
+    (call $check (call $fd_read (i32.load (i32.const 12)) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $print (i32.const 1024) (i32.load (i32.const 8))))
+  (func (export "_start")
+    (call $name (i32.const 3))
+    (call $name (i32.const 4))
+    (call $cat (i32.const 3) (i32.const 100) (i32.const 4))
+    (call $cat (i32.const 4) (i32.const 110) (i32.const 5))
+    (call $proc_exit (global.get $errno))))`
+
+// TestSideBySideWAT: a C-like program sees the same preopens, in the same
+// order, and reads the same through them as under wazero run.
+func TestSideBySideWAT(t *testing.T) {
+	r := newRuntime(t, nil)
+	art := artifactsDir(t)
+	data := filepath.Join(art, "data")
+	module := filepath.Join(art, "cat.wasm")
+	if err := os.WriteFile(module, wat2wasm(t, catWAT), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kstate, wstate := stateDir(t), stateDir(t)
+	req := request(t, "tiny", sdk.PermStateRead)
+	req.Artifact.Module = module
+	req.Mounts = []sdk.Mount{
+		{Source: kstate, Target: "/", Type: sdk.MountDir, State: true},
+		{Source: data, Target: "/data", ReadOnly: true, Type: sdk.MountBind},
+	}
+	st, got := run(t, r, req)
+	want, wantExit := wazeroRun(t, module, nil, "", []wazeroMount{{wstate, "/", false}, {data, "/data", true}})
+	if st.State != sdk.StateExited || st.ExitCode != wantExit || got != want {
+		t.Errorf("kigumi: %+v\n%s\nwazero: exit %d\n%s", st, got, wantExit, want)
+	}
+	if want != "/\n/data\nseed\nalpha\n" {
+		t.Errorf("wazero printed %q", want)
+	}
+}
+
 // TestEscapes: no path leads out of a preopen: not "..", not an absolute
 // path, not a symlink the instance plants in its state (to /etc/passwd or
 // to another tenant's state), not a symlink in a read-only mount, and no

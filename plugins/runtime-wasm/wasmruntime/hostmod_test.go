@@ -58,6 +58,7 @@ func callsModule(calls ...string) string {
   (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_readdir" (func $fd_readdir (param i32 i32 i32 i64 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_accept" (func $sock_accept (param i32 i32 i32) (result i32)))
   (import "kigumi" "drop_mount" (func $drop_mount (param i32 i32) (result i32)))
   (import "kigumi" "drop_fs" (func $drop_fs (result i32)))
   (import "kigumi" "drop_env" (func $drop_env (result i32)))
@@ -187,6 +188,21 @@ func TestDrops(t *testing.T) {
 			}
 			tt.check(t, v)
 		})
+	}
+}
+
+// TestNoNetwork: an instance has no socket: accepting on any fd fails.
+func TestNoNetwork(t *testing.T) {
+	var calls []string
+	for fd := range 8 {
+		calls = append(calls, fmt.Sprintf("(call $sock_accept (i32.const %d) (i32.const 0) (i32.const 1024))", fd))
+	}
+	cfg := guestConfig{Clock: true, Random: true, Mounts: []guestMount{{Guest: "/", State: true}}}
+	v := runGuest(t, wat2wasm(t, callsModule(calls...)), cfg, []experimentalsys.FS{stateFS(t.TempDir(), false)})
+	for fd, errno := range v {
+		if errno == 0 {
+			t.Errorf("sock_accept(%d) succeeded", fd)
+		}
 	}
 }
 
