@@ -531,8 +531,9 @@ func (f *revocableFile) Utimens(atim, mtim int64) experimentalsys.Errno {
 // dirFS is a read-only fs.FS of the directory open as fd: every path is
 // resolved by the kernel inside it (openat2 RESOLVE_IN_ROOT), so no path,
 // "..", absolute symlink or symlink pointing out, leads out of it, whatever
-// the process's root. It serves the read-only mounts, which are opened
-// before the sandbox enters its jail.
+// the process's root. It serves the read-only mounts, whose directories the
+// plugin opens and hands the sandbox (openGuestFiles), so that they are
+// reachable from inside its jail.
 type dirFS struct{ fd int }
 
 // Open implements fs.FS.
