@@ -104,6 +104,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzLoadHost$$' -fuzztime $(FUZZTIME) ./core/spec
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTenant$$' -fuzztime $(FUZZTIME) ./core/spec
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./core/policy
+	$(GO) test -run '^$$' -fuzz '^FuzzScanModule$$' -fuzztime $(FUZZTIME) ./plugins/runtime-wasm/wasmruntime
 
 ## bench: benchmarks, then the table of the performance targets (cmd/benchtable)
 bench: build

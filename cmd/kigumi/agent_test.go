@@ -134,9 +134,11 @@ func TestAgent(t *testing.T) {
 	}
 
 	// A tenant whose workload cannot start fails and is retried, and never
-	// holds up the other tenant.
+	// holds up the other tenant. Its module passes validate's scan (header,
+	// no imports, _start) but does not compile: an invalid opcode.
 	notWasm := filepath.Join(filepath.Dir(appWasm), "ag-"+id+".wasm")
-	writeFile(t, notWasm, "not a wasm module")
+	writeFile(t, notWasm, "\x00asm\x01\x00\x00\x00\x01\x04\x01\x60\x00\x00\x03\x02\x01\x00"+
+		"\x07\x0a\x01\x06_start\x00\x00\x0a\x05\x01\x03\x00\xff\x0b")
 	t.Cleanup(func() { os.Remove(notWasm) })
 	m = a.mark()
 	writeFile(t, filepath.Join(w.tenants, bad+".hcl"), fmt.Sprintf(`tenant %q {

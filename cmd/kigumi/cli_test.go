@@ -59,6 +59,36 @@ func TestBadInput(t *testing.T) {
 			},
 			args: []string{"plan"},
 			want: []string{`\.hcl:4,19: Error: Module outside the artifacts directory`}},
+		{name: "module that is not wasm",
+			edit: func(t *testing.T, w *workspace) {
+				bad := filepath.Join(filepath.Dir(appWasm), w.names[0]+"-garbage.wasm")
+				writeFile(t, bad, "#!/bin/sh\necho not wasm\n")
+				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), appWasm, bad)
+			},
+			args: []string{"validate"},
+			want: []string{`\.hcl:4,19: Error: Invalid "module" of instance "app"`, `not a WebAssembly module`}},
+		{name: "module importing what the runtime lacks",
+			edit: func(t *testing.T, w *workspace) {
+				bad := filepath.Join(filepath.Dir(appWasm), w.names[0]+"-import.wasm")
+				writeFile(t, bad, "\x00asm\x01\x00\x00\x00\x02\x0b\x01\x03env\x03foo\x00\x00")
+				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), appWasm, bad)
+			},
+			args: []string{"plan"},
+			want: []string{`\.hcl:4,19: Error: Invalid "module" of instance "app"`, `imports the function "env"\."foo"`}},
+		{name: "mount outside the artifacts directory",
+			edit: func(t *testing.T, w *workspace) {
+				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), `runtime     = "wasm"`, "runtime     = \"wasm\"\n    mount {\n      source = \"/etc\"\n      guest  = \"/etc\"\n    }")
+			},
+			args: []string{"validate"},
+			want: []string{`\.hcl:5,16: Error: Outside the artifacts directory`}},
+		{name: "random seed with the host's random",
+			edit: func(t *testing.T, w *workspace) {
+				f := filepath.Join(w.tenants, w.names[0]+".hcl")
+				replaceIn(t, f, `runtime     = "wasm"`, "runtime     = \"wasm\"\n    settings {\n      random_seed = \"x\"\n    }")
+				replaceIn(t, f, `permissions = ["state.write", "clock"]`, `permissions = ["state.write", "clock", "random"]`)
+			},
+			args: []string{"validate"},
+			want: []string{`\.hcl:5,21: Error: Invalid setting "random_seed" of instance "app"`, `this one has the host's`}},
 		{name: "policy denial",
 			edit: func(t *testing.T, w *workspace) {
 				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), `memory = "64MiB"`, `memory = "1536MiB"`)

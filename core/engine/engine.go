@@ -194,6 +194,10 @@ func Desired(h *spec.Host, tenants []*spec.Tenant) ([]plan.Tenant, error) {
 				Args: i.Args, Env: i.Env, Resources: i.Resources, StateBytes: i.StateBytes, Permissions: i.Permissions,
 			}
 			s.Restart = i.Restart
+			s.Stdin, s.StateGuest, s.StateSeed = i.Stdin, i.StateGuest, i.StateSeed
+			for _, m := range i.Mounts {
+				s.Mounts = append(s.Mounts, sdk.Mount{Source: m.Source, Target: m.Guest, ReadOnly: true, Type: sdk.MountBind})
+			}
 			if len(i.Settings) > 0 {
 				s.Settings = i.Settings
 			}

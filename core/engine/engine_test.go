@@ -107,7 +107,7 @@ func TestApplyLifecycle(t *testing.T) {
 		}
 	}
 	// The state reaches the runtime as a read-only mount at /state.
-	wantMount := []sdk.Mount{{Source: "/state/bob/web", Target: sdk.StateTarget, ReadOnly: true, Type: sdk.MountDir}}
+	wantMount := []sdk.Mount{{Source: "/state/bob/web", Target: sdk.StateTarget, ReadOnly: true, Type: sdk.MountDir, State: true}}
 	if !reflect.DeepEqual(w.LastStart.Mounts, wantMount) {
 		t.Errorf("start mounts = %+v, want %+v", w.LastStart.Mounts, wantMount)
 	}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/state"
+	"github.com/kigumi/kigumi/core/stateseed"
 )
 
 // bringUp makes whatever the instance record lacks: its cgroup, its state and
@@ -132,18 +134,21 @@ func (e *Engine) releaseTenant(ctx context.Context, ten *state.Tenant) error {
 	return nil
 }
 
-// stateMount is the mount of the instance's state that the runtime gets, at
-// sdk.StateTarget, read-only unless the spec grants state.write.
-func stateMount(rec *state.Instance) []sdk.Mount {
+// mounts are the mounts the runtime gets: the instance's state at its
+// guest path (sdk.StateTarget in records older than guest paths),
+// read-only unless the spec grants state.write, then the spec's read-only
+// mounts.
+func mounts(rec *state.Instance) []sdk.Mount {
+	var out []sdk.Mount
 	// State an update dropped is still mounted until the new workload
 	// runs, but not in it.
-	if rec.Spec.StateBytes == 0 || rec.StateMount.Source == "" {
-		return nil
+	if rec.Spec.StateBytes > 0 && rec.StateMount.Source != "" {
+		m := rec.StateMount
+		m.Target, m.State = cmp.Or(rec.Spec.StateGuest, sdk.StateTarget), true
+		m.ReadOnly = m.ReadOnly || !rec.Spec.Permissions.Has(sdk.PermStateWrite)
+		out = append(out, m)
 	}
-	m := rec.StateMount
-	m.Target = sdk.StateTarget
-	m.ReadOnly = m.ReadOnly || !rec.Spec.Permissions.Has(sdk.PermStateWrite)
-	return []sdk.Mount{m}
+	return append(out, rec.Spec.Mounts...)
 }
 
 // start starts the instance's workload and records its handle.
@@ -164,7 +169,8 @@ func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, te
 		Env:         rec.Spec.Env,
 		Resources:   rec.Spec.Resources,
 		Permissions: rec.Spec.Permissions,
-		Mounts:      stateMount(rec),
+		Mounts:      mounts(rec),
+		Stdin:       rec.Spec.Stdin,
 		Settings:    rec.Spec.Settings,
 		Tenant:      tenantHandle,
 		RunDir:      rec.RunDir,
@@ -268,6 +274,7 @@ func (e *Engine) bringUpState(ctx context.Context, ten state.Tenant, rec *state.
 			})
 			if err == nil {
 				rec.StateHandle = &h
+				rec.SeedPending = rec.Spec.StateSeed != ""
 			}
 			return err
 		}); err != nil {
@@ -277,13 +284,24 @@ func (e *Engine) bringUpState(ctx context.Context, ten state.Tenant, rec *state.
 			return err
 		}
 	}
-	return e.step(target, "statefs.mount", func() error {
+	if err := e.step(target, "statefs.mount", func() error {
 		m, err := fs.Mount(ctx, *rec.StateHandle)
 		rec.StateMount = m
 		if err == nil {
 			err = e.putInstance(*rec)
 		}
 		return err
+	}); err != nil || !rec.SeedPending {
+		return err
+	}
+	// The workload has not run on this state yet: a seed that a crash
+	// cut short is made again from scratch.
+	return e.step(target, "state.seed", func() error {
+		if err := stateseed.Fill(ctx, rec.StateMount.Source, rec.Spec.StateSeed, int(ten.User.UID), int(ten.User.GID), rec.Spec.StateBytes); err != nil {
+			return err
+		}
+		rec.SeedPending = false
+		return e.putInstance(*rec)
 	})
 }
 

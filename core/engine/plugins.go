@@ -233,6 +233,15 @@ func (e *Engine) CheckTenants(ctx context.Context, tenants []*spec.Tenant) (hcl.
 				Resources:   in.Resources,
 				Permissions: in.Permissions,
 				Settings:    in.Settings,
+				Stdin:       in.Stdin,
+			}
+			// The state's source is made only at apply; the runtime checks
+			// where it goes.
+			if in.StateGuest != "" {
+				req.Mounts = append(req.Mounts, sdk.Mount{Target: in.StateGuest, State: true})
+			}
+			for _, m := range in.Mounts {
+				req.Mounts = append(req.Mounts, sdk.Mount{Source: m.Source, Target: m.Guest, ReadOnly: true, Type: sdk.MountBind})
 			}
 			if err := rt.Validate(gctx, req); errors.Is(err, sdk.ErrInvalid) {
 				v.diags = hcl.Diagnostics{spec.InstanceDiagnostic(in, err)}

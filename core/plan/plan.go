@@ -355,6 +355,10 @@ func SpecChanges(old, new state.InstanceSpec) []Change {
 	add("permissions", old.Permissions, new.Permissions)
 	add("settings", old.Settings, new.Settings)
 	add("restart", old.Restart, new.Restart)
+	add("mounts", old.Mounts, new.Mounts)
+	add("stdin", old.Stdin, new.Stdin)
+	add("state.guest", old.StateGuest, new.StateGuest)
+	add("state.seed", old.StateSeed, new.StateSeed)
 	return out
 }
 

@@ -159,6 +159,21 @@ func TestEvaluate(t *testing.T) {
 		},
 		wantDiags: []string{`warning: Policy "p" warns about tenant "bob" instance "api"`},
 	}, {
+		name: "granted files: mounts, stdin, state guest and seed",
+		src: block("instance", "deny",
+			`rule = "instance.mounts.all(m, m.source.startsWith('/srv/shared/') && m.guest != '/etc') && instance.stdin == '' && instance.state_guest == '/' && !has(instance.state_seed)"`,
+			`message_expr = "instance.mounts.map(m, m.guest).join(',')"`),
+		edit: func(_ *spec.Host, tenants []*spec.Tenant) {
+			tenants[0].Instances[0].Guest = spec.Guest{StateGuest: "/", Mounts: []spec.Mount{{Source: "/srv/shared/data", Guest: "/data"}}}
+			tenants[1].Instances[0].Guest = spec.Guest{StateGuest: "/", Mounts: []spec.Mount{{Source: "/srv/private", Guest: "/etc"}}}
+		},
+		want: []outcome{
+			{"alice/web", true, "", at("alice.hcl", 2, 3)},
+			{"bob/api", false, "/etc", at("bob.hcl", 2, 3)},
+		},
+		wantDenied: true,
+		wantDiags:  []string{`error: Policy "p" denied tenant "bob" instance "api"`},
+	}, {
 		name: "match false does not apply",
 		src: block("instance", "deny", `match = "instance.image != ''"`,
 			`rule = "instance.digest.startsWith('sha256:') && instance.permissions.size() == 0"`, `message = "m"`),

@@ -67,6 +67,18 @@ type instance struct {
 	Resources   resources         `cel:"resources"`
 	StateSize   int64             `cel:"state_size"`
 	Permissions []string          `cel:"permissions"`
+	// What the workload sees of the host's files (spec.Guest).
+	Mounts     []mount `cel:"mounts"`
+	Stdin      string  `cel:"stdin"`
+	StateGuest string  `cel:"state_guest"`
+	StateSeed  string  `cel:"state_seed"`
+}
+
+// mount is a read-only directory of the artifacts directory that the
+// workload sees at guest.
+type mount struct {
+	Source string `cel:"source"`
+	Guest  string `cel:"guest"`
 }
 
 type resources struct {
@@ -86,6 +98,10 @@ func cores(milli int64) float64 { return float64(milli) / 1000 }
 
 func newInstance(t *spec.Tenant, in *spec.Instance) *instance {
 	perms := in.Permissions.Names()
+	mounts := make([]mount, len(in.Mounts))
+	for i, m := range in.Mounts {
+		mounts[i] = mount{Source: m.Source, Guest: m.Guest}
+	}
 	return &instance{
 		Name:    in.Name,
 		Tenant:  t.Name,
@@ -108,6 +124,10 @@ func newInstance(t *spec.Tenant, in *spec.Instance) *instance {
 		},
 		StateSize:   in.StateBytes,
 		Permissions: perms,
+		Mounts:      mounts,
+		Stdin:       in.Stdin,
+		StateGuest:  in.StateGuest,
+		StateSeed:   in.StateSeed,
 	}
 }
 

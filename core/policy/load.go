@@ -428,8 +428,13 @@ func instanceFields(a *cel.Ast) []string {
 		}
 		slices.Reverse(path)
 		key := strings.Join(path, ".")
-		if key == "state_size" {
+		switch key {
+		case "state_size":
 			key = "state.size"
+		case "state_guest":
+			key = "state.guest"
+		case "state_seed":
+			key = "state.seed"
 		}
 		if !slices.Contains(keys, key) {
 			keys = append(keys, key)

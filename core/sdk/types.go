@@ -385,6 +385,10 @@ type Mount struct {
 	Type string
 	// Options are mount options, such as "nosuid".
 	Options []string
+	// State marks the instance's own state, of which there is at most
+	// one; the other mounts are read-only directories the host hands out
+	// (from its artifacts).
+	State bool
 }
 
 // StateTarget is the guest path the core mounts an instance's state at.
@@ -437,6 +441,9 @@ type StartRequest struct {
 	// RunDir is a root-owned directory the runtime may use for the
 	// instance's logs and bookkeeping. It is removed on destroy.
 	RunDir string
+	// Stdin is the host path of the file the workload reads as its
+	// standard input; empty for none (an empty input).
+	Stdin string
 }
 
 // State is an instance's run state.

@@ -283,11 +283,11 @@ func resourcesFromPB(m *pb.Resources) Resources {
 }
 
 func mountToPB(m Mount) *pb.MountPoint {
-	return &pb.MountPoint{Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly, Type: m.Type, Options: m.Options}
+	return &pb.MountPoint{Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly, Type: m.Type, Options: m.Options, State: m.State}
 }
 
 func mountFromPB(m *pb.MountPoint) Mount {
-	return Mount{Source: m.GetSource(), Target: m.GetTarget(), ReadOnly: m.GetReadOnly(), Type: m.GetType(), Options: m.GetOptions()}
+	return Mount{Source: m.GetSource(), Target: m.GetTarget(), ReadOnly: m.GetReadOnly(), Type: m.GetType(), Options: m.GetOptions(), State: m.GetState()}
 }
 
 func tenantToPB(r *TenantRequest) *pb.TenantRequest {
@@ -314,6 +314,7 @@ func startToPB(r *StartRequest) (*pb.StartRequest, error) {
 		Settings:  settings,
 		Tenant:    handleToPB(r.Tenant),
 		RunDir:    r.RunDir,
+		Stdin:     r.Stdin,
 	}
 	for _, p := range r.Permissions {
 		m.Permissions = append(m.Permissions, &pb.Permission{Name: p.Name, Params: p.Params})
@@ -340,6 +341,7 @@ func startFromPB(m *pb.StartRequest) (*StartRequest, error) {
 		Settings:  settings,
 		Tenant:    handleFromPB(m.Tenant),
 		RunDir:    m.RunDir,
+		Stdin:     m.GetStdin(),
 	}
 	for _, p := range m.Permissions {
 		r.Permissions = append(r.Permissions, Permission{Name: p.Name, Params: p.Params})

@@ -255,6 +255,7 @@ func TestLoadTenants(t *testing.T) {
 				Env:         map[string]string{"GREETING": "hello", "_DEBUG": "1"},
 				Resources:   sdk.Resources{MemoryBytes: 32 << 20, MilliCPU: 250, DiskBytes: 1 << 20, Pids: 16},
 				StateBytes:  16 << 20,
+				Guest:       Guest{StateGuest: "/"},
 				Permissions: sdk.Permissions{{Name: sdk.PermStateWrite}, {Name: sdk.PermClock}},
 				Restart:     RestartOnFailure,
 			}},
@@ -287,7 +288,7 @@ func TestLoadTenants(t *testing.T) {
 	}{
 		{"alice", "hello", []string{
 			"args", "digest", "env", "module", "permission.clock", "permission.state.write", "permissions", "resources.cpu", "resources.disk",
-			"resources.memory", "resources.pids", "runtime", "state.size",
+			"resources.memory", "resources.pids", "runtime", "state.guest", "state.size",
 		}},
 		{"bob", "web", []string{"image", "runtime"}},
 	}

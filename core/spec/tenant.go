@@ -2,7 +2,9 @@ package spec
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -42,17 +44,20 @@ var (
 		Attributes: []hcl.AttributeSchema{
 			{Name: "runtime"}, {Name: "module"}, {Name: "image"}, {Name: "digest"},
 			{Name: "args"}, {Name: "env"}, {Name: "permissions"}, {Name: "restart"},
+			{Name: "stdin"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{
 			{Type: "resources"}, {Type: "state"}, {Type: "settings"},
 			{Type: "permission", LabelNames: []string{"name"}},
+			{Type: "mount"},
 		},
 	}
 	resourcesSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "memory"}, {Name: "cpu"}, {Name: "disk"}, {Name: "pids"},
 		{Name: "io_read_bps"}, {Name: "io_write_bps"}, {Name: "io_read_iops"}, {Name: "io_write_iops"},
 	}}
-	stateSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "size"}}}
+	stateSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "size"}, {Name: "seed"}, {Name: "guest"}}}
+	mountSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "source"}, {Name: "guest"}}}
 )
 
 // LoadTenants loads every *.hcl file of h.TenantDir, in name order (hidden
@@ -254,6 +259,7 @@ func (c *Checker) checkInstance(d *decoder, in *Instance) {
 			d.errorAt(r, problem.summary, "%s", problem.detail)
 		}
 	}
+	c.checkGuest(d, in)
 	d.checkCapacity(in, h)
 }
 
@@ -366,7 +372,9 @@ func (d *decoder) instance(b *hcl.Block, dir string) Instance {
 			in.Ranges["state.size"] = a.Expr.Range()
 			in.StateBytes = d.size(a, 0)
 		}
+		d.stateGuest(&in, sc, dir, sb.DefRange)
 	}
+	d.guestFiles(&in, c, dir)
 	if sb := d.single(c.Blocks, "settings"); sb != nil {
 		in.SettingsBody = sb.Body
 		in.Ranges["settings"] = sb.DefRange
@@ -378,6 +386,124 @@ func (d *decoder) instance(b *hcl.Block, dir string) Instance {
 		}
 	}
 	return in
+}
+
+// Guest is what an instance's workload sees of the host's files, apart
+// from its state's content.
+type Guest struct {
+	// Mounts are directories of the artifacts directory that the workload
+	// sees, read-only, at guest paths, in spec order.
+	Mounts []Mount
+	// Stdin is the absolute path of the file the workload reads as its
+	// standard input; "" for an empty input.
+	Stdin string
+	// StateGuest is the guest path of the instance's state: "/" unless the
+	// state block sets guest; "" without state.
+	StateGuest string
+	// StateSeed is the absolute path of the directory or tar archive that
+	// fills a new instance's state, once; "" for none.
+	StateSeed string
+}
+
+// Mount is a read-only directory of the artifacts directory, seen by the
+// workload at Guest.
+type Mount struct {
+	// Source is the absolute path of the directory, resolved against the
+	// spec file's directory.
+	Source string
+	Guest  string
+}
+
+// DefaultStateGuest is where a workload sees its state unless the spec
+// says otherwise: at the root, where WASI programs (wasi-libc's and Rust's
+// relative paths among them) look for their files.
+const DefaultStateGuest = "/"
+
+// stateGuest decodes the state block's guest and seed arguments into in.
+func (d *decoder) stateGuest(in *Instance, sc *hcl.BodyContent, dir string, def hcl.Range) {
+	in.StateGuest = DefaultStateGuest
+	in.Ranges["state.guest"] = def
+	if a := sc.Attributes["guest"]; a != nil {
+		in.Ranges["state.guest"] = a.Expr.Range()
+		in.StateGuest = d.guestPath(a)
+	}
+	if a := sc.Attributes["seed"]; a != nil {
+		in.Ranges["state.seed"] = a.Expr.Range()
+		in.StateSeed = d.path(a, dir)
+	}
+}
+
+// guestFiles decodes the stdin argument and the mount blocks into in.
+func (d *decoder) guestFiles(in *Instance, c *hcl.BodyContent, dir string) {
+	if a := c.Attributes["stdin"]; a != nil {
+		in.Stdin = d.path(a, dir)
+	}
+	for _, b := range c.Blocks {
+		if b.Type != "mount" {
+			continue
+		}
+		mc := d.content(b.Body, mountSchema, b.DefRange, "source", "guest")
+		src, guest := mc.Attributes["source"], mc.Attributes["guest"]
+		if src == nil || guest == nil {
+			continue
+		}
+		m := Mount{Source: d.path(src, dir), Guest: d.guestPath(guest)}
+		if m.Guest == "" {
+			continue
+		}
+		key := "mount." + m.Guest
+		if first, ok := in.Ranges[key]; ok {
+			d.errorAt(guest.Expr.Range(), "Duplicate mount", "Another mount is at %s, at %s.", m.Guest, at(first))
+			continue
+		}
+		if m.Guest == in.StateGuest {
+			d.errorAt(guest.Expr.Range(), "Mount over the state", "The instance's state is at %s; mount this directory elsewhere, or move the state with the state block's guest.", m.Guest)
+			continue
+		}
+		in.Ranges[key] = guest.Expr.Range()
+		in.Ranges[key+".source"] = src.Expr.Range()
+		in.Mounts = append(in.Mounts, m)
+	}
+}
+
+// guestPath decodes a guest path: absolute and clean, as "/data".
+func (d *decoder) guestPath(a *hcl.Attribute) string {
+	p := d.str(a)
+	if !strings.HasPrefix(p, "/") || path.Clean(p) != p || strings.ContainsRune(p, 0) {
+		d.invalid(a.Expr, a.Name, "%q is not a guest path: write an absolute, clean path such as \"/data\".", p)
+		return ""
+	}
+	return p
+}
+
+// checkGuest checks, into d, that the files in's guest config names are
+// inside h's artifacts directory and of the right kind.
+func (c *Checker) checkGuest(d *decoder, in *Instance) {
+	check := func(key, p, what string, ok func(fs.FileMode) bool) {
+		if !within(c.host.ArtifactDir, p) {
+			d.errorAt(in.Ranges[key], "Outside the artifacts directory",
+				"%s is not inside the host's artifacts directory %s (symlinks resolved).", p, c.host.ArtifactDir)
+			return
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			d.errorAt(in.Ranges[key], "Not found", "Cannot use %s as %s: %v.", p, what, err)
+			return
+		}
+		if !ok(fi.Mode()) {
+			d.errorAt(in.Ranges[key], "Wrong kind of file", "%s is not %s.", p, what)
+		}
+	}
+	isDir := func(m fs.FileMode) bool { return m.IsDir() }
+	for _, m := range in.Mounts {
+		check("mount."+m.Guest+".source", m.Source, "a directory to mount", isDir)
+	}
+	if in.Stdin != "" {
+		check("stdin", in.Stdin, "a regular file for stdin", fs.FileMode.IsRegular)
+	}
+	if in.StateSeed != "" {
+		check("state.seed", in.StateSeed, "a seed: a directory or a tar archive", func(m fs.FileMode) bool { return m.IsDir() || m.IsRegular() })
+	}
 }
 
 // checkRuntime reports the runtime name, set at r, unless h declares it.

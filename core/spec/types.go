@@ -106,6 +106,9 @@ type Instance struct {
 	SettingsBody hcl.Body
 	// Restart is the restart policy (RestartOnFailure unless set).
 	Restart string
+	// Guest is what the workload sees of the host's files: mounts, stdin,
+	// and where its state is and what fills it first (tenant.go).
+	Guest
 	// DeclRange is the range of the instance block header; Ranges maps
 	// attribute names (such as "module" or "resources.memory") to the
 	// range of their expression, "permission.NAME" to the place a

@@ -50,6 +50,10 @@ func (s InstanceSpec) fields() []specField {
 	// Records written before restart policies existed have none: they
 	// had the default.
 	restart := cmp.Or(s.Restart, DefaultRestart)
+	var mounts []string
+	for _, m := range s.Mounts {
+		mounts = append(mounts, m.Source+"\x00"+m.Target)
+	}
 	return []specField{
 		{"runtime", s.Runtime, ""},
 		{"module", s.Module, ""},
@@ -70,6 +74,10 @@ func (s InstanceSpec) fields() []specField {
 		{"permissions", perms, []string(nil)},
 		{"settings", settings, ""},
 		{"restart", restart, DefaultRestart},
+		{"mounts", mounts, []string(nil)},
+		{"stdin", s.Stdin, ""},
+		{"state_guest", s.StateGuest, ""},
+		{"state_seed", s.StateSeed, ""},
 	}
 }
 

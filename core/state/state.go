@@ -92,6 +92,17 @@ type InstanceSpec struct {
 	Settings sdk.Config `json:",omitempty"`
 	// Restart is the restart policy: "never", "on-failure" or "always".
 	Restart string `json:",omitempty"`
+	// Mounts are the read-only directories of the artifacts directory the
+	// workload sees, Source at Target, in spec order; absent when none.
+	Mounts []sdk.Mount `json:",omitempty"`
+	// Stdin is the file the workload reads as stdin; absent for none.
+	Stdin string `json:",omitempty"`
+	// StateGuest is where the workload sees its state; absent in records
+	// written before it existed, whose state was at sdk.StateTarget.
+	StateGuest string `json:",omitempty"`
+	// StateSeed is the directory or tar archive that filled the state
+	// when it was made; absent for none.
+	StateSeed string `json:",omitempty"`
 }
 
 // Instance is the record of an instance.
@@ -110,8 +121,12 @@ type Instance struct {
 	StateHandle     *sdk.Handle
 	// StateMount is the mount the StateFS returned; zero without state.
 	StateMount sdk.Mount
-	RunDir     string
-	Cgroup     sdk.Cgroup
+	// SeedPending is set when the state was provisioned under a spec
+	// with a seed that has not filled it yet; it is cleared once the seed
+	// has, so that no state is seeded twice.
+	SeedPending bool `json:",omitempty"`
+	RunDir      string
+	Cgroup      sdk.Cgroup
 	// Run is the workload's run history, which survives agent restarts so
 	// that a crash loop keeps its backoff.
 	Run RunHistory

@@ -7,6 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
@@ -58,6 +60,9 @@ type World struct {
 	// and Rollback, and the isolation's freezes, as "stop KEY", "start KEY",
 	// "checkpoint KEY NAME", "rollback KEY NAME", "freeze KEY", "thaw KEY".
 	Calls []string
+	// StateRoot, when set, holds real state directories: Mount returns
+	// StateRoot/<tenant>/<instance>, made if missing.
+	StateRoot string
 }
 
 // NewWorld returns an empty world.
@@ -237,6 +242,10 @@ func (s *stateClient) Provision(_ context.Context, req *sdk.ProvisionRequest) (s
 	return sdk.Handle{Version: 1, Data: []byte(req.Instance.String())}, nil
 }
 func (s *stateClient) Mount(_ context.Context, h sdk.Handle) (sdk.Mount, error) {
+	if s.w.StateRoot != "" {
+		dir := filepath.Join(s.w.StateRoot, string(h.Data))
+		return sdk.Mount{Source: dir, Type: sdk.MountDir}, os.MkdirAll(dir, 0o755)
+	}
 	return sdk.Mount{Source: "/state/" + string(h.Data), Type: sdk.MountDir}, nil
 }
 func (s *stateClient) Usage(ctx context.Context, h sdk.Handle) (sdk.Usage, error) {

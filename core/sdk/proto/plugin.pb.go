@@ -1639,12 +1639,15 @@ func (x *Permission) GetParams() map[string]string {
 }
 
 type MountPoint struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Source        string                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
-	Target        string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
-	ReadOnly      bool                   `protobuf:"varint,3,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
-	Type          string                 `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
-	Options       []string               `protobuf:"bytes,5,rep,name=options,proto3" json:"options,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Source   string                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Target   string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	ReadOnly bool                   `protobuf:"varint,3,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	Type     string                 `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
+	Options  []string               `protobuf:"bytes,5,rep,name=options,proto3" json:"options,omitempty"`
+	// state marks the instance's own state; other mounts are read-only
+	// directories the host hands out.
+	State         bool `protobuf:"varint,6,opt,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1712,6 +1715,13 @@ func (x *MountPoint) GetOptions() []string {
 		return x.Options
 	}
 	return nil
+}
+
+func (x *MountPoint) GetState() bool {
+	if x != nil {
+		return x.State
+	}
+	return false
 }
 
 type TenantRequest struct {
@@ -1791,19 +1801,22 @@ func (x *TenantRequest) GetResources() *Resources {
 }
 
 type StartRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Instance      *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
-	User          *User                  `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
-	Cgroup        *Cgroup                `protobuf:"bytes,3,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
-	Artifact      *Artifact              `protobuf:"bytes,4,opt,name=artifact,proto3" json:"artifact,omitempty"`
-	Args          []string               `protobuf:"bytes,5,rep,name=args,proto3" json:"args,omitempty"`
-	Env           map[string]string      `protobuf:"bytes,6,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Resources     *Resources             `protobuf:"bytes,7,opt,name=resources,proto3" json:"resources,omitempty"`
-	Permissions   []*Permission          `protobuf:"bytes,8,rep,name=permissions,proto3" json:"permissions,omitempty"`
-	Mounts        []*MountPoint          `protobuf:"bytes,9,rep,name=mounts,proto3" json:"mounts,omitempty"`
-	Settings      *Config                `protobuf:"bytes,10,opt,name=settings,proto3" json:"settings,omitempty"`
-	Tenant        *Handle                `protobuf:"bytes,11,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	RunDir        string                 `protobuf:"bytes,12,opt,name=run_dir,json=runDir,proto3" json:"run_dir,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Instance    *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	User        *User                  `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	Cgroup      *Cgroup                `protobuf:"bytes,3,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
+	Artifact    *Artifact              `protobuf:"bytes,4,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	Args        []string               `protobuf:"bytes,5,rep,name=args,proto3" json:"args,omitempty"`
+	Env         map[string]string      `protobuf:"bytes,6,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Resources   *Resources             `protobuf:"bytes,7,opt,name=resources,proto3" json:"resources,omitempty"`
+	Permissions []*Permission          `protobuf:"bytes,8,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	Mounts      []*MountPoint          `protobuf:"bytes,9,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	Settings    *Config                `protobuf:"bytes,10,opt,name=settings,proto3" json:"settings,omitempty"`
+	Tenant      *Handle                `protobuf:"bytes,11,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	RunDir      string                 `protobuf:"bytes,12,opt,name=run_dir,json=runDir,proto3" json:"run_dir,omitempty"`
+	// stdin is the host path of the file the workload reads as its standard
+	// input; empty for none.
+	Stdin         string `protobuf:"bytes,13,opt,name=stdin,proto3" json:"stdin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1918,6 +1931,13 @@ func (x *StartRequest) GetTenant() *Handle {
 func (x *StartRequest) GetRunDir() string {
 	if x != nil {
 		return x.RunDir
+	}
+	return ""
+}
+
+func (x *StartRequest) GetStdin() string {
+	if x != nil {
+		return x.Stdin
 	}
 	return ""
 }
@@ -2996,20 +3016,21 @@ const file_plugin_proto_rawDesc = "" +
 	"\x06params\x18\x02 \x03(\v2(.kigumi.plugin.v2.Permission.ParamsEntryR\x06params\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x87\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9d\x01\n" +
 	"\n" +
 	"MountPoint\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x1b\n" +
 	"\tread_only\x18\x03 \x01(\bR\breadOnly\x12\x12\n" +
 	"\x04type\x18\x04 \x01(\tR\x04type\x12\x18\n" +
-	"\aoptions\x18\x05 \x03(\tR\aoptions\"\xd9\x01\n" +
+	"\aoptions\x18\x05 \x03(\tR\aoptions\x12\x14\n" +
+	"\x05state\x18\x06 \x01(\bR\x05state\"\xd9\x01\n" +
 	"\rTenantRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12*\n" +
 	"\x04user\x18\x02 \x01(\v2\x16.kigumi.plugin.v2.UserR\x04user\x120\n" +
 	"\x06cgroup\x18\x03 \x01(\v2\x18.kigumi.plugin.v2.CgroupR\x06cgroup\x12\x17\n" +
 	"\arun_dir\x18\x04 \x01(\tR\x06runDir\x129\n" +
-	"\tresources\x18\x05 \x01(\v2\x1b.kigumi.plugin.v2.ResourcesR\tresources\"\x95\x05\n" +
+	"\tresources\x18\x05 \x01(\v2\x1b.kigumi.plugin.v2.ResourcesR\tresources\"\xab\x05\n" +
 	"\fStartRequest\x126\n" +
 	"\binstance\x18\x01 \x01(\v2\x1a.kigumi.plugin.v2.InstanceR\binstance\x12*\n" +
 	"\x04user\x18\x02 \x01(\v2\x16.kigumi.plugin.v2.UserR\x04user\x120\n" +
@@ -3023,7 +3044,8 @@ const file_plugin_proto_rawDesc = "" +
 	"\bsettings\x18\n" +
 	" \x01(\v2\x18.kigumi.plugin.v2.ConfigR\bsettings\x120\n" +
 	"\x06tenant\x18\v \x01(\v2\x18.kigumi.plugin.v2.HandleR\x06tenant\x12\x17\n" +
-	"\arun_dir\x18\f \x01(\tR\x06runDir\x1a6\n" +
+	"\arun_dir\x18\f \x01(\tR\x06runDir\x12\x14\n" +
+	"\x05stdin\x18\r \x01(\tR\x05stdin\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"t\n" +

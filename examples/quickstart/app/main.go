@@ -1,5 +1,5 @@
 // Command app is the quickstart's WASI workload. It greets, counts its runs
-// in /state/counter, then prints a heartbeat every -interval, counting each
+// in the file counter of its state (mounted at /), then prints a heartbeat every -interval, counting each
 // one too, and exits after -ticks heartbeats (0: never).
 //
 // Build it with GOOS=wasip1 GOARCH=wasm go build.
@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-const counterFile = "/state/counter"
+const counterFile = "counter"
 
 func main() {
 	if err := run(); err != nil {

@@ -1,13 +1,13 @@
 package wasmruntime
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"io"
 	"testing"
 
 	"github.com/tetratelabs/wazero"
-
-	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
 // BenchmarkInstantiate measures the core of what a sandbox does per
@@ -22,10 +22,10 @@ func BenchmarkInstantiate(b *testing.B) {
 	}{
 		{"wazero-default", func() wazero.ModuleConfig { return wazero.NewModuleConfig().WithName("") }},
 		{"deterministic", func() wazero.ModuleConfig {
-			return moduleConfig(sandboxConfig{Name: "bench"}, io.Discard, io.Discard)
+			return newGuest(guestConfig{Argv0: "bench"}, nil).moduleConfig(nil, io.Discard, io.Discard)
 		}},
 		{"crypto-rand", func() wazero.ModuleConfig {
-			return moduleConfig(sandboxConfig{Name: "bench", Permissions: []string{sdk.PermRandom}}, io.Discard, io.Discard)
+			return newGuest(guestConfig{Argv0: "bench", Random: true}, nil).moduleConfig(nil, io.Discard, io.Discard)
 		}},
 	}
 	for _, engine := range []string{"compiler", "interpreter"} {
@@ -49,4 +49,29 @@ func BenchmarkInstantiate(b *testing.B) {
 		}
 		rt.Close(ctx)
 	}
+}
+
+// BenchmarkScanModule measures the validate-time scan of a 30 MB module
+// (one function of megabytes of arithmetic), against a baseline of hashing
+// the same bytes with sha256, which Validate does anyway: both are one
+// linear pass.
+func BenchmarkScanModule(b *testing.B) {
+	body := bytes.Repeat([]byte{0x42, 0x01, 0x42, 0x02, 0x7c, 0x1a}, 5<<20)
+	code := append(append([]byte{1}, leb(uint64(len(body)+3))...), append(append([]byte{0}, body...), 0x0b)...)
+	bin := newWasm().funcType().section(3, []byte{1, 0}).memory(1, -1).
+		section(sectionExport, []byte{1}, wasmName("_start"), []byte{0, 0}).section(10, code).bytes()
+	b.Run("scan", func(b *testing.B) {
+		b.SetBytes(int64(len(bin)))
+		for b.Loop() {
+			if _, err := scanModule(bytes.NewReader(bin), servedImport); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("sha256-baseline", func(b *testing.B) {
+		b.SetBytes(int64(len(bin)))
+		for b.Loop() {
+			sha256.Sum256(bin)
+		}
+	})
 }

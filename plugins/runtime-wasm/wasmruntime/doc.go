@@ -26,8 +26,13 @@
 // cgroup's oom_kill count grew since Start), a pids limit (pids.events),
 // a crash of the sandbox (sandbox.log) and, when none of these, SIGKILL.
 //
-// The workload gets nothing it was not granted: its only filesystem is the
-// state directory at /state (with state.read or state.write), its clocks are
-// wazero's deterministic fakes unless clock is granted, and its random source
-// is deterministic unless random is granted.
+// The workload gets nothing it was not granted (guest.go; docs/wasm-abi.md):
+// its preopens are the state directory at its guest path (with state.read or
+// state.write), which is the sandbox's jail, and read-only directories of the
+// artifacts, opened by the plugin and resolved by the kernel inside them; its
+// env is the spec's; its clocks are deterministic fakes unless clock is
+// granted, and its random source is deterministic unless random is granted.
+// Through the kigumi host module (hostmod.go) it can drop any of these for
+// the rest of its life. Validate and Start scan the module's sections
+// (modinfo.go) before anything compiles it.
 package wasmruntime

@@ -89,8 +89,12 @@ func runTests(m *testing.M) int {
 	return m.Run()
 }
 
-// quickstartApp is the quickstart's workload, tested here on the runtime.
-const quickstartApp = "../../../examples/quickstart/app/main.go"
+// The examples' workloads, tested here on the runtime: the quickstart's
+// app, and wasm-drop's (as "app-drop").
+const (
+	quickstartApp = "../../../examples/quickstart/app/main.go"
+	dropApp       = "../../../examples/wasm-drop/app/main.go"
+)
 
 // buildModules builds every program under testdata, and the quickstart app,
 // into dir as WASI modules, and writes the hand-assembled ones there too.
@@ -104,11 +108,15 @@ func buildModules(dir string) error {
 	for _, p := range progs {
 		args = append(args, "./"+filepath.Dir(p))
 	}
-	cmd := exec.Command("go", args...)
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build test modules: %v\n%s", err, out)
+	// Two packages named app: the second is built on its own.
+	for _, a := range [][]string{args, {"build", "-o", filepath.Join(dir, "app-drop"), "./" + filepath.Dir(dropApp)}} {
+		cmd := exec.Command("go", a...)
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("build test modules: %v\n%s", err, out)
+		}
 	}
+	modules["app-drop"] = filepath.Join(dir, "app-drop")
 	for _, p := range progs {
 		name := filepath.Base(filepath.Dir(p))
 		modules[name] = filepath.Join(dir, name)
@@ -284,5 +292,5 @@ func lineWith(out, prefix string) string {
 
 // stateMount is the state mount of the state directory dir.
 func stateMount(dir string) []sdk.Mount {
-	return []sdk.Mount{{Source: dir, Target: sdk.StateTarget, Type: sdk.MountDir}}
+	return []sdk.Mount{{Source: dir, Target: sdk.StateTarget, Type: sdk.MountDir, State: true}}
 }

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -65,16 +66,16 @@ type Runtime struct {
 	children map[child]chan struct{}
 
 	exits exitWatch // watch.go
-	// digests holds the sha256 of module files Validate has read, by
-	// version of the file.
-	digests map[moduleID][sha256.Size]byte
+	// scanned holds what Validate read of module files, by version of
+	// the file.
+	scanned map[moduleID]scannedModule
 }
 
 // New returns a Runtime with default settings and no compilation cache
 // until Configure.
 func New() *Runtime {
 	size, _ := humanize.ParseBytes(defaultMaxModuleSize)
-	return &Runtime{maxModuleSize: int64(size), children: map[child]chan struct{}{}, digests: map[moduleID][sha256.Size]byte{}}
+	return &Runtime{maxModuleSize: int64(size), children: map[child]chan struct{}{}, scanned: map[moduleID]scannedModule{}}
 }
 
 // Info describes the plugin and its settings.
@@ -87,13 +88,16 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 			{Name: "compiler", Type: sdk.TypeString, Description: `wazero engine: "compiler" (default) or "interpreter"`},
 			{Name: "max_module_size", Type: sdk.TypeString, Description: `largest module accepted, such as "64MiB" (default)`},
 		}},
+		InstanceSchema: sdk.Schema{Attributes: []sdk.Attribute{
+			{Name: "random_seed", Type: sdk.TypeString, Description: "seeds the deterministic random source of an instance without the random permission"},
+		}},
 		Capabilities: sdk.Capabilities{
 			Scope:     sdk.ScopeHost,
 			Artifacts: []string{sdk.ArtifactWasm},
 			Isolation: []string{sdk.IsolationUser, sdk.IsolationCgroup, sdk.IsolationNoNewPrivs, sdk.IsolationChroot, sdk.IsolationNoNetwork},
 			Permissions: []sdk.PermissionSpec{
-				{Name: sdk.PermStateRead, Description: "read the instance's state at /state"},
-				{Name: sdk.PermStateWrite, Description: "read and write the instance's state at /state"},
+				{Name: sdk.PermStateRead, Description: "read the instance's state, preopened at its guest path (/ by default)"},
+				{Name: sdk.PermStateWrite, Description: "read and write the instance's state, preopened at its guest path (/ by default)"},
 				{Name: sdk.PermClock, Description: "the real wall and monotonic clocks, and sleep"},
 				{Name: sdk.PermRandom, Description: "random numbers from the host (else a fixed seed)"},
 			},
@@ -154,6 +158,14 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle,
 	if err != nil {
 		return sdk.Handle{}, err
 	}
+	// The cheap checks first: a module they refuse is never compiled.
+	info, err := scanModule(bytes.NewReader(bin), servedImport)
+	if err != nil {
+		return sdk.Handle{}, scanError(req.Artifact.Module, err)
+	}
+	if err := info.check(req.Artifact.Module, cfg.MemoryPages); err != nil {
+		return sdk.Handle{}, err
+	}
 	if err := r.precompile(ctx, bin, cfg.MemoryPages); err != nil {
 		return sdk.Handle{}, err
 	}
@@ -162,6 +174,11 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle,
 		return sdk.Handle{}, err
 	}
 	defer module.Close()
+	guestFiles, err := openGuestFiles(req)
+	if err != nil {
+		return sdk.Handle{}, err
+	}
+	defer closeAll(guestFiles)
 
 	// Counted before the sandbox joins the cgroup, so that its OOM kills
 	// are all counted after.
@@ -174,7 +191,7 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle,
 		return sdk.Handle{}, err
 	}
 	defer rf.close()
-	d, err := r.launch(ctx, cfg, append([]*os.File{module}, rf.files[:3]...), rf.files[3])
+	d, err := r.launch(ctx, cfg, append([]*os.File{module}, rf.files[:3]...), guestFiles, rf.files[3])
 	if err != nil {
 		rf.remove()
 		return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
@@ -200,10 +217,21 @@ func (r *Runtime) sandboxConfig(req *sdk.StartRequest) (sandboxConfig, error) {
 		return cfg, err
 	}
 	if req.Permissions.Has(sdk.PermStateRead) || req.Permissions.Has(sdk.PermStateWrite) {
-		if state == nil || !filepath.IsAbs(state.Source) {
-			return cfg, sdk.InvalidAttribute("mounts", "a state permission needs a mount with an absolute source at %s", sdk.StateTarget)
+		if state == nil {
+			return cfg, sdk.InvalidAttribute("state.guest", "a state permission needs a state mount")
 		}
-		cfg.Jail, cfg.StateReadOnly = state.Source, state.ReadOnly
+		if !filepath.IsAbs(state.Source) {
+			return cfg, sdk.InvalidAttribute("state.guest", "the state mount's source %q is not an absolute path", state.Source)
+		}
+		cfg.Jail = state.Source
+	}
+	if req.Stdin != "" && !filepath.IsAbs(req.Stdin) {
+		return cfg, sdk.InvalidAttribute("stdin", "stdin %q is not an absolute path", req.Stdin)
+	}
+	for _, m := range req.Mounts {
+		if !m.State && !filepath.IsAbs(m.Source) {
+			return cfg, sdk.InvalidAttribute("mount."+m.Target, "mount source %q is not an absolute path", m.Source)
+		}
 	}
 	if cfg.Jail == "" {
 		return cfg, sdk.Errorf(sdk.CodeUnavailable, "the runtime is not configured")
@@ -217,10 +245,14 @@ func (r *Runtime) sandboxConfig(req *sdk.StartRequest) (sandboxConfig, error) {
 // name the spec attribute at fault.
 func (r *Runtime) check(req *sdk.StartRequest) (sandboxConfig, *sdk.Mount, error) {
 	cfg := sandboxConfig{
-		Name:        req.Instance.Name,
-		Args:        req.Args,
-		Env:         req.Env,
-		Permissions: req.Permissions.Names(),
+		Guest: guestConfig{
+			Argv0:  filepath.Base(req.Artifact.Module),
+			Args:   req.Args,
+			Env:    req.Env,
+			Clock:  req.Permissions.Has(sdk.PermClock),
+			Random: req.Permissions.Has(sdk.PermRandom),
+			Stdin:  req.Stdin != "",
+		},
 		Jail:        r.emptyDir,
 		UID:         req.User.UID,
 		GID:         req.User.GID,
@@ -234,8 +266,17 @@ func (r *Runtime) check(req *sdk.StartRequest) (sandboxConfig, *sdk.Mount, error
 	if req.Artifact.Image != "" {
 		return cfg, nil, sdk.InvalidAttribute("image", "the wasm runtime runs modules, not OCI images")
 	}
-	if len(req.Settings) > 0 {
-		return cfg, nil, sdk.InvalidAttribute("settings", "the wasm runtime has no instance settings")
+	for k, v := range req.Settings {
+		s, ok := v.(string)
+		switch {
+		case k != "random_seed":
+			return cfg, nil, sdk.InvalidAttribute("settings."+k, "the wasm runtime has no instance setting %q", k)
+		case !ok || s == "":
+			return cfg, nil, sdk.InvalidAttribute("settings."+k, "random_seed must be a non-empty string")
+		case req.Permissions.Has(sdk.PermRandom):
+			return cfg, nil, sdk.InvalidAttribute("settings."+k, "random_seed seeds the deterministic random source of an instance without the random permission; this one has the host's")
+		}
+		cfg.Guest.RandomSeed = s
 	}
 	for _, p := range req.Permissions {
 		switch p.Name {
@@ -247,17 +288,9 @@ func (r *Runtime) check(req *sdk.StartRequest) (sandboxConfig, *sdk.Mount, error
 			return cfg, nil, sdk.InvalidAttribute("permission."+p.Name+"."+k, "the permission %q takes no parameters", p.Name)
 		}
 	}
-	var state *sdk.Mount
-	for i, m := range req.Mounts {
-		switch {
-		case m.Target != sdk.StateTarget:
-			return cfg, nil, sdk.InvalidAttribute("mounts", "the wasm runtime mounts only the state at %s, not %q", sdk.StateTarget, m.Target)
-		case state != nil:
-			return cfg, nil, sdk.InvalidAttribute("mounts", "two mounts at %s", sdk.StateTarget)
-		case m.Type != "" && m.Type != sdk.MountDir && m.Type != sdk.MountBind && m.Type != sdk.MountFUSE:
-			return cfg, nil, sdk.InvalidAttribute("mounts", "unsupported mount type %q", m.Type)
-		}
-		state = &req.Mounts[i]
+	state, err := guestMounts(&cfg.Guest, req)
+	if err != nil {
+		return cfg, nil, err
 	}
 	switch mem := req.Resources.MemoryBytes; {
 	case mem < 0 || (mem > 0 && mem < pageSize):
@@ -270,10 +303,55 @@ func (r *Runtime) check(req *sdk.StartRequest) (sandboxConfig, *sdk.Mount, error
 	return cfg, state, nil
 }
 
+// guestMounts checks req's mounts and sets g's preopens from them: the
+// state first, if a state permission is granted (read-only unless the
+// mount is writable and state.write granted), then the read-only mounts
+// in order. It returns the state mount, if any.
+func guestMounts(g *guestConfig, req *sdk.StartRequest) (*sdk.Mount, error) {
+	var state *sdk.Mount
+	seen := map[string]bool{}
+	for i, m := range req.Mounts {
+		attr := "mount." + m.Target
+		if m.State {
+			attr = "state.guest"
+		}
+		switch {
+		case !validGuestPath(m.Target):
+			return nil, sdk.InvalidAttribute(attr, "guest path %q is not an absolute, clean path", m.Target)
+		case seen[m.Target]:
+			return nil, sdk.InvalidAttribute(attr, "two mounts at %s", m.Target)
+		case m.Type != "" && m.Type != sdk.MountDir && m.Type != sdk.MountBind && m.Type != sdk.MountFUSE:
+			return nil, sdk.InvalidAttribute(attr, "unsupported mount type %q", m.Type)
+		case m.State && state != nil:
+			return nil, sdk.InvalidAttribute(attr, "two state mounts")
+		case !m.State && !m.ReadOnly:
+			return nil, sdk.InvalidAttribute(attr, "the wasm runtime mounts only the state writable; the mount at %s must be read-only", m.Target)
+		}
+		seen[m.Target] = true
+		if m.State {
+			state = &req.Mounts[i]
+			continue
+		}
+		g.Mounts = append(g.Mounts, guestMount{Guest: m.Target, ReadOnly: true})
+	}
+	read, write := req.Permissions.Has(sdk.PermStateRead), req.Permissions.Has(sdk.PermStateWrite)
+	if state != nil && (read || write) {
+		sm := guestMount{Guest: state.Target, ReadOnly: state.ReadOnly || !write, State: true}
+		g.Mounts = append([]guestMount{sm}, g.Mounts...)
+	}
+	return state, nil
+}
+
+// validGuestPath reports whether p is an absolute, clean guest path.
+func validGuestPath(p string) bool {
+	return strings.HasPrefix(p, "/") && path.Clean(p) == p && !strings.ContainsRune(p, 0)
+}
+
 // Validate checks the request as Start would, and reads the module (its
-// size and digest) without compiling it.
+// size, digest, imports, exports and memory) without compiling it.
 func (r *Runtime) Validate(_ context.Context, req *sdk.StartRequest) error {
-	if _, _, err := r.check(req); err != nil {
+	cfg, _, err := r.check(req)
+	if err != nil {
 		return err
 	}
 	f, fi, err := r.openModule(req.Artifact)
@@ -281,28 +359,55 @@ func (r *Runtime) Validate(_ context.Context, req *sdk.StartRequest) error {
 		return err
 	}
 	defer f.Close()
-	if req.Artifact.Digest == "" {
-		return nil
-	}
-	// Many instances share a module: its digest is read once per version
-	// of the file. Start checks the bytes it runs again, whatever this says.
+	// Many instances share a module: it is read once per version of the
+	// file. Start checks the bytes it runs again, whatever this says.
 	id, ok := identify(fi, time.Now())
 	r.mu.Lock()
-	sum, known := r.digests[id]
+	sm, known := r.scanned[id]
 	r.mu.Unlock()
 	if !ok || !known {
-		bin, err := r.readOpenModule(f)
-		if err != nil {
+		if sm, err = r.scanOpenModule(f); err != nil {
 			return err
 		}
-		sum = sha256.Sum256(bin)
 		if ok {
 			r.mu.Lock()
-			r.digests[id] = sum
+			r.scanned[id] = sm
 			r.mu.Unlock()
 		}
 	}
-	return checkDigest(req.Artifact, sum)
+	if sm.err != nil {
+		return scanError(req.Artifact.Module, sm.err)
+	}
+	if err := checkDigest(req.Artifact, sm.sum); err != nil {
+		return err
+	}
+	return sm.info.check(req.Artifact.Module, cfg.MemoryPages)
+}
+
+// scannedModule is what Validate read of a version of a module file.
+type scannedModule struct {
+	sum  [sha256.Size]byte
+	info moduleInfo
+	// err is why the module could not be scanned.
+	err error
+}
+
+// scanOpenModule reads an opened module once, through the size limit,
+// hashing it and scanning its sections.
+func (r *Runtime) scanOpenModule(f *os.File) (scannedModule, error) {
+	var sm scannedModule
+	h := sha256.New()
+	lr := &io.LimitedReader{R: f, N: r.maxModuleSize + 1}
+	sm.info, sm.err = scanModule(io.TeeReader(lr, h), servedImport)
+	// The rest of the file, for the digest.
+	if _, err := io.Copy(h, lr); err != nil {
+		return sm, fmt.Errorf("read module: %w", err)
+	}
+	if lr.N <= 0 {
+		return sm, sdk.InvalidAttribute("module", "module %s is larger than %s", f.Name(), humanize.IBytes(uint64(r.maxModuleSize)))
+	}
+	h.Sum(sm.sum[:0])
+	return sm, nil
 }
 
 // moduleID identifies a version of a module file: a rewrite, a rename over
@@ -410,6 +515,48 @@ func (r *Runtime) precompile(ctx context.Context, bin []byte, memoryPages uint32
 	return nil
 }
 
+// openGuestFiles opens, as the sandbox expects them from fdGuest on, the
+// file the instance reads as stdin, if any, and each read-only mount's
+// directory (O_PATH), in the order of req.Mounts.
+func openGuestFiles(req *sdk.StartRequest) ([]*os.File, error) {
+	var files []*os.File
+	if req.Stdin != "" {
+		// O_NONBLOCK: opening a FIFO must not hang; it is refused below.
+		f, err := os.OpenFile(req.Stdin, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return nil, &sdk.Error{Code: sdk.CodeInvalid, Attribute: "stdin", Message: "open stdin: " + err.Error(), Err: err}
+		}
+		files = append(files, f)
+		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+			closeAll(files)
+			return nil, sdk.InvalidAttribute("stdin", "stdin %s is not a regular file", req.Stdin)
+		}
+		// Reads must block as on any file: clear O_NONBLOCK.
+		if err := unix.SetNonblock(int(f.Fd()), false); err != nil {
+			closeAll(files)
+			return nil, fmt.Errorf("open stdin: %w", err)
+		}
+	}
+	for _, m := range req.Mounts {
+		if m.State {
+			continue
+		}
+		fd, err := unix.Open(m.Source, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			closeAll(files)
+			return nil, &sdk.Error{Code: sdk.CodeInvalid, Attribute: "mount." + m.Target, Message: "open mount " + m.Source + ": " + err.Error(), Err: err}
+		}
+		files = append(files, os.NewFile(uintptr(fd), m.Source))
+	}
+	return files, nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
 // sealedMemfd returns an in-memory file holding bin that nobody can change.
 func sealedMemfd(bin []byte) (*os.File, error) {
 	fd, err := unix.MemfdCreate("kigumi-module", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
@@ -498,10 +645,11 @@ func (rf *runFiles) remove() {
 	}
 }
 
-// launch starts a sandbox with files (module, stdout, stderr, status) and
-// stderr as its own, sends it cfg and waits until it is ready. On failure
-// it leaves no process behind.
-func (r *Runtime) launch(ctx context.Context, cfg sandboxConfig, files []*os.File, stderr *os.File) (handleData, error) {
+// launch starts a sandbox with files (module, stdout, stderr, status), the
+// guest's files after its config and ready pipes, and stderr as its own,
+// sends it cfg and waits until it is ready. On failure it leaves no
+// process behind.
+func (r *Runtime) launch(ctx context.Context, cfg sandboxConfig, files, guestFiles []*os.File, stderr *os.File) (handleData, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return handleData{}, fmt.Errorf("find sandbox executable: %w", err)
@@ -524,7 +672,7 @@ func (r *Runtime) launch(ctx context.Context, cfg sandboxConfig, files []*os.Fil
 	cmd.Env = []string{"TZ=UTC"}
 	cmd.Dir = "/"
 	cmd.Stderr = stderr
-	cmd.ExtraFiles = append(files, cfgR, readyW)
+	cmd.ExtraFiles = append(append(files, cfgR, readyW), guestFiles...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	d, err := r.spawn(cmd)
 	cfgR.Close()

@@ -103,7 +103,7 @@ func TestPrivateDataDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st, out := run(t, r, request(t, "echo")); st.State != sdk.StateExited || st.ExitCode != 0 || lineWith(out, "arg: ") != "arg: web" {
+	if st, out := run(t, r, request(t, "echo")); st.State != sdk.StateExited || st.ExitCode != 0 || lineWith(out, "arg: ") != "arg: echo" {
 		t.Errorf("status = %+v, stdout %q", st, out)
 	}
 }
@@ -236,7 +236,7 @@ func TestArgsEnvAndExitCode(t *testing.T) {
 				wantEnv = append(wantEnv, k+"="+v)
 			}
 			slices.Sort(wantEnv)
-			if want := []string{"web", "--flag", "two words"}; !slices.Equal(args, want) {
+			if want := []string{"echo", "--flag", "two words"}; !slices.Equal(args, want) {
 				t.Errorf("args = %q, want %q", args, want)
 			}
 			if !slices.Equal(env, wantEnv) {
@@ -586,14 +586,14 @@ func TestQuickstartApp(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{[]string{"--ticks", "1", "--interval", "1ms"}, nil, "Hello from web!\nrun 1\nheartbeat 1: counter 2\n"},
+		{[]string{"--ticks", "1", "--interval", "1ms"}, nil, "Hello from app!\nrun 1\nheartbeat 1: counter 2\n"},
 		{[]string{"--name", "alice/web", "--ticks", "2", "--interval", "1ms"}, map[string]string{"GREETING": "Hi"},
 			"Hi from alice/web!\nrun 3\nheartbeat 1: counter 4\nheartbeat 2: counter 5\n"},
-		{[]string{"--ticks", "1", "--interval", "1ms"}, nil, "Hello from web!\nrun 6\nheartbeat 1: counter 7\n"},
+		{[]string{"--ticks", "1", "--interval", "1ms"}, nil, "Hello from app!\nrun 6\nheartbeat 1: counter 7\n"},
 	}
 	for _, tt := range tests {
 		req := request(t, "app", sdk.PermStateWrite, sdk.PermClock)
-		req.Mounts, req.Args, req.Env = stateMount(state), tt.args, tt.env
+		req.Mounts, req.Args, req.Env = []sdk.Mount{{Source: state, Target: "/", Type: sdk.MountDir, State: true}}, tt.args, tt.env
 		st, out := run(t, r, req)
 		if st.State != sdk.StateExited || st.ExitCode != 0 || out != tt.want {
 			t.Fatalf("app %q: %+v, stdout %q; want %q", tt.args, st, out, tt.want)

@@ -2,17 +2,14 @@ package wasmruntime
 
 import (
 	"context"
-	crand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"math/rand/v2"
 	"os"
 	"os/signal"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,7 +20,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 	"github.com/tetratelabs/wazero/sys"
 	"golang.org/x/sys/unix"
 
@@ -42,6 +39,10 @@ const (
 	fdStatus            // status.json, written once at exit
 	fdConfig            // read end of the config pipe (JSON sandboxConfig)
 	fdReady             // write end of the ready pipe
+	// fdGuest is the first of the guest's files: its stdin (if
+	// guestConfig.Stdin), then each read-only mount's directory, opened
+	// O_PATH, in the order of guestConfig.Mounts.
+	fdGuest
 )
 
 // readyOK is what the sandbox writes to the ready pipe once the module is
@@ -50,33 +51,22 @@ const readyOK = "ok"
 
 // sandboxConfig is what the plugin sends the sandbox through the config pipe.
 type sandboxConfig struct {
-	// Name is the instance's name, the module's argv[0].
-	Name string            `json:"name"`
-	Args []string          `json:"args"`
-	Env  map[string]string `json:"env"`
+	// Guest is what the module is granted.
+	Guest guestConfig `json:"guest"`
 	// MemoryPages caps the module's memory in 64 KiB pages; 0 means wazero's
 	// maximum.
 	MemoryPages uint32 `json:"memory_pages"`
-	// Permissions are the names of the granted permissions.
-	Permissions []string `json:"permissions"`
 	// Jail is the directory the sandbox chroots into before it drops
 	// privileges: the state directory when a state permission is granted
-	// (the module sees it as /state), else an empty directory.
+	// (the module sees it at its guest path), else an empty directory.
 	Jail string `json:"jail"`
-	// StateReadOnly is set when the state mount is read-only, whatever
-	// the permissions say.
-	StateReadOnly bool   `json:"state_read_only,omitempty"`
-	UID           uint32 `json:"uid"`
-	GID           uint32 `json:"gid"`
+	UID  uint32 `json:"uid"`
+	GID  uint32 `json:"gid"`
 	// ProcsFiles are the cgroup.procs files the sandbox joins.
 	ProcsFiles  []string `json:"procs_files"`
 	CacheDir    string   `json:"cache_dir"`
 	Interpreter bool     `json:"interpreter"`
 }
-
-// deterministicSeed seeds the random source of modules without the random
-// permission.
-var deterministicSeed = [32]byte{'k', 'i', 'g', 'u', 'm', 'i'}
 
 // SandboxMain runs one instance's sandbox; it returns the process exit code.
 // args are the command-line arguments after SandboxCommand (there are none).
@@ -97,7 +87,7 @@ func SandboxMain(args []string) int {
 		}
 	}()
 	ready := os.NewFile(fdReady, "ready")
-	mod, memoryPages, err := prepareSandbox(ctx)
+	ctx, mod, memoryPages, err := prepareSandbox(ctx)
 	if err != nil {
 		var e *sdk.Error
 		if !errors.As(err, &e) {
@@ -161,64 +151,83 @@ func recordSignals(rec *exitRecorder) {
 }
 
 // prepareSandbox reads the sandbox's config and links the module (see
-// linkModule); it returns the module and its memory cap in pages (0:
-// wazero's maximum).
-func prepareSandbox(ctx context.Context) (api.Module, uint32, error) {
+// linkModule); it returns the context to run the module in, the module and
+// its memory cap in pages (0: wazero's maximum).
+func prepareSandbox(ctx context.Context) (context.Context, api.Module, uint32, error) {
 	var cfg sandboxConfig
 	b, err := io.ReadAll(os.NewFile(fdConfig, "config"))
 	if err != nil {
-		return nil, 0, fmt.Errorf("read config: %w", err)
+		return ctx, nil, 0, fmt.Errorf("read config: %w", err)
 	}
 	if err := json.Unmarshal(b, &cfg); err != nil {
-		return nil, 0, fmt.Errorf("decode config: %w", err)
+		return ctx, nil, 0, fmt.Errorf("decode config: %w", err)
 	}
-	mod, err := linkModule(ctx, cfg)
-	return mod, cfg.MemoryPages, err
+	ctx, mod, err := linkModule(ctx, cfg)
+	return ctx, mod, cfg.MemoryPages, err
 }
 
-// linkModule does everything up to running the module and returns it.
-// Still root, it joins the cgroups, compiles the module (from the root-only
-// compilation cache the plugin filled) and chroots into its jail; then it
-// drops to the tenant's user and links the module. Nothing of the tenant's
-// runs before the jail and the drop, and the jail holds whatever a WASI path
-// resolves to, symlinks included.
-func linkModule(ctx context.Context, cfg sandboxConfig) (api.Module, error) {
+// linkModule does everything up to running the module and returns it,
+// with the context (carrying its guest) to call it in. Still root, it joins
+// the cgroups, compiles the module (from the root-only compilation cache
+// the plugin filled) and chroots into its jail; then it drops to the
+// tenant's user and links the module. Nothing of the tenant's runs before
+// the jail and the drop, and the jail holds whatever a WASI path in the
+// state resolves to, symlinks included; the read-only mounts are open
+// directories, inside which the kernel resolves every path (dirFS).
+func linkModule(ctx context.Context, cfg sandboxConfig) (context.Context, api.Module, error) {
 	if err := joinCgroups(cfg.ProcsFiles); err != nil {
-		return nil, err
+		return ctx, nil, err
 	}
 	bin, err := io.ReadAll(io.NewSectionReader(os.NewFile(fdModule, "module"), 0, math.MaxInt64))
 	if err != nil {
-		return nil, fmt.Errorf("read module: %w", err)
+		return ctx, nil, fmt.Errorf("read module: %w", err)
 	}
 	rt, compiled, err := compileCached(ctx, cfg, bin)
 	if err != nil {
-		return nil, sdk.Errorf(sdk.CodeInvalid, "compile module: %w", err)
+		return ctx, nil, sdk.Errorf(sdk.CodeInvalid, "compile module: %w", err)
 	}
 	jailed, err := jail(cfg.Jail)
 	if err != nil {
-		return nil, err
+		return ctx, nil, err
 	}
 	if jailed {
 		cfg.Jail = "/" // from now on, the jail is the root
 	}
 	if err := dropPrivileges(cfg.UID, cfg.GID); err != nil {
-		return nil, err
+		return ctx, nil, err
 	}
 	if nnp, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); err != nil || nnp != 1 {
-		return nil, fmt.Errorf("no_new_privs is not set (%d, %v)", nnp, err)
+		return ctx, nil, fmt.Errorf("no_new_privs is not set (%d, %v)", nnp, err)
 	}
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
-		return nil, fmt.Errorf("instantiate WASI: %w", err)
+	if err := instantiateHost(ctx, rt); err != nil {
+		return ctx, nil, fmt.Errorf("instantiate host modules: %w", err)
 	}
-	mc := moduleConfig(cfg, capLog(os.NewFile(fdStdout, stdoutFile)), capLog(os.NewFile(fdStderr, stderrFile)))
+	var stdin io.Reader
+	fd := fdGuest
+	if cfg.Guest.Stdin {
+		stdin = os.NewFile(uintptr(fd), "stdin")
+		fd++
+	}
+	var fsys []experimentalsys.FS
+	for _, m := range cfg.Guest.Mounts {
+		if m.State {
+			fsys = append(fsys, stateFS(cfg.Jail, m.ReadOnly))
+			continue
+		}
+		fsys = append(fsys, readOnlyDir(fd))
+		fd++
+	}
+	g := newGuest(cfg.Guest, fsys)
+	ctx = withGuest(ctx, g)
+	mc := g.moduleConfig(stdin, capLog(os.NewFile(fdStdout, stdoutFile)), capLog(os.NewFile(fdStderr, stderrFile)))
 	mod, err := rt.InstantiateModule(ctx, compiled, mc.WithStartFunctions())
 	if err != nil {
-		return nil, sdk.Errorf(sdk.CodeInvalid, "link module: %w", err)
+		return ctx, nil, sdk.Errorf(sdk.CodeInvalid, "link module: %w", err)
 	}
 	if mod.ExportedFunction("_start") == nil {
-		return nil, sdk.Errorf(sdk.CodeInvalid, "module exports no _start function")
+		return ctx, nil, sdk.Errorf(sdk.CodeInvalid, "module exports no _start function")
 	}
-	return mod, nil
+	return ctx, mod, nil
 }
 
 // joinCgroups moves the calling process into each cgroup.procs file's cgroup.
@@ -323,39 +332,6 @@ func compileCached(ctx context.Context, cfg sandboxConfig, bin []byte) (wazero.R
 		return nil, nil, errors.Join(err, rt.Close(ctx))
 	}
 	return rt, compiled, nil
-}
-
-// moduleConfig grants the module exactly what cfg allows.
-func moduleConfig(cfg sandboxConfig, stdout, stderr io.Writer) wazero.ModuleConfig {
-	mc := wazero.NewModuleConfig().
-		WithName("").
-		WithArgs(append([]string{cfg.Name}, cfg.Args...)...).
-		WithStdout(stdout).
-		WithStderr(stderr)
-	keys := make([]string, 0, len(cfg.Env))
-	for k := range cfg.Env {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		mc = mc.WithEnv(k, cfg.Env[k])
-	}
-	has := func(name string) bool { return slices.Contains(cfg.Permissions, name) }
-	if has(sdk.PermClock) {
-		mc = mc.WithSysWalltime().WithSysNanotime().WithSysNanosleep()
-	}
-	if has(sdk.PermRandom) {
-		mc = mc.WithRandSource(crand.Reader)
-	} else {
-		mc = mc.WithRandSource(rand.NewChaCha8(deterministicSeed))
-	}
-	switch {
-	case has(sdk.PermStateWrite) && !cfg.StateReadOnly:
-		mc = mc.WithFSConfig(wazero.NewFSConfig().WithDirMount(cfg.Jail, sdk.StateTarget))
-	case has(sdk.PermStateRead) || has(sdk.PermStateWrite):
-		mc = mc.WithFSConfig(wazero.NewFSConfig().WithReadOnlyDirMount(cfg.Jail, sdk.StateTarget))
-	}
-	return mc
 }
 
 // maxLogBytes caps each output stream of an instance, so that no workload

@@ -99,7 +99,21 @@ func TestValidate(t *testing.T) {
 		{"permission-parameter", func(r *sdk.StartRequest) {
 			r.Permissions = sdk.Permissions{{Name: sdk.PermRandom, Params: map[string]string{"seed": "1"}}}
 		}, "permission.random.seed"},
-		{"settings", func(r *sdk.StartRequest) { r.Settings = sdk.Config{"port": 80.0} }, "settings"},
+		{"settings", func(r *sdk.StartRequest) { r.Settings = sdk.Config{"port": 80.0} }, "settings.port"},
+		{"random-seed", func(r *sdk.StartRequest) { r.Settings = sdk.Config{"random_seed": "s"} }, ""},
+		{"random-seed-with-random", func(r *sdk.StartRequest) {
+			r.Settings, r.Permissions = sdk.Config{"random_seed": "s"}, sdk.Permissions{{Name: sdk.PermRandom}}
+		}, "settings.random_seed"},
+		{"writable-mount", func(r *sdk.StartRequest) { r.Mounts = []sdk.Mount{{Source: "/tmp", Target: "/data"}} }, "mount./data"},
+		{"unclean-guest", func(r *sdk.StartRequest) {
+			r.Mounts = []sdk.Mount{{Source: "/tmp", Target: "/data/../x", ReadOnly: true}}
+		}, "mount./data/../x"},
+		{"two-mounts-at-one-path", func(r *sdk.StartRequest) {
+			r.Mounts = []sdk.Mount{{Target: "/", State: true}, {Source: "/tmp", Target: "/", ReadOnly: true}}
+		}, "mount./"},
+		{"mounts", func(r *sdk.StartRequest) {
+			r.Mounts = []sdk.Mount{{Target: "/", State: true}, {Source: "/tmp", Target: "/data", ReadOnly: true}}
+		}, ""},
 		{"missing-module", func(r *sdk.StartRequest) { r.Artifact.Module = "/nonexistent.wasm" }, "module"},
 		{"digest", func(r *sdk.StartRequest) { r.Artifact.Digest = "sha256:" + strings.Repeat("0", 64) }, "digest"},
 		{"memory", func(r *sdk.StartRequest) { r.Resources.MemoryBytes = 100 }, "resources.memory"},

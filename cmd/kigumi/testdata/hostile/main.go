@@ -3,8 +3,8 @@
 // using a long path: it makes a new top directory and moves the tree so far
 // into it, over and over) and fills one directory with -files empty files.
 // Then it prints "hostile: done" and sleeps, so the tests can destroy it.
-// With -fill it does nothing of that: it writes /state/fill until the
-// volume is full (ENOSPC), prints "hostile: full", and sleeps.
+// With -fill it does nothing of that: it writes /fill until the volume is
+// full (ENOSPC), prints "hostile: full", and sleeps. Its state is at /.
 //
 // Build it with GOOS=wasip1 GOARCH=wasm go build.
 package main
@@ -39,10 +39,10 @@ func main() {
 	}
 }
 
-// fillState writes to /state/fill until a write fails, and returns that
+// fillState writes to /fill, in its state, until a write fails, and returns that
 // failure (ENOSPC once the volume is full).
 func fillState() error {
-	f, err := os.OpenFile("/state/fill", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := os.OpenFile("/fill", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ func fillState() error {
 
 func run(depth, files int) error {
 	start := time.Now()
-	const deep, tmp = "/state/deep", "/state/deep.next"
+	const deep, tmp = "/deep", "/deep.next"
 	if err := os.Mkdir(deep, 0o700); err != nil && !os.IsExist(err) {
 		return err
 	}
@@ -77,7 +77,7 @@ func run(depth, files int) error {
 	}
 	fmt.Printf("hostile: %d levels in %v\n", depth, time.Since(start).Round(time.Millisecond))
 	start = time.Now()
-	const wide = "/state/wide"
+	const wide = "/wide"
 	if err := os.Mkdir(wide, 0o700); err != nil && !os.IsExist(err) {
 		return err
 	}
@@ -90,7 +90,7 @@ func run(depth, files int) error {
 	}
 	fmt.Printf("hostile: %d files in %v\n", files, time.Since(start).Round(time.Millisecond))
 	// A file nobody may read or write, in a directory nobody may enter.
-	if err := os.WriteFile("/state/locked", nil, 0o000); err != nil {
+	if err := os.WriteFile("/locked", nil, 0o000); err != nil {
 		return err
 	}
 	return os.Chmod(wide, 0o000)
