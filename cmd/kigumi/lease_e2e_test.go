@@ -234,8 +234,8 @@ func TestLeaseEndToEnd(t *testing.T) {
 	if err := os.WriteFile(secret, []byte(hostW.Seed+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// One lease period is 4 validated ledgers, which the agent counts as
-	// 16 s of wall-clock time.
+	// One lease period is 4 validated ledgers: the lease expires when the
+	// ledger's progress passes its last ledger.
 	host, err := os.ReadFile(w.host)
 	if err != nil {
 		t.Fatal(err)
@@ -414,12 +414,13 @@ tenant "whoever" {
 		Reply *leaseReplyJSON `json:"reply"`
 	}
 	if code, stderr := leaseCLI(t, &change, as("extend", second, "--periods", "2", "--timeout", "60s")...); code != 0 || change.Reply == nil ||
-		!change.Reply.OK || change.Reply.Ref != change.Tx || !strings.Contains(change.Reply.Message, "extended until") {
+		!change.Reply.OK || change.Reply.Ref != change.Tx || !strings.Contains(change.Reply.Message, "extended to ledger ") {
 		t.Fatalf("kigumi lease extend: exit %d: %+v %s", code, change.Reply, stderr)
 	}
 	if code, stderr := leaseCLI(t, &ls, as("status", second)...); code != 0 || ls.Leases[0].ExtendedPeriods != 2 || ls.Leases[0].State != "active" ||
-		ls.Leases[0].ExpiresLedger != ls.Leases[0].AcquiredLedger+3*4 || len(ls.Leases[0].Replies) != 2 {
-		t.Fatalf("status after the extend: exit %d: %+v %s", code, ls, stderr)
+		ls.Leases[0].ExpiresLedger != ls.Leases[0].AcquiredLedger+3*4 || len(ls.Leases[0].Replies) != 2 ||
+		!strings.HasPrefix(change.Reply.Message, fmt.Sprintf("extended to ledger %d ", ls.Leases[0].ExpiresLedger)) {
+		t.Fatalf("status after the extend: exit %d: %+v (reply %q) %s", code, ls, change.Reply.Message, stderr)
 	}
 	if code, stderr := leaseCLI(t, &change, as("terminate", second, "--timeout", "60s")...); code != 0 || change.Reply == nil || !change.Reply.OK || change.Reply.Message != "terminated" {
 		t.Fatalf("kigumi lease terminate: exit %d: %+v %s", code, change.Reply, stderr)
