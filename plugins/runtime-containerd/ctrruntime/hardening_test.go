@@ -48,7 +48,9 @@ func TestHardening(t *testing.T) {
 					t.Errorf("%s = %q, want %q", k, got, want)
 				}
 			}
-			if got, want := strings.Fields(sec[1]), []string{"0", fmt.Sprint(tn.user.SubUID), fmt.Sprint(tn.user.Count)}; strings.Join(got, " ") != strings.Join(want, " ") {
+			u := tn.user
+			want := fmt.Sprintf("0 %d 10000 10000 %d 1 10001 %d %d", u.SubUID, u.UID, u.SubUID+10001, u.Count-10001)
+			if got := strings.Join(strings.Fields(sec[1]), " "); got != want {
 				t.Errorf("uid_map %q, want %q", got, want)
 			}
 			if got := strings.TrimSpace(sec[2]); got != "10000" {
@@ -62,14 +64,14 @@ func TestHardening(t *testing.T) {
 				t.Errorf("root filesystem: %q", sec[5])
 			}
 			checkLoopbackOnly(t, sec[6])
-			// On the host, the state file is the workload's, through the
-			// tenant's range, and so is the container's process.
+			// On the host, the state file is the tenant's, and so is the
+			// container's process.
 			fi, err := os.Stat(filepath.Join(req.Mounts[0].Source, "probe"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if uid := fileUID(fi); uid != tn.user.SubUID+10000 {
-				t.Errorf("state file owned by %d on the host, want %d", uid, tn.user.SubUID+10000)
+			if uid := fileUID(fi); uid != u.UID {
+				t.Errorf("state file owned by %d on the host, want the tenant's %d", uid, u.UID)
 			}
 			st, err := r.Inspect(context.Background(), h)
 			if err != nil || st.State != sdk.StateRunning || st.Pid == 0 {
@@ -79,8 +81,8 @@ func TestHardening(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if uids := strings.Fields(fields(string(host))["Uid"]); len(uids) == 0 || uids[0] != fmt.Sprint(tn.user.SubUID+10000) {
-				t.Errorf("host uid of the workload %v, want %d", uids, tn.user.SubUID+10000)
+			if uids := strings.Fields(fields(string(host))["Uid"]); len(uids) == 0 || uids[0] != fmt.Sprint(u.UID) {
+				t.Errorf("host uid of the workload %v, want the tenant's %d", uids, u.UID)
 			}
 			cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", st.Pid))
 			if err != nil {

@@ -162,6 +162,9 @@ func request(t *testing.T, tn testTenant, in instance) *sdk.StartRequest {
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.Chown(dir, int(tn.user.UID), int(tn.user.GID)); err != nil {
+			t.Fatal(err)
+		}
 		req.Mounts = []sdk.Mount{{Source: dir, Target: sdk.StateTarget, Type: sdk.MountDir}}
 		req.Permissions = sdk.Permissions{{Name: sdk.PermStateWrite}}
 	}

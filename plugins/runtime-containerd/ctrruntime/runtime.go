@@ -227,9 +227,6 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 			return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
 		}
 	}
-	if err := chownState(req, set); err != nil {
-		return sdk.Handle{}, err
-	}
 	ctr, err := c.NewContainer(ctx, d.ID,
 		containerd.WithRemappedSnapshot(d.ID, img, req.User.SubUID, req.User.SubGID),
 		containerd.WithNewSpec(r.specOpts(img, req, set, d)...),

@@ -3,7 +3,6 @@ package ctrruntime
 import (
 	"fmt"
 	"math"
-	"os"
 	"path"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
@@ -101,20 +100,6 @@ func (r *Runtime) check(req *sdk.StartRequest) (instanceSettings, error) {
 // stateReadOnly reports whether the workload may only read its state.
 func stateReadOnly(req *sdk.StartRequest, set instanceSettings) bool {
 	return set.state.ReadOnly || !req.Permissions.Has(sdk.PermStateWrite)
-}
-
-// chownState makes the state mount's root the workload's: owned by the
-// host uid and gid that the tenant's subordinate range maps the workload
-// uid to.
-func chownState(req *sdk.StartRequest, set instanceSettings) error {
-	if set.state == nil {
-		return nil
-	}
-	uid, gid := int(req.User.SubUID+set.workloadUID), int(req.User.SubGID+set.workloadUID)
-	if err := os.Lchown(set.state.Source, uid, gid); err != nil {
-		return fmt.Errorf("instance %s: give the state to the workload uid: %w", req.Instance, err)
-	}
-	return nil
 }
 
 // registryConfig holds the registry host settings.

@@ -38,9 +38,7 @@ func (r *Runtime) specOpts(img containerd.Image, req *sdk.StartRequest, set inst
 		oci.WithImageConfig(img),
 		oci.WithHostname(req.Instance.Name),
 		oci.WithEnv(envList(req.Env)),
-		oci.WithUserNamespace(
-			[]specs.LinuxIDMapping{{ContainerID: 0, HostID: u.SubUID, Size: u.Count}},
-			[]specs.LinuxIDMapping{{ContainerID: 0, HostID: u.SubGID, Size: u.Count}}),
+		oci.WithUserNamespace(idMap(set.workloadUID, u.UID, u.SubUID, u.Count), idMap(set.workloadUID, u.GID, u.SubGID, u.Count)),
 		oci.WithUIDGID(set.workloadUID, set.workloadUID),
 		oci.WithNoNewPrivileges,
 		withNoCapabilities,
@@ -57,6 +55,21 @@ func (r *Runtime) specOpts(img containerd.Image, req *sdk.StartRequest, set inst
 		opts = append(opts, oci.WithCgroup(d.Cgroup))
 	}
 	return opts
+}
+
+// idMap maps the container's ids to the tenant's: the workload id to the
+// tenant's own id (which owns its state), every other id to the same id in
+// the tenant's subordinate range, so that container root is an
+// unprivileged id no other tenant has.
+func idMap(workload, tenant, sub, count uint32) []specs.LinuxIDMapping {
+	m := []specs.LinuxIDMapping{
+		{ContainerID: 0, HostID: sub, Size: workload},
+		{ContainerID: workload, HostID: tenant, Size: 1},
+	}
+	if count > workload+1 {
+		m = append(m, specs.LinuxIDMapping{ContainerID: workload + 1, HostID: sub + workload + 1, Size: count - workload - 1})
+	}
+	return m
 }
 
 // envList returns env as sorted KEY=VALUE strings.
