@@ -78,6 +78,27 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("leftover", func(t *testing.T) {
+		// A second Start of an instance replaces the container the core
+		// has no handle of any more.
+		req := request(t, tn, instance{name: "twice", args: []string{"sh", "-c", "echo up; exec sleep 1000"}})
+		h1, err := r.Start(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitLog(t, r, h1, "up\n", 30*time.Second)
+		first, _ := r.Inspect(ctx, h1)
+		h2, err := r.Start(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Destroy(ctx, h2)
+		waitLog(t, r, h2, "up\n", 30*time.Second)
+		if second, err := r.Inspect(ctx, h2); err != nil || second.State != sdk.StateRunning || second.Pid == first.Pid {
+			t.Errorf("second start: %+v, %v; first pid %d", second, err, first.Pid)
+		}
+	})
+
 	t.Run("destroy-and-recover", func(t *testing.T) {
 		req := request(t, tn, instance{name: "adopted", args: []string{"sh", "-c", "echo up; exec sleep 1000"}})
 		h, err := r.Start(ctx, req)

@@ -216,8 +216,8 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 		ID: idOf(req.Instance), Namespace: r.namespace, Instance: req.Instance,
 		RunDir: req.RunDir, Cgroup: containerCgroup(req.Cgroup.Path),
 	}
-	if _, err := c.LoadContainer(ctx, d.ID); err == nil {
-		return sdk.Handle{}, sdk.Errorf(sdk.CodeInvalid, "instance %s: a container %s already exists in namespace %s", req.Instance, d.ID, r.namespace)
+	if err := r.removeLeftover(ctx, c, d); err != nil {
+		return sdk.Handle{}, err
 	}
 	if err := os.MkdirAll(req.RunDir, 0o700); err != nil {
 		return sdk.Handle{}, fmt.Errorf("instance %s: create run dir: %w", req.Instance, err)
@@ -266,6 +266,34 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 	}
 	d.StartedAt = time.Now().UTC()
 	return d.encode()
+}
+
+// removeLeftover removes a container of the instance that no handle
+// refers to any more, such as one an interrupted Start made: the core
+// starts an instance only when it has no workload. A container of the id
+// that is not the instance's is refused.
+func (r *Runtime) removeLeftover(ctx context.Context, c *containerd.Client, d handleData) error {
+	ctr, err := c.LoadContainer(ctx, d.ID)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("instance %s: load container: %w", d.Instance, err)
+	}
+	labels, err := ctr.Labels(ctx)
+	if err != nil {
+		return fmt.Errorf("instance %s: container labels: %w", d.Instance, err)
+	}
+	if labels[labelTenant] != d.Instance.Tenant || labels[labelInstance] != d.Instance.Name {
+		return sdk.Errorf(sdk.CodeInvalid, "instance %s: namespace %s holds a container %s that is not the instance's", d.Instance, r.namespace, d.ID)
+	}
+	old := d
+	old.RunDir = labels[labelRunDir]
+	h, err := old.encode()
+	if err != nil {
+		return err
+	}
+	return r.Destroy(ctx, h)
 }
 
 // load returns the handle's container, checking that its labels are the
