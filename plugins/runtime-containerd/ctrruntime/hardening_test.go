@@ -91,6 +91,8 @@ func TestHardening(t *testing.T) {
 			if want := req.Cgroup.Path + "/ctr\n"; !strings.Contains(string(cg), want) {
 				t.Errorf("cgroup of the workload:\n%s\nwant %s", cg, want)
 			}
+			d, _ := decodeHandle(h)
+			checkCgroupLimits(t, d.Cgroup, 64<<20, 50000, 64)
 			spec, err := os.ReadFile(filepath.Join(req.RunDir, specFile))
 			if err != nil || !strings.Contains(string(spec), `"noNewPrivileges": true`) {
 				t.Errorf("spec in the run dir: %v\n%s", err, spec)
@@ -162,5 +164,37 @@ func checkLoopbackOnly(t *testing.T, out string) {
 	}
 	if !strings.Contains(out, "lo") {
 		t.Errorf("no loopback in the container:\n%s", out)
+	}
+}
+
+// checkCgroupLimits checks the container cgroup's limits: memory with no
+// swap beyond it, the CFS quota (of a 100 ms period) and pids, on cgroup
+// v1 or v2.
+func checkCgroupLimits(t *testing.T, cgroup string, mem, quota, pids int64) {
+	t.Helper()
+	read := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	want := map[string]string{}
+	if _, err := os.Stat("/sys/fs/cgroup/memory"); err == nil {
+		want[filepath.Join("/sys/fs/cgroup/memory", cgroup, "memory.limit_in_bytes")] = fmt.Sprint(mem)
+		want[filepath.Join("/sys/fs/cgroup/memory", cgroup, "memory.memsw.limit_in_bytes")] = fmt.Sprint(mem)
+		want[filepath.Join("/sys/fs/cgroup/cpu", cgroup, "cpu.cfs_quota_us")] = fmt.Sprint(quota)
+		want[filepath.Join("/sys/fs/cgroup/pids", cgroup, "pids.max")] = fmt.Sprint(pids)
+	} else {
+		dir := filepath.Join("/sys/fs/cgroup", cgroup)
+		want[filepath.Join(dir, "memory.max")] = fmt.Sprint(mem)
+		want[filepath.Join(dir, "memory.swap.max")] = "0"
+		want[filepath.Join(dir, "cpu.max")] = fmt.Sprintf("%d 100000", quota)
+		want[filepath.Join(dir, "pids.max")] = fmt.Sprint(pids)
+	}
+	for path, w := range want {
+		if got := read(path); got != w {
+			t.Errorf("%s = %s, want %s", path, got, w)
+		}
 	}
 }

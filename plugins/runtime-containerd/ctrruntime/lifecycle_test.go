@@ -99,6 +99,34 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("containerd-restart", func(t *testing.T) {
+		// containerd restarts (its shims go on): the container is adopted
+		// as it runs.
+		h, _ := start(t, r, tn, instance{name: "survivor", args: []string{"sh", "-c", "echo up; exec sleep 1000"}})
+		waitLog(t, r, h, "up\n", 30*time.Second)
+		before, err := r.Inspect(ctx, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := env.StopContainerd(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Inspect(ctx, h); sdk.CodeOf(err) != sdk.CodeUnavailable {
+			t.Errorf("Inspect with containerd down: %v, want unavailable", err)
+		}
+		if err := env.StartContainerd(ctx); err != nil {
+			t.Fatal(err)
+		}
+		h2, err := r.Recover(ctx, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, err := r.Inspect(ctx, h2)
+		if err != nil || after.State != sdk.StateRunning || after.Pid != before.Pid {
+			t.Errorf("after a containerd restart %+v, %v; before %+v", after, err, before)
+		}
+	})
+
 	t.Run("destroy-and-recover", func(t *testing.T) {
 		req := request(t, tn, instance{name: "adopted", args: []string{"sh", "-c", "echo up; exec sleep 1000"}})
 		h, err := r.Start(ctx, req)

@@ -159,7 +159,12 @@ func (r *Runtime) connect(ctx context.Context) (context.Context, *containerd.Cli
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.client != nil {
-		if ok, err := r.client.IsServing(ctx); ok && err == nil {
+		// IsServing waits for the connection to be ready: bounded, so that
+		// a containerd gone since the last call is noticed.
+		hctx, cancel := context.WithTimeout(ctx, dialTimeout)
+		ok, err := r.client.IsServing(hctx)
+		cancel()
+		if ok && err == nil {
 			return ctx, r.client, nil
 		}
 		r.client.Close()

@@ -211,8 +211,7 @@ func FreePort() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// StopContainerd stops containerd (the containers' shims go on) and
-// StartContainerd starts it again on the same root, as after a crash.
+// StopContainerd stops containerd; the containers' shims go on.
 func (e *Env) StopContainerd() error {
 	if e.containerd == nil {
 		return nil
@@ -223,7 +222,8 @@ func (e *Env) StopContainerd() error {
 	return nil
 }
 
-// StartContainerd starts containerd again after StopContainerd.
+// StartContainerd starts containerd again after StopContainerd, on the
+// same root, state dir and socket.
 func (e *Env) StartContainerd(ctx context.Context) error {
 	return e.startContainerd(ctx)
 }
