@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kigumi/kigumi/core/pluginhost"
+	"github.com/kigumi/kigumi/plugins/runtime-containerd/ctrruntime"
 	"github.com/kigumi/kigumi/plugins/runtime-wasm/wasmruntime"
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/statefs"
 )
@@ -25,6 +26,10 @@ func main() {
 	// The wasm runtime re-executes this binary as its per-instance sandbox.
 	if len(os.Args) > 1 && os.Args[1] == wasmruntime.SandboxCommand {
 		os.Exit(wasmruntime.SandboxMain(os.Args[2:]))
+	}
+	// The containerd shim runs this binary as a container's logging process.
+	if len(os.Args) > 1 && os.Args[1] == ctrruntime.LogCommand {
+		os.Exit(ctrruntime.LogMain(os.Args[2:]))
 	}
 	// The statefs plugin re-executes this binary to serve a FUSE state.
 	if len(os.Args) > 1 && os.Args[1] == statefs.HelperCommand {

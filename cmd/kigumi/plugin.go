@@ -7,6 +7,7 @@ import (
 	"github.com/kigumi/kigumi/core/pluginhost"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/plugins/ledger-xrpl/xrplledger"
+	"github.com/kigumi/kigumi/plugins/runtime-containerd/ctrruntime"
 	"github.com/kigumi/kigumi/plugins/runtime-wasm/wasmruntime"
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/statefs"
 )
@@ -22,6 +23,9 @@ type builtin struct {
 var builtinPlugins = []builtin{
 	{pluginhost.Builtin{Kind: sdk.KindRuntime, Name: "wasm"}, func() sdk.ServeOpts {
 		return sdk.ServeOpts{Runtime: wasmruntime.New()}
+	}},
+	{pluginhost.Builtin{Kind: sdk.KindRuntime, Name: "containerd"}, func() sdk.ServeOpts {
+		return sdk.ServeOpts{Runtime: ctrruntime.New()}
 	}},
 	{pluginhost.Builtin{Kind: sdk.KindStateFS, Name: "fuse"}, func() sdk.ServeOpts {
 		return sdk.ServeOpts{StateFS: statefs.New()}

@@ -1,0 +1,67 @@
+package ctrruntime
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/kigumi/kigumi/core/sdk/v2"
+)
+
+// handleVersion is the only handle version this runtime produces.
+const handleVersion = 1
+
+// The labels every container of this runtime carries, by which Recover
+// tells its containers from others.
+const (
+	labelTenant   = "kigumi.tenant"
+	labelInstance = "kigumi.instance"
+	labelRunDir   = "kigumi.run-dir"
+)
+
+// handleData is what a handle's Data holds.
+type handleData struct {
+	// ID is the container's id in Namespace.
+	ID        string       `json:"id"`
+	Namespace string       `json:"namespace"`
+	Instance  sdk.Instance `json:"instance"`
+	RunDir    string       `json:"run_dir"`
+	// Cgroup is the container's own cgroup, inside the instance's.
+	Cgroup    string    `json:"cgroup"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+func (d handleData) encode() (sdk.Handle, error) {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return sdk.Handle{}, fmt.Errorf("encode handle: %w", err)
+	}
+	return sdk.Handle{Version: handleVersion, Data: b}, nil
+}
+
+var containerID = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,127}$`)
+
+func decodeHandle(h sdk.Handle) (handleData, error) {
+	var d handleData
+	if h.Version != handleVersion {
+		return d, sdk.Errorf(sdk.CodeInvalid, "unknown handle version %d", h.Version)
+	}
+	if err := json.Unmarshal(h.Data, &d); err != nil {
+		return d, sdk.Errorf(sdk.CodeInvalid, "decode handle: %w", err)
+	}
+	if !containerID.MatchString(d.ID) || d.Namespace == "" || !filepath.IsAbs(d.RunDir) {
+		return d, sdk.Errorf(sdk.CodeInvalid, "malformed handle")
+	}
+	return d, nil
+}
+
+// idOf is the container id of an instance: unique on the host, since
+// tenant names hold no dot.
+func idOf(i sdk.Instance) string { return i.Tenant + "." + i.Name }
+
+// labels are the labels of the instance's container.
+func (d handleData) labels() map[string]string {
+	return map[string]string{labelTenant: d.Instance.Tenant, labelInstance: d.Instance.Name, labelRunDir: d.RunDir}
+}

@@ -1,0 +1,536 @@
+package ctrruntime
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/log"
+	"github.com/dustin/go-humanize"
+
+	"github.com/kigumi/kigumi/core/sdk/v2"
+)
+
+// Version is the plugin's version.
+const Version = "0.1.0"
+
+// Defaults of the host settings.
+const (
+	defaultAddress   = "/run/containerd/containerd.sock"
+	defaultNamespace = "kigumi"
+	defaultTmpSize   = "64MiB"
+	// dialTimeout bounds how long a call waits for containerd to answer.
+	dialTimeout = 5 * time.Second
+	// pollInterval is how often Logs looks at a running container.
+	pollInterval = 100 * time.Millisecond
+	// destroyStopTimeout is how long Destroy lets a container end on
+	// SIGTERM.
+	destroyStopTimeout = 5 * time.Second
+)
+
+// Runtime runs OCI images on containerd, one container per instance. It
+// implements sdk.Runtime. Its zero value is not usable; call New.
+type Runtime struct {
+	address   string
+	namespace string
+	tmpBytes  int64
+	registry  registryConfig
+	// exe is the executable the shim runs as the logging process.
+	exe string
+
+	mu     sync.Mutex
+	client *containerd.Client
+}
+
+// New returns a Runtime with default settings.
+func New() *Runtime {
+	tmp, _ := humanize.ParseBytes(defaultTmpSize)
+	return &Runtime{address: defaultAddress, namespace: defaultNamespace, tmpBytes: int64(tmp)}
+}
+
+// Info describes the plugin and its settings.
+func (r *Runtime) Info(context.Context) (sdk.Info, error) {
+	return sdk.Info{
+		Name:    "containerd",
+		Kind:    sdk.KindRuntime,
+		Version: Version,
+		Schema: sdk.Schema{
+			Attributes: []sdk.Attribute{
+				{Name: "address", Type: sdk.TypeString, Description: "containerd's socket (default " + defaultAddress + ")"},
+				{Name: "namespace", Type: sdk.TypeString, Description: "the containerd namespace of Kigumi's containers and images (default " + defaultNamespace + ")"},
+				{Name: "tmp_size", Type: sdk.TypeString, Description: `size cap of each container's tmpfs /tmp, such as "64MiB" (default)`},
+			},
+			Blocks: []sdk.Block{{
+				Name: "registry", Nesting: sdk.NestingMap,
+				Description: `settings of one registry host, such as registry "127.0.0.1:5000" { plain_http = true }`,
+				Schema: sdk.Schema{Attributes: []sdk.Attribute{
+					{Name: "plain_http", Type: sdk.TypeBool, Description: "talk plain HTTP to it (loopback hosts always may)"},
+					{Name: "skip_verify", Type: sdk.TypeBool, Description: "accept its TLS certificate unverified"},
+				}},
+			}},
+		},
+		InstanceSchema: sdk.Schema{Attributes: []sdk.Attribute{
+			{Name: "entrypoint", Type: sdk.TypeStringList, Description: "the command, instead of the image's entrypoint; the instance's args follow it"},
+			{Name: "workload_uid", Type: sdk.TypeNumber, Description: "the uid (and gid) the workload runs as in the container, not 0 (default 10000)"},
+			{Name: "state_path", Type: sdk.TypeString, Description: "where the state is mounted in the container (default /state)"},
+		}},
+		Capabilities: sdk.Capabilities{
+			Scope:     sdk.ScopeHost,
+			Artifacts: []string{sdk.ArtifactOCI},
+			Isolation: []string{sdk.IsolationUser, sdk.IsolationUserNS, sdk.IsolationCgroup, sdk.IsolationNoNewPrivs, sdk.IsolationSeccomp, sdk.IsolationNoNetwork},
+			Permissions: []sdk.PermissionSpec{
+				{Name: sdk.PermStateRead, Description: "read the instance's state at its state path"},
+				{Name: sdk.PermStateWrite, Description: "read and write the instance's state at its state path"},
+			},
+			Features: []string{sdk.FeatureValidate},
+		},
+	}, nil
+}
+
+// Configure applies the settings. It does not dial containerd: a host
+// whose containerd is down still configures, and each call that needs
+// containerd says so.
+func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
+	if v, ok := req.Settings["address"]; ok {
+		s, _ := v.(string)
+		if !filepath.IsAbs(s) {
+			return sdk.InvalidAttribute("address", "must be the absolute path of containerd's socket, not %q", s)
+		}
+		r.address = s
+	}
+	if v, ok := req.Settings["namespace"]; ok {
+		s, _ := v.(string)
+		if !containerID.MatchString(s) {
+			return sdk.InvalidAttribute("namespace", "%q is not a containerd namespace name", s)
+		}
+		r.namespace = s
+	}
+	if v, ok := req.Settings["tmp_size"]; ok {
+		s, _ := v.(string)
+		n, err := humanize.ParseBytes(s)
+		if err != nil || n < 1<<20 || n > 1<<40 {
+			return sdk.InvalidAttribute("tmp_size", "must be a size between 1MiB and 1TiB, not %q", s)
+		}
+		r.tmpBytes = int64(n)
+	}
+	reg, err := parseRegistries(req.Settings["registry"])
+	if err != nil {
+		return err
+	}
+	r.registry = reg
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the plugin's executable: %w", err)
+	}
+	r.exe = exe
+	// The client logs every registry host it tries at info level.
+	_ = log.SetLevel("warn")
+	return nil
+}
+
+// PrepareTenant is not used: the runtime does not declare
+// FeatureTenantLifecycle in the shared mode.
+func (r *Runtime) PrepareTenant(context.Context, *sdk.TenantRequest) (sdk.Handle, error) {
+	return sdk.Handle{}, sdk.Errorf(sdk.CodeUnsupported, "the containerd runtime has no tenant lifecycle in the shared mode")
+}
+
+// ReleaseTenant is not used; see PrepareTenant.
+func (r *Runtime) ReleaseTenant(context.Context, sdk.Handle) error {
+	return sdk.Errorf(sdk.CodeUnsupported, "the containerd runtime has no tenant lifecycle in the shared mode")
+}
+
+// connect returns the client of containerd, dialing it when there is none
+// or it stopped answering. Its context carries the runtime's namespace.
+func (r *Runtime) connect(ctx context.Context) (context.Context, *containerd.Client, error) {
+	ctx = namespaces.WithNamespace(ctx, r.namespace)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.client != nil {
+		// IsServing waits for the connection to be ready: bounded, so that
+		// a containerd gone since the last call is noticed.
+		hctx, cancel := context.WithTimeout(ctx, dialTimeout)
+		ok, err := r.client.IsServing(hctx)
+		cancel()
+		if ok && err == nil {
+			return ctx, r.client, nil
+		}
+		r.client.Close()
+		r.client = nil
+	}
+	c, err := containerd.New(r.address, containerd.WithTimeout(dialTimeout), containerd.WithDefaultNamespace(r.namespace))
+	if err != nil {
+		return ctx, nil, sdk.Errorf(sdk.CodeUnavailable, "containerd at %s is not reachable: %w", r.address, err)
+	}
+	r.client = c
+	return ctx, c, nil
+}
+
+// Close closes the client of containerd.
+func (r *Runtime) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.client == nil {
+		return nil
+	}
+	err := r.client.Close()
+	r.client = nil
+	return err
+}
+
+// Validate checks the request as Start would, without containerd.
+func (r *Runtime) Validate(_ context.Context, req *sdk.StartRequest) error {
+	_, err := r.check(req)
+	return err
+}
+
+// Start pulls the image, creates the instance's container and starts its
+// task. A failed Start leaves no container, task or snapshot behind.
+func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handle, err error) {
+	set, err := r.check(req)
+	if err != nil {
+		return sdk.Handle{}, err
+	}
+	if !filepath.IsAbs(req.RunDir) {
+		return sdk.Handle{}, sdk.Errorf(sdk.CodeInvalid, "run dir %q is not an absolute path", req.RunDir)
+	}
+	if req.User.Count < set.workloadUID+1 || req.User.SubUID == 0 || req.User.SubGID == 0 {
+		return sdk.Handle{}, sdk.Errorf(sdk.CodeInvalid, "instance %s: the tenant's subordinate id range (%d ids) does not hold the workload uid %d", req.Instance, req.User.Count, set.workloadUID)
+	}
+	ctx, c, err := r.connect(ctx)
+	if err != nil {
+		return sdk.Handle{}, err
+	}
+	img, err := r.pull(ctx, c, req.Artifact)
+	if err != nil {
+		return sdk.Handle{}, err
+	}
+	d := handleData{
+		ID: idOf(req.Instance), Namespace: r.namespace, Instance: req.Instance,
+		RunDir: req.RunDir, Cgroup: containerCgroup(req.Cgroup.Path),
+	}
+	if err := r.removeLeftover(ctx, c, d); err != nil {
+		return sdk.Handle{}, err
+	}
+	if err := os.MkdirAll(req.RunDir, 0o700); err != nil {
+		return sdk.Handle{}, fmt.Errorf("instance %s: create run dir: %w", req.Instance, err)
+	}
+	for _, name := range []string{stdoutFile, stderrFile, stoppedFile} {
+		if err := os.Remove(filepath.Join(req.RunDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
+		}
+	}
+	ctr, err := c.NewContainer(ctx, d.ID,
+		containerd.WithRemappedSnapshot(d.ID, img, req.User.SubUID, req.User.SubGID),
+		containerd.WithNewSpec(r.specOpts(img, req, set, d)...),
+		containerd.WithContainerLabels(d.labels()),
+		containerd.WithRuntime("io.containerd.runc.v2", nil),
+	)
+	if err != nil {
+		return sdk.Handle{}, fmt.Errorf("instance %s: create container: %w", req.Instance, err)
+	}
+	defer func() {
+		if err != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if t, terr := ctr.Task(cctx, nil); terr == nil {
+				_, _ = t.Delete(cctx, containerd.WithProcessKill)
+			}
+			_ = ctr.Delete(cctx, containerd.WithSnapshotCleanup)
+		}
+	}()
+	spec, err := ctr.Spec(ctx)
+	if err != nil {
+		return sdk.Handle{}, fmt.Errorf("instance %s: read spec: %w", req.Instance, err)
+	}
+	if err := writeSpec(filepath.Join(req.RunDir, specFile), spec); err != nil {
+		return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
+	}
+	logURI, err := cio.LogURIGenerator("binary", r.exe, map[string]string{LogCommand: req.RunDir})
+	if err != nil {
+		return sdk.Handle{}, err
+	}
+	task, err := ctr.NewTask(ctx, cio.LogURI(logURI))
+	if err != nil {
+		return sdk.Handle{}, fmt.Errorf("instance %s: create task: %w", req.Instance, err)
+	}
+	if err := task.Start(ctx); err != nil {
+		return sdk.Handle{}, fmt.Errorf("instance %s: start task: %w", req.Instance, err)
+	}
+	d.StartedAt = time.Now().UTC()
+	return d.encode()
+}
+
+// removeLeftover removes a container of the instance that no handle
+// refers to any more, such as one an interrupted Start made: the core
+// starts an instance only when it has no workload. A container of the id
+// that is not the instance's is refused.
+func (r *Runtime) removeLeftover(ctx context.Context, c *containerd.Client, d handleData) error {
+	ctr, err := c.LoadContainer(ctx, d.ID)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("instance %s: load container: %w", d.Instance, err)
+	}
+	labels, err := ctr.Labels(ctx)
+	if err != nil {
+		return fmt.Errorf("instance %s: container labels: %w", d.Instance, err)
+	}
+	if labels[labelTenant] != d.Instance.Tenant || labels[labelInstance] != d.Instance.Name {
+		return sdk.Errorf(sdk.CodeInvalid, "instance %s: namespace %s holds a container %s that is not the instance's", d.Instance, r.namespace, d.ID)
+	}
+	old := d
+	old.RunDir = labels[labelRunDir]
+	h, err := old.encode()
+	if err != nil {
+		return err
+	}
+	return r.Destroy(ctx, h)
+}
+
+// load returns the handle's container, checking that its labels are the
+// handle's. It fails with CodeNotFound when the container is gone.
+func (r *Runtime) load(ctx context.Context, h sdk.Handle) (context.Context, handleData, containerd.Container, error) {
+	d, err := decodeHandle(h)
+	if err != nil {
+		return ctx, d, nil, err
+	}
+	ctx, c, err := r.connect(ctx)
+	if err != nil {
+		return ctx, d, nil, err
+	}
+	ctx = namespaces.WithNamespace(ctx, d.Namespace)
+	ctr, err := c.LoadContainer(ctx, d.ID)
+	if errdefs.IsNotFound(err) {
+		return ctx, d, nil, sdk.Errorf(sdk.CodeNotFound, "instance %s: no container %s", d.Instance, d.ID)
+	}
+	if err != nil {
+		return ctx, d, nil, fmt.Errorf("instance %s: load container: %w", d.Instance, err)
+	}
+	labels, err := ctr.Labels(ctx)
+	if err != nil {
+		return ctx, d, nil, fmt.Errorf("instance %s: container labels: %w", d.Instance, err)
+	}
+	for k, v := range d.labels() {
+		if labels[k] != v {
+			return ctx, d, nil, sdk.Errorf(sdk.CodeInvalid, "instance %s: container %s is not the handle's (label %s is %q)", d.Instance, d.ID, k, labels[k])
+		}
+	}
+	return ctx, d, ctr, nil
+}
+
+// Stop sends SIGTERM to the container's task, and SIGKILL after timeout.
+// Stopping a stopped instance succeeds.
+func (r *Runtime) Stop(ctx context.Context, h sdk.Handle, timeout time.Duration) error {
+	ctx, d, ctr, err := r.load(ctx, h)
+	if err != nil {
+		return err
+	}
+	return stopTask(ctx, d, ctr, timeout)
+}
+
+func stopTask(ctx context.Context, d handleData, ctr containerd.Container, timeout time.Duration) error {
+	task, err := ctr.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("instance %s: task: %w", d.Instance, err)
+	}
+	st, err := task.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("instance %s: task status: %w", d.Instance, err)
+	}
+	if st.Status == containerd.Stopped {
+		return nil
+	}
+	exited, err := task.Wait(ctx)
+	if err != nil {
+		return fmt.Errorf("instance %s: wait: %w", d.Instance, err)
+	}
+	if err := os.WriteFile(filepath.Join(d.RunDir, stoppedFile), nil, 0o600); err != nil {
+		return fmt.Errorf("instance %s: %w", d.Instance, err)
+	}
+	if err := task.Kill(ctx, syscall.SIGTERM); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("instance %s: SIGTERM: %w", d.Instance, err)
+	}
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(timeout):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("instance %s: SIGKILL: %w", d.Instance, err)
+	}
+	select {
+	case <-exited:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Destroy stops the instance and removes its task, container and
+// snapshot. Destroying a destroyed instance succeeds.
+func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
+	ctx, d, ctr, err := r.load(ctx, h)
+	if errors.Is(err, sdk.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := stopTask(ctx, d, ctr, destroyStopTimeout); err != nil {
+		return err
+	}
+	if task, err := ctr.Task(ctx, nil); err == nil {
+		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("instance %s: delete task: %w", d.Instance, err)
+		}
+	} else if !errdefs.IsNotFound(err) {
+		return fmt.Errorf("instance %s: task: %w", d.Instance, err)
+	}
+	if err := ctr.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("instance %s: delete container: %w", d.Instance, err)
+	}
+	return nil
+}
+
+// Inspect reports the instance's status from its task.
+func (r *Runtime) Inspect(ctx context.Context, h sdk.Handle) (sdk.Status, error) {
+	ctx, d, ctr, err := r.load(ctx, h)
+	if err != nil {
+		return sdk.Status{}, err
+	}
+	st := sdk.Status{State: sdk.StateUnknown, StartedAt: d.StartedAt}
+	task, err := ctr.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		st.State, st.Cause, st.Message = sdk.StateExited, sdk.CauseUnknown, "the container has no task"
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("instance %s: task: %w", d.Instance, err)
+	}
+	ts, err := task.Status(ctx)
+	if err != nil {
+		return st, fmt.Errorf("instance %s: task status: %w", d.Instance, err)
+	}
+	st.Pid = int(task.Pid())
+	switch ts.Status {
+	case containerd.Running, containerd.Created, containerd.Paused, containerd.Pausing:
+		st.State = sdk.StateRunning
+		return st, nil
+	case containerd.Stopped:
+	default:
+		return st, nil
+	}
+	st.Pid, st.FinishedAt, st.ExitCode = 0, ts.ExitTime, int(ts.ExitStatus)
+	_, stopErr := os.Stat(filepath.Join(d.RunDir, stoppedFile))
+	switch oom := oomKills(d.Cgroup); {
+	case stopErr == nil:
+		st.State, st.Cause, st.Message = sdk.StateStopped, sdk.CauseKilled, "stopped by the runtime"
+	case oom > 0:
+		st.State, st.Cause, st.Message = sdk.StateExited, sdk.CauseOOM, "killed by the kernel's OOM killer at its memory limit"
+	case ts.ExitStatus > 128 && ts.ExitStatus < 128+65:
+		st.State, st.Cause, st.Signal = sdk.StateExited, sdk.CauseSignal, int(ts.ExitStatus-128)
+		st.Message = fmt.Sprintf("killed by signal %d", st.Signal)
+	default:
+		st.State, st.Cause = sdk.StateExited, sdk.CauseExit
+	}
+	return st, nil
+}
+
+// Recover adopts the instance's container as it is: a running task goes
+// on running. It fails with CodeNotFound when the container is gone.
+func (r *Runtime) Recover(ctx context.Context, h sdk.Handle) (sdk.Handle, error) {
+	if _, _, _, err := r.load(ctx, h); err != nil {
+		return sdk.Handle{}, err
+	}
+	return h, nil
+}
+
+// Logs streams the instance's stdout or stderr from its log file.
+func (r *Runtime) Logs(ctx context.Context, h sdk.Handle, opts sdk.LogOptions, fn func([]byte) error) error {
+	d, err := decodeHandle(h)
+	if err != nil {
+		return err
+	}
+	name := stdoutFile
+	switch opts.Stream {
+	case sdk.Stdout, "":
+	case sdk.Stderr:
+		name = stderrFile
+	default:
+		return sdk.Errorf(sdk.CodeInvalid, "unknown log stream %q", opts.Stream)
+	}
+	f, err := os.Open(filepath.Join(d.RunDir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return sdk.Errorf(sdk.CodeNotFound, "instance %s: %w", d.Instance, err)
+	} else if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	defer f.Close()
+	buf := make([]byte, 32<<10)
+	gone := !opts.Follow
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			if err := fn(bytes.Clone(buf[:n])); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("read log: %w", err)
+		}
+		if gone {
+			return nil
+		}
+		// Read once more after the task ended, to drain what it wrote last.
+		if st, err := r.Inspect(ctx, h); err != nil || st.State != sdk.StateRunning {
+			gone = true
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// oomKills returns the OOM kill count of the container's memory cgroup
+// (v1 memory.oom_control, v2 memory.events), 0 when unknown.
+func oomKills(cgroup string) int64 {
+	for _, p := range []string{
+		filepath.Join("/sys/fs/cgroup/memory", cgroup, "memory.oom_control"),
+		filepath.Join("/sys/fs/cgroup", cgroup, "memory.events"),
+	} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			var n int64
+			if _, err := fmt.Sscanf(line, "oom_kill %d", &n); err == nil {
+				return n
+			}
+		}
+	}
+	return 0
+}

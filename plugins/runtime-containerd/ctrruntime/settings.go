@@ -1,0 +1,137 @@
+package ctrruntime
+
+import (
+	"fmt"
+	"math"
+	"path"
+
+	"github.com/kigumi/kigumi/core/sdk/v2"
+)
+
+// Defaults of the instance settings.
+const (
+	defaultWorkloadUID = 10000
+	defaultStatePath   = sdk.StateTarget
+)
+
+// instanceSettings are an instance's decoded settings, with defaults.
+type instanceSettings struct {
+	entrypoint  []string
+	workloadUID uint32
+	statePath   string
+	// state is the state mount, nil without one.
+	state *sdk.Mount
+}
+
+// check checks what a StartRequest asks of the runtime, apart from the
+// places Start alone needs (run dir, ids), and decodes its settings.
+// Refusals name the spec attribute at fault.
+func (r *Runtime) check(req *sdk.StartRequest) (instanceSettings, error) {
+	set := instanceSettings{workloadUID: defaultWorkloadUID, statePath: defaultStatePath}
+	switch {
+	case req.Instance.Name == "" || req.Instance.Tenant == "":
+		return set, sdk.Errorf(sdk.CodeInvalid, "instance has no name or tenant")
+	case !containerID.MatchString(idOf(req.Instance)):
+		return set, sdk.Errorf(sdk.CodeInvalid, "instance %s: its name makes no containerd id", req.Instance)
+	case req.Artifact.Module != "":
+		return set, sdk.InvalidAttribute("module", "the containerd runtime runs OCI images, not wasm modules")
+	case req.Artifact.Image == "":
+		return set, sdk.InvalidAttribute("image", "the containerd runtime needs an image")
+	}
+	if _, err := imageRef(req.Artifact); err != nil {
+		return set, err
+	}
+	for k, v := range req.Settings {
+		switch k {
+		case "entrypoint":
+			l, ok := v.([]string)
+			if !ok || len(l) == 0 || l[0] == "" {
+				return set, sdk.InvalidAttribute("settings.entrypoint", "must be a non-empty list of strings")
+			}
+			set.entrypoint = l
+		case "workload_uid":
+			f, ok := v.(float64)
+			if !ok || f != math.Trunc(f) || f < 1 || f > 65535 {
+				return set, sdk.InvalidAttribute("settings.workload_uid", "must be a whole number from 1 to 65535 (not 0: the workload never runs as root), not %v", v)
+			}
+			set.workloadUID = uint32(f)
+		case "state_path":
+			s, ok := v.(string)
+			if !ok || !path.IsAbs(s) || path.Clean(s) != s || s == "/" || s == "/proc" || s == "/sys" || s == "/dev" || s == "/tmp" {
+				return set, sdk.InvalidAttribute("settings.state_path", "must be a clean absolute path other than /, /proc, /sys, /dev and /tmp, not %v", v)
+			}
+			set.statePath = s
+		default:
+			return set, sdk.InvalidAttribute("settings."+k, "the containerd runtime has no instance setting %q", k)
+		}
+	}
+	for _, p := range req.Permissions {
+		switch p.Name {
+		case sdk.PermStateRead, sdk.PermStateWrite:
+		default:
+			return set, sdk.InvalidAttribute("permission."+p.Name, "the containerd runtime offers no permission %q", p.Name)
+		}
+		for k := range p.Params {
+			return set, sdk.InvalidAttribute("permission."+p.Name+"."+k, "the permission %q takes no parameters", p.Name)
+		}
+	}
+	for i, m := range req.Mounts {
+		switch {
+		case m.Target != sdk.StateTarget:
+			return set, sdk.InvalidAttribute("mounts", "the containerd runtime mounts only the state, not %q", m.Target)
+		case set.state != nil:
+			return set, sdk.InvalidAttribute("mounts", "two state mounts")
+		case m.Type != "" && m.Type != sdk.MountDir && m.Type != sdk.MountBind && m.Type != sdk.MountFUSE:
+			return set, sdk.InvalidAttribute("mounts", "unsupported mount type %q", m.Type)
+		case !path.IsAbs(m.Source):
+			return set, sdk.InvalidAttribute("mounts", "state source %q is not an absolute path", m.Source)
+		}
+		set.state = &req.Mounts[i]
+	}
+	if set.state != nil && !req.Permissions.Has(sdk.PermStateRead) && !req.Permissions.Has(sdk.PermStateWrite) {
+		set.state = nil
+	}
+	if req.Resources.MemoryBytes < 0 || (req.Resources.MemoryBytes > 0 && req.Resources.MemoryBytes < 4<<20) {
+		return set, sdk.InvalidAttribute("resources.memory", "a container needs at least 4MiB of memory, not %d bytes", req.Resources.MemoryBytes)
+	}
+	return set, nil
+}
+
+// stateReadOnly reports whether the workload may only read its state.
+func stateReadOnly(req *sdk.StartRequest, set instanceSettings) bool {
+	return set.state.ReadOnly || !req.Permissions.Has(sdk.PermStateWrite)
+}
+
+// registryConfig holds the registry host settings.
+type registryConfig struct {
+	plainHTTP, skipVerify map[string]bool
+}
+
+func parseRegistries(v any) (registryConfig, error) {
+	rc := registryConfig{plainHTTP: map[string]bool{}, skipVerify: map[string]bool{}}
+	if v == nil {
+		return rc, nil
+	}
+	hosts, ok := v.(map[string]sdk.Config)
+	if !ok {
+		return rc, sdk.InvalidAttribute("registry", "must be labeled blocks")
+	}
+	for host, c := range hosts {
+		if host == "" {
+			return rc, sdk.InvalidAttribute("registry", "a registry block needs a host label")
+		}
+		for k, v := range c {
+			b, ok := v.(bool)
+			if !ok {
+				return rc, sdk.InvalidAttribute(fmt.Sprintf("registry[%q].%s", host, k), "must be a bool")
+			}
+			switch k {
+			case "plain_http":
+				rc.plainHTTP[host] = b
+			case "skip_verify":
+				rc.skipVerify[host] = b
+			}
+		}
+	}
+	return rc, nil
+}

@@ -1,0 +1,80 @@
+package ctrruntime
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/kigumi/kigumi/core/sdk/v2"
+)
+
+// TestValidate checks that Validate refuses bad instances with the
+// attribute at fault, without containerd.
+func TestValidate(t *testing.T) {
+	r := New()
+	ok := func() *sdk.StartRequest {
+		return &sdk.StartRequest{Instance: sdk.Instance{Tenant: "ctr-v", Name: "web"}, Artifact: sdk.Artifact{Image: "127.0.0.1:5000/app:1"}}
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*sdk.StartRequest)
+		attr string
+	}{
+		{"ok", func(*sdk.StartRequest) {}, ""},
+		{"settings", func(q *sdk.StartRequest) {
+			q.Settings = sdk.Config{"entrypoint": []string{"/bin/app"}, "workload_uid": float64(1000), "state_path": "/data"}
+		}, ""},
+		{"module", func(q *sdk.StartRequest) { q.Artifact = sdk.Artifact{Module: "/a.wasm"} }, "module"},
+		{"no-image", func(q *sdk.StartRequest) { q.Artifact = sdk.Artifact{} }, "image"},
+		{"bad-image", func(q *sdk.StartRequest) { q.Artifact.Image = "registry.example//app:1" }, "image"},
+		{"bad-digest", func(q *sdk.StartRequest) { q.Artifact.Digest = "md5:abc" }, "digest"},
+		{"root", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"workload_uid": float64(0)} }, "settings.workload_uid"},
+		{"fraction", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"workload_uid": 1.5} }, "settings.workload_uid"},
+		{"big-uid", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"workload_uid": float64(70000)} }, "settings.workload_uid"},
+		{"empty-entrypoint", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"entrypoint": []string{}} }, "settings.entrypoint"},
+		{"state-at-root", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"state_path": "/"} }, "settings.state_path"},
+		{"state-in-proc", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"state_path": "/proc"} }, "settings.state_path"},
+		{"unknown-setting", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"privileged": true} }, "settings.privileged"},
+		{"permission", func(q *sdk.StartRequest) { q.Permissions = sdk.Permissions{{Name: "net"}} }, "permission.net"},
+		{"tiny-memory", func(q *sdk.StartRequest) { q.Resources.MemoryBytes = 1 << 20 }, "resources.memory"},
+		{"host-mount", func(q *sdk.StartRequest) { q.Mounts = []sdk.Mount{{Source: "/etc", Target: "/etc"}} }, "mounts"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := ok()
+			tc.edit(req)
+			err := r.Validate(context.Background(), req)
+			var se *sdk.Error
+			switch {
+			case tc.attr == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.attr != "" && (!errors.As(err, &se) || se.Code != sdk.CodeInvalid || se.Attribute != tc.attr):
+				t.Errorf("error %v, want invalid %s", err, tc.attr)
+			}
+		})
+	}
+}
+
+// TestConfigure checks the host settings' refusals.
+func TestConfigure(t *testing.T) {
+	for _, tc := range []struct {
+		settings sdk.Config
+		attr     string
+	}{
+		{sdk.Config{"address": "relative.sock"}, "address"},
+		{sdk.Config{"namespace": "Bad Name"}, "namespace"},
+		{sdk.Config{"tmp_size": "1KiB"}, "tmp_size"},
+		{sdk.Config{"registry": map[string]sdk.Config{"r:5000": {"plain_http": "yes"}}}, `registry["r:5000"].plain_http`},
+	} {
+		err := New().Configure(context.Background(), sdk.ConfigureRequest{Settings: tc.settings, DataDir: t.TempDir()})
+		var se *sdk.Error
+		if !errors.As(err, &se) || se.Attribute != tc.attr {
+			t.Errorf("%v: error %v, want one on %s", tc.settings, err, tc.attr)
+		}
+	}
+	r := New()
+	err := r.Configure(context.Background(), sdk.ConfigureRequest{DataDir: t.TempDir(), Settings: sdk.Config{
+		"registry": map[string]sdk.Config{"r:5000": {"plain_http": true}}}})
+	if err != nil || !r.registry.plainHTTP["r:5000"] {
+		t.Errorf("registry settings: %v, %+v", err, r.registry)
+	}
+}
