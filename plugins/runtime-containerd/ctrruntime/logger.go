@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/kigumi/kigumi/core/logfile"
 )
 
 // LogCommand is the first argument that makes an executable embedding this
@@ -14,8 +16,8 @@ const LogCommand = "__containerd-log"
 
 // The files of an instance's run dir.
 const (
-	stdoutFile  = "stdout.log"
-	stderrFile  = "stderr.log"
+	stdoutFile  = logfile.Stdout
+	stderrFile  = logfile.Stderr
 	specFile    = "config.json"
 	stoppedFile = "stopped"
 )

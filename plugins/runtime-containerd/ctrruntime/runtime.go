@@ -1,11 +1,9 @@
 package ctrruntime
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kigumi/kigumi/core/logfile"
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
@@ -464,54 +464,18 @@ func (r *Runtime) Recover(ctx context.Context, h sdk.Handle) (sdk.Handle, error)
 	return h, nil
 }
 
-// Logs streams the instance's stdout or stderr from its log file.
+// Logs streams the instance's stdout or stderr from its log file. With
+// Follow it polls for more until the task has ended, then sends the rest.
 func (r *Runtime) Logs(ctx context.Context, h sdk.Handle, opts sdk.LogOptions, fn func([]byte) error) error {
 	d, err := decodeHandle(h)
 	if err != nil {
 		return err
 	}
-	name := stdoutFile
-	switch opts.Stream {
-	case sdk.Stdout, "":
-	case sdk.Stderr:
-		name = stderrFile
-	default:
-		return sdk.Errorf(sdk.CodeInvalid, "unknown log stream %q", opts.Stream)
+	running := func(ctx context.Context) bool {
+		st, err := r.Inspect(ctx, h)
+		return err == nil && st.State == sdk.StateRunning
 	}
-	f, err := os.Open(filepath.Join(d.RunDir, name))
-	if errors.Is(err, fs.ErrNotExist) {
-		return sdk.Errorf(sdk.CodeNotFound, "instance %s: %w", d.Instance, err)
-	} else if err != nil {
-		return fmt.Errorf("open log: %w", err)
-	}
-	defer f.Close()
-	buf := make([]byte, 32<<10)
-	gone := !opts.Follow
-	for {
-		n, err := f.Read(buf)
-		if n > 0 {
-			if err := fn(bytes.Clone(buf[:n])); err != nil {
-				return err
-			}
-			continue
-		}
-		if err != nil && err != io.EOF {
-			return fmt.Errorf("read log: %w", err)
-		}
-		if gone {
-			return nil
-		}
-		// Read once more after the task ended, to drain what it wrote last.
-		if st, err := r.Inspect(ctx, h); err != nil || st.State != sdk.StateRunning {
-			gone = true
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(pollInterval):
-		}
-	}
+	return logfile.Stream(ctx, d.RunDir, d.Instance, opts, pollInterval, running, fn)
 }
 
 // oomKills returns the OOM kill count of the container's memory cgroup

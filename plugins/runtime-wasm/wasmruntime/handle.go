@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/kigumi/kigumi/core/logfile"
+
 	"github.com/kigumi/kigumi/core/sdk/v2"
 )
 
@@ -19,8 +21,8 @@ const handleVersion = 1
 
 // The files the runtime keeps in an instance's RunDir.
 const (
-	stdoutFile = "stdout.log"
-	stderrFile = "stderr.log"
+	stdoutFile = logfile.Stdout
+	stderrFile = logfile.Stderr
 	statusFile = "status.json"
 	// sandboxLogFile is the sandbox process's own stderr: empty unless the
 	// Go runtime of the sandbox dies with a message.

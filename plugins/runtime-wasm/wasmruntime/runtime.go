@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kigumi/kigumi/core/logfile"
+
 	"github.com/dustin/go-humanize"
 	"github.com/tetratelabs/wazero"
 	"golang.org/x/sys/unix"
@@ -992,45 +994,6 @@ func (r *Runtime) Logs(ctx context.Context, h sdk.Handle, opts sdk.LogOptions, f
 	if err != nil {
 		return err
 	}
-	name := stdoutFile
-	switch opts.Stream {
-	case sdk.Stdout, "":
-	case sdk.Stderr:
-		name = stderrFile
-	default:
-		return sdk.Errorf(sdk.CodeInvalid, "unknown log stream %q", opts.Stream)
-	}
-	f, err := os.Open(filepath.Join(d.RunDir, name))
-	if errors.Is(err, fs.ErrNotExist) {
-		return sdk.Errorf(sdk.CodeNotFound, "instance %s: %w", d.Instance, err)
-	} else if err != nil {
-		return fmt.Errorf("open log: %w", err)
-	}
-	defer f.Close()
-	buf := make([]byte, 32<<10)
-	gone := !opts.Follow
-	for {
-		n, err := f.Read(buf)
-		if n > 0 {
-			if err := fn(bytes.Clone(buf[:n])); err != nil {
-				return err
-			}
-			continue
-		}
-		if err != nil && err != io.EOF {
-			return fmt.Errorf("read log: %w", err)
-		}
-		if gone {
-			return nil
-		}
-		// Read once more after the sandbox is gone to drain what it wrote last.
-		if gone = !d.alive(); gone {
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(pollInterval):
-		}
-	}
+	alive := func(context.Context) bool { return d.alive() }
+	return logfile.Stream(ctx, d.RunDir, d.Instance, opts, pollInterval, alive, fn)
 }
