@@ -3,12 +3,9 @@ package market
 import (
 	"bytes"
 	"encoding/hex"
-	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/kigumi/kigumi/plugins/ledger-xrpl/internal/xrpljs"
 
 	"github.com/Peersyst/xrpl-go/keypairs"
 	"github.com/Peersyst/xrpl-go/pkg/crypto"
@@ -27,13 +24,6 @@ const xrplJS = "../xrplledger/testdata/xrpljs"
 // Client builds them, with xrpl-go and with xrpl.js, for the same fields
 // and key, and requires the same blob and hash byte for byte.
 func TestGoldenSigning(t *testing.T) {
-	if _, err := os.Stat(filepath.Join(xrplJS, "node_modules", "xrpl", "package.json")); err != nil {
-		t.Fatalf("xrpl.js is not installed in %s (run .ci/install-deps): %v", xrplJS, err)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatalf("node is not installed (run .ci/install-deps): %v", err)
-	}
 	hostKey, err := memo.NewKey()
 	if err != nil {
 		t.Fatal(err)
@@ -41,12 +31,7 @@ func TestGoldenSigning(t *testing.T) {
 	host := Host{Address: "rHb9CJAWyB4rj91VRWn96DkukG4bwdtyTh", Host: memo.Host{Key: hex.EncodeToString(hostKey.Public())}}
 	lease := "000900001E0A3DFA7B5E9FB0E4A2C0E1D6A0F6C2B5F3A1E90000099A00000002"
 	offer := Offer{ID: "5C2A1F3E0D9B8A7C6E5F4D3C2B1A09F8E7D6C5B4A39281706F5E4D3C2B1A0900", Lease: lease}
-	type vector struct {
-		name string
-		seed string
-		tx   map[string]any
-	}
-	var vectors []vector
+	var vectors []xrpljs.Vector
 	for _, alg := range []string{"secp256k1", "ed25519"} {
 		var seed string
 		entropy := bytes.Repeat([]byte{42}, 16)
@@ -91,53 +76,8 @@ func TestGoldenSigning(t *testing.T) {
 			tx["Sequence"] = uint32(7)
 			tx["Fee"] = "12"
 			tx["LastLedgerSequence"] = uint32(4321)
-			vectors = append(vectors, vector{name + " (" + alg + ")", seed, tx})
+			vectors = append(vectors, xrpljs.Vector{Name: name + " (" + alg + ")", Seed: seed, Tx: tx})
 		}
 	}
-	type input struct {
-		Seed string         `json:"seed"`
-		Tx   map[string]any `json:"tx"`
-	}
-	in := make([]input, len(vectors))
-	for i, v := range vectors {
-		in[i] = input{v.seed, v.tx}
-	}
-	raw, err := json.Marshal(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(node, "sign.js")
-	cmd.Dir = xrplJS
-	cmd.Stdin = bytes.NewReader(raw)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("xrpl.js: %v: %s", err, stderr.String())
-	}
-	var js []struct {
-		Blob string `json:"tx_blob"`
-		Hash string `json:"hash"`
-	}
-	if err := json.Unmarshal(out, &js); err != nil || len(js) != len(vectors) {
-		t.Fatalf("xrpl.js output: %v: %s", err, out)
-	}
-	for i, v := range vectors {
-		t.Run(v.name, func(t *testing.T) {
-			w, err := wallet.FromSeed(v.seed, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			blob, hash, err := w.Sign(v.tx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !strings.EqualFold(blob, js[i].Blob) {
-				t.Errorf("blobs differ:\nxrpl-go %s\nxrpl.js %s", blob, js[i].Blob)
-			}
-			if !strings.EqualFold(hash, js[i].Hash) {
-				t.Errorf("hashes differ: xrpl-go %s, xrpl.js %s", hash, js[i].Hash)
-			}
-		})
-	}
+	xrpljs.Check(t, xrplJS, vectors)
 }

@@ -2,12 +2,9 @@ package xrplledger
 
 import (
 	"bytes"
-	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/kigumi/kigumi/plugins/ledger-xrpl/internal/xrpljs"
 
 	"github.com/Peersyst/xrpl-go/keypairs"
 	"github.com/Peersyst/xrpl-go/pkg/crypto"
@@ -47,13 +44,6 @@ func testWallet(t testing.TB, alg string, fill byte) wallet.Wallet {
 // xrpl-go and with xrpl.js (node, as a subprocess), for the same fields
 // and key, and requires the same blob and hash byte for byte.
 func TestGoldenSigning(t *testing.T) {
-	if _, err := os.Stat(filepath.Join(xrplJS, "node_modules", "xrpl", "package.json")); err != nil {
-		t.Fatalf("xrpl.js is not installed in %s (run .ci/install-deps): %v", xrplJS, err)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatalf("node is not installed (run .ci/install-deps): %v", err)
-	}
 	key, err := memo.NewKey()
 	if err != nil {
 		t.Fatal(err)
@@ -61,11 +51,7 @@ func TestGoldenSigning(t *testing.T) {
 	host := testWallet(t, "secp256k1", 7)
 	nftID := "000900001E0A3DFA7B5E9FB0E4A2C0E1D6A0F6C2B5F3A1E90000099A00000002"
 	offerID := "5C2A1F3E0D9B8A7C6E5F4D3C2B1A09F8E7D6C5B4A39281706F5E4D3C2B1A0900"
-	var vectors []struct {
-		name string
-		seed string
-		tx   Tx
-	}
+	var vectors []xrpljs.Vector
 	for _, alg := range []string{"secp256k1", "ed25519"} {
 		w := testWallet(t, alg, 42)
 		reply, err := memo.Encode(memo.TypeReply, &memo.Reply{Ref: offerID, OK: true, Message: "running"})
@@ -88,60 +74,8 @@ func TestGoldenSigning(t *testing.T) {
 			tx["Sequence"] = uint32(19)
 			tx["Fee"] = "12"
 			tx["LastLedgerSequence"] = uint32(1234)
-			vectors = append(vectors, struct {
-				name string
-				seed string
-				tx   Tx
-			}{name + " (" + alg + ")", w.Seed, tx})
+			vectors = append(vectors, xrpljs.Vector{Name: name + " (" + alg + ")", Seed: w.Seed, Tx: tx})
 		}
 	}
-	type input struct {
-		Seed string `json:"seed"`
-		Tx   Tx     `json:"tx"`
-	}
-	in := make([]input, len(vectors))
-	for i, v := range vectors {
-		in[i] = input{v.seed, v.tx}
-	}
-	raw, err := json.Marshal(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(node, "sign.js")
-	cmd.Dir = xrplJS
-	cmd.Stdin = bytes.NewReader(raw)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("xrpl.js: %v: %s", err, stderr.String())
-	}
-	var js []struct {
-		Blob string `json:"tx_blob"`
-		Hash string `json:"hash"`
-	}
-	if err := json.Unmarshal(out, &js); err != nil {
-		t.Fatalf("xrpl.js output: %v: %s", err, out)
-	}
-	if len(js) != len(vectors) {
-		t.Fatalf("xrpl.js signed %d transactions, want %d", len(js), len(vectors))
-	}
-	for i, v := range vectors {
-		t.Run(v.name, func(t *testing.T) {
-			w, err := wallet.FromSeed(v.seed, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			blob, hash, err := w.Sign(v.tx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !strings.EqualFold(blob, js[i].Blob) {
-				t.Errorf("blobs differ:\nxrpl-go %s\nxrpl.js %s", blob, js[i].Blob)
-			}
-			if !strings.EqualFold(hash, js[i].Hash) {
-				t.Errorf("hashes differ: xrpl-go %s, xrpl.js %s", hash, js[i].Hash)
-			}
-		})
-	}
+	xrpljs.Check(t, xrplJS, vectors)
 }
