@@ -273,23 +273,7 @@ func TestLeaseEndToEnd(t *testing.T) {
 	// it after the lease. A spec the host would refuse is refused before
 	// anything goes on the ledger, and so is a wallet others may read.
 	specFile := filepath.Join(w.dir, "request.hcl")
-	writeFile(t, specFile, `# The instance wanted.
-tenant "whoever" {
-  instance "app" {
-    runtime = "wasm"
-    module  = "app.wasm"
-    args    = ["--name", "lease", "--interval", "200ms"]
-    resources {
-      memory = "64MiB"
-      cpu    = 0.2
-    }
-    state {
-      size = "4MiB"
-    }
-    permissions = ["state.write", "clock"]
-  }
-}
-`)
+	writeFile(t, specFile, "# The instance wanted.\n"+leaseSpec("whoever"))
 	badSpec := filepath.Join(w.dir, "bad.hcl")
 	writeFile(t, badSpec, "tenant \"x\" {\n  instance \"app\" {\n    runtme = \"wasm\"\n  }\n}\n")
 	if code, stderr := leaseCLI(t, nil, as("acquire", "--host", hostAddr, "--spec", badSpec)...); code != 1 || !strings.Contains(stderr, "bad.hcl:3,5") {
@@ -430,4 +414,25 @@ tenant "whoever" {
 		t.Fatalf("status after the terminate: %+v", st)
 	}
 	a.stop(t)
+}
+
+// leaseSpec is the spec a lease test's tenant asks for: the quickstart app,
+// printing every 200ms, with a small state.
+func leaseSpec(tenant string) string {
+	return fmt.Sprintf(`tenant %q {
+  instance "app" {
+    runtime = "wasm"
+    module  = "app.wasm"
+    args    = ["--name", "lease", "--interval", "200ms"]
+    resources {
+      memory = "64MiB"
+      cpu    = 0.2
+    }
+    state {
+      size = "4MiB"
+    }
+    permissions = ["state.write", "clock"]
+  }
+}
+`, tenant)
 }

@@ -224,22 +224,7 @@ func (m *leaseMarket) acquire(t *testing.T) string {
 		return offer != ""
 	})
 	m.leaseName = xrplledger.TenantName(nft)
-	spec := fmt.Sprintf(`tenant %q {
-  instance "app" {
-    runtime = "wasm"
-    module  = "app.wasm"
-    args    = ["--name", "lease", "--interval", "200ms"]
-    resources {
-      memory = "64MiB"
-      cpu    = 0.2
-    }
-    state {
-      size = "4MiB"
-    }
-    permissions = ["state.write", "clock"]
-  }
-}
-`, m.leaseName)
+	spec := leaseSpec(m.leaseName)
 	acq, err := memo.EncodeSealed(memo.TypeAcquire, hostKey, &memo.Acquire{TenantKey: hex.EncodeToString(m.tenantKey.Public()), Spec: spec})
 	if err != nil {
 		t.Fatal(err)
