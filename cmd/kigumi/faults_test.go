@@ -28,16 +28,22 @@ import (
 // The fault-injection suite runs a real `kigumi agent` over real tenants
 // (users, cgroups, wasm sandboxes) and injects faults: the agent killed
 // with SIGKILL while desired state changes, the runtime plugin killed,
-// sandboxes killed, specs replaced mid-write, truncated and made invalid,
-// the state volume filled, and a hostile tenant next to a neighbour. After
+// sandboxes killed, the statefs plugin and state helpers killed, specs
+// replaced mid-write, truncated and made invalid, a state filled to its
+// quota, the state volume filled, and a hostile tenant next to a
+// neighbour. After
 // each fault (or batch of agent kills) it waits, with a bounded poll, until
 // the host converges, and asserts:
 //
-//   - nothing is lost: each instance's state file counter only grows;
+//   - nothing is lost: each instance's /state/counter only grows;
 //   - nothing is duplicated: exactly one sandbox per instance;
 //   - no orphans: nothing left of a removed tenant or instance (user, group,
 //     subordinate ids, cgroups, processes, mounts, directories, records),
 //     and no plugin process outliving its agent;
+//   - state served: each instance's state is one live FUSE mount served by
+//     one helper, the one its pid file names; no other state mount or
+//     helper exists; and a helper is replaced only when it was killed
+//     (otherwise agents and plugins adopt it);
 //   - converged equals desired: status lists exactly the tenants and
 //     instances of the spec files, each running its spec's args.
 //
@@ -87,23 +93,29 @@ type faultStatus struct {
 // faultSuite is the host under test, the desired state the suite keeps in
 // its spec files, and what it has seen and done.
 type faultSuite struct {
-	t                          *testing.T
-	dir, host, tenants, state  string
-	id                         string
-	seq                        int
-	desired                    map[string]map[string]instSpec
-	uids                       map[string]uint32 // every tenant seen, by name
-	counters                   map[string]int    // tenant/instance: highest counter read
-	goneTenants                map[string]uint32 // removed tenants and their uids
-	goneInstances              map[string]bool   // tenant/instance removed from a live tenant
-	agent                      *faultAgent
-	agents                     int
-	faults                     map[string]int
-	notes                      []string       // findings, in order, once each
-	noteCount                  map[string]int // how often each was found
-	sandboxKilled              map[string]int // tenant/instance: sandbox kills
-	converges                  int
-	convergeTime, longestWait  time.Duration
+	t                         *testing.T
+	dir, host, tenants, state string
+	id                        string
+	seq                       int
+	desired                   map[string]map[string]instSpec
+	uids                      map[string]uint32 // every tenant seen, by name
+	counters                  map[string]int    // tenant/instance: highest counter read
+	goneTenants               map[string]uint32 // removed tenants and their uids
+	goneInstances             map[string]bool   // tenant/instance removed from a live tenant
+	agent                     *faultAgent
+	agents                    int
+	faults                    map[string]int
+	notes                     []string       // findings, in order, once each
+	noteCount                 map[string]int // how often each was found
+	sandboxKilled             map[string]int // tenant/instance: sandbox kills
+	converges                 int
+	convergeTime, longestWait time.Duration
+	// helpers are the state helpers' pids by tenant/instance at the last
+	// convergence; helperKilled names the instances whose helper the
+	// suite killed since, which may have a new one.
+	helpers                    map[string]int
+	helperKilled               map[string]bool
+	seenHelpers                map[string]int // by the last check of the invariants
 	neighbourApplies, pidCheck int
 }
 
@@ -129,7 +141,8 @@ func newFaultSuite(t *testing.T) *faultSuite {
 	s := &faultSuite{t: t, dir: dir, host: filepath.Join(dir, "host.hcl"), tenants: filepath.Join(dir, "tenants"),
 		state: filepath.Join(dir, "state"), id: hex.EncodeToString(b[:]),
 		desired: map[string]map[string]instSpec{}, uids: map[string]uint32{}, counters: map[string]int{},
-		goneTenants: map[string]uint32{}, goneInstances: map[string]bool{}, faults: map[string]int{}, noteCount: map[string]int{}, sandboxKilled: map[string]int{}}
+		goneTenants: map[string]uint32{}, goneInstances: map[string]bool{}, faults: map[string]int{}, noteCount: map[string]int{}, sandboxKilled: map[string]int{},
+		helpers: map[string]int{}, helperKilled: map[string]bool{}}
 	for _, d := range []string{s.tenants, s.state} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -168,9 +181,7 @@ func newFaultSuite(t *testing.T) *faultSuite {
   }
 }
 runtime "wasm" {}
-statefs "fuse" {
-  mode = "directory"
-}
+statefs "fuse" {}
 `, s.state, filepath.Dir(appWasm), policies))
 	return s
 }
@@ -509,6 +520,7 @@ func (s *faultSuite) violations() (problems []string, lost []string) {
 		}
 	}
 	seen := map[string]bool{}
+	var recorded []string // desired instances that are recorded
 	for _, ten := range st.Tenants {
 		seen[ten.Name] = true
 		if ten.UID != 0 {
@@ -531,6 +543,7 @@ func (s *faultSuite) violations() (problems []string, lost []string) {
 				problems = append(problems, fmt.Sprintf("instance %s is recorded, not desired", key))
 				continue
 			}
+			recorded = append(recorded, key)
 			if in.Phase != "ready" || in.State != "running" || in.Pid == 0 {
 				problems = append(problems, fmt.Sprintf("instance %s is %s/%s pid %d", key, in.Phase, in.State, in.Pid))
 				continue
@@ -578,6 +591,9 @@ func (s *faultSuite) violations() (problems []string, lost []string) {
 			problems = append(problems, fmt.Sprintf("sandboxes %v of %s, which is not desired", pids, key))
 		}
 	}
+	stateProblems, helpers := s.stateViolations(recorded, procs)
+	problems = append(problems, stateProblems...)
+	s.seenHelpers = helpers
 	// No plugin process outlives its agent; sandboxes and state helpers
 	// are detached to outlive it.
 	agentPid := 0
@@ -600,13 +616,79 @@ func (s *faultSuite) violations() (problems []string, lost []string) {
 			continue // the tenant's check covers it
 		}
 		for _, p := range []string{filepath.Join(s.state, "state", t, i), filepath.Join(s.state, "run", t, i),
-			filepath.Join("/sys/fs/cgroup/memory/kigumi", t, i)} {
+			filepath.Join(s.state, "state", t, ".data", i), filepath.Join(s.state, "state", t, ".run", i),
+			filepath.Join(s.state, "state", t, ".checkpoints", i), filepath.Join("/sys/fs/cgroup/memory/kigumi", t, i)} {
 			if _, err := os.Lstat(p); err == nil {
 				problems = append(problems, fmt.Sprintf("removed instance %s: %s is left", key, p))
 			}
 		}
 	}
 	return problems, lost
+}
+
+// stateViolations checks the state of the recorded instances (keys
+// tenant/instance): each is one live FUSE mount at its state directory,
+// served by the running helper its pid file names, and there is no other
+// state mount below the volume and no other helper of this binary. It
+// returns the helpers' pids by instance.
+func (s *faultSuite) stateViolations(recorded []string, procs []proc) (problems []string, helpers map[string]int) {
+	live := map[int]bool{}
+	for _, p := range procs {
+		if !p.zombie && p.exe == kigumiBin && strings.Contains(p.cmdline, statefs.HelperCommand) {
+			live[p.pid] = true
+		}
+	}
+	mounts := s.stateMounts()
+	helpers = map[string]int{}
+	served := map[int]bool{}
+	for _, key := range recorded {
+		t, i, _ := strings.Cut(key, "/")
+		mnt := filepath.Join(s.state, "state", t, i)
+		if n := mounts[mnt]; n != 1 {
+			problems = append(problems, fmt.Sprintf("instance %s: %d state mounts at %s, want 1", key, n, mnt))
+		}
+		delete(mounts, mnt)
+		var rec struct {
+			Pid int `json:"pid"`
+		}
+		data, err := os.ReadFile(filepath.Join(s.state, "state", t, ".run", i, "helper.json"))
+		switch {
+		case err != nil || json.Unmarshal(data, &rec) != nil:
+			problems = append(problems, fmt.Sprintf("instance %s: no state helper pid file (%v)", key, err))
+		case !live[rec.Pid]:
+			problems = append(problems, fmt.Sprintf("instance %s: its state helper %d does not run", key, rec.Pid))
+		default:
+			helpers[key] = rec.Pid
+			served[rec.Pid] = true
+		}
+	}
+	for _, mnt := range slices.Sorted(maps.Keys(mounts)) {
+		problems = append(problems, fmt.Sprintf("state mount %s (%d×) of no recorded instance is left", mnt, mounts[mnt]))
+	}
+	for _, pid := range slices.Sorted(maps.Keys(live)) {
+		if !served[pid] {
+			problems = append(problems, fmt.Sprintf("state helper %d serves no recorded instance", pid))
+		}
+	}
+	return problems, helpers
+}
+
+// stateMounts counts the kigumi state filesystems (quotafs) mounted at
+// each mount point below the suite's volume.
+func (s *faultSuite) stateMounts() map[string]int {
+	out := map[string]int{}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(mi), "\n") {
+		f := strings.Fields(line)
+		sep := slices.Index(f, "-")
+		if len(f) < 5 || sep < 0 || sep+2 >= len(f) {
+			continue
+		}
+		if strings.HasPrefix(f[sep+1], "fuse") && f[sep+2] == "kigumi-state" && strings.HasPrefix(f[4], s.state+"/") {
+			out[f[4]]++
+		}
+	}
+	return out
 }
 
 // tenantLeftovers lists what is left of a removed tenant.
@@ -702,6 +784,15 @@ func (s *faultSuite) convergeWithin(after string, limit time.Duration) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Helpers are adopted across agent, plugin and sandbox restarts: only
+	// a killed one is replaced.
+	for key, pid := range s.seenHelpers {
+		if old, ok := s.helpers[key]; ok && old != pid && !s.helperKilled[key] {
+			s.t.Fatalf("after %s: the state helper of %s changed from %d to %d, though it was not killed", after, key, old, pid)
+		}
+	}
+	s.helpers = s.seenHelpers
+	clear(s.helperKilled)
 	d := time.Since(start)
 	s.converges++
 	s.convergeTime += d
@@ -751,12 +842,15 @@ func TestFaults(t *testing.T) {
 		s.mutate()
 		s.converge("changes between rounds")
 		s.pluginKill()
+		s.statefsPluginKill()
 		s.sandboxKills(3)
+		s.helperKills(2)
 		s.specFaults()
 	}
 	// The hostile tenant and the full volume take a minute each: a soak
 	// repeats them less often than the kills.
 	for range max(1, scale/5) {
+		s.quota()
 		s.hostile()
 		s.fill()
 	}
@@ -784,7 +878,7 @@ func TestFaults(t *testing.T) {
 	fmt.Fprintf(&b, "  agents started: %d; tenants made: %d; convergences checked: %d (mean %v, longest %v)\n",
 		s.agents, len(s.uids), s.converges, (s.convergeTime / time.Duration(max(1, s.converges))).Round(time.Millisecond), s.longestWait.Round(time.Millisecond))
 	fmt.Fprintf(&b, "  neighbour applies converged while the hostile tenant worked: %d\n", s.neighbourApplies)
-	fmt.Fprintf(&b, "  invariants after every fault: counters only grew, one sandbox per instance, no orphans, converged == desired\n")
+	fmt.Fprintf(&b, "  invariants after every fault: counters only grew, one sandbox per instance, one served FUSE mount and helper per state (adopted, not replaced), no orphans (no leftover mounts or helpers), converged == desired\n")
 	for _, n := range s.notes {
 		fmt.Fprintf(&b, "  note (%d×): %s\n", s.noteCount[n], n)
 	}
@@ -853,6 +947,66 @@ func (s *faultSuite) pluginKill() {
 	s.converge(fmt.Sprintf("killing the runtime plugin %d", v))
 	if !s.agent.waitFor(m, 0, "plugin_restart") {
 		s.t.Errorf("no plugin_restart event after the runtime plugin %d was killed", v)
+	}
+}
+
+// statefsPluginKill kills the statefs plugin process, then changes an
+// instance's args and adds an instance, which need the plugin: its
+// relaunch adopts every running state helper (converge checks that none
+// was replaced).
+func (s *faultSuite) statefsPluginKill() {
+	s.t.Helper()
+	agentPid := s.agent.cmd.Process.Pid
+	var victims []int
+	for _, p := range processes() {
+		if p.ppid == agentPid && strings.Contains(p.cmdline, "plugin serve statefs fuse") && !p.zombie {
+			victims = append(victims, p.pid)
+		}
+	}
+	if len(victims) != 1 {
+		s.t.Fatalf("statefs plugin processes under the agent (pid %d): %v, want one", agentPid, victims)
+	}
+	m := s.agent.mark()
+	syscall.Kill(victims[0], syscall.SIGKILL)
+	s.faults["statefs plugin SIGKILL"]++
+	n := s.appTenant()
+	i := slices.Sorted(maps.Keys(s.desired[n]))[0]
+	s.desired[n][i] = appInstance(s.newName())
+	s.seq++
+	s.desired[n][fmt.Sprintf("i%d", s.seq)] = appInstance(s.newName())
+	s.writeSpec(n)
+	s.converge(fmt.Sprintf("killing the statefs plugin %d", victims[0]))
+	if !s.agent.waitFor(m, 0, "plugin_restart") {
+		s.t.Errorf("no plugin_restart event after the statefs plugin %d was killed", victims[0])
+	}
+}
+
+// helperKills kills the state helpers of n instances with SIGKILL, one at
+// a time, while their sandboxes write: the mount goes stale (ENOTCONN),
+// the sandbox fails, and its restart must clear the stale mount and serve
+// the state again from a new helper, with the counter kept; the other
+// instances' helpers keep serving.
+func (s *faultSuite) helperKills(n int) {
+	s.t.Helper()
+	keys := slices.Sorted(maps.Keys(s.helpers))
+	mrand.Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
+	for _, key := range keys[:min(n, len(keys))] {
+		pid, before := s.helpers[key], s.counters[key]
+		syscall.Kill(pid, syscall.SIGKILL)
+		s.faults["state helper SIGKILL (stale mount)"]++
+		s.helperKilled[key] = true
+		s.converge("killing the state helper of " + key)
+		if s.helpers[key] == pid {
+			s.t.Fatalf("instance %s: the killed state helper %d is still named", key, pid)
+		}
+		deadline := time.Now().Add(time.Minute)
+		for s.counters[key] <= before {
+			if time.Now().After(deadline) {
+				s.t.Fatalf("instance %s: the counter stays at %d after its state helper was killed", key, s.counters[key])
+			}
+			time.Sleep(100 * time.Millisecond)
+			s.converge("the state of " + key + " served again")
+		}
 	}
 }
 
@@ -966,7 +1120,9 @@ func (s *faultSuite) hostile() {
 	s.t.Helper()
 	depth, files := 100000, 100000
 	h := s.newTenant()
-	s.desired[h] = map[string]instSpec{"h": {module: hostileWasm, memory: "512MiB", stateSize: "64MiB",
+	// A state of 1 GiB has an entry quota (one per 4 KiB) above the
+	// 200,000 entries it makes; quota() pushes a state past its limit.
+	s.desired[h] = map[string]instSpec{"h": {module: hostileWasm, memory: "512MiB", stateSize: "1GiB",
 		args: []string{"-depth", strconv.Itoa(depth), "-files", strconv.Itoa(files)}}}
 	s.writeSpec(h)
 	s.faults["hostile tenant (deep tree, wide directory)"]++
@@ -998,6 +1154,46 @@ func (s *faultSuite) hostile() {
 	s.writeSpec(neighbour)
 	s.converge("destroying the hostile tenant")
 	s.note("hostile tenant destroyed completely (and the neighbour's apply converged) in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// quota runs a tenant that writes into a 4 MiB state until a write
+// fails: it must fail with ENOSPC at the quota, while the volume keeps its
+// room and a neighbour's spec edit converges; then the tenant is removed.
+func (s *faultSuite) quota() {
+	s.t.Helper()
+	q := s.newTenant()
+	s.desired[q] = map[string]instSpec{"q": {module: hostileWasm, memory: "512MiB", stateSize: "4MiB", args: []string{"-fill"}}}
+	s.writeSpec(q)
+	s.faults["state filled to its quota"]++
+	deadline := time.Now().Add(2 * time.Minute)
+	for !s.stdoutHas(q, "q", "hostile: full") {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("the tenant filling its state is not stopped after 2 minutes")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The filesystem fails the write with ENOSPC (tested in package
+	// statefs); wazero has no ENOSPC and hands it to the module as EIO.
+	out, _ := os.ReadFile(filepath.Join(s.state, "run", q, "q", "stdout.log"))
+	if !bytes.Contains(out, []byte("no space left on device")) && !bytes.Contains(out, []byte("I/O error")) {
+		s.t.Fatalf("the state's quota stopped the writer with %q, want ENOSPC (EIO through wazero)", out)
+	}
+	fi, err := os.Stat(filepath.Join(s.state, "state", q, ".data", "q", "fill"))
+	if err != nil || fi.Size() != 4<<20 {
+		s.t.Fatalf("the filled state holds %v (%v), want its 4 MiB quota", fi, err)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(s.state, &fs); err != nil || fs.Bavail*uint64(fs.Bsize) < 32<<20 {
+		s.t.Fatalf("the state volume has %d bytes free (%v) with one state at its quota", fs.Bavail*uint64(fs.Bsize), err)
+	}
+	n := s.appTenant()
+	i := slices.Sorted(maps.Keys(s.desired[n]))[0]
+	s.desired[n][i] = appInstance(s.newName())
+	s.writeSpec(n)
+	s.converge("a neighbour's spec edit beside a state at its quota")
+	s.note("state quota: a 4 MiB state stopped its writer at %d bytes (%s); the volume kept %d MiB free", fi.Size(), strings.TrimSpace(string(out)), fs.Bavail*uint64(fs.Bsize)>>20)
+	s.removeTenant(q)
+	s.converge("removing the tenant at its quota")
 }
 
 // fill fills the state volume from a tenant's instance: the agent must stay

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/kigumi/kigumi/core/fstree"
+	"github.com/kigumi/kigumi/core/fusemount"
 	"github.com/kigumi/kigumi/core/plan"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/state"
@@ -429,7 +430,10 @@ func (e *Engine) removeTenant(ctx context.Context, rec state.Tenant) error {
 		return e.isolation.Remove(ctx, rec.Name, rec.User.Home)
 	})
 	if err == nil {
-		err = e.step(target, "state.parent.remove", func() error { return fstree.RemoveAll(ctx, e.stateParent(rec.Name)) })
+		err = e.step(target, "state.parent.remove", func() error {
+			// Mounts left below it (their servers gone) would hang the removal.
+			return errors.Join(fusemount.Clear(ctx, e.stateParent(rec.Name)), fstree.RemoveAll(ctx, e.stateParent(rec.Name)))
+		})
 	}
 	if err != nil {
 		return err

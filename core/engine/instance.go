@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kigumi/kigumi/core/fstree"
+	"github.com/kigumi/kigumi/core/fusemount"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/state"
 	"github.com/kigumi/kigumi/core/stateseed"
@@ -333,7 +334,12 @@ func (e *Engine) tearDown(ctx context.Context, rec *state.Instance, full bool) e
 		return errors.Join(append(errs, err)...)
 	}
 	// The engine chose the state directory: whatever a crash left there
-	// before its handle was recorded goes too.
+	// before its handle was recorded goes too. A mount left in it (its
+	// server gone) is cleared first, without looking into it: removing
+	// would hang on it.
+	if err := fusemount.Clear(ctx, e.stateDir(rec.Tenant, rec.Name)); err != nil {
+		errs = append(errs, fmt.Errorf("clear mounts in the state directory: %w", err))
+	}
 	if err := fstree.RemoveAll(ctx, e.stateDir(rec.Tenant, rec.Name)); err != nil {
 		errs = append(errs, fmt.Errorf("remove state directory: %w", err))
 	}

@@ -35,6 +35,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/kigumi/kigumi/core/fusemount"
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/merkle"
 )
 
@@ -172,26 +174,90 @@ func (f *FS) Root() (merkle.Digest, error) {
 // Every change goes through the mount, which keeps the cache right.
 const cacheTimeout = time.Second
 
+// Mounted is a mounted filesystem and its server.
+type Mounted struct {
+	srv *fuse.Server
+	dir string
+	// Mount is the mount, as /proc/self/mountinfo showed it just after
+	// mount(2): its id and device tell it from whatever is mounted at dir
+	// later, without a stat of dir (which a dead server would hang).
+	Mount fusemount.Mount
+}
+
+// Unmount unmounts the filesystem (not lazily); Wait then returns once the
+// server has ended.
+func (m *Mounted) Unmount() error {
+	if err := unix.Unmount(m.dir, 0); err != nil {
+		return fmt.Errorf("unmount %s: %w", m.dir, err)
+	}
+	return nil
+}
+
+// Wait waits until the server has ended: the mount is gone and no longer
+// used.
+func (m *Mounted) Wait() { m.srv.Wait() }
+
 // Mount mounts the filesystem at dir (as root, with mount(2)) and serves
 // it in the background; the server ends when the mount goes.
-func (f *FS) Mount(dir string) (*fuse.Server, error) {
+//
+// It opens /dev/fuse close-on-exec and mounts it itself (go-fuse's direct
+// mount leaves the descriptor inheritable, so any program a process
+// starts would hold the connection open after the server died), then
+// hands go-fuse the descriptor as /dev/fd/N. Nothing here touches the
+// new mount from this process: a request to its own mount that a killed
+// server leaves unanswered keeps the process from ever exiting (that
+// thread waits uninterruptibly), and with it the connection alive; this
+// is also why go-fuse's poll probe, skipped for /dev/fd/N, is not wanted.
+// No poll is ever answered but with ENOSYS.
+func (f *FS) Mount(dir string) (*Mounted, error) {
+	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/fuse: %w", err)
+	}
+	const maxWrite = 1 << 20
+	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=%d,group_id=%d,max_read=%d,default_permissions,allow_other", fd, unix.Geteuid(), unix.Getegid(), maxWrite)
+	if err := unix.Mount(fsName, dir, "fuse."+fsType, unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	fail := func(err error) (*Mounted, error) {
+		_ = unix.Unmount(dir, unix.MNT_DETACH)
+		unix.Close(fd)
+		return nil, err
+	}
+	ms, err := fusemount.At(dir)
+	if err != nil {
+		return fail(err)
+	}
+	if len(ms) == 0 || ms[len(ms)-1].FSType != "fuse."+fsType {
+		return fail(fmt.Errorf("mount %s: not in mountinfo after mount(2)", dir))
+	}
+	top := ms[len(ms)-1]
 	timeout := cacheTimeout
 	root := &node{fsys: f}
-	return fs.Mount(dir, root, &fs.Options{
+	srv, err := fs.Mount("/dev/fd/"+strconv.Itoa(fd), root, &fs.Options{
 		EntryTimeout:   &timeout,
 		AttrTimeout:    &timeout,
 		RootStableAttr: &fs.StableAttr{Ino: f.rootIno},
 		MountOptions: fuse.MountOptions{
-			AllowOther:        true,
-			Options:           []string{"default_permissions"},
-			FsName:            "kigumi-state",
-			Name:              "kigumi",
-			DirectMountStrict: true,
-			DisableXAttrs:     true,
-			MaxWrite:          1 << 20,
+			FsName:        fsName,
+			Name:          fsType,
+			DisableXAttrs: true,
+			MaxWrite:      maxWrite,
 		},
 	})
+	if err != nil {
+		return fail(fmt.Errorf("serve %s: %w", dir, err))
+	}
+	return &Mounted{srv: srv, dir: dir, Mount: top}, nil
 }
+
+// fsName and fsType name the mounts in mountinfo: "fuse.kigumi" mounts of
+// source "kigumi-state".
+const (
+	fsName = "kigumi-state"
+	fsType = "kigumi"
+)
 
 // check returns the caller when it may enter, or EACCES.
 func (f *FS) check(ctx context.Context) (*fuse.Caller, syscall.Errno) {

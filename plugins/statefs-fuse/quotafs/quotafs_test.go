@@ -1,9 +1,11 @@
 package quotafs
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -12,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kigumi/kigumi/core/fusemount"
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/merkle"
 )
 
@@ -536,5 +539,45 @@ func TestInodeNumbersFromTheBacking(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || string(b) != "outer" {
 		t.Errorf("root file: %q, %v", b, err)
+	}
+}
+
+// TestNoFUSEDescriptorLeaks: a program started while a filesystem is
+// mounted and served does not inherit its /dev/fuse descriptor (which
+// would keep the connection open after the server died), and the mount is
+// found in mountinfo by the id and device Mount reports.
+func TestNoFUSEDescriptorLeaks(t *testing.T) {
+	m := mount(t, 1<<20, 100, tenant)
+	if err := os.WriteFile(filepath.Join(m.mnt, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The server holds /dev/fuse itself.
+	own := 0
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if l, _ := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); l == "/dev/fuse" {
+			own++
+		}
+	}
+	if own == 0 {
+		t.Fatal("this process holds no /dev/fuse descriptor: the check below would prove nothing")
+	}
+	out, err := exec.Command("/bin/sh", "-c", `for f in /proc/self/fd/*; do readlink "$f"; done; true`).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if bytes.Contains(out, []byte("/dev/fuse")) {
+		t.Errorf("a child process inherited /dev/fuse:\n%s", out)
+	}
+	ms, err := fusemount.At(m.mnt)
+	if err != nil || len(ms) != 1 || ms[0].FSType != "fuse.kigumi" || ms[0].Source != "kigumi-state" {
+		t.Fatalf("mounts at %s: %+v, %v", m.mnt, ms, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(m.mnt, &st); err != nil || st.Dev != ms[0].Dev() {
+		t.Errorf("mount point device %d (%v), mountinfo's %d", st.Dev, err, ms[0].Dev())
 	}
 }

@@ -209,7 +209,7 @@ func (f *FS) Rollback(ctx context.Context, h sdk.Handle, name string) error {
 	// A served FUSE state is unmounted for the swap and served again.
 	_, served := d.helper()
 	if served {
-		if err := d.stop(); err != nil {
+		if err := d.stop(ctx); err != nil {
 			return sdk.Errorf(sdk.CodeInternal, "rollback %s: %w", d.Instance, err)
 		}
 	}

@@ -20,7 +20,7 @@ func TestConformance(t *testing.T) {
 				req := provisionReq(filepath.Join(t.TempDir(), "state"))
 				// Some cases leave the state mounted.
 				t.Cleanup(func() {
-					if err := (handleData{Dir: req.Dir}).stop(); err != nil {
+					if err := (handleData{Dir: req.Dir}).stop(context.Background()); err != nil {
 						t.Error(err)
 					}
 				})

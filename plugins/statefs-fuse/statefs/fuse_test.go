@@ -142,8 +142,8 @@ func TestFUSEHelperSurvivesAndRecovers(t *testing.T) {
 	if err := newFUSE().Unmount(ctx, h); err != nil {
 		t.Fatal(err)
 	}
-	if ok, stale := mountState(d.Dir); ok || stale {
-		t.Errorf("after Unmount: mounted %v, stale %v", ok, stale)
+	if d.mounted() {
+		t.Error("after Unmount: still mounted")
 	}
 	if _, alive := d.helper(); alive {
 		t.Error("helper alive after Unmount")
@@ -209,8 +209,8 @@ func TestFUSEHelperEnds(t *testing.T) {
 				if err := unix.Unmount(d.Dir, unix.MNT_DETACH); err != nil {
 					t.Fatal(err)
 				}
-				if ok, stale := mountState(d.Dir); ok || stale {
-					t.Fatalf("after umount -l: mounted %v, stale %v", ok, stale)
+				if d.mounted() {
+					t.Fatal("after umount -l: still mounted")
 				}
 			}
 			if tt.overmount {
@@ -227,15 +227,15 @@ func TestFUSEHelperEnds(t *testing.T) {
 				t.Fatalf("helper %d still runs 10s later", rec.Pid)
 			}
 			if tt.overmount {
-				if ok, stale := mountState(d.Dir); !ok || stale {
-					t.Errorf("the helper unmounted the tmpfs mounted over its mount point: mounted %v, stale %v", ok, stale)
+				if ms, err := d.mounts(); err != nil || len(ms) != 1 || ms[0].FSType != "tmpfs" {
+					t.Errorf("the helper unmounted the tmpfs mounted over its mount point: mounts %+v, %v", ms, err)
 				}
 				if err := unix.Unmount(d.Dir, 0); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if ok, stale := mountState(d.Dir); ok || stale {
-				t.Errorf("mount left behind: mounted %v, stale %v", ok, stale)
+			if ms, err := d.mounts(); err != nil || len(ms) != 0 {
+				t.Errorf("mounts left behind: %+v, %v", ms, err)
 			}
 			if _, alive := d.helper(); alive {
 				t.Error("helper record names a live process")

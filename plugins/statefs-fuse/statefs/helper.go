@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kigumi/kigumi/core/fusemount"
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/quotafs"
 )
 
@@ -59,6 +61,9 @@ type controlReply struct {
 	Usage quotafs.Usage `json:"usage"`
 	Root  string        `json:"root,omitempty"` // hex
 	Error string        `json:"error,omitempty"`
+	// MountID and Dev identify the helper's mount (fusemount.Mount).
+	MountID int    `json:"mount_id"`
+	Dev     uint64 `json:"dev"`
 }
 
 // stopGrace bounds how long a stopping helper waits for its serve loop to
@@ -106,20 +111,16 @@ func HelperMain([]string) int {
 	if err != nil {
 		return fail(fmt.Errorf("mount %s: %w", cfg.Mountpoint, err))
 	}
-	// The mount's device tells it from whatever is mounted at the mount
-	// point once it has gone.
-	var st unix.Stat_t
-	if err := unix.Lstat(cfg.Mountpoint, &st); err != nil {
-		_ = srv.Unmount()
-		return fail(fmt.Errorf("stat mount %s: %w", cfg.Mountpoint, err))
-	}
-	dev := st.Dev
+	// The helper never touches its own mount (see quotafs.Mount): the
+	// mount's id and device, from mountinfo, tell it from whatever is
+	// mounted at the mount point once it has gone.
+	mine := srv.Mount
 	served := make(chan struct{})
 	go func() {
 		srv.Wait()
 		close(served)
 	}()
-	go serveControl(ln, fsys)
+	go serveControl(ln, fsys, mine)
 	fmt.Fprintln(ready, "ok")
 	ready.Close()
 	select {
@@ -127,12 +128,23 @@ func HelperMain([]string) int {
 		return 0
 	case <-sigs:
 	}
-	if err := unix.Lstat(cfg.Mountpoint, &st); err != nil || st.Dev != dev {
+	ms, err := fusemount.At(cfg.Mountpoint)
+	switch {
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "stopping: %v; ending\n", err)
+		return 0
+	case len(ms) == 0 || !slices.ContainsFunc(ms, func(m fusemount.Mount) bool { return m.ID == mine.ID && m.Dev() == mine.Dev() }):
 		fmt.Fprintf(os.Stderr, "stopping: %s is no longer mounted here; ending\n", cfg.Mountpoint)
+		return 0
+	case ms[len(ms)-1].ID != mine.ID:
+		// Something is mounted over it: unmounting the mount point would
+		// take that off. Ending closes /dev/fuse, which leaves the mount
+		// failing with ENOTCONN for the plugin to clear.
+		fmt.Fprintf(os.Stderr, "stopping: %s is mounted over; ending\n", cfg.Mountpoint)
 		return 0
 	}
 	if err := srv.Unmount(); err != nil {
-		fmt.Fprintf(os.Stderr, "stopping: unmount %s: %v; detaching it\n", cfg.Mountpoint, err)
+		fmt.Fprintf(os.Stderr, "stopping: %v; detaching it\n", err)
 		if err := unix.Unmount(cfg.Mountpoint, unix.MNT_DETACH); err != nil {
 			fmt.Fprintf(os.Stderr, "stopping: detach %s: %v\n", cfg.Mountpoint, err)
 		}
@@ -146,7 +158,8 @@ func HelperMain([]string) int {
 }
 
 // serveControl answers requests, one JSON line each way per connection.
-func serveControl(ln net.Listener, fsys *quotafs.FS) {
+// Every reply names the helper's mount.
+func serveControl(ln net.Listener, fsys *quotafs.FS, mine fusemount.Mount) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -158,7 +171,7 @@ func serveControl(ln net.Listener, fsys *quotafs.FS) {
 			if err := json.NewDecoder(bufio.NewReader(io.LimitReader(c, 4096))).Decode(&req); err != nil {
 				return
 			}
-			var rep controlReply
+			rep := controlReply{MountID: mine.ID, Dev: mine.Dev()}
 			switch req.Op {
 			case "usage":
 				rep.Usage = fsys.Usage()
@@ -190,66 +203,111 @@ func (d handleData) runDir() string {
 func (d handleData) socket() string  { return filepath.Join(d.runDir(), "ctl.sock") }
 func (d handleData) pidFile() string { return filepath.Join(d.runDir(), "helper.json") }
 
-// startTicks returns the start time of process pid, or 0 if there is none.
-func startTicks(pid int) uint64 {
+// procStat returns the start time of process pid (0 if there is none)
+// and its state letter ('Z' for a zombie).
+func procStat(pid int) (ticks uint64, state byte) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	// Fields after the command (which may hold spaces) start after ')'.
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return 0
+		return 0, 0
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0
+	if len(f) < 20 || len(f[0]) != 1 {
+		return 0, 0
 	}
 	n, _ := strconv.ParseUint(f[19], 10, 64)
+	return n, f[0][0]
+}
+
+// startTicks returns the start time of process pid, or 0 if there is none.
+func startTicks(pid int) uint64 {
+	n, _ := procStat(pid)
 	return n
 }
 
-// helper returns the instance's running helper, if any.
+// running reports whether r's process runs: it exists and is not a
+// zombie (one whose main thread has ended while another is stuck is
+// one).
+func (r helperRecord) running() bool {
+	n, state := procStat(r.Pid)
+	return n == r.StartTicks && state != 'Z' && state != 'X'
+}
+
+// gone reports whether r's process has ended: no process of its pid and
+// start time, or a zombie with no thread left.
+func (r helperRecord) gone() bool {
+	n, state := procStat(r.Pid)
+	if n != r.StartTicks {
+		return true
+	}
+	if state != 'Z' && state != 'X' {
+		return false
+	}
+	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(r.Pid) + "/task")
+	return err != nil || len(tasks) <= 1
+}
+
+// helper returns the instance's helper, if any, and whether it runs.
 func (d handleData) helper() (helperRecord, bool) {
 	var r helperRecord
 	b, err := os.ReadFile(d.pidFile())
 	if err != nil || json.Unmarshal(b, &r) != nil || r.Pid <= 0 {
 		return r, false
 	}
-	return r, startTicks(r.Pid) == r.StartTicks
+	return r, r.running()
 }
 
-// mountState says whether the mount point has a live FUSE mount (ok), a
-// stale one whose server is gone (stale: ENOTCONN), or none.
-func mountState(mnt string) (ok, stale bool) {
-	var st, parent unix.Stat_t
-	err := unix.Lstat(mnt, &st)
-	if errors.Is(err, unix.ENOTCONN) {
-		return false, true
+// mounts returns what is mounted at the instance's mount point, bottom
+// first, from mountinfo: nothing here stats the mount point, which hangs
+// on a FUSE mount whose connection lives on without a server.
+func (d handleData) mounts() ([]fusemount.Mount, error) {
+	ms, err := fusemount.At(d.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("mounts at %s: %w", d.Dir, err)
 	}
-	if err != nil || unix.Lstat(filepath.Dir(mnt), &parent) != nil {
-		return false, false
+	return ms, nil
+}
+
+// mounted reports whether anything is mounted at the instance's mount
+// point (an error reading mountinfo counts as mounted).
+func (d handleData) mounted() bool {
+	ms, err := d.mounts()
+	return err != nil || len(ms) > 0
+}
+
+// askTimeout bounds how long the plugin waits for a helper's answer
+// before it takes the helper for dead (hung or stopped).
+const askTimeout = 2 * time.Second
+
+// serving reports whether the instance's filesystem is served: its helper
+// runs, answers, and names as its own the one mount at the mount point.
+func (d handleData) serving(ctx context.Context) bool {
+	if _, alive := d.helper(); !alive {
+		return false
 	}
-	return st.Dev != parent.Dev, false
+	ms, err := d.mounts()
+	if err != nil || len(ms) != 1 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	defer cancel()
+	rep, err := ask(ctx, d, "usage")
+	return err == nil && rep.MountID == ms[0].ID && rep.Dev == ms[0].Dev()
 }
 
 // serve makes sure the instance's filesystem is mounted and served: a
-// running helper with a live mount is adopted; otherwise a stale mount is
-// cleared, a helper left over is ended, and a new one is started.
+// serving helper is adopted; otherwise what is there is cleared (see
+// clear) and a new helper started.
 func (f *FS) serve(ctx context.Context, d handleData) error {
-	rec, alive := d.helper()
-	ok, stale := mountState(d.Dir)
-	if alive && ok {
+	if d.serving(ctx) {
 		return nil
 	}
-	if alive {
-		_ = unix.Kill(rec.Pid, unix.SIGKILL)
-		waitGone(rec)
-	}
-	if ok || stale {
-		if err := unix.Unmount(d.Dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("clear stale mount %s: %w", d.Dir, err)
-		}
+	if err := d.clear(ctx); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(d.runDir(), 0o700); err != nil {
 		return err
@@ -257,11 +315,63 @@ func (f *FS) serve(ctx context.Context, d handleData) error {
 	return f.launch(ctx, d)
 }
 
-// waitGone waits a bounded time for process r to end.
-func waitGone(r helperRecord) {
-	for i := 0; i < 500 && startTicks(r.Pid) == r.StartTicks; i++ {
+// clear takes down whatever serves or is mounted at the instance's mount
+// point, in an order that cannot hang: first the connections of its
+// state mounts are aborted (their requests fail with ENOTCONN, which
+// also frees a helper thread stuck on its own mount, which would
+// otherwise keep the helper from dying), then the helper is killed and
+// waited for, then every mount there is detached.
+func (d handleData) clear(ctx context.Context) error {
+	rec, alive := d.helper()
+	ms, err := d.mounts()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, m := range ms {
+		if m.FUSE() {
+			errs = append(errs, fusemount.Abort(m.Conn()))
+		}
+	}
+	if alive || (rec.Pid > 0 && !rec.gone()) {
+		d.abortHelper(ctx, rec)
+		_ = unix.Kill(rec.Pid, unix.SIGKILL)
+		if !waitGone(rec) {
+			errs = append(errs, fmt.Errorf("helper %d of %s does not end after SIGKILL", rec.Pid, d.Instance))
+		}
+	}
+	for range ms {
+		if err := unix.Unmount(d.Dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+			errs = append(errs, fmt.Errorf("clear stale mount %s: %w", d.Dir, err))
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// abortHelper aborts the connection of the mount helper r says is its
+// own, which may be mounted elsewhere or detached, if r answers.
+func (d handleData) abortHelper(ctx context.Context, r helperRecord) {
+	if !r.running() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, askTimeout/4)
+	defer cancel()
+	if rep, err := ask(ctx, d, "usage"); err == nil && rep.Dev != 0 {
+		_ = fusemount.Abort(fusemount.Mount{Major: unix.Major(rep.Dev), Minor: unix.Minor(rep.Dev)}.Conn())
+	}
+}
+
+// waitGone waits a bounded time for process r to end, and reports
+// whether it did.
+func waitGone(r helperRecord) bool {
+	for i := 0; i < 500; i++ {
+		if r.gone() {
+			return true
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	return r.gone()
 }
 
 // launch starts a detached helper for d and waits until it has mounted.
@@ -357,23 +467,45 @@ func ask(ctx context.Context, d handleData, op string) (controlReply, error) {
 	return rep, nil
 }
 
-// stop unmounts the instance's filesystem and ends its helper.
-func (d handleData) stop() error {
+// stop unmounts the instance's filesystem and ends its helper: it asks
+// the helper to end (SIGTERM) and, should it not within the grace, aborts
+// the connections of the state mounts that were there and kills it.
+func (d handleData) stop(ctx context.Context) error {
 	rec, alive := d.helper()
-	ok, stale := mountState(d.Dir)
-	if ok || stale {
+	ms, err := d.mounts()
+	if err != nil {
+		return err
+	}
+	if !alive {
+		// Nothing serves them: nothing may wait on them.
+		for _, m := range ms {
+			if m.FUSE() {
+				_ = fusemount.Abort(m.Conn())
+			}
+		}
+	}
+	for range ms {
 		if err := unix.Unmount(d.Dir, 0); err != nil {
 			if err := unix.Unmount(d.Dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
 				return fmt.Errorf("unmount %s: %w", d.Dir, err)
 			}
 		}
 	}
-	if alive {
-		_ = unix.Kill(rec.Pid, unix.SIGTERM)
-		waitGone(rec)
-		if startTicks(rec.Pid) == rec.StartTicks {
+	if rec.Pid > 0 && !rec.gone() {
+		if alive {
+			_ = unix.Kill(rec.Pid, unix.SIGTERM)
+		}
+		if !alive || !waitGone(rec) {
+			for _, m := range ms {
+				if m.FUSE() {
+					_ = fusemount.Abort(m.Conn())
+				}
+			}
+			d.abortHelper(ctx, rec)
 			_ = unix.Kill(rec.Pid, unix.SIGKILL)
-			waitGone(rec)
+			if !waitGone(rec) {
+				return fmt.Errorf("helper %d of %s does not end after SIGKILL", rec.Pid, d.Instance)
+			}
 		}
 	}
 	if err := os.Remove(d.pidFile()); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -210,7 +210,7 @@ func (d handleData) makeMountPoint() error {
 	if err := os.Mkdir(d.Dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
 	}
-	if ok, stale := mountState(d.Dir); !ok && !stale {
+	if !d.mounted() {
 		if fi, err := os.Lstat(d.Dir); err != nil || !fi.IsDir() {
 			return sdk.Errorf(sdk.CodeInvalid, "state of %s: %s is not a directory", d.Instance, d.Dir)
 		}
@@ -234,7 +234,7 @@ func (d handleData) makeMountPoint() error {
 // marked reports whether d's mount point, not mounted, carries the marker
 // Provision left for d's instance.
 func (d handleData) marked() bool {
-	if ok, stale := mountState(d.Dir); ok || stale {
+	if d.mounted() {
 		return false
 	}
 	f, err := os.OpenFile(filepath.Join(d.Dir, markerName), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
@@ -297,12 +297,12 @@ func (f *FS) Mount(ctx context.Context, h sdk.Handle) (sdk.Mount, error) {
 
 // Unmount unmounts the state's filesystem and ends its helper; in
 // directory mode it does nothing once the handle is found valid.
-func (*FS) Unmount(_ context.Context, h sdk.Handle) error {
+func (*FS) Unmount(ctx context.Context, h sdk.Handle) error {
 	d, err := decode(h)
 	if err != nil || d.Mode != modeFUSE {
 		return err
 	}
-	if err := d.stop(); err != nil {
+	if err := d.stop(ctx); err != nil {
 		return sdk.Errorf(sdk.CodeInternal, "unmount state of %s: %w", d.Instance, err)
 	}
 	return nil
@@ -355,7 +355,7 @@ func (*FS) Deprovision(ctx context.Context, h sdk.Handle) error {
 		return err
 	}
 	if d.Mode == modeFUSE {
-		if err := d.stop(); err != nil {
+		if err := d.stop(ctx); err != nil {
 			return sdk.Errorf(sdk.CodeInternal, "delete state of %s: %w", d.Instance, err)
 		}
 		if err := fstree.RemoveAll(ctx, d.runDir()); err != nil {
