@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
-	"github.com/kigumi/kigumi/plugins/internal/registrytest"
+	"github.com/kigumi/kigumi/internal/registrytest"
 	"github.com/kigumi/kigumi/plugins/runtime-containerd/internal/ctrtest"
 )
 

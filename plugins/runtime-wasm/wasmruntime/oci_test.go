@@ -12,7 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
-	"github.com/kigumi/kigumi/plugins/internal/registrytest"
+	"github.com/kigumi/kigumi/internal/registrytest"
 )
 
 // Media types of the artifacts the tests push.

@@ -20,7 +20,7 @@ import (
 	"github.com/containerd/containerd/namespaces"
 	"golang.org/x/sys/unix"
 
-	"github.com/kigumi/kigumi/plugins/internal/registrytest"
+	"github.com/kigumi/kigumi/internal/registrytest"
 )
 
 // ImageName is the repository the test image is pushed to.
