@@ -61,8 +61,10 @@ func Start(ctx context.Context, dir string) (*Registry, error) {
 	cmd := exec.Command("docker-registry", "serve", cfg)
 	cmd.Stdout, cmd.Stderr = log, log
 	// Its own process group, so that a signal to the test's group does not
-	// end it before Close cleans up.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	// end it before Close cleans up. No Pdeathsig: it fires when the OS
+	// thread that started the registry exits, which Go may do at any time
+	// (a goroutine ending locked to its thread), mid-test.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start docker-registry: %w", err)
 	}
