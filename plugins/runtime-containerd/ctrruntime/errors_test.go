@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
+	"github.com/kigumi/kigumi/internal/registrytest"
 	"github.com/kigumi/kigumi/plugins/runtime-containerd/internal/ctrtest"
 )
 
@@ -17,7 +18,7 @@ import (
 // leaves nothing behind.
 func TestStartErrors(t *testing.T) {
 	tn := newTenant(t)
-	free, err := ctrtest.FreePort()
+	free, err := registrytest.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
+	"github.com/kigumi/kigumi/plugins/internal/registry"
 )
 
 // Version is the plugin's version.
@@ -47,7 +48,7 @@ type Runtime struct {
 	address   string
 	namespace string
 	tmpBytes  int64
-	registry  registryConfig
+	registry  registry.Settings
 	// exe is the executable the shim runs as the logging process.
 	exe string
 
@@ -73,14 +74,7 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 				{Name: "namespace", Type: sdk.TypeString, Description: "the containerd namespace of Kigumi's containers and images (default " + defaultNamespace + ")"},
 				{Name: "tmp_size", Type: sdk.TypeString, Description: `size cap of each container's tmpfs /tmp, such as "64MiB" (default)`},
 			},
-			Blocks: []sdk.Block{{
-				Name: "registry", Nesting: sdk.NestingMap,
-				Description: `settings of one registry host, such as registry "127.0.0.1:5000" { plain_http = true }`,
-				Schema: sdk.Schema{Attributes: []sdk.Attribute{
-					{Name: "plain_http", Type: sdk.TypeBool, Description: "talk plain HTTP to it (loopback hosts always may)"},
-					{Name: "skip_verify", Type: sdk.TypeBool, Description: "accept its TLS certificate unverified"},
-				}},
-			}},
+			Blocks: []sdk.Block{registry.Block},
 		},
 		InstanceSchema: sdk.Schema{Attributes: []sdk.Attribute{
 			{Name: "entrypoint", Type: sdk.TypeStringList, Description: "the command, instead of the image's entrypoint; the instance's args follow it"},
@@ -126,7 +120,7 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 		}
 		r.tmpBytes = int64(n)
 	}
-	reg, err := parseRegistries(req.Settings["registry"])
+	reg, err := registry.Parse(req.Settings["registry"])
 	if err != nil {
 		return err
 	}

@@ -1,11 +1,11 @@
 package ctrruntime
 
 import (
-	"fmt"
 	"math"
 	"path"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
+	"github.com/kigumi/kigumi/plugins/internal/registry"
 )
 
 // Defaults of the instance settings.
@@ -38,7 +38,7 @@ func (r *Runtime) check(req *sdk.StartRequest) (instanceSettings, error) {
 	case req.Artifact.Image == "":
 		return set, sdk.InvalidAttribute("image", "the containerd runtime needs an image")
 	}
-	if _, err := imageRef(req.Artifact); err != nil {
+	if _, err := registry.Reference(req.Artifact); err != nil {
 		return set, err
 	}
 	for k, v := range req.Settings {
@@ -100,38 +100,4 @@ func (r *Runtime) check(req *sdk.StartRequest) (instanceSettings, error) {
 // stateReadOnly reports whether the workload may only read its state.
 func stateReadOnly(req *sdk.StartRequest, set instanceSettings) bool {
 	return set.state.ReadOnly || !req.Permissions.Has(sdk.PermStateWrite)
-}
-
-// registryConfig holds the registry host settings.
-type registryConfig struct {
-	plainHTTP, skipVerify map[string]bool
-}
-
-func parseRegistries(v any) (registryConfig, error) {
-	rc := registryConfig{plainHTTP: map[string]bool{}, skipVerify: map[string]bool{}}
-	if v == nil {
-		return rc, nil
-	}
-	hosts, ok := v.(map[string]sdk.Config)
-	if !ok {
-		return rc, sdk.InvalidAttribute("registry", "must be labeled blocks")
-	}
-	for host, c := range hosts {
-		if host == "" {
-			return rc, sdk.InvalidAttribute("registry", "a registry block needs a host label")
-		}
-		for k, v := range c {
-			b, ok := v.(bool)
-			if !ok {
-				return rc, sdk.InvalidAttribute(fmt.Sprintf("registry[%q].%s", host, k), "must be a bool")
-			}
-			switch k {
-			case "plain_http":
-				rc.plainHTTP[host] = b
-			case "skip_verify":
-				rc.skipVerify[host] = b
-			}
-		}
-	}
-	return rc, nil
 }

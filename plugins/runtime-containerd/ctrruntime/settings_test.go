@@ -74,7 +74,7 @@ func TestConfigure(t *testing.T) {
 	r := New()
 	err := r.Configure(context.Background(), sdk.ConfigureRequest{DataDir: t.TempDir(), Settings: sdk.Config{
 		"registry": map[string]sdk.Config{"r:5000": {"plain_http": true}}}})
-	if err != nil || !r.registry.plainHTTP["r:5000"] {
+	if err != nil || !r.registry.Host("r:5000").PlainHTTP {
 		t.Errorf("registry settings: %v, %+v", err, r.registry)
 	}
 }

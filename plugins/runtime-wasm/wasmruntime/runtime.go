@@ -22,12 +22,14 @@ import (
 
 	"github.com/kigumi/kigumi/core/logfile"
 
+	"github.com/containerd/log"
 	"github.com/dustin/go-humanize"
 	"github.com/tetratelabs/wazero"
 	"golang.org/x/sys/unix"
 
 	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
+	"github.com/kigumi/kigumi/plugins/internal/registry"
 )
 
 // Version is the plugin's version.
@@ -59,6 +61,9 @@ type Runtime struct {
 	// sandboxes read while still root; empty until Configure.
 	cacheDir string
 	cache    wazero.CompilationCache
+	// oci holds the modules pulled from registries (oci.go); nil until
+	// Configure.
+	oci *ociStore
 	// emptyDir is the empty directory a sandbox without state is jailed in.
 	emptyDir string
 
@@ -88,8 +93,8 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 		Version: Version,
 		Schema: sdk.Schema{Attributes: []sdk.Attribute{
 			{Name: "compiler", Type: sdk.TypeString, Description: `wazero engine: "compiler" (default) or "interpreter"`},
-			{Name: "max_module_size", Type: sdk.TypeString, Description: `largest module accepted, such as "64MiB" (default)`},
-		}},
+			{Name: "max_module_size", Type: sdk.TypeString, Description: `largest module accepted, file or image layer, such as "64MiB" (default)`},
+		}, Blocks: []sdk.Block{registry.Block}},
 		InstanceSchema: sdk.Schema{Attributes: []sdk.Attribute{
 			{Name: "random_seed", Type: sdk.TypeString, Description: "seeds the deterministic random source of an instance without the random permission"},
 		}},
@@ -129,8 +134,16 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 		}
 		r.maxModuleSize = int64(n)
 	}
+	reg, err := registry.Parse(req.Settings["registry"])
+	if err != nil {
+		return err
+	}
 	if !filepath.IsAbs(req.DataDir) {
 		return sdk.Errorf(sdk.CodeInvalid, "data dir %q is not an absolute path", req.DataDir)
+	}
+	store, err := newOCIStore(filepath.Join(req.DataDir, "oci"), reg, r.maxModuleSize)
+	if err != nil {
+		return err
 	}
 	dir := filepath.Join(req.DataDir, "cache")
 	cache, err := wazero.NewCompilationCacheWithDir(dir)
@@ -145,7 +158,9 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 	if err := os.Chmod(empty, 0o111); err != nil {
 		return fmt.Errorf("create empty jail: %w", err)
 	}
-	r.cacheDir, r.cache, r.emptyDir = dir, cache, empty
+	r.cacheDir, r.cache, r.emptyDir, r.oci = dir, cache, empty, store
+	// containerd's resolver logs every registry host it tries at info level.
+	_ = log.SetLevel("warn")
 	return nil
 }
 
@@ -156,19 +171,8 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle,
 	if err != nil {
 		return sdk.Handle{}, err
 	}
-	bin, err := r.readModule(req.Artifact)
+	bin, err := r.checkedModule(ctx, req.Artifact, cfg.MemoryPages)
 	if err != nil {
-		return sdk.Handle{}, err
-	}
-	// The cheap checks first: a module they refuse is never compiled.
-	info, err := scanModule(bytes.NewReader(bin), servedImport)
-	if err != nil {
-		return sdk.Handle{}, scanError(req.Artifact.Module, err)
-	}
-	if err := info.check(req.Artifact.Module, cfg.MemoryPages); err != nil {
-		return sdk.Handle{}, err
-	}
-	if err := r.precompile(ctx, bin, cfg.MemoryPages); err != nil {
 		return sdk.Handle{}, err
 	}
 	module, err := sealedMemfd(bin)
@@ -204,6 +208,26 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle,
 		r.watch(d, h)
 	}
 	return h, err
+}
+
+// checkedModule reads the artifact's module, pulling it first if it is
+// an image, and checks it: the cheap checks first, so that a module they
+// refuse is never compiled, then a compile that fills the cache.
+func (r *Runtime) checkedModule(ctx context.Context, a sdk.Artifact, memoryPages uint32) ([]byte, error) {
+	local, err := r.localModule(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	bin, err := r.readModule(local)
+	if err == nil {
+		var info moduleInfo
+		if info, err = scanModule(bytes.NewReader(bin), servedImport); err != nil {
+			err = scanError(local.Module, err)
+		} else if err = info.check(local.Module, memoryPages); err == nil {
+			err = r.precompile(ctx, bin, memoryPages)
+		}
+	}
+	return bin, imageError(a, local, err)
 }
 
 // sandboxConfig validates req and turns it into the sandbox's config.
@@ -265,8 +289,14 @@ func (r *Runtime) check(req *sdk.StartRequest) (sandboxConfig, *sdk.Mount, error
 	if req.Instance.Name == "" {
 		return cfg, nil, sdk.Errorf(sdk.CodeInvalid, "instance has no name")
 	}
+	if req.Artifact.Image != "" && req.Artifact.Module != "" {
+		return cfg, nil, sdk.InvalidAttribute("image", "an instance runs either a module or an image, not both")
+	}
 	if req.Artifact.Image != "" {
-		return cfg, nil, sdk.InvalidAttribute("image", "the wasm runtime runs modules, not OCI images")
+		if _, err := registry.Reference(req.Artifact); err != nil {
+			return cfg, nil, err
+		}
+		cfg.Guest.Argv0 = imageName(req.Artifact.Image)
 	}
 	for k, v := range req.Settings {
 		s, ok := v.(string)
@@ -351,12 +381,22 @@ func validGuestPath(p string) bool {
 
 // Validate checks the request as Start would, and reads the module (its
 // size, digest, imports, exports and memory) without compiling it.
-func (r *Runtime) Validate(_ context.Context, req *sdk.StartRequest) error {
+func (r *Runtime) Validate(ctx context.Context, req *sdk.StartRequest) error {
 	cfg, _, err := r.check(req)
 	if err != nil {
 		return err
 	}
-	f, fi, err := r.openModule(req.Artifact)
+	local, err := r.localModule(ctx, req.Artifact)
+	if err != nil {
+		return err
+	}
+	return imageError(req.Artifact, local, r.validateModule(local, cfg.MemoryPages))
+}
+
+// validateModule reads the module file a names, once per version of the
+// file, and checks it against the memory limit.
+func (r *Runtime) validateModule(a sdk.Artifact, memoryPages uint32) error {
+	f, fi, err := r.openModule(a)
 	if err != nil {
 		return err
 	}
@@ -378,12 +418,12 @@ func (r *Runtime) Validate(_ context.Context, req *sdk.StartRequest) error {
 		}
 	}
 	if sm.err != nil {
-		return scanError(req.Artifact.Module, sm.err)
+		return scanError(a.Module, sm.err)
 	}
-	if err := checkDigest(req.Artifact, sm.sum); err != nil {
+	if err := checkDigest(a, sm.sum); err != nil {
 		return err
 	}
-	return sm.info.check(req.Artifact.Module, cfg.MemoryPages)
+	return sm.info.check(a.Module, memoryPages)
 }
 
 // scannedModule is what Validate read of a version of a module file.

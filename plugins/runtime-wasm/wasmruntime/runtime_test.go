@@ -418,7 +418,8 @@ func TestStartFailures(t *testing.T) {
 			r.Permissions, r.Mounts = sdk.Permissions{{Name: sdk.PermStateRead}}, stateMount("state")
 		}},
 		{name: "settings", module: "tiny", edit: func(r *sdk.StartRequest) { r.Settings = sdk.Config{"entrypoint": "main"} }},
-		{name: "image", module: "tiny", edit: func(r *sdk.StartRequest) { r.Artifact.Image = "busybox" }},
+		{name: "module and image", module: "tiny", edit: func(r *sdk.StartRequest) { r.Artifact.Image = "busybox" }},
+		{name: "bad image reference", module: "tiny", edit: func(r *sdk.StartRequest) { r.Artifact.Module, r.Artifact.Image = "", "Bad//Ref" }},
 		{name: "no instance name", module: "tiny", edit: func(r *sdk.StartRequest) { r.Instance.Name = "" }},
 	}
 	for _, tt := range tests {

@@ -8,8 +8,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +19,8 @@ import (
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/namespaces"
 	"golang.org/x/sys/unix"
+
+	"github.com/kigumi/kigumi/internal/registrytest"
 )
 
 // ImageName is the repository the test image is pushed to.
@@ -38,7 +38,8 @@ type Env struct {
 	Image  string
 	Digest string
 
-	containerd, registry *exec.Cmd
+	containerd *exec.Cmd
+	registry   *registrytest.Registry
 }
 
 // Start starts containerd and the registry in a new directory below
@@ -61,9 +62,10 @@ func Start(ctx context.Context, parent string) (_ *Env, err error) {
 	if err := e.startContainerd(ctx); err != nil {
 		return nil, err
 	}
-	if err := e.startRegistry(ctx); err != nil {
+	if e.registry, err = registrytest.Start(ctx, dir); err != nil {
 		return nil, err
 	}
+	e.Registry = e.registry.Addr
 	e.Image = e.Registry + "/" + ImageName + ":1"
 	if err := BuildImage(ctx, filepath.Join(dir, "layout"), "1", e.Image); err != nil {
 		return nil, err
@@ -153,64 +155,6 @@ func (e *Env) startContainerd(ctx context.Context) error {
 	}
 }
 
-const registryConfig = `version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: %q
-  delete:
-    enabled: true
-http:
-  addr: %s
-`
-
-func (e *Env) startRegistry(ctx context.Context) error {
-	addr, err := FreePort()
-	if err != nil {
-		return err
-	}
-	cfg := filepath.Join(e.Dir, "registry.yml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(registryConfig, filepath.Join(e.Dir, "registry"), addr)), 0o600); err != nil {
-		return err
-	}
-	log, err := os.Create(filepath.Join(e.Dir, "registry.log"))
-	if err != nil {
-		return err
-	}
-	defer log.Close()
-	cmd := exec.Command("docker-registry", "serve", cfg)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start docker-registry: %w", err)
-	}
-	e.registry, e.Registry = cmd, addr
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(log.Name())
-			return fmt.Errorf("docker-registry did not start: %w: %s", err, b)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// FreePort returns a loopback address with a port nothing listens on.
-func FreePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
 // StopContainerd stops containerd; the containers' shims go on.
 func (e *Env) StopContainerd() error {
 	if e.containerd == nil {
@@ -237,8 +181,7 @@ func (e *Env) Close() {
 	}
 	_ = e.StopContainerd()
 	if e.registry != nil {
-		_ = e.registry.Process.Signal(syscall.SIGTERM)
-		_ = e.registry.Wait()
+		e.registry.Close()
 	}
 	unmountBelow(e.Dir)
 	_ = os.RemoveAll(e.Dir)
