@@ -204,6 +204,11 @@ type leaseOffersJSON struct {
 // instance as the lease's tenant until the lease expires, then removes it
 // all and offers the slot again. The tenant buys that one, extends it and
 // terminates it, and `kigumi lease status` follows each step.
+// leaseLedgers is the end-to-end test's lease period, in ledgers of the
+// fake ledger (one per 500 ms): long enough that a loaded machine checks a
+// lease's tenant before it expires (at 4, one CI run found it gone).
+const leaseLedgers = 16
+
 func TestLeaseEndToEnd(t *testing.T) {
 	newWallet := func(alg interfaces.CryptoImplementation) wallet.Wallet {
 		w, err := wallet.New(alg)
@@ -234,8 +239,8 @@ func TestLeaseEndToEnd(t *testing.T) {
 	if err := os.WriteFile(secret, []byte(hostW.Seed+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// One lease period is 4 validated ledgers: the lease expires when the
-	// ledger's progress passes its last ledger.
+	// One lease period is leaseLedgers validated ledgers: the lease
+	// expires when the ledger's progress passes its last ledger.
 	host, err := os.ReadFile(w.host)
 	if err != nil {
 		t.Fatal(err)
@@ -246,11 +251,11 @@ func TestLeaseEndToEnd(t *testing.T) {
   registry      = %q
   slots         = 1
   price_drops   = 5000
-  lease_ledgers = 4
+  lease_ledgers = %d
   heartbeat     = "1h"
   poll          = "1s"
 }
-`, url, secret, registryAddr))
+`, url, secret, registryAddr, leaseLedgers))
 	a := startAgent(t, w.host)
 
 	// The host registers with its message key and offers its slot.
@@ -350,7 +355,7 @@ func TestLeaseEndToEnd(t *testing.T) {
 	if code, stderr := leaseCLI(t, &ls, as("status", lease)...); code != 0 || len(ls.Leases) != 1 {
 		t.Fatalf("kigumi lease status: exit %d: %+v %s", code, ls, stderr)
 	}
-	if l := ls.Leases[0]; l.Host != hostAddr || !l.Held || l.ExpiresLedger != l.AcquiredLedger+4 || len(l.Replies) != 1 || !l.Replies[0].OK {
+	if l := ls.Leases[0]; l.Host != hostAddr || !l.Held || l.ExpiresLedger != l.AcquiredLedger+leaseLedgers || len(l.Replies) != 1 || !l.Replies[0].OK {
 		t.Fatalf("lease status: %+v", l)
 	}
 
@@ -402,7 +407,7 @@ func TestLeaseEndToEnd(t *testing.T) {
 		t.Fatalf("kigumi lease extend: exit %d: %+v %s", code, change.Reply, stderr)
 	}
 	if code, stderr := leaseCLI(t, &ls, as("status", second)...); code != 0 || ls.Leases[0].ExtendedPeriods != 2 || ls.Leases[0].State != "active" ||
-		ls.Leases[0].ExpiresLedger != ls.Leases[0].AcquiredLedger+3*4 || len(ls.Leases[0].Replies) != 2 ||
+		ls.Leases[0].ExpiresLedger != ls.Leases[0].AcquiredLedger+3*leaseLedgers || len(ls.Leases[0].Replies) != 2 ||
 		!strings.HasPrefix(change.Reply.Message, fmt.Sprintf("extended to ledger %d ", ls.Leases[0].ExpiresLedger)) {
 		t.Fatalf("status after the extend: exit %d: %+v (reply %q) %s", code, ls, change.Reply.Message, stderr)
 	}
