@@ -291,3 +291,149 @@ func TestScanCanonicalForm(t *testing.T) {
 		t.Errorf("root = %x, want %x from the documented form", got, want)
 	}
 }
+
+// TestHashAheadStaysExact hashes blocks ahead of Root (Hash) between
+// writes, truncates and extensions, and checks that Root always equals a
+// fresh scan: a block hashed before it changed, or at another length, is
+// hashed again.
+func TestHashAheadStaysExact(t *testing.T) {
+	// op is "w:OFF:N" (write N bytes of a new value at OFF), "t:SIZE"
+	// (truncate) or "h" (Hash).
+	type op struct {
+		kind      byte
+		off, size int64
+	}
+	w := func(off, n int64) op { return op{'w', off, n} }
+	tr := func(size int64) op { return op{'t', 0, size} }
+	h := op{kind: 'h'}
+	const B = BlockSize
+	tests := []struct {
+		name string
+		ops  []op
+	}{
+		{"write hashed ahead", []op{w(0, 3*B+10), h}},
+		{"rewrite after hash", []op{w(0, 2*B), h, w(B/2, 10)}},
+		{"last block grows", []op{w(0, B+10), h, w(B+10, 100)}},
+		{"hole past hashed end", []op{w(0, 100), h, w(3*B, 10)}},
+		{"shrink then extend by truncate", []op{w(0, 4*B), h, tr(B + 5), h, tr(4 * B)}},
+		{"shrink to a block edge", []op{w(0, 3*B), h, tr(2 * B), h, w(2*B, 7)}},
+		{"truncate to zero", []op{w(0, 2*B), h, tr(0), h, w(0, 3)}},
+		{"hash of a shrunk file", []op{w(0, 3*B), tr(B / 2), h, tr(3 * B)}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			root, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(root)
+			fd, err := unix.Open(filepath.Join(dir, "f"), unix.O_RDWR|unix.O_CREAT, 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd)
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil {
+				t.Fatal(err)
+			}
+			tree := New(root)
+			if _, err := tree.Root(); err != nil {
+				t.Fatal(err)
+			}
+			fill := byte(1)
+			for i, o := range tc.ops {
+				switch o.kind {
+				case 'w':
+					fill++
+					if _, err := unix.Pwrite(fd, bytes.Repeat([]byte{fill}, int(o.size)), o.off); err != nil {
+						t.Fatal(err)
+					}
+					tree.Written(st.Ino, o.off, o.size)
+				case 't':
+					if err := unix.Ftruncate(fd, o.size); err != nil {
+						t.Fatal(err)
+					}
+					tree.Resized(st.Ino, o.size)
+				case 'h':
+					if err := tree.Hash(st.Ino, fd); err != nil {
+						t.Fatal(err)
+					}
+				}
+				got, err := tree.Root()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := scan(t, dir); got != want {
+					t.Fatalf("after op %d (%c): root %x, a scan gives %x", i, o.kind, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestHashAheadConcurrentWrites runs Hash over and over while a writer
+// rewrites random blocks, and checks the root against a fresh scan.
+func TestHashAheadConcurrentWrites(t *testing.T) {
+	dir := t.TempDir()
+	root, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(root)
+	fd, err := unix.Open(filepath.Join(dir, "f"), unix.O_RDWR|unix.O_CREAT, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	tree := New(root)
+	stop := make(chan struct{})
+	hashed := make(chan error)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				hashed <- nil
+				return
+			default:
+			}
+			if err := tree.Hash(st.Ino, fd); err != nil {
+				hashed <- err
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 3000)
+	for i := range 3000 {
+		for j := range buf {
+			buf[j] = byte(i + j)
+		}
+		off := int64(i*7919) % (8 * BlockSize)
+		if _, err := unix.Pwrite(fd, buf, off); err != nil {
+			t.Fatal(err)
+		}
+		tree.Written(st.Ino, off, int64(len(buf)))
+		if i%500 == 499 {
+			size := int64(i*104729) % (8 * BlockSize)
+			if err := unix.Ftruncate(fd, size); err != nil {
+				t.Fatal(err)
+			}
+			tree.Resized(st.Ino, size)
+		}
+	}
+	close(stop)
+	if err := <-hashed; err != nil {
+		t.Fatal(err)
+	}
+	got, err := tree.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := scan(t, dir); got != want {
+		t.Fatalf("root %x, a scan gives %x", got, want)
+	}
+}
