@@ -35,11 +35,6 @@
 // directory's digest does not depend on its own name, so moving a subtree
 // rehashes only the directories it left and entered.
 //
-// Block digests can also be computed ahead of Root, while the file is
-// being written (Hash): a block hashed that way counts only if no write or
-// resize touched it since Hash chose it, and only for the length it was
-// hashed at, so Root is exact whenever it runs.
-//
 // A Tree starts empty; the first Root hashes everything, which is how a
 // restarted server recomputes the root of a tree it did not watch.
 package merkle
@@ -66,29 +61,13 @@ type Digest = [sha256.Size]byte
 // fileEntry is the cache of a regular file's digest.
 type fileEntry struct {
 	blocks []Digest
-	// lens are the lengths the blocks were hashed at: a block whose
-	// length is not the one the file's size gives it is hashed again.
-	lens []int32
-	// dirty blocks are to be hashed again, each with the generation of
-	// the change that made it dirty.
-	dirty map[int]uint64
+	// dirty blocks are to be hashed again.
+	dirty map[int]struct{}
 	size  int64
 	perm  uint32
 	// digest is valid when ok.
 	digest Digest
 	ok     bool
-}
-
-// resize makes f hold n blocks; blocks it gains have no digest (length
-// 0), whatever the slices held there before.
-func (f *fileEntry) resize(n int) {
-	old := len(f.blocks)
-	f.blocks = slices.Grow(f.blocks[:min(old, n)], n)[:n]
-	f.lens = slices.Grow(f.lens[:min(old, n)], n)[:n]
-	if n > old {
-		clear(f.blocks[old:])
-		clear(f.lens[old:])
-	}
 }
 
 // Tree keeps the Merkle root of the tree below a directory. Its methods
@@ -98,9 +77,7 @@ type Tree struct {
 	mu    sync.Mutex
 	root  int // fd of the top directory
 	files map[uint64]*fileEntry
-	// gen counts the changes to file blocks.
-	gen  uint64
-	dirs map[uint64]Digest
+	dirs  map[uint64]Digest
 	// parents maps an inode to the directories it was seen in.
 	parents map[uint64]map[uint64]struct{}
 }
@@ -126,55 +103,13 @@ func (t *Tree) Changed(ino uint64) {
 func (t *Tree) Written(ino uint64, off, n int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if n > 0 {
-		f := t.files[ino]
-		if f == nil {
-			// Unknown blocks have no length, so Root hashes them.
-			f = &fileEntry{dirty: map[int]uint64{}}
-			t.files[ino] = f
-		}
-		t.gen++
+	if f := t.files[ino]; f != nil && n > 0 {
 		for b := off / BlockSize; b <= (off+n-1)/BlockSize; b++ {
-			f.dirty[int(b)] = t.gen
+			f.dirty[int(b)] = struct{}{}
 		}
 		f.ok = false
 	}
 	t.invalidate(ino)
-}
-
-// Hash hashes the dirty blocks of the regular file ino, reading them from
-// fd (open for reading), ahead of Root. It is safe to call while the file
-// is being written: what a write changed meanwhile stays dirty.
-func (t *Tree) Hash(ino uint64, fd int) error {
-	type job struct {
-		block int
-		gen   uint64
-	}
-	t.mu.Lock()
-	f := t.files[ino]
-	var jobs []job
-	if f != nil {
-		for b, g := range f.dirty {
-			jobs = append(jobs, job{b, g})
-		}
-	}
-	t.mu.Unlock()
-	buf := make([]byte, BlockSize)
-	for _, j := range jobs {
-		m, err := unix.Pread(fd, buf, int64(j.block)*BlockSize)
-		if err != nil {
-			return err
-		}
-		d := sha256.Sum256(buf[:m])
-		t.mu.Lock()
-		if g, ok := f.dirty[j.block]; ok && g == j.gen && t.files[ino] == f && m > 0 {
-			f.resize(j.block + 1)
-			f.blocks[j.block], f.lens[j.block] = d, int32(m)
-			delete(f.dirty, j.block)
-		}
-		t.mu.Unlock()
-	}
-	return nil
 }
 
 // Resized reports that the regular file ino was truncated or extended to
@@ -183,17 +118,9 @@ func (t *Tree) Resized(ino uint64, size int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if f := t.files[ino]; f != nil {
-		// The block that now ends the file changes; those past it are
-		// forgotten (a later extension makes them zeros or new data).
-		n := int((size + BlockSize - 1) / BlockSize)
-		f.resize(min(len(f.blocks), n))
-		for b := range f.dirty {
-			if b >= n {
-				delete(f.dirty, b)
-			}
-		}
-		t.gen++
-		f.dirty[int(size/BlockSize)] = t.gen
+		// The block that now ends the file, and those past the old end,
+		// change; blocks are recounted from the size when hashed.
+		f.dirty[int(min(size, f.size)/BlockSize)] = struct{}{}
 		f.ok = false
 	}
 	t.invalidate(ino)
@@ -321,24 +248,32 @@ func (t *Tree) file(dirfd int, name string, st *unix.Stat_t) (Digest, error) {
 	}
 	n := int((fst.Size + BlockSize - 1) / BlockSize)
 	if f == nil {
-		f = &fileEntry{dirty: map[int]uint64{}}
+		f = &fileEntry{dirty: map[int]struct{}{}}
 		t.files[st.Ino] = f
+		for i := range n {
+			f.dirty[i] = struct{}{}
+		}
+	} else if f.size != fst.Size {
+		// Blocks past the old end are new; the old last block may
+		// have grown or shrunk.
+		for i := int(f.size / BlockSize); i < n; i++ {
+			f.dirty[i] = struct{}{}
+		}
 	}
-	f.resize(n)
+	f.blocks = slices.Grow(f.blocks[:min(len(f.blocks), n)], n)[:n]
 	buf := make([]byte, BlockSize)
-	for i := range n {
-		want := int(min(BlockSize, fst.Size-int64(i)*BlockSize))
-		if _, dirty := f.dirty[i]; !dirty && int(f.lens[i]) == want {
+	for i := range f.dirty {
+		if i >= n {
 			continue
 		}
 		m, err := unix.Pread(fd, buf, int64(i)*BlockSize)
 		if err != nil {
 			return Digest{}, err
 		}
-		if m != want {
+		if want := int(min(BlockSize, fst.Size-int64(i)*BlockSize)); m != want {
 			return Digest{}, fmt.Errorf("block %d: read %d bytes, want %d: %w", i, m, want, io.ErrUnexpectedEOF)
 		}
-		f.blocks[i], f.lens[i] = sha256.Sum256(buf[:m]), int32(m)
+		f.blocks[i] = sha256.Sum256(buf[:m])
 	}
 	clear(f.dirty)
 	f.size, f.perm = fst.Size, fst.Mode&07777

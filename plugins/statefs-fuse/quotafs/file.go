@@ -8,8 +8,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
-
-	"github.com/kigumi/kigumi/plugins/statefs-fuse/merkle"
 )
 
 // handle is an open regular file.
@@ -94,11 +92,6 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	}
 	if m > 0 {
 		f.tree.Written(h.ino, off, int64(m))
-		if m >= merkle.BlockSize {
-			// Small writes are left to Root: waking the hasher
-			// would cost them more than the hashing.
-			f.hashLater(h)
-		}
 	}
 	if err != nil {
 		return 0, fs.ToErrno(err)

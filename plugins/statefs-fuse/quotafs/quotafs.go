@@ -78,7 +78,6 @@ type FS struct {
 	rootIno uint64
 	usage   *usage
 	tree    *merkle.Tree
-	hash    *hasher
 	io      throttle
 	// ns serializes the calls that change names, which keeps the entry
 	// accounting exact.
@@ -104,7 +103,6 @@ func Open(cfg Config) (*FS, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("count %s: %w", cfg.Backing, err)
 	}
-	f.startHasher()
 	return f, nil
 }
 
@@ -158,10 +156,7 @@ func readNames(fd int) ([]string, error) {
 }
 
 // Close closes the backing directory. Call it after the server ended.
-func (f *FS) Close() error {
-	f.stopHasher()
-	return unix.Close(f.rootFd)
-}
+func (f *FS) Close() error { return unix.Close(f.rootFd) }
 
 // Usage returns the use of the quotas.
 func (f *FS) Usage() Usage { return f.usage.get() }
@@ -697,14 +692,9 @@ const openOut = fuse.FOPEN_KEEP_CACHE
 // openFlags returns the backing open flags for the caller's flags. The
 // kernel computes append offsets itself, so O_APPEND is not passed on (on
 // Linux it would make pwrite ignore the offset); O_TRUNC is done apart,
-// to account for it. A write-only file is opened for reading too, which
-// the hasher needs (the kernel still refuses the caller any read).
+// to account for it.
 func openFlags(flags uint32) int {
-	fl := int(flags)&^(unix.O_APPEND|unix.O_TRUNC|unix.O_CREAT|unix.O_EXCL|unix.O_DIRECT|unix.O_NOCTTY) | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	if fl&unix.O_ACCMODE == unix.O_WRONLY {
-		fl = fl&^unix.O_ACCMODE | unix.O_RDWR
-	}
-	return fl
+	return int(flags)&^(unix.O_APPEND|unix.O_TRUNC|unix.O_CREAT|unix.O_EXCL|unix.O_DIRECT|unix.O_NOCTTY) | unix.O_NOFOLLOW | unix.O_CLOEXEC
 }
 
 // Open opens a regular file.
