@@ -101,7 +101,7 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 		Capabilities: sdk.Capabilities{
 			Scope:     sdk.ScopeHost,
 			Artifacts: []string{sdk.ArtifactWasm},
-			Isolation: []string{sdk.IsolationUser, sdk.IsolationCgroup, sdk.IsolationNoNewPrivs, sdk.IsolationChroot, sdk.IsolationNoNetwork},
+			Isolation: []string{sdk.IsolationUser, sdk.IsolationCgroup, sdk.IsolationNoNewPrivs, sdk.IsolationSeccomp, sdk.IsolationChroot, sdk.IsolationNoNetwork},
 			Permissions: []sdk.PermissionSpec{
 				{Name: sdk.PermStateRead, Description: "read the instance's state, preopened at its guest path (/ by default)"},
 				{Name: sdk.PermStateWrite, Description: "read and write the instance's state, preopened at its guest path (/ by default)"},
@@ -730,8 +730,9 @@ func (r *Runtime) launch(ctx context.Context, cfg sandboxConfig, files, guestFil
 	return d, nil
 }
 
-// spawn starts cmd with no_new_privs set, and reaps it when it ends. The
-// flag is per thread and inherited by the child, so it is set on a thread
+// spawn starts cmd with no_new_privs set and its capability bounding set
+// limited (limitBoundingSet), and reaps it when it ends. Both are per
+// thread and inherited by the child, so they are set on a thread
 // locked to a goroutine that starts the child and then ends, which makes
 // the Go runtime discard the thread.
 func (r *Runtime) spawn(cmd *exec.Cmd) (handleData, error) {
@@ -740,6 +741,10 @@ func (r *Runtime) spawn(cmd *exec.Cmd) (handleData, error) {
 		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			errc <- fmt.Errorf("set no_new_privs: %w", err)
+			return
+		}
+		if err := limitBoundingSet(); err != nil {
+			errc <- err
 			return
 		}
 		errc <- cmd.Start()

@@ -143,11 +143,21 @@ func TestSandboxIsolation(t *testing.T) {
 		}
 	}
 	id := strconv.Itoa(nobody)
+	var bnd uint64
+	for _, c := range sandboxCaps {
+		bnd |= 1 << c
+	}
 	for key, want := range map[string][]string{
 		"Uid":        {id, id, id, id},
 		"Gid":        {id, id, id, id},
 		"Groups":     {id},
 		"NoNewPrivs": {"1"},
+		"Seccomp":    {"2"}, // a filter
+		"CapEff":     {"0000000000000000"},
+		"CapPrm":     {"0000000000000000"},
+		"CapInh":     {"0000000000000000"},
+		"CapAmb":     {"0000000000000000"},
+		"CapBnd":     {fmt.Sprintf("%016x", bnd)},
 	} {
 		if got := procStatus(t, d.Pid, key); !slices.Equal(got, want) {
 			t.Errorf("%s = %v, want %v", key, got, want)

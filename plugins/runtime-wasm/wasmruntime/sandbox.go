@@ -168,14 +168,19 @@ func prepareSandbox(ctx context.Context) (context.Context, api.Module, uint32, e
 
 // linkModule does everything up to running the module and returns it,
 // with the context (carrying its guest) to call it in. Still root, it joins
-// the cgroups, compiles the module (from the root-only compilation cache
-// the plugin filled) and chroots into its jail; then it drops to the
-// tenant's user and links the module. Nothing of the tenant's runs before
+// the cgroups (and sets GOMAXPROCS from their CPU quota), compiles the
+// module (from the root-only compilation cache the plugin filled) and
+// chroots into its jail; then it drops to the tenant's user, checks that no
+// capability is left, loads its seccomp filter (confine.go) and links the
+// module. Nothing of the tenant's runs before
 // the jail and the drop, and the jail holds whatever a WASI path in the
 // state resolves to, symlinks included; the read-only mounts are open
 // directories, inside which the kernel resolves every path (dirFS).
 func linkModule(ctx context.Context, cfg sandboxConfig) (context.Context, api.Module, error) {
 	if err := joinCgroups(cfg.ProcsFiles); err != nil {
+		return ctx, nil, err
+	}
+	if err := setMaxProcs(); err != nil {
 		return ctx, nil, err
 	}
 	bin, err := io.ReadAll(io.NewSectionReader(os.NewFile(fdModule, "module"), 0, math.MaxInt64))
@@ -198,6 +203,12 @@ func linkModule(ctx context.Context, cfg sandboxConfig) (context.Context, api.Mo
 	}
 	if nnp, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); err != nil || nnp != 1 {
 		return ctx, nil, fmt.Errorf("no_new_privs is not set (%d, %v)", nnp, err)
+	}
+	if err := checkNoCapabilities(); err != nil {
+		return ctx, nil, err
+	}
+	if err := loadFilter(); err != nil {
+		return ctx, nil, err
 	}
 	if err := instantiateHost(ctx, rt); err != nil {
 		return ctx, nil, fmt.Errorf("instantiate host modules: %w", err)
