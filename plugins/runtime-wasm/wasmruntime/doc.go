@@ -15,8 +15,9 @@
 // open file descriptors: the verified module (in a sealed memfd), the
 // instance's log files, a status file, a config pipe and a ready pipe. The
 // sandbox joins the instance's cgroups (and takes GOMAXPROCS from their CPU
-// quota), compiles the module (from the compilation cache the plugin
-// filled), drops to the tenant's user (it refuses to run a workload as root)
+// quota), compiles the module there (through a root-only compilation cache;
+// the plugin only scans it, and kills a sandbox not ready within the
+// compile budget, compile_timeout), drops to the tenant's user (it refuses to run a workload as root)
 // with no_new_privs set and no capability left (its bounding set holds only
 // the four it needed as root), loads a seccomp filter that allows only what
 // the Go runtime and wazero call (confine.go), reports readiness, and runs

@@ -24,7 +24,6 @@ import (
 
 	"github.com/containerd/log"
 	"github.com/dustin/go-humanize"
-	"github.com/tetratelabs/wazero"
 	"golang.org/x/sys/unix"
 
 	"github.com/kigumi/kigumi/core/fstree"
@@ -37,8 +36,11 @@ const Version = "0.1.0"
 
 const (
 	defaultMaxModuleSize = "64MiB"
-	pageSize             = 65536
-	maxPages             = 65536 // 4 GiB, wasm32's limit
+	// defaultCompileTimeout is how long a sandbox may take to compile
+	// its module and link it, unless compile_timeout says otherwise.
+	defaultCompileTimeout = 10 * time.Second
+	pageSize              = 65536
+	maxPages              = 65536 // 4 GiB, wasm32's limit
 	// pollInterval is how often Stop and Logs look at a running sandbox.
 	pollInterval = 50 * time.Millisecond
 	// destroyStopTimeout is how long Destroy lets a sandbox end on SIGTERM.
@@ -57,10 +59,13 @@ type child struct {
 type Runtime struct {
 	interpreter   bool
 	maxModuleSize int64
-	// cacheDir holds the compilation cache the plugin fills and the
-	// sandboxes read while still root; empty until Configure.
+	// compileTimeout is the compile budget: a sandbox not ready within it
+	// is killed, and the instance fails.
+	compileTimeout time.Duration
+	// cacheDir holds the compilation cache, which the sandboxes fill and
+	// read while still root, inside the instance's cgroup; empty until
+	// Configure.
 	cacheDir string
-	cache    wazero.CompilationCache
 	// oci holds the modules pulled from registries (oci.go); nil until
 	// Configure.
 	oci *ociStore
@@ -82,7 +87,7 @@ type Runtime struct {
 // until Configure.
 func New() *Runtime {
 	size, _ := humanize.ParseBytes(defaultMaxModuleSize)
-	return &Runtime{maxModuleSize: int64(size), children: map[child]chan struct{}{}, scanned: map[moduleID]scannedModule{}}
+	return &Runtime{maxModuleSize: int64(size), compileTimeout: defaultCompileTimeout, children: map[child]chan struct{}{}, scanned: map[moduleID]scannedModule{}}
 }
 
 // Info describes the plugin and its settings.
@@ -94,6 +99,7 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 		Schema: sdk.Schema{Attributes: []sdk.Attribute{
 			{Name: "compiler", Type: sdk.TypeString, Description: `wazero engine: "compiler" (default) or "interpreter"`},
 			{Name: "max_module_size", Type: sdk.TypeString, Description: `largest module accepted, file or image layer, such as "64MiB" (default)`},
+			{Name: "compile_timeout", Type: sdk.TypeString, Description: `how long an instance's sandbox may take to compile and link its module, such as "10s" (default)`},
 		}, Blocks: []sdk.Block{registry.Block}},
 		InstanceSchema: sdk.Schema{Attributes: []sdk.Attribute{
 			{Name: "random_seed", Type: sdk.TypeString, Description: "seeds the deterministic random source of an instance without the random permission"},
@@ -134,6 +140,14 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 		}
 		r.maxModuleSize = int64(n)
 	}
+	if v, ok := req.Settings["compile_timeout"]; ok {
+		s, _ := v.(string)
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return sdk.InvalidAttribute("compile_timeout", "must be a positive duration such as \"10s\", not %v", v)
+		}
+		r.compileTimeout = d
+	}
 	reg, err := registry.Parse(req.Settings["registry"])
 	if err != nil {
 		return err
@@ -146,9 +160,8 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 		return err
 	}
 	dir := filepath.Join(req.DataDir, "cache")
-	cache, err := wazero.NewCompilationCacheWithDir(dir)
-	if err != nil {
-		return fmt.Errorf("open compilation cache: %w", err)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create compilation cache: %w", err)
 	}
 	// The jail of sandboxes without state: empty, and unreadable to them.
 	empty := filepath.Join(req.DataDir, "empty")
@@ -158,14 +171,14 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 	if err := os.Chmod(empty, 0o111); err != nil {
 		return fmt.Errorf("create empty jail: %w", err)
 	}
-	r.cacheDir, r.cache, r.emptyDir, r.oci = dir, cache, empty, store
+	r.cacheDir, r.emptyDir, r.oci = dir, empty, store
 	// containerd's resolver logs every registry host it tries at info level.
 	_ = log.SetLevel("warn")
 	return nil
 }
 
-// Start verifies and precompiles the module, then launches the instance's
-// sandbox and waits until it has linked the module.
+// Start verifies the module, then launches the instance's sandbox and waits
+// until it has compiled and linked the module, within the compile budget.
 func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle, error) {
 	cfg, err := r.sandboxConfig(req)
 	if err != nil {
@@ -211,8 +224,8 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle,
 }
 
 // checkedModule reads the artifact's module, pulling it first if it is
-// an image, and checks it: the cheap checks first, so that a module they
-// refuse is never compiled, then a compile that fills the cache.
+// an image, and checks its sections (scanModule): the plugin never compiles
+// it; the sandbox does, in the instance's cgroup.
 func (r *Runtime) checkedModule(ctx context.Context, a sdk.Artifact, memoryPages uint32) ([]byte, error) {
 	local, err := r.localModule(ctx, a)
 	if err != nil {
@@ -223,8 +236,8 @@ func (r *Runtime) checkedModule(ctx context.Context, a sdk.Artifact, memoryPages
 		var info moduleInfo
 		if info, err = scanModule(bytes.NewReader(bin), servedImport); err != nil {
 			err = scanError(local.Module, err)
-		} else if err = info.check(local.Module, memoryPages); err == nil {
-			err = r.precompile(ctx, bin, memoryPages)
+		} else {
+			err = info.check(local.Module, memoryPages)
 		}
 	}
 	return bin, imageError(a, local, err)
@@ -546,17 +559,6 @@ func checkDigest(a sdk.Artifact, sum [sha256.Size]byte) error {
 	return nil
 }
 
-// precompile compiles the module, which rejects invalid modules early and
-// fills the compilation cache for the sandbox.
-func (r *Runtime) precompile(ctx context.Context, bin []byte, memoryPages uint32) error {
-	rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(r.interpreter, memoryPages, r.cache))
-	defer rt.Close(ctx)
-	if _, err := rt.CompileModule(ctx, bin); err != nil {
-		return &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: "compile module: " + err.Error(), Err: err}
-	}
-	return nil
-}
-
 // openGuestFiles opens, as the sandbox expects them from fdGuest on, the
 // file the instance reads as stdin, if any, and each read-only mount's
 // directory (O_PATH), in the order of req.Mounts.
@@ -795,10 +797,14 @@ func (r *Runtime) awaitReady(ctx context.Context, cfg sandboxConfig, cfgW, ready
 	_, _ = cfgW.Write(b)
 	cfgW.Close()
 	var res result
+	budget := time.NewTimer(r.compileTimeout)
+	defer budget.Stop()
 	select {
 	case res = <-rc:
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-budget.C:
+		return &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: fmt.Sprintf("the module was not compiled and linked within the compile budget (compile_timeout = %s)", r.compileTimeout)}
 	}
 	switch msg := string(res.msg); {
 	case res.err != nil:
@@ -808,11 +814,14 @@ func (r *Runtime) awaitReady(ctx context.Context, cfg sandboxConfig, cfgW, ready
 	case msg == "":
 		return sdk.Errorf(sdk.CodeInternal, "sandbox ended before it was ready")
 	default:
-		code, text, _ := strings.Cut(msg, ": ")
-		if sdk.Code(code) != sdk.CodeInvalid {
-			code = string(sdk.CodeInternal)
+		var f readyFailure
+		if err := json.Unmarshal(res.msg, &f); err != nil {
+			return sdk.Errorf(sdk.CodeInternal, "sandbox not ready: %q", oneLine(msg))
 		}
-		return &sdk.Error{Code: sdk.Code(code), Message: text}
+		if f.Code != sdk.CodeInvalid {
+			f.Code, f.Attribute = sdk.CodeInternal, ""
+		}
+		return &sdk.Error{Code: f.Code, Attribute: f.Attribute, Message: f.Message}
 	}
 }
 

@@ -32,7 +32,7 @@ func TestInfo(t *testing.T) {
 	for _, a := range info.Schema.Attributes {
 		names = append(names, a.Name)
 	}
-	if info.Name != "wasm" || info.Kind != sdk.KindRuntime || !slices.Equal(names, []string{"compiler", "max_module_size"}) {
+	if info.Name != "wasm" || info.Kind != sdk.KindRuntime || !slices.Equal(names, []string{"compiler", "max_module_size", "compile_timeout"}) {
 		t.Errorf("Info = %+v", info)
 	}
 }
@@ -52,6 +52,10 @@ func TestConfigure(t *testing.T) {
 		{"bad module size", sdk.Config{"max_module_size": "lots"}, "max_module_size"},
 		{"zero module size", sdk.Config{"max_module_size": "0B"}, "max_module_size"},
 		{"huge module size", sdk.Config{"max_module_size": "5GiB"}, "max_module_size"},
+		{"compile timeout", sdk.Config{"compile_timeout": "30s"}, ""},
+		{"bad compile timeout", sdk.Config{"compile_timeout": "soon"}, "compile_timeout"},
+		{"zero compile timeout", sdk.Config{"compile_timeout": "0s"}, "compile_timeout"},
+		{"compile timeout not a string", sdk.Config{"compile_timeout": 10.0}, "compile_timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

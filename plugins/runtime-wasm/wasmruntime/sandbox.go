@@ -46,8 +46,15 @@ const (
 )
 
 // readyOK is what the sandbox writes to the ready pipe once the module is
-// compiled and linked. Anything else is "<sdk.Code>: <message>".
+// compiled and linked. Anything else is a JSON readyFailure.
 const readyOK = "ok"
+
+// readyFailure is why a sandbox could not get ready.
+type readyFailure struct {
+	Code      sdk.Code `json:"code"`
+	Attribute string   `json:"attribute,omitempty"`
+	Message   string   `json:"message"`
+}
 
 // sandboxConfig is what the plugin sends the sandbox through the config pipe.
 type sandboxConfig struct {
@@ -89,11 +96,16 @@ func SandboxMain(args []string) int {
 	ready := os.NewFile(fdReady, "ready")
 	ctx, mod, memoryPages, err := prepareSandbox(ctx)
 	if err != nil {
-		var e *sdk.Error
-		if !errors.As(err, &e) {
-			e = &sdk.Error{Code: sdk.CodeInternal, Err: err}
+		f := readyFailure{Code: sdk.CodeInternal, Message: err.Error()}
+		if e := (*sdk.Error)(nil); errors.As(err, &e) {
+			f = readyFailure{Code: e.Code, Attribute: e.Attribute, Message: e.Message}
+			if f.Message == "" && e.Err != nil {
+				f.Message = e.Err.Error()
+			}
 		}
-		_, _ = io.WriteString(ready, e.Error()) // "<code>: <message>"
+		if b, err := json.Marshal(f); err == nil {
+			_, _ = ready.Write(b)
+		}
 		return 1
 	}
 	if _, err := io.WriteString(ready, readyOK); err != nil {
@@ -169,7 +181,7 @@ func prepareSandbox(ctx context.Context) (context.Context, api.Module, uint32, e
 // linkModule does everything up to running the module and returns it,
 // with the context (carrying its guest) to call it in. Still root, it joins
 // the cgroups (and sets GOMAXPROCS from their CPU quota), compiles the
-// module (from the root-only compilation cache the plugin filled) and
+// module there (through the root-only compilation cache) and
 // chroots into its jail; then it drops to the tenant's user, checks that no
 // capability is left, loads its seccomp filter (confine.go) and links the
 // module. Nothing of the tenant's runs before
@@ -189,7 +201,7 @@ func linkModule(ctx context.Context, cfg sandboxConfig) (context.Context, api.Mo
 	}
 	rt, compiled, err := compileCached(ctx, cfg, bin)
 	if err != nil {
-		return ctx, nil, sdk.Errorf(sdk.CodeInvalid, "compile module: %w", err)
+		return ctx, nil, &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: "compile module: " + err.Error(), Err: err}
 	}
 	jailed, err := jail(cfg.Jail)
 	if err != nil {
@@ -309,8 +321,7 @@ func dropPrivileges(uid, gid uint32) error {
 	return nil
 }
 
-// runtimeConfig is the wazero configuration both the plugin (to fill the
-// compilation cache) and the sandbox use.
+// runtimeConfig is the sandbox's wazero configuration.
 func runtimeConfig(interpreter bool, memoryPages uint32, cache wazero.CompilationCache) wazero.RuntimeConfig {
 	c := wazero.NewRuntimeConfigCompiler()
 	if interpreter {
