@@ -64,11 +64,11 @@ func slowModule(locals, ops int) []byte {
 	return out.Bytes()
 }
 
-// TestCompileBudget starts a module that takes far longer to compile than
-// the compile budget: its sandbox is killed at the budget and Start fails
-// naming it, while another tenant's instance starts and runs meanwhile.
+// TestCompileBudget starts a module that takes far more time and memory to
+// compile than the compile budget: its sandbox is stopped at the budget and
+// Start fails naming it, while another tenant's instance starts and runs
+// meanwhile.
 func TestCompileBudget(t *testing.T) {
-	r := newRuntime(t, sdk.Config{"compile_timeout": "1s"})
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -77,35 +77,48 @@ func TestCompileBudget(t *testing.T) {
 	if err := os.WriteFile(slow, slowModule(500, 200_000), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	req := request(t, "tiny")
-	req.Artifact.Module = slow
-	var wg sync.WaitGroup
-	var startErr error
-	var took time.Duration
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t0 := time.Now()
-		_, startErr = r.Start(context.Background(), req)
-		took = time.Since(t0)
-	}()
-	neighbour := request(t, "tiny")
-	neighbour.Instance.Tenant = "bob"
-	if st, _ := run(t, r, neighbour); st.State != sdk.StateExited || st.ExitCode != 0 {
-		t.Errorf("neighbour: status = %+v", st)
+	tests := []struct {
+		name     string
+		settings sdk.Config
+		want     string
+	}{
+		{"time", sdk.Config{"compile_timeout": "1s"}, "compile budget (compile_timeout = 1s)"},
+		{"memory", sdk.Config{"compile_timeout": "5m", "compile_memory": "32MiB"}, "compile budget (compile_memory = 32 MiB)"},
 	}
-	wg.Wait()
-	var e *sdk.Error
-	if !errors.As(startErr, &e) || e.Code != sdk.CodeInvalid || e.Attribute != "module" || !strings.Contains(e.Message, "compile budget (compile_timeout = 1s)") {
-		t.Fatalf("Start = %v, want an invalid module over the compile budget", startErr)
-	}
-	if took > 20*time.Second {
-		t.Errorf("Start took %v with a budget of 1s", took)
-	}
-	// The sandbox was killed: its cgroup is empty.
-	for _, p := range req.Cgroup.ProcsFiles {
-		if b, err := os.ReadFile(p); err != nil || len(bytes.TrimSpace(b)) != 0 {
-			t.Errorf("%s = %q (%v), want no process", p, b, err)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRuntime(t, tt.settings)
+			req := request(t, "tiny")
+			req.Artifact.Module = slow
+			var wg sync.WaitGroup
+			var startErr error
+			var took time.Duration
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t0 := time.Now()
+				_, startErr = r.Start(context.Background(), req)
+				took = time.Since(t0)
+			}()
+			neighbour := request(t, "tiny")
+			neighbour.Instance.Tenant = "bob"
+			if st, _ := run(t, r, neighbour); st.State != sdk.StateExited || st.ExitCode != 0 {
+				t.Errorf("neighbour: status = %+v", st)
+			}
+			wg.Wait()
+			var e *sdk.Error
+			if !errors.As(startErr, &e) || e.Code != sdk.CodeInvalid || e.Attribute != "module" || !strings.Contains(e.Message, tt.want) {
+				t.Fatalf("Start = %v, want an invalid module over the %q", startErr, tt.want)
+			}
+			if took > 20*time.Second {
+				t.Errorf("Start took %v", took)
+			}
+			// The sandbox is gone: its cgroup is empty.
+			for _, p := range req.Cgroup.ProcsFiles {
+				if b, err := os.ReadFile(p); err != nil || len(bytes.TrimSpace(b)) != 0 {
+					t.Errorf("%s = %q (%v), want no process", p, b, err)
+				}
+			}
+		})
 	}
 }

@@ -1,9 +1,13 @@
 package wasmruntime
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
 	"go.uber.org/automaxprocs/maxprocs"
@@ -133,4 +137,58 @@ func loadFilter() error {
 		return fmt.Errorf("load seccomp filter: %w", err)
 	}
 	return nil
+}
+
+// withDataLimit runs f with the process's data (RLIMIT_DATA: its heap and
+// other private writable mappings) allowed to grow by at most limit bytes,
+// and its Go memory limit as high, so that the garbage collector works
+// before the rlimit is reached. Past it the Go runtime dies "out of
+// memory", which the plugin reports as the compile budget (compilingMark).
+// A limit of 0 runs f unlimited.
+func withDataLimit(limit uint64, f func() error) error {
+	if limit == 0 {
+		return f()
+	}
+	used, err := vmData()
+	if err != nil {
+		return err
+	}
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_DATA, &old); err != nil {
+		return fmt.Errorf("get RLIMIT_DATA: %w", err)
+	}
+	lim := unix.Rlimit{Cur: min(used+limit, old.Max), Max: old.Max}
+	if err := unix.Setrlimit(unix.RLIMIT_DATA, &lim); err != nil {
+		return fmt.Errorf("set RLIMIT_DATA: %w", err)
+	}
+	prev := debug.SetMemoryLimit(int64(min(used+limit, 1<<62)))
+	err = f()
+	debug.SetMemoryLimit(prev)
+	if rerr := unix.Setrlimit(unix.RLIMIT_DATA, &old); rerr != nil && err == nil {
+		err = fmt.Errorf("restore RLIMIT_DATA: %w", rerr)
+	}
+	return err
+}
+
+// vmData reads the process's data size (VmData in /proc/self/status).
+func vmData() (uint64, error) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmData:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse VmData %q: %w", v, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, errors.New("no VmData in /proc/self/status")
 }

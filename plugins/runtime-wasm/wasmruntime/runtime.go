@@ -39,8 +39,11 @@ const (
 	// defaultCompileTimeout is how long a sandbox may take to compile
 	// its module and link it, unless compile_timeout says otherwise.
 	defaultCompileTimeout = 10 * time.Second
-	pageSize              = 65536
-	maxPages              = 65536 // 4 GiB, wasm32's limit
+	// defaultCompileMemory is how much more memory a sandbox may use while
+	// it compiles, unless compile_memory says otherwise.
+	defaultCompileMemory = "512MiB"
+	pageSize             = 65536
+	maxPages             = 65536 // 4 GiB, wasm32's limit
 	// pollInterval is how often Stop and Logs look at a running sandbox.
 	pollInterval = 50 * time.Millisecond
 	// destroyStopTimeout is how long Destroy lets a sandbox end on SIGTERM.
@@ -62,6 +65,8 @@ type Runtime struct {
 	// compileTimeout is the compile budget: a sandbox not ready within it
 	// is killed, and the instance fails.
 	compileTimeout time.Duration
+	// compileMemory is the compile budget's memory (sandboxConfig).
+	compileMemory uint64
 	// cacheDir holds the compilation cache, which the sandboxes fill and
 	// read while still root, inside the instance's cgroup; empty until
 	// Configure.
@@ -87,7 +92,8 @@ type Runtime struct {
 // until Configure.
 func New() *Runtime {
 	size, _ := humanize.ParseBytes(defaultMaxModuleSize)
-	return &Runtime{maxModuleSize: int64(size), compileTimeout: defaultCompileTimeout, children: map[child]chan struct{}{}, scanned: map[moduleID]scannedModule{}}
+	mem, _ := humanize.ParseBytes(defaultCompileMemory)
+	return &Runtime{maxModuleSize: int64(size), compileTimeout: defaultCompileTimeout, compileMemory: mem, children: map[child]chan struct{}{}, scanned: map[moduleID]scannedModule{}}
 }
 
 // Info describes the plugin and its settings.
@@ -100,6 +106,7 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 			{Name: "compiler", Type: sdk.TypeString, Description: `wazero engine: "compiler" (default) or "interpreter"`},
 			{Name: "max_module_size", Type: sdk.TypeString, Description: `largest module accepted, file or image layer, such as "64MiB" (default)`},
 			{Name: "compile_timeout", Type: sdk.TypeString, Description: `how long an instance's sandbox may take to compile and link its module, such as "10s" (default)`},
+			{Name: "compile_memory", Type: sdk.TypeString, Description: `how much more memory an instance's sandbox may take while it compiles its module, such as "512MiB" (default)`},
 		}, Blocks: []sdk.Block{registry.Block}},
 		InstanceSchema: sdk.Schema{Attributes: []sdk.Attribute{
 			{Name: "random_seed", Type: sdk.TypeString, Description: "seeds the deterministic random source of an instance without the random permission"},
@@ -147,6 +154,14 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 			return sdk.InvalidAttribute("compile_timeout", "must be a positive duration such as \"10s\", not %v", v)
 		}
 		r.compileTimeout = d
+	}
+	if v, ok := req.Settings["compile_memory"]; ok {
+		s, _ := v.(string)
+		n, err := humanize.ParseBytes(s)
+		if err != nil || n < 1<<20 {
+			return sdk.InvalidAttribute("compile_memory", "must be a size of at least 1MiB, such as \"512MiB\", not %v", v)
+		}
+		r.compileMemory = n
 	}
 	reg, err := registry.Parse(req.Settings["registry"])
 	if err != nil {
@@ -292,12 +307,13 @@ func (r *Runtime) check(req *sdk.StartRequest) (sandboxConfig, *sdk.Mount, error
 			Random: req.Permissions.Has(sdk.PermRandom),
 			Stdin:  req.Stdin != "",
 		},
-		Jail:        r.emptyDir,
-		UID:         req.User.UID,
-		GID:         req.User.GID,
-		ProcsFiles:  req.Cgroup.ProcsFiles,
-		CacheDir:    r.cacheDir,
-		Interpreter: r.interpreter,
+		Jail:          r.emptyDir,
+		UID:           req.User.UID,
+		GID:           req.User.GID,
+		ProcsFiles:    req.Cgroup.ProcsFiles,
+		CacheDir:      r.cacheDir,
+		Interpreter:   r.interpreter,
+		CompileMemory: r.compileMemory,
 	}
 	if req.Instance.Name == "" {
 		return cfg, nil, sdk.Errorf(sdk.CodeInvalid, "instance has no name")
@@ -806,16 +822,19 @@ func (r *Runtime) awaitReady(ctx context.Context, cfg sandboxConfig, cfgW, ready
 	case <-budget.C:
 		return &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: fmt.Sprintf("the module was not compiled and linked within the compile budget (compile_timeout = %s)", r.compileTimeout)}
 	}
-	switch msg := string(res.msg); {
+	msg, compiling := strings.CutPrefix(string(res.msg), compilingMark)
+	switch {
 	case res.err != nil:
 		return fmt.Errorf("read sandbox ready: %w", res.err)
 	case msg == readyOK:
 		return nil
+	case msg == "" && compiling:
+		return &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: fmt.Sprintf("the sandbox died compiling the module: over the compile budget (compile_memory = %s) or the instance's memory limit", humanize.IBytes(r.compileMemory))}
 	case msg == "":
 		return sdk.Errorf(sdk.CodeInternal, "sandbox ended before it was ready")
 	default:
 		var f readyFailure
-		if err := json.Unmarshal(res.msg, &f); err != nil {
+		if err := json.Unmarshal([]byte(msg), &f); err != nil {
 			return sdk.Errorf(sdk.CodeInternal, "sandbox not ready: %q", oneLine(msg))
 		}
 		if f.Code != sdk.CodeInvalid {

@@ -32,7 +32,7 @@ func TestInfo(t *testing.T) {
 	for _, a := range info.Schema.Attributes {
 		names = append(names, a.Name)
 	}
-	if info.Name != "wasm" || info.Kind != sdk.KindRuntime || !slices.Equal(names, []string{"compiler", "max_module_size", "compile_timeout"}) {
+	if info.Name != "wasm" || info.Kind != sdk.KindRuntime || !slices.Equal(names, []string{"compiler", "max_module_size", "compile_timeout", "compile_memory"}) {
 		t.Errorf("Info = %+v", info)
 	}
 }
@@ -56,6 +56,9 @@ func TestConfigure(t *testing.T) {
 		{"bad compile timeout", sdk.Config{"compile_timeout": "soon"}, "compile_timeout"},
 		{"zero compile timeout", sdk.Config{"compile_timeout": "0s"}, "compile_timeout"},
 		{"compile timeout not a string", sdk.Config{"compile_timeout": 10.0}, "compile_timeout"},
+		{"compile memory", sdk.Config{"compile_memory": "1GiB"}, ""},
+		{"bad compile memory", sdk.Config{"compile_memory": "lots"}, "compile_memory"},
+		{"tiny compile memory", sdk.Config{"compile_memory": "1KiB"}, "compile_memory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

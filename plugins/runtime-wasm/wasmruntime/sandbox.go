@@ -46,8 +46,13 @@ const (
 )
 
 // readyOK is what the sandbox writes to the ready pipe once the module is
-// compiled and linked. Anything else is a JSON readyFailure.
-const readyOK = "ok"
+// compiled and linked. Anything else is a JSON readyFailure. Before either,
+// it writes compilingMark when it starts compiling, so that the plugin can
+// tell a sandbox that died compiling (over its compile memory).
+const (
+	readyOK       = "ok"
+	compilingMark = "compiling\n"
+)
 
 // readyFailure is why a sandbox could not get ready.
 type readyFailure struct {
@@ -73,6 +78,9 @@ type sandboxConfig struct {
 	ProcsFiles  []string `json:"procs_files"`
 	CacheDir    string   `json:"cache_dir"`
 	Interpreter bool     `json:"interpreter"`
+	// CompileMemory is the compile budget's memory: how much the sandbox's
+	// data may grow while it compiles; 0 means no limit.
+	CompileMemory uint64 `json:"compile_memory"`
 }
 
 // SandboxMain runs one instance's sandbox; it returns the process exit code.
@@ -94,7 +102,7 @@ func SandboxMain(args []string) int {
 		}
 	}()
 	ready := os.NewFile(fdReady, "ready")
-	ctx, mod, memoryPages, err := prepareSandbox(ctx)
+	ctx, mod, memoryPages, err := prepareSandbox(ctx, ready)
 	if err != nil {
 		f := readyFailure{Code: sdk.CodeInternal, Message: err.Error()}
 		if e := (*sdk.Error)(nil); errors.As(err, &e) {
@@ -165,7 +173,7 @@ func recordSignals(rec *exitRecorder) {
 // prepareSandbox reads the sandbox's config and links the module (see
 // linkModule); it returns the context to run the module in, the module and
 // its memory cap in pages (0: wazero's maximum).
-func prepareSandbox(ctx context.Context) (context.Context, api.Module, uint32, error) {
+func prepareSandbox(ctx context.Context, ready io.Writer) (context.Context, api.Module, uint32, error) {
 	var cfg sandboxConfig
 	b, err := io.ReadAll(os.NewFile(fdConfig, "config"))
 	if err != nil {
@@ -174,7 +182,7 @@ func prepareSandbox(ctx context.Context) (context.Context, api.Module, uint32, e
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return ctx, nil, 0, fmt.Errorf("decode config: %w", err)
 	}
-	ctx, mod, err := linkModule(ctx, cfg)
+	ctx, mod, err := linkModule(ctx, cfg, ready)
 	return ctx, mod, cfg.MemoryPages, err
 }
 
@@ -188,7 +196,7 @@ func prepareSandbox(ctx context.Context) (context.Context, api.Module, uint32, e
 // the jail and the drop, and the jail holds whatever a WASI path in the
 // state resolves to, symlinks included; the read-only mounts are open
 // directories, inside which the kernel resolves every path (dirFS).
-func linkModule(ctx context.Context, cfg sandboxConfig) (context.Context, api.Module, error) {
+func linkModule(ctx context.Context, cfg sandboxConfig, ready io.Writer) (context.Context, api.Module, error) {
 	if err := joinCgroups(cfg.ProcsFiles); err != nil {
 		return ctx, nil, err
 	}
@@ -199,7 +207,15 @@ func linkModule(ctx context.Context, cfg sandboxConfig) (context.Context, api.Mo
 	if err != nil {
 		return ctx, nil, fmt.Errorf("read module: %w", err)
 	}
-	rt, compiled, err := compileCached(ctx, cfg, bin)
+	if _, err := io.WriteString(ready, compilingMark); err != nil {
+		return ctx, nil, err
+	}
+	var rt wazero.Runtime
+	var compiled wazero.CompiledModule
+	err = withDataLimit(cfg.CompileMemory, func() (err error) {
+		rt, compiled, err = compileCached(ctx, cfg, bin)
+		return err
+	})
 	if err != nil {
 		return ctx, nil, &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: "compile module: " + err.Error(), Err: err}
 	}
