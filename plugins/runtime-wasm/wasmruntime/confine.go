@@ -144,10 +144,11 @@ func loadFilter() error {
 // and its Go memory limit as high, so that the garbage collector works
 // before the rlimit is reached. Past it the Go runtime dies "out of
 // memory", which the plugin reports as the compile budget (compilingMark).
-// A limit of 0 runs f unlimited.
-func withDataLimit(limit uint64, f func() error) error {
+// A limit of 0 runs f unlimited. Its error is only about the limits.
+func withDataLimit(limit uint64, f func()) error {
 	if limit == 0 {
-		return f()
+		f()
+		return nil
 	}
 	used, err := vmData()
 	if err != nil {
@@ -162,12 +163,12 @@ func withDataLimit(limit uint64, f func() error) error {
 		return fmt.Errorf("set RLIMIT_DATA: %w", err)
 	}
 	prev := debug.SetMemoryLimit(int64(min(used+limit, 1<<62)))
-	err = f()
+	f()
 	debug.SetMemoryLimit(prev)
-	if rerr := unix.Setrlimit(unix.RLIMIT_DATA, &old); rerr != nil && err == nil {
-		err = fmt.Errorf("restore RLIMIT_DATA: %w", rerr)
+	if err := unix.Setrlimit(unix.RLIMIT_DATA, &old); err != nil {
+		return fmt.Errorf("restore RLIMIT_DATA: %w", err)
 	}
-	return err
+	return nil
 }
 
 // vmData reads the process's data size (VmData in /proc/self/status).

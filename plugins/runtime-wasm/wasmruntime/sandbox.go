@@ -189,12 +189,12 @@ func prepareSandbox(ctx context.Context, ready io.Writer) (context.Context, api.
 // linkModule does everything up to running the module and returns it,
 // with the context (carrying its guest) to call it in. Still root, it joins
 // the cgroups (and sets GOMAXPROCS from their CPU quota), compiles the
-// module there (through the root-only compilation cache) and
-// chroots into its jail; then it drops to the tenant's user, checks that no
-// capability is left, loads its seccomp filter (confine.go) and links the
-// module. Nothing of the tenant's runs before
-// the jail and the drop, and the jail holds whatever a WASI path in the
-// state resolves to, symlinks included; the read-only mounts are open
+// module there within the compile memory (through the root-only
+// compilation cache) and chroots into its jail; then it drops to the
+// tenant's user, checks that no capability is left, loads its seccomp
+// filter (confine.go) and links the module. Nothing of the tenant's runs
+// before the jail and the drop, and the jail holds whatever a WASI path in
+// the state resolves to, symlinks included; the read-only mounts are open
 // directories, inside which the kernel resolves every path (dirFS).
 func linkModule(ctx context.Context, cfg sandboxConfig, ready io.Writer) (context.Context, api.Module, error) {
 	if err := joinCgroups(cfg.ProcsFiles); err != nil {
@@ -212,12 +212,14 @@ func linkModule(ctx context.Context, cfg sandboxConfig, ready io.Writer) (contex
 	}
 	var rt wazero.Runtime
 	var compiled wazero.CompiledModule
-	err = withDataLimit(cfg.CompileMemory, func() (err error) {
-		rt, compiled, err = compileCached(ctx, cfg, bin)
-		return err
-	})
-	if err != nil {
-		return ctx, nil, &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: "compile module: " + err.Error(), Err: err}
+	var cerr error
+	if err := withDataLimit(cfg.CompileMemory, func() {
+		rt, compiled, cerr = compileCached(ctx, cfg, bin)
+	}); err != nil {
+		return ctx, nil, err
+	}
+	if cerr != nil {
+		return ctx, nil, &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: "compile module: " + cerr.Error(), Err: cerr}
 	}
 	jailed, err := jail(cfg.Jail)
 	if err != nil {
