@@ -1,6 +1,11 @@
 package policy
 
 import (
+	"github.com/hashicorp/hcl/v2"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+
 	"github.com/kigumi/kigumi/core/spec"
 )
 
@@ -72,6 +77,9 @@ type instance struct {
 	Stdin      string  `cel:"stdin"`
 	StateGuest string  `cel:"state_guest"`
 	StateSeed  string  `cel:"state_seed"`
+	// Settings are the attributes of the settings block as written, a
+	// map(string, dyn).
+	Settings *structpb.Struct `cel:"settings"`
 }
 
 // mount is a read-only directory of the artifacts directory that the
@@ -128,7 +136,35 @@ func newInstance(t *spec.Tenant, in *spec.Instance) *instance {
 		Stdin:       in.Stdin,
 		StateGuest:  in.StateGuest,
 		StateSeed:   in.StateSeed,
+		Settings:    settingsOf(in.SettingsBody),
 	}
+}
+
+// settingsOf returns the attributes of a settings block as written, before
+// the runtime's schema decodes them. An attribute whose value needs more
+// than literals (or a nested block) is left out: the runtime's schema
+// refuses it later.
+func settingsOf(body hcl.Body) *structpb.Struct {
+	out := &structpb.Struct{Fields: map[string]*structpb.Value{}}
+	if body == nil {
+		return out
+	}
+	attrs, _ := body.JustAttributes()
+	for name, a := range attrs {
+		v, diags := a.Expr.Value(nil)
+		if diags.HasErrors() || !v.IsWhollyKnown() {
+			continue
+		}
+		b, err := ctyjson.Marshal(v, v.Type())
+		if err != nil {
+			continue
+		}
+		pv := &structpb.Value{}
+		if protojson.Unmarshal(b, pv) == nil {
+			out.Fields[name] = pv
+		}
+	}
+	return out
 }
 
 // usage sums the resources of instances; CPU stays in thousandths of a core

@@ -378,6 +378,11 @@ func (d *decoder) instance(b *hcl.Block, dir string) Instance {
 	if sb := d.single(c.Blocks, "settings"); sb != nil {
 		in.SettingsBody = sb.Body
 		in.Ranges["settings"] = sb.DefRange
+		// Policies that read a setting point at it.
+		attrs, _ := sb.Body.JustAttributes()
+		for name, a := range attrs {
+			in.Ranges["settings."+name] = a.Expr.Range()
+		}
 	}
 	for _, name := range []string{sdk.PermStateRead, sdk.PermStateWrite} {
 		if r, ok := in.Ranges["permission."+name]; ok && in.StateBytes == 0 {
