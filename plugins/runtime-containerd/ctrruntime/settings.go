@@ -61,6 +61,10 @@ func (r *Runtime) check(req *sdk.StartRequest) (instanceSettings, error) {
 				return set, sdk.InvalidAttribute("settings.state_path", "must be a clean absolute path other than /, /proc, /sys, /dev and /tmp, not %v", v)
 			}
 			set.statePath = s
+		case "privileged":
+			return set, sdk.InvalidAttribute("settings.privileged", "the containerd runtime never runs a container privileged: a privileged container can take over the host and every other tenant")
+		case "host_paths":
+			return set, sdk.InvalidAttribute("settings.host_paths", "the containerd runtime shows a container no host path: only its image, /tmp and its state")
 		default:
 			return set, sdk.InvalidAttribute("settings."+k, "the containerd runtime has no instance setting %q", k)
 		}
@@ -78,7 +82,7 @@ func (r *Runtime) check(req *sdk.StartRequest) (instanceSettings, error) {
 	for i, m := range req.Mounts {
 		switch {
 		case m.Target != sdk.StateTarget:
-			return set, sdk.InvalidAttribute("mounts", "the containerd runtime mounts only the state, not %q", m.Target)
+			return set, sdk.InvalidAttribute("mounts", "the containerd runtime shows a container no host path, and mounts only the state, not %q", m.Target)
 		case set.state != nil:
 			return set, sdk.InvalidAttribute("mounts", "two state mounts")
 		case m.Type != "" && m.Type != sdk.MountDir && m.Type != sdk.MountBind && m.Type != sdk.MountFUSE:
