@@ -178,10 +178,14 @@ func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, te
 	}
 	if err := e.step("instance "+rec.Key(), "runtime.start", func() error {
 		oom := oomKills(rec.Cgroup)
+		// The time before Start: a workload that ends before Start
+		// returns has an exit time after it, so refresh records that
+		// exit once, not again each time.
+		started := time.Now().UTC()
 		h, err := rt.Start(ctx, req)
 		if err == nil {
 			rec.RuntimeHandle, rec.RuntimeSpecHash = &h, rec.SpecHash
-			rec.Run.StartedAt, rec.Run.OOMKills = time.Now().UTC(), oom
+			rec.Run.StartedAt, rec.Run.OOMKills = started, oom
 			e.markRecovered(rec.Spec.Runtime, rt, rec.Key(), true) // it knows what it started
 		}
 		return err
