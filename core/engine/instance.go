@@ -165,7 +165,7 @@ func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, te
 		Instance:    sdk.Instance{Tenant: rec.Tenant, Name: rec.Name},
 		User:        ten.User,
 		Cgroup:      rec.Cgroup,
-		Artifact:    sdk.Artifact{Module: rec.Spec.Module, Image: rec.Spec.Image, Digest: artifactDigest(rec.Spec)},
+		Artifact:    sdk.Artifact{Module: rec.Spec.Module, Image: rec.Spec.Image, Archive: rec.Spec.Archive, Digest: artifactDigest(rec.Spec)},
 		Args:        rec.Spec.Args,
 		Env:         rec.Spec.Env,
 		Resources:   rec.Spec.Resources,

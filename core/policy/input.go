@@ -61,11 +61,15 @@ type totals struct {
 }
 
 type instance struct {
-	Name        string            `cel:"name"`
-	Tenant      string            `cel:"tenant"`
-	Runtime     string            `cel:"runtime"`
-	Module      string            `cel:"module"`
-	Image       string            `cel:"image"`
+	Name    string `cel:"name"`
+	Tenant  string `cel:"tenant"`
+	Runtime string `cel:"runtime"`
+	Module  string `cel:"module"`
+	Image   string `cel:"image"`
+	Archive string `cel:"archive"`
+	// Artifact is the kind of artifact the instance runs: "module",
+	// "image" or "archive".
+	Artifact    string            `cel:"artifact"`
 	Digest      string            `cel:"digest"`
 	Args        []string          `cel:"args"`
 	Env         map[string]string `cel:"env"`
@@ -101,6 +105,17 @@ type resources struct {
 	IOWriteIOPS int64 `cel:"io_write_iops"`
 }
 
+// artifactKind names the kind of artifact in runs.
+func artifactKind(in *spec.Instance) string {
+	switch {
+	case in.Image != "":
+		return "image"
+	case in.Archive != "":
+		return "archive"
+	}
+	return "module"
+}
+
 // cores converts thousandths of a core to cores.
 func cores(milli int64) float64 { return float64(milli) / 1000 }
 
@@ -111,14 +126,16 @@ func newInstance(t *spec.Tenant, in *spec.Instance) *instance {
 		mounts[i] = mount{Source: m.Source, Guest: m.Guest}
 	}
 	return &instance{
-		Name:    in.Name,
-		Tenant:  t.Name,
-		Runtime: in.Runtime,
-		Module:  in.Module,
-		Image:   in.Image,
-		Digest:  in.Digest,
-		Args:    in.Args,
-		Env:     in.Env,
+		Name:     in.Name,
+		Tenant:   t.Name,
+		Runtime:  in.Runtime,
+		Module:   in.Module,
+		Image:    in.Image,
+		Archive:  in.Archive,
+		Artifact: artifactKind(in),
+		Digest:   in.Digest,
+		Args:     in.Args,
+		Env:      in.Env,
 		Resources: resources{
 			CPU:    cores(in.Resources.MilliCPU),
 			Memory: in.Resources.MemoryBytes,
