@@ -483,7 +483,9 @@ func TestContainerPolicies(t *testing.T) {
 		{name: "unpinned", edit: func(t *testing.T, in *spec.Instance) { in.Digest = "" },
 			denied: []string{"image-digest"}, message: "image registry.example/app:1 is not pinned: add digest"},
 		{name: "archive pinned", edit: func(t *testing.T, in *spec.Instance) { in.Image, in.Archive = "", "/srv/artifacts/app.tar" }},
-		{name: "archive unpinned", edit: func(t *testing.T, in *spec.Instance) { in.Image, in.Archive, in.Digest = "", "/srv/artifacts/app.tar", "" },
+		{name: "archive unpinned", edit: func(t *testing.T, in *spec.Instance) {
+			in.Image, in.Archive, in.Digest = "", "/srv/artifacts/app.tar", ""
+		},
 			denied: []string{"image-digest"}, message: "archive /srv/artifacts/app.tar is not pinned: add digest"},
 	}
 	for _, tt := range tests {

@@ -209,7 +209,7 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 	if err != nil {
 		return sdk.Handle{}, err
 	}
-	img, err := r.pull(ctx, c, req.Artifact)
+	img, err := r.image(ctx, c, req.Artifact)
 	if err != nil {
 		return sdk.Handle{}, err
 	}

@@ -3,6 +3,7 @@ package ctrruntime
 import (
 	"math"
 	"path"
+	"path/filepath"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/plugins/internal/registry"
@@ -35,11 +36,17 @@ func (r *Runtime) check(req *sdk.StartRequest) (instanceSettings, error) {
 		return set, sdk.Errorf(sdk.CodeInvalid, "instance %s: its name makes no containerd id", req.Instance)
 	case req.Artifact.Module != "":
 		return set, sdk.InvalidAttribute("module", "the containerd runtime runs OCI images, not wasm modules")
+	case req.Artifact.Archive != "" && !filepath.IsAbs(req.Artifact.Archive):
+		return set, sdk.InvalidAttribute("archive", "%q is not an absolute path", req.Artifact.Archive)
+	case req.Artifact.Archive != "" && req.Artifact.Image != "":
+		return set, sdk.InvalidAttribute("archive", "an instance runs an image or an archive, not both")
+	case req.Artifact.Archive != "":
 	case req.Artifact.Image == "":
-		return set, sdk.InvalidAttribute("image", "the containerd runtime needs an image")
-	}
-	if _, err := registry.Reference(req.Artifact); err != nil {
-		return set, err
+		return set, sdk.InvalidAttribute("image", "the containerd runtime needs an image or an archive")
+	default:
+		if _, err := registry.Reference(req.Artifact); err != nil {
+			return set, err
+		}
 	}
 	for k, v := range req.Settings {
 		switch k {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/typeurl/v2"
@@ -21,6 +22,8 @@ const (
 	// itself: seeing it come back shows containerd's side of the
 	// subscription is in place, so no later exit is missed.
 	topicWatchReady = "/kigumi/watch-ready"
+	// probeInterval is how often the probe is published until it is seen.
+	probeInterval = 50 * time.Millisecond
 )
 
 // exitWatch holds the handles of the containers this plugin process
@@ -76,14 +79,30 @@ func (r *Runtime) WatchExits(ctx context.Context, ready func(), fn func(sdk.Exit
 		return err
 	}
 	token := hex.EncodeToString(b[:])
-	if err := c.EventService().Publish(ctx, topicWatchReady, &eventstypes.TaskExit{ContainerID: token}); err != nil {
-		return sdk.Errorf(sdk.CodeUnavailable, "containerd at %s: publish %s: %w", r.address, topicWatchReady, err)
+	// The subscription is in place on containerd's side only some time
+	// after Subscribe returns: the probe is published until it comes back.
+	probe := func() error {
+		if err := c.EventService().Publish(ctx, topicWatchReady, &eventstypes.TaskExit{ContainerID: token}); err != nil {
+			return sdk.Errorf(sdk.CodeUnavailable, "containerd at %s: publish %s: %w", r.address, topicWatchReady, err)
+		}
+		return nil
 	}
+	if err := probe(); err != nil {
+		return err
+	}
+	tick := time.NewTicker(probeInterval)
+	defer tick.Stop()
 	isReady := false
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-tick.C:
+			if isReady {
+				tick.Stop()
+			} else if err := probe(); err != nil {
+				return err
+			}
 		case err := <-errs:
 			if err == nil {
 				err = errors.New("event stream closed")
