@@ -110,6 +110,12 @@ func TestBadInput(t *testing.T) {
 			},
 			args: []string{"plan"},
 			want: []string{`\.hcl:4,19: Error: Policy "image-digest" denied tenant "e2e\w+" instance "app"`, `image 127\.0\.0\.1:1/app:1 is not pinned`, `policy defined at .*policies/opt-in/image-digest\.hcl:\d+`}},
+		{name: "archive outside the artifacts directory",
+			edit: func(t *testing.T, w *workspace) {
+				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), `module      = "`+appWasm+`"`, `archive     = "/etc/hostname"`)
+			},
+			args: []string{"validate"},
+			want: []string{`\.hcl:4,19: Error: Archive outside the artifacts directory`, `/etc/hostname is not inside the host's artifacts directory`}},
 		{name: "plugin setting",
 			edit: func(t *testing.T, w *workspace) {
 				replaceIn(t, w.host, `runtime "wasm" {}`, "runtime \"wasm\" {\n  compiler = \"jit\"\n}")
