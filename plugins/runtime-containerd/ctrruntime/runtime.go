@@ -390,6 +390,7 @@ func stopTask(ctx context.Context, d handleData, ctr containerd.Container, timeo
 func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	ctx, d, ctr, err := r.load(ctx, h)
 	if errors.Is(err, sdk.ErrNotFound) {
+		r.exits.untrack(d.ID)
 		return nil
 	}
 	if err != nil {
