@@ -318,6 +318,9 @@ func (r *Runtime) check(req *sdk.StartRequest) (sandboxConfig, *sdk.Mount, error
 	if req.Instance.Name == "" {
 		return cfg, nil, sdk.Errorf(sdk.CodeInvalid, "instance has no name")
 	}
+	if req.Artifact.Archive != "" {
+		return cfg, nil, sdk.InvalidAttribute("archive", "the wasm runtime does not run image archives: push %s to a registry (skopeo copy oci-archive:... docker://...) and set image", req.Artifact.Archive)
+	}
 	if req.Artifact.Image != "" && req.Artifact.Module != "" {
 		return cfg, nil, sdk.InvalidAttribute("image", "an instance runs either a module or an image, not both")
 	}

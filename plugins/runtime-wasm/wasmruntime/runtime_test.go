@@ -658,3 +658,24 @@ func TestOverGRPC(t *testing.T) {
 		t.Errorf("Recover after Destroy = %v, want NotFound", err)
 	}
 }
+
+// TestArchiveRefused: an image archive is refused by Validate and Start,
+// naming the archive attribute and saying what to do instead.
+func TestArchiveRefused(t *testing.T) {
+	r := newRuntime(t, nil)
+	for name, call := range map[string]func(*sdk.StartRequest) error{
+		"validate": func(req *sdk.StartRequest) error { return r.Validate(context.Background(), req) },
+		"start": func(req *sdk.StartRequest) error {
+			_, err := r.Start(context.Background(), req)
+			return err
+		},
+	} {
+		req := request(t, "tiny")
+		req.Artifact = sdk.Artifact{Archive: "/srv/artifacts/app.tar"}
+		err := call(req)
+		var e *sdk.Error
+		if !errors.As(err, &e) || e.Code != sdk.CodeInvalid || e.Attribute != "archive" || !strings.Contains(e.Message, "push /srv/artifacts/app.tar to a registry") {
+			t.Errorf("%s = %v, want an invalid archive", name, err)
+		}
+	}
+}
