@@ -19,6 +19,8 @@ type instanceSettings struct {
 	entrypoint  []string
 	workloadUID uint32
 	statePath   string
+	// network is the instance's network, nil for loopback only.
+	network *instanceNetwork
 	// state is the state mount, nil without one.
 	state *sdk.Mount
 }
@@ -61,6 +63,12 @@ func (r *Runtime) check(req *sdk.StartRequest) (instanceSettings, error) {
 				return set, sdk.InvalidAttribute("settings.state_path", "must be a clean absolute path other than /, /proc, /sys, /dev and /tmp, not %v", v)
 			}
 			set.statePath = s
+		case "network":
+			n, err := parseInstanceNetwork(v)
+			if err != nil {
+				return set, err
+			}
+			set.network = n
 		default:
 			return set, sdk.InvalidAttribute("settings."+k, "the containerd runtime has no instance setting %q", k)
 		}
