@@ -268,6 +268,10 @@ func TestNetwork(t *testing.T) {
 	if got := get(t, ports["p0"]); !strings.Contains(got, "workload:x:10000") {
 		t.Errorf("published port: %q", got)
 	}
+	st, err := r.Inspect(ctx, hw)
+	if want := fmt.Sprintf("published ports: p0=%d p1=%d", testPortLo+1, testPortLo+2); err != nil || st.Message != want {
+		t.Errorf("status %+v, %v; want message %q", st, err, want)
+	}
 	if got := get(t, hostPorts(t, hn)["p0"]); !strings.Contains(got, "workload:x:10000") {
 		t.Errorf("neighbour's published port, with web running: %q", got)
 	}

@@ -80,3 +80,20 @@ func allocPorts(pool portBlock, used []portBlock, n int) (portBlock, error) {
 	}
 	return portBlock{next, next + n - 1}, nil
 }
+
+// portsMessage tells the host ports of a running instance, by port name,
+// for kigumi status: "published ports: http=20000 metrics=20001".
+func portsMessage(ports map[string]int) string {
+	if len(ports) == 0 {
+		return ""
+	}
+	names := make([]string, 0, len(ports))
+	for name := range ports {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for i, name := range names {
+		names[i] = fmt.Sprintf("%s=%d", name, ports[name])
+	}
+	return "published ports: " + strings.Join(names, " ")
+}

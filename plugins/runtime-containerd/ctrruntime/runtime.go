@@ -471,7 +471,7 @@ func (r *Runtime) Inspect(ctx context.Context, h sdk.Handle) (sdk.Status, error)
 	st.Pid = int(task.Pid())
 	switch ts.Status {
 	case containerd.Running, containerd.Created, containerd.Paused, containerd.Pausing:
-		st.State = sdk.StateRunning
+		st.State, st.Message = sdk.StateRunning, portsMessage(d.Ports)
 		return st, nil
 	case containerd.Stopped:
 	default:
