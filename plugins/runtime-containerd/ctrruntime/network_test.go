@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/pkg/netns"
 	cnins "github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
@@ -66,31 +65,31 @@ func run(t *testing.T, args ...string) string {
 // machine.
 func outsideNS(t *testing.T) {
 	t.Helper()
-	ns, err := netns.NewNetNS(netnsDir)
+	// ip makes the namespace: netns.NewNetNS would end the OS thread it
+	// used, and a process started from it with a parent-death signal
+	// (the tests' containerd) with it.
+	const name = "kgmt-outside"
+	run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "link", "del", "kgmtv0").Run()
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("%v: %s", err, out)
+		}
+	})
+	ns, err := cnins.GetNS(filepath.Join(netnsDir, name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = exec.Command("ip", "link", "del", "kgmtv0").Run()
-		if err := ns.Remove(); err != nil {
-			t.Error(err)
-		}
-	})
-	run(t, "ip", "link", "add", "kgmtv0", "type", "veth", "peer", "name", "kgmtv1", "netns", filepath.Base(ns.GetPath()))
+	defer ns.Close()
+	run(t, "ip", "link", "add", "kgmtv0", "type", "veth", "peer", "name", "kgmtv1", "netns", name)
 	run(t, "ip", "addr", "add", "10.232.0.1/24", "dev", "kgmtv0")
 	run(t, "ip", "addr", "add", "198.51.100.1/24", "dev", "kgmtv0")
 	run(t, "ip", "link", "set", "kgmtv0", "up")
+	run(t, "ip", "-n", name, "addr", "add", "10.232.0.2/24", "dev", "kgmtv1")
+	run(t, "ip", "-n", name, "addr", "add", "198.51.100.2/24", "dev", "kgmtv1")
+	run(t, "ip", "-n", name, "link", "set", "kgmtv1", "up")
+	run(t, "ip", "-n", name, "link", "set", "lo", "up")
 	err = ns.Do(func(cnins.NetNS) error {
-		for _, a := range []string{"10.232.0.2/24", "198.51.100.2/24"} {
-			if out, err := exec.Command("ip", "addr", "add", a, "dev", "kgmtv1").CombinedOutput(); err != nil {
-				return fmt.Errorf("%w: %s", err, out)
-			}
-		}
-		for _, l := range []string{"kgmtv1", "lo"} {
-			if out, err := exec.Command("ip", "link", "set", l, "up").CombinedOutput(); err != nil {
-				return fmt.Errorf("%w: %s", err, out)
-			}
-		}
 		l, err := net.Listen("tcp", ":9999")
 		if err != nil {
 			return err
@@ -117,12 +116,13 @@ func sayHi(l net.Listener) {
 }
 
 // probeArgs is a container command that tries each HOST:PORT target,
-// prints "HOST:PORT open" or "HOST:PORT closed", then the number of its
+// a sayHi listener or another container's httpd, prints "HOST:PORT
+// open" or "HOST:PORT closed", then the number of its
 // IPv6 addresses, then "probed", then
 // serves /etc over HTTP on port 8080.
 func probeArgs(targets ...string) []string {
 	script := `for t in ` + strings.Join(targets, " ") + `; do
-  if nc -w 2 ${t%:*} ${t#*:} </dev/null | grep -q hi; then echo "$t open"; else echo "$t closed"; fi
+  if printf 'GET /passwd HTTP/1.0\r\n\r\n' | nc -w 2 ${t%:*} ${t#*:} | grep -q -e hi -e workload; then echo "$t open"; else echo "$t closed"; fi
 done
 echo "ipv6 addresses: $(wc -l </proc/net/if_inet6)"
 echo probed
@@ -222,9 +222,11 @@ func get(t *testing.T, port int) string {
 
 // TestNetwork checks published ports and outbound filtering on real CNI:
 // a container's published port answers on 127.0.0.1; with outbound
-// "internet" it reaches a public address but neither the host (the
-// bridge's gateway), a local network nor another tenant's container;
-// with "none" it reaches nothing. Destroy leaves no network behind.
+// "internet" it reaches a public address but neither the host (its
+// addresses on the bridge and towards the outside), a local network nor
+// another tenant's container, directly or through its published port,
+// and has no IPv6; with "none" it
+// reaches nothing. Destroy leaves no network behind.
 func TestNetwork(t *testing.T) {
 	outsideNS(t)
 	before := hostState(t)
@@ -244,19 +246,24 @@ func TestNetwork(t *testing.T) {
 		t.Errorf("neighbour's published port: %q", got)
 	}
 
-	// The host listens on the bridge's gateway.
-	gl, err := net.Listen("tcp", testGW+":9999")
-	if err != nil {
-		t.Fatal(err)
+	// The host listens on the bridge's gateway and on its address towards
+	// the outside.
+	for _, addr := range []string{testGW + ":9999", "10.232.0.1:9999"} {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		go sayHi(l)
 	}
-	defer gl.Close()
-	go sayHi(gl)
+	// The neighbour's published port, through the host.
+	nbHairpin := fmt.Sprintf("%s:%d", testGW, hostPorts(t, hn)["p0"])
 
 	nbIP := containerIP(t, hn)
 	hw, _ := start(t, r, newTenant(t), instance{name: "web", settings: netSettings(outboundInternet, 8080, 9090),
-		args: probeArgs("198.51.100.2:9999", "10.232.0.2:9999", testGW+":9999", "169.254.169.254:80", nbIP+":8080")})
+		args: probeArgs("198.51.100.2:9999", "10.232.0.2:9999", testGW+":9999", "10.232.0.1:9999", "169.254.169.254:80", nbIP+":8080", nbHairpin)})
 	out = waitLog(t, r, hw, "probed", 30*time.Second)
-	for _, want := range []string{"198.51.100.2:9999 open", "10.232.0.2:9999 closed", testGW + ":9999 closed", "169.254.169.254:80 closed", nbIP + ":8080 closed", "ipv6 addresses: 0"} {
+	for _, want := range []string{"198.51.100.2:9999 open", "10.232.0.2:9999 closed", testGW + ":9999 closed", "10.232.0.1:9999 closed", "169.254.169.254:80 closed", nbIP + ":8080 closed", nbHairpin + " closed", "ipv6 addresses: 0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("outbound internet: no %q in:\n%s", want, out)
 		}
