@@ -3,6 +3,7 @@ package ctrruntime
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -441,15 +442,30 @@ func (r *Runtime) teardownNetwork(ctx context.Context, id string, labels map[str
 	if path == "" {
 		return nil
 	}
+	var errs []error
 	if ip := labels[labelIP]; ip != "" && labels[labelOutbound] == outboundInternet {
 		ipt, err := iptables.New()
-		if err != nil {
-			return fmt.Errorf("iptables: %w", err)
+		if err == nil {
+			err = ipt.DeleteIfExists("filter", chainForward, internetRule(ip)...)
 		}
-		if err := ipt.DeleteIfExists("filter", chainForward, internetRule(ip)...); err != nil {
-			return fmt.Errorf("iptables: %w", err)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("iptables: %w", err))
 		}
 	}
+	if err := r.detach(ctx, id, path, labels); err != nil {
+		errs = append(errs, fmt.Errorf("detach from bridge %s: %w", r.net.bridge, err))
+	}
+	// The namespace goes even when detaching failed: CNI's DEL works
+	// without it when Destroy is retried.
+	if err := netns.LoadNetNS(path).Remove(); err != nil {
+		errs = append(errs, fmt.Errorf("remove network namespace: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// detach runs CNI's DEL for the container: the veth, the IPAM lease and
+// the port mappings its labels record.
+func (r *Runtime) detach(ctx context.Context, id, path string, labels map[string]string) error {
 	c, err := r.net.cni()
 	if err != nil {
 		return err
@@ -457,7 +473,6 @@ func (r *Runtime) teardownNetwork(ctx context.Context, id string, labels map[str
 	in := &instanceNetwork{}
 	var block portBlock
 	if labels[labelPorts] != "" {
-		var err error
 		if block, err = parsePortBlock(labels[labelPorts]); err != nil {
 			return err
 		}
@@ -466,13 +481,7 @@ func (r *Runtime) teardownNetwork(ctx context.Context, id string, labels map[str
 		}
 	}
 	// portmap removes its rules only when given the mappings.
-	if err := c.Remove(ctx, id, path, gocni.WithCapabilityPortMap(portMappings(in, block))); err != nil {
-		return fmt.Errorf("detach from bridge %s: %w", r.net.bridge, err)
-	}
-	if err := netns.LoadNetNS(path).Remove(); err != nil {
-		return fmt.Errorf("remove network namespace: %w", err)
-	}
-	return nil
+	return c.Remove(ctx, id, path, gocni.WithCapabilityPortMap(portMappings(in, block)))
 }
 
 // usedPorts returns the port blocks of the containers in the runtime's

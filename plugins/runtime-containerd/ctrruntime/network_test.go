@@ -337,3 +337,23 @@ func TestPortPool(t *testing.T) {
 		t.Errorf("destroy left network state:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
+
+// TestNetworkSetupFails checks that a start whose CNI attachment fails
+// (no plugins in cni_path) is an error that leaves no container, network
+// namespace, rule or lease.
+func TestNetworkSetupFails(t *testing.T) {
+	before := hostState(t)
+	tn := newTenant(t)
+	r := newRuntime(t, sdk.Config{
+		"network": sdk.Config{"bridge": testBridge, "subnet": testSubnet, "cni_path": t.TempDir()},
+		"ports":   sdk.Config{"from": float64(testPortLo), "to": float64(testPortHi)},
+	})
+	_, err := r.Start(context.Background(), request(t, tn, instance{name: "x", settings: netSettings(outboundInternet, 80), args: []string{"sleep", "1000"}}))
+	if err == nil || !strings.Contains(err.Error(), "attach to bridge") {
+		t.Fatalf("start without CNI plugins: %v", err)
+	}
+	checkNothingLeft(t, tn.name+".x")
+	if after := hostState(t); after != before {
+		t.Errorf("a failed start left network state:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
