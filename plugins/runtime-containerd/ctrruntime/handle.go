@@ -31,6 +31,8 @@ type handleData struct {
 	// Cgroup is the container's own cgroup, inside the instance's.
 	Cgroup    string    `json:"cgroup"`
 	StartedAt time.Time `json:"started_at"`
+	// Ports are the host ports published for the container, by port name.
+	Ports map[string]int `json:"ports,omitempty"`
 }
 
 func (d handleData) encode() (sdk.Handle, error) {

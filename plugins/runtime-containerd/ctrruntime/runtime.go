@@ -52,6 +52,11 @@ type Runtime struct {
 	// exe is the executable the shim runs as the logging process.
 	exe string
 
+	net hostNetwork
+	// netMu serializes the networked Starts, from allocating ports until
+	// the container records them.
+	netMu sync.Mutex
+
 	mu     sync.Mutex
 	client *containerd.Client
 	// exits are the containers whose exits WatchExits reports.
@@ -76,13 +81,13 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 				{Name: "namespace", Type: sdk.TypeString, Description: "the containerd namespace of Kigumi's containers and images (default " + defaultNamespace + ")"},
 				{Name: "tmp_size", Type: sdk.TypeString, Description: `size cap of each container's tmpfs /tmp, such as "64MiB" (default)`},
 			},
-			Blocks: []sdk.Block{registry.Block},
+			Blocks: append([]sdk.Block{registry.Block}, netBlocks...),
 		},
 		InstanceSchema: sdk.Schema{Attributes: []sdk.Attribute{
 			{Name: "entrypoint", Type: sdk.TypeStringList, Description: "the command, instead of the image's entrypoint; the instance's args follow it"},
 			{Name: "workload_uid", Type: sdk.TypeNumber, Description: "the uid (and gid) the workload runs as in the container, not 0 (default 10000)"},
 			{Name: "state_path", Type: sdk.TypeString, Description: "where the state is mounted in the container (default /state)"},
-		}},
+		}, Blocks: []sdk.Block{instanceNetBlock}},
 		Capabilities: sdk.Capabilities{
 			Scope:     sdk.ScopeHost,
 			Artifacts: []string{sdk.ArtifactOCI},
@@ -127,6 +132,9 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 		return err
 	}
 	r.registry = reg
+	if r.net, err = parseHostNetwork(req.Settings); err != nil {
+		return err
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find the plugin's executable: %w", err)
@@ -228,10 +236,25 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 			return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
 		}
 	}
+	labels := d.labels()
+	var block portBlock
+	if set.network != nil {
+		// Held until the container records its block: the pool is the
+		// containers' labels.
+		r.netMu.Lock()
+		defer r.netMu.Unlock()
+		if block, err = r.allocBlock(ctx, c, len(set.network.ports)); err != nil {
+			return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
+		}
+		d.Ports = set.network.hostPorts(block)
+		for k, v := range set.network.labels(block) {
+			labels[k] = v
+		}
+	}
 	ctr, err := c.NewContainer(ctx, d.ID,
 		containerd.WithRemappedSnapshot(d.ID, img, req.User.SubUID, req.User.SubGID),
 		containerd.WithNewSpec(r.specOpts(img, req, set, d)...),
-		containerd.WithContainerLabels(d.labels()),
+		containerd.WithContainerLabels(labels),
 		containerd.WithRuntime("io.containerd.runc.v2", nil),
 	)
 	if err != nil {
@@ -261,6 +284,20 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 	task, err := ctr.NewTask(ctx, cio.LogURI(logURI))
 	if err != nil {
 		return sdk.Handle{}, fmt.Errorf("instance %s: create task: %w", req.Instance, err)
+	}
+	if set.network != nil {
+		// The task's own network namespace, owned by its user namespace
+		// (which lets runc mount /sys), is attached before it starts.
+		var netLabels map[string]string
+		netLabels, err = r.setupNetwork(ctx, ctr, task.Pid(), set.network, block)
+		defer func() {
+			if err != nil {
+				_ = r.teardownNetwork(context.WithoutCancel(ctx), d.ID, netLabels)
+			}
+		}()
+		if err != nil {
+			return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
+		}
 	}
 	if err := task.Start(ctx); err != nil {
 		return sdk.Handle{}, fmt.Errorf("instance %s: start task: %w", req.Instance, err)
@@ -406,6 +443,13 @@ func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	} else if !errdefs.IsNotFound(err) {
 		return fmt.Errorf("instance %s: task: %w", d.Instance, err)
 	}
+	labels, err := ctr.Labels(ctx)
+	if err != nil {
+		return fmt.Errorf("instance %s: container labels: %w", d.Instance, err)
+	}
+	if err := r.teardownNetwork(ctx, d.ID, labels); err != nil {
+		return fmt.Errorf("instance %s: %w", d.Instance, err)
+	}
 	if err := ctr.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("instance %s: delete container: %w", d.Instance, err)
 	}
@@ -435,7 +479,7 @@ func (r *Runtime) Inspect(ctx context.Context, h sdk.Handle) (sdk.Status, error)
 	st.Pid = int(task.Pid())
 	switch ts.Status {
 	case containerd.Running, containerd.Created, containerd.Paused, containerd.Pausing:
-		st.State = sdk.StateRunning
+		st.State, st.Message = sdk.StateRunning, portsMessage(d.Ports)
 		return st, nil
 	case containerd.Stopped:
 	default:

@@ -20,6 +20,8 @@ type instanceSettings struct {
 	entrypoint  []string
 	workloadUID uint32
 	statePath   string
+	// network is the instance's network, nil for loopback only.
+	network *instanceNetwork
 	// state is the state mount, nil without one.
 	state *sdk.Mount
 }
@@ -72,6 +74,12 @@ func (r *Runtime) check(req *sdk.StartRequest) (instanceSettings, error) {
 			return set, sdk.InvalidAttribute("settings.privileged", "the containerd runtime never runs a container privileged: a privileged container can take over the host and every other tenant")
 		case "host_paths":
 			return set, sdk.InvalidAttribute("settings.host_paths", "the containerd runtime shows a container no host path: only its image, /tmp and its state")
+		case "network":
+			n, err := parseInstanceNetwork(v)
+			if err != nil {
+				return set, err
+			}
+			set.network = n
 		default:
 			return set, sdk.InvalidAttribute("settings."+k, "the containerd runtime has no instance setting %q", k)
 		}

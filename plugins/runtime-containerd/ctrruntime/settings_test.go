@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"fmt"
 	"testing"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
@@ -38,6 +39,27 @@ func TestValidate(t *testing.T) {
 		{"unknown-setting", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"privileged": true} }, "settings.privileged"},
 		{"permission", func(q *sdk.StartRequest) { q.Permissions = sdk.Permissions{{Name: "net"}} }, "permission.net"},
 		{"tiny-memory", func(q *sdk.StartRequest) { q.Resources.MemoryBytes = 1 << 20 }, "resources.memory"},
+		{"network", func(q *sdk.StartRequest) {
+			q.Settings = sdk.Config{"network": sdk.Config{"outbound": "internet", "port": map[string]sdk.Config{"http": {"container": float64(8080), "protocol": "udp"}}}}
+		}, ""},
+		{"net-outbound", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"network": sdk.Config{"outbound": "all"}} }, "settings.network.outbound"},
+		{"net-unknown", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"network": sdk.Config{"host": true}} }, "settings.network.host"},
+		{"port-big", func(q *sdk.StartRequest) {
+			q.Settings = sdk.Config{"network": sdk.Config{"port": map[string]sdk.Config{"http": {"container": float64(70000)}}}}
+		}, `settings.network.port["http"].container`},
+		{"port-none", func(q *sdk.StartRequest) {
+			q.Settings = sdk.Config{"network": sdk.Config{"port": map[string]sdk.Config{"http": {}}}}
+		}, `settings.network.port["http"].container`},
+		{"port-protocol", func(q *sdk.StartRequest) {
+			q.Settings = sdk.Config{"network": sdk.Config{"port": map[string]sdk.Config{"http": {"container": float64(80), "protocol": "sctp"}}}}
+		}, `settings.network.port["http"].protocol`},
+		{"port-many", func(q *sdk.StartRequest) {
+			pm := map[string]sdk.Config{}
+			for i := 0; i <= maxPorts; i++ {
+				pm[fmt.Sprint(i)] = sdk.Config{"container": float64(80)}
+			}
+			q.Settings = sdk.Config{"network": sdk.Config{"port": pm}}
+		}, "settings.network.port"},
 		{"host-mount", func(q *sdk.StartRequest) { q.Mounts = []sdk.Mount{{Source: "/etc", Target: "/etc"}} }, "mounts"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -92,6 +114,14 @@ func TestConfigure(t *testing.T) {
 		{sdk.Config{"namespace": "Bad Name"}, "namespace"},
 		{sdk.Config{"tmp_size": "1KiB"}, "tmp_size"},
 		{sdk.Config{"registry": map[string]sdk.Config{"r:5000": {"plain_http": "yes"}}}, `registry["r:5000"].plain_http`},
+		{sdk.Config{"network": sdk.Config{"bridge": "a-bridge-name-too-long"}}, "network.bridge"},
+		{sdk.Config{"network": sdk.Config{"subnet": "10.88.0.1/16"}}, "network.subnet"},
+		{sdk.Config{"network": sdk.Config{"subnet": "fd00::/64"}}, "network.subnet"},
+		{sdk.Config{"network": sdk.Config{"subnet": "10.0.0.0/30"}}, "network.subnet"},
+		{sdk.Config{"network": sdk.Config{"cni_path": "lib/cni"}}, "network.cni_path"},
+		{sdk.Config{"ports": sdk.Config{"from": float64(0)}}, "ports.from"},
+		{sdk.Config{"ports": sdk.Config{"from": float64(30000), "to": float64(29999)}}, "ports.to"},
+		{sdk.Config{"ports": sdk.Config{"size": float64(3)}}, "ports.size"},
 	} {
 		err := New().Configure(context.Background(), sdk.ConfigureRequest{Settings: tc.settings, DataDir: t.TempDir()})
 		var se *sdk.Error
