@@ -15,7 +15,7 @@ AGENT_PID := $(QUICKSTART)/build/agent.pid
 AGENT_LOG := $(QUICKSTART)/build/agent.log
 AGENT_SOCK:= /var/lib/kigumi/quickstart/agent.sock
 
-.PHONY: all build plugins wasm run stop run-ledger stop-ledger test faults soak fuzz deps bench proto fmt vet clean
+.PHONY: all build plugins wasm run stop run-ledger stop-ledger run-containers stop-containers test faults soak fuzz deps bench proto fmt vet clean
 
 all: build
 
@@ -71,6 +71,14 @@ run-ledger: build
 ## stop-ledger: remove all of the ledger example: agent, lease tenants, fake ledger, wallets, state
 stop-ledger: build
 	./examples/ledger/stop.sh
+
+## run-containers: containers from a registry on the example's own containerd (examples/containers)
+run-containers: build
+	./examples/containers/run.sh
+
+## stop-containers: remove all of the containers example: tenants, users, containerd, registry, their dirs and mounts
+stop-containers: build
+	./examples/containers/stop.sh
 
 ## deps: install what the tests need (idempotent; root)
 deps:
