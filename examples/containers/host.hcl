@@ -31,4 +31,8 @@ runtime "containerd" {
   address   = "/var/lib/kigumi/containers-example/containerd/ctd.sock"
   namespace = "kigumi-example"
   tmp_size  = "16MiB"
+  # Both tenants share this containerd. When the per-tenant mode lands,
+  # this line gives bob a rootless containerd of his own, as his user,
+  # started on his first container and stopped when he is destroyed:
+  # daemons = { bob = "per-tenant" }
 }
