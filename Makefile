@@ -15,7 +15,7 @@ AGENT_PID := $(QUICKSTART)/build/agent.pid
 AGENT_LOG := $(QUICKSTART)/build/agent.log
 AGENT_SOCK:= /var/lib/kigumi/quickstart/agent.sock
 
-.PHONY: all build plugins wasm run stop run-ledger stop-ledger test faults soak fuzz deps bench proto fmt vet clean
+.PHONY: all build plugins wasm run stop run-ledger stop-ledger run-containers stop-containers test faults soak fuzz deps bench proto fmt vet clean
 
 all: build
 
@@ -72,6 +72,14 @@ run-ledger: build
 stop-ledger: build
 	./examples/ledger/stop.sh
 
+## run-containers: containers from a registry on the example's own containerd (examples/containers)
+run-containers: build
+	./examples/containers/run.sh
+
+## stop-containers: remove all of the containers example: tenants, users, containerd, registry, their dirs and mounts
+stop-containers: build
+	./examples/containers/stop.sh
+
 ## deps: install what the tests need (idempotent; root)
 deps:
 	./.ci/install-deps
@@ -115,12 +123,14 @@ fuzz:
 ## bench: benchmarks, then the table of the performance targets (cmd/benchtable)
 bench: build
 	@mkdir -p $(BIN)
-	$(GO) test -run '^$$' -bench . -benchmem -skip 'Scale|LeaseLatency' ./... | tee $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem -skip 'Scale|LeaseLatency|Ctr(StartLatency|Scale50)' ./... | tee $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench 'LeaseLatency' -benchtime 100x ./plugins/ledger-xrpl/xrplledger | tee -a $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench 'Scale(Converge|EmptyReconcile)' -benchtime 1x ./core/agent | tee -a $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench 'ScalePlanAgent' -benchtime 5x ./core/agent | tee -a $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench 'ScaleSpecLatency' -benchtime 100x ./core/agent | tee -a $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench 'ScalePlanCLI' -benchtime 5x ./cmd/kigumi | tee -a $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench 'CtrStartLatency' -benchtime 20x ./plugins/runtime-containerd/ctrruntime | tee -a $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench 'CtrScale50' -benchtime 1x ./plugins/runtime-containerd/ctrruntime | tee -a $(BIN)/bench.txt
 	cd core/sdk && $(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) run ./cmd/benchtable < $(BIN)/bench.txt
 

@@ -1,5 +1,5 @@
 // Command benchtable reads `go test -bench` output on standard input and
-// prints the figures of the performance targets (issues 5, 6, 7 and 9) as a
+// prints the figures of the performance targets (issues 5 to 9) as a
 // table: each figure, the baseline measured in the same run, their ratio,
 // and the target, on the figure itself or on the ratio. `make bench` runs
 // it.
@@ -57,6 +57,14 @@ var rows = []row{
 		baseline: "BenchmarkLeaseLatency", bunit: "file-p50-ms", target: "(report)"},
 	{what: "lease acquire validated to reply submitted, p99", benchmark: "BenchmarkLeaseLatency", unit: "reply-p99-ms",
 		baseline: "BenchmarkLeaseLatency", bunit: "file-p99-ms", target: "(report)"},
+	// The containerd runtime against bare containerd (`ctr run`), interleaved in one run.
+	{what: "container start to running, p50", benchmark: "BenchmarkCtrStartLatency", unit: "kigumi-p50-ms",
+		baseline: "BenchmarkCtrStartLatency", bunit: "bare-p50-ms", target: "<= 1.3x bare", ratioTarget: 1.3},
+	{what: "container start to running, p99", benchmark: "BenchmarkCtrStartLatency", unit: "kigumi-p99-ms",
+		baseline: "BenchmarkCtrStartLatency", bunit: "bare-p99-ms", target: "<= 1.3x bare", ratioTarget: 1.3},
+	{what: "50 containers, 10 tenants: start all", benchmark: "BenchmarkCtrScale50", unit: "total-s", target: "(report)"},
+	{what: "50 containers: containerd+shims RSS", benchmark: "BenchmarkCtrScale50", unit: "containerd-rss-MiB", target: "(report)"},
+	{what: "50 containers: runtime process RSS", benchmark: "BenchmarkCtrScale50", unit: "runtime-rss-MiB", target: "(report)"},
 	// The FUSE state (quotafs) against its backing directory.
 	{what: "state: sequential read", benchmark: "BenchmarkStateSeqRead/quotafs", unit: "MB/s",
 		baseline: "BenchmarkStateSeqRead/native", bunit: "MB/s", target: ">= 0.8x native", ratioTarget: 0.8, higherIsBetter: true},

@@ -69,7 +69,7 @@ func runTests(m *testing.M) int {
 
 // newRuntime returns a runtime configured for the test containerd, with
 // extra settings.
-func newRuntime(t *testing.T, settings sdk.Config) *Runtime {
+func newRuntime(t testing.TB, settings sdk.Config) *Runtime {
 	t.Helper()
 	cfg := sdk.Config{"address": env.Address, "namespace": testNamespace}
 	for k, v := range settings {
@@ -90,7 +90,7 @@ type testTenant struct {
 }
 
 // newTenant makes a real tenant named ctr-*, removed when the test ends.
-func newTenant(t *testing.T) testTenant {
+func newTenant(t testing.TB) testTenant {
 	t.Helper()
 	b := make([]byte, 3)
 	if _, err := rand.Read(b); err != nil {
@@ -133,7 +133,7 @@ type instance struct {
 
 // request makes the StartRequest of in for tn, with the instance's real
 // cgroup inside the tenant's.
-func request(t *testing.T, tn testTenant, in instance) *sdk.StartRequest {
+func request(t testing.TB, tn testTenant, in instance) *sdk.StartRequest {
 	t.Helper()
 	lim := tenant.Limits{MemoryBytes: in.resources.MemoryBytes, MilliCPU: in.resources.MilliCPU, Pids: in.resources.Pids}
 	cg, err := tenants.EnsureInstance(context.Background(), tn.name, in.name, lim)
@@ -177,7 +177,7 @@ func request(t *testing.T, tn testTenant, in instance) *sdk.StartRequest {
 }
 
 // start starts in for tn and destroys it when the test ends.
-func start(t *testing.T, r *Runtime, tn testTenant, in instance) (sdk.Handle, *sdk.StartRequest) {
+func start(t testing.TB, r *Runtime, tn testTenant, in instance) (sdk.Handle, *sdk.StartRequest) {
 	t.Helper()
 	req := request(t, tn, in)
 	h, err := r.Start(context.Background(), req)
@@ -242,7 +242,7 @@ func waitLog(t *testing.T, r *Runtime, h sdk.Handle, want string, timeout time.D
 }
 
 // client returns a containerd client in the tests' namespace.
-func client(t *testing.T) (context.Context, *containerd.Client) {
+func client(t testing.TB) (context.Context, *containerd.Client) {
 	t.Helper()
 	c, err := containerd.New(env.Address)
 	if err != nil {

@@ -1,0 +1,38 @@
+# The containers example: two tenants, each running a container of an
+# image built from Debian packages, on the example's own containerd (shared
+# mode: one root containerd, each tenant's containers in a user namespace
+# mapped to the tenant's own subordinate range). `make run-containers`
+# starts containerd and a registry, builds and pushes the image, applies
+# this host; `make stop-containers` removes all of it.
+
+host "containers-example" {
+  state_dir = "/var/lib/kigumi/containers-example/kigumi"
+  policies  = ["../../policies"]
+
+  capacity {
+    cpu       = 2
+    memory    = "2GiB"
+    disk      = "10GiB"
+    instances = 8
+  }
+
+  isolation {
+    tenant_users = true
+  }
+
+  tenants {
+    dir = "tenants"
+  }
+}
+
+# The example's containerd, started by run.sh (not the system one). The
+# registry on 127.0.0.1 is plain HTTP, which loopback registries may be.
+runtime "containerd" {
+  address   = "/var/lib/kigumi/containers-example/containerd/ctd.sock"
+  namespace = "kigumi-example"
+  tmp_size  = "16MiB"
+  # Both tenants share this containerd. When the per-tenant mode lands,
+  # this line gives bob a rootless containerd of his own, as his user,
+  # started on his first container and stopped when he is destroyed:
+  # daemons = { bob = "per-tenant" }
+}
