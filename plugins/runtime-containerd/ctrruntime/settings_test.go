@@ -3,8 +3,8 @@ package ctrruntime
 import (
 	"context"
 	"errors"
-	"strings"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
