@@ -31,6 +31,19 @@ type handleData struct {
 	// Cgroup is the container's own cgroup, inside the instance's.
 	Cgroup    string    `json:"cgroup"`
 	StartedAt time.Time `json:"started_at"`
+	// Daemon is the socket of the tenant's own containerd in the
+	// per-tenant mode, empty for the shared one; LogDir is then the
+	// tenant-owned directory of the instance's logs.
+	Daemon string `json:"daemon,omitempty"`
+	LogDir string `json:"log_dir,omitempty"`
+}
+
+// logDir is the directory of the instance's log files.
+func (d handleData) logDir() string {
+	if d.LogDir != "" {
+		return d.LogDir
+	}
+	return d.RunDir
 }
 
 func (d handleData) encode() (sdk.Handle, error) {
@@ -51,7 +64,7 @@ func decodeHandle(h sdk.Handle) (handleData, error) {
 	if err := json.Unmarshal(h.Data, &d); err != nil {
 		return d, sdk.Errorf(sdk.CodeInvalid, "decode handle: %w", err)
 	}
-	if !containerID.MatchString(d.ID) || d.Namespace == "" || !filepath.IsAbs(d.RunDir) {
+	if !containerID.MatchString(d.ID) || d.Namespace == "" || !filepath.IsAbs(d.RunDir) || (d.Daemon != "") != filepath.IsAbs(d.LogDir) {
 		return d, sdk.Errorf(sdk.CodeInvalid, "malformed handle")
 	}
 	return d, nil
