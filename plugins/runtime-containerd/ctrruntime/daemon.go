@@ -115,7 +115,7 @@ func decodeTenant(h sdk.Handle) (tenantData, error) {
 	case d.Tenant == "":
 	case d.Mode == ModeShared:
 		return d, nil
-	case d.Mode == ModePerTenant && filepath.IsAbs(d.Dir) && filepath.IsAbs(d.Address) && d.Pid > 0:
+	case d.Mode == ModePerTenant && filepath.IsAbs(d.Dir) && filepath.Base(d.Dir) == daemonDirName && d.Address == daemonSocket(d.Dir) && d.Pid > 1:
 		return d, nil
 	}
 	return d, sdk.Errorf(sdk.CodeInvalid, "malformed tenant handle")
@@ -226,7 +226,7 @@ func (r *Runtime) ReleaseTenant(_ context.Context, h sdk.Handle) error {
 func (r *Runtime) startDaemon(ctx context.Context, req *sdk.TenantRequest) (_ tenantData, err error) {
 	u := req.User
 	d := tenantData{Mode: ModePerTenant, Tenant: req.Tenant, Dir: filepath.Join(u.Home, daemonDirName)}
-	d.Address = filepath.Join(d.Dir, "ctd.sock")
+	d.Address = daemonSocket(d.Dir)
 	// A fresh directory, made by root so that nothing of the tenant's is
 	// in it (RemoveAll does not follow links, Mkdir fails on one put back).
 	if err := os.RemoveAll(d.Dir); err != nil {
@@ -292,6 +292,9 @@ func (r *Runtime) startDaemon(ctx context.Context, req *sdk.TenantRequest) (_ te
 	}
 	return d, nil
 }
+
+// daemonSocket is the socket of the daemon of dir.
+func daemonSocket(dir string) string { return filepath.Join(dir, "ctd.sock") }
 
 // serving reports whether a containerd answers at address.
 func (r *Runtime) serving(ctx context.Context, address string) bool {

@@ -64,7 +64,7 @@ func decodeHandle(h sdk.Handle) (handleData, error) {
 	if err := json.Unmarshal(h.Data, &d); err != nil {
 		return d, sdk.Errorf(sdk.CodeInvalid, "decode handle: %w", err)
 	}
-	if !containerID.MatchString(d.ID) || d.Namespace == "" || !filepath.IsAbs(d.RunDir) || (d.Daemon != "") != filepath.IsAbs(d.LogDir) {
+	if !containerID.MatchString(d.ID) || d.Namespace == "" || !filepath.IsAbs(d.RunDir) || (d.Daemon != "" && d.LogDir != rootlessLogDir(d.Daemon, d.ID)) || (d.Daemon == "" && d.LogDir != "") {
 		return d, sdk.Errorf(sdk.CodeInvalid, "malformed handle")
 	}
 	return d, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -236,6 +237,11 @@ func TestDaemonAdoption(t *testing.T) {
 		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s left after Destroy: %v", dir, err)
 		}
+	}
+	// rootlesskit, its child in the namespace, containerd: what Release
+	// must end.
+	if pids := daemonProcesses(td); len(pids) < 3 || !slices.Contains(pids, td.Pid) {
+		t.Errorf("daemon processes %v, want rootlesskit %d and its children", pids, td.Pid)
 	}
 	if err := r2.ReleaseTenant(ctx, th2); err != nil {
 		t.Fatal(err)

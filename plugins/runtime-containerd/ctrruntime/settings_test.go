@@ -64,6 +64,10 @@ func TestConfigure(t *testing.T) {
 		{sdk.Config{"namespace": "Bad Name"}, "namespace"},
 		{sdk.Config{"tmp_size": "1KiB"}, "tmp_size"},
 		{sdk.Config{"registry": map[string]sdk.Config{"r:5000": {"plain_http": "yes"}}}, `registry["r:5000"].plain_http`},
+		{sdk.Config{"daemon": "rootless"}, "daemon"},
+		{sdk.Config{"daemon": true}, "daemon"},
+		{sdk.Config{"daemons": map[string]string{"alice": "own"}}, "daemons.alice"},
+		{sdk.Config{"daemons": "alice"}, "daemons"},
 	} {
 		err := New().Configure(context.Background(), sdk.ConfigureRequest{Settings: tc.settings, DataDir: t.TempDir()})
 		var se *sdk.Error
@@ -76,5 +80,11 @@ func TestConfigure(t *testing.T) {
 		"registry": map[string]sdk.Config{"r:5000": {"plain_http": true}}}})
 	if err != nil || !r.registry.Host("r:5000").PlainHTTP {
 		t.Errorf("registry settings: %v, %+v", err, r.registry)
+	}
+	r = New()
+	err = r.Configure(context.Background(), sdk.ConfigureRequest{DataDir: t.TempDir(), Settings: sdk.Config{
+		"daemon": ModePerTenant, "daemons": map[string]string{"bob": ModeShared}}})
+	if err != nil || r.modeOf("alice") != ModePerTenant || r.modeOf("bob") != ModeShared {
+		t.Errorf("daemon modes: %v, alice %s, bob %s", err, r.modeOf("alice"), r.modeOf("bob"))
 	}
 }
