@@ -1,5 +1,5 @@
 // Command benchtable reads `go test -bench` output on standard input and
-// prints the figures of the performance targets (issues 5, 7 and 9) as a
+// prints the figures of the performance targets (issues 5, 6, 7 and 9) as a
 // table: each figure, the baseline measured in the same run, their ratio,
 // and the target, on the figure itself or on the ratio. `make bench` runs
 // it.
@@ -68,6 +68,17 @@ var rows = []row{
 		baseline: "BenchmarkStateSmallFile/native", bunit: "files/s", target: ">= 0.5x native", ratioTarget: 0.5, higherIsBetter: true},
 	{what: "state: stat, p50", benchmark: "BenchmarkStateStat/quotafs", unit: "p50-ns",
 		baseline: "BenchmarkStateStat/native", bunit: "p50-ns", target: "<= 2x native", ratioTarget: 2},
+	// The wasm runtime (issue 6) against plain wazero and process spawning.
+	{what: "wasm: instantiate tiny module, compiled, p50", benchmark: "BenchmarkInstantiateLatency/sandbox", unit: "p50-us",
+		baseline: "BenchmarkInstantiateLatency/wazero-default", bunit: "p50-us", target: "(report)"},
+	{what: "wasm: instantiate tiny module, compiled, p99", benchmark: "BenchmarkInstantiateLatency/sandbox", unit: "p99-us",
+		baseline: "BenchmarkInstantiateLatency/wazero-default", bunit: "p99-us", target: "<= 1000 us", targetValue: 1000, targetComparable: true},
+	{what: "wasm: new sandbox ready, tiny module, p50", benchmark: "BenchmarkSandboxStart", unit: "p50-ms",
+		baseline: "BenchmarkSandboxStart", bunit: "exec-p50-ms", target: "<= 50 ms", targetValue: 50, targetComparable: true},
+	{what: "wasm: new sandbox ready, tiny module, p99", benchmark: "BenchmarkSandboxStart", unit: "p99-ms",
+		baseline: "BenchmarkSandboxStart", bunit: "exec-p50-ms", target: "(report)"},
+	{what: "wasm: compile Go module (2 MB), cached vs cold", benchmark: "BenchmarkCompile/cached", unit: "ms/compile",
+		baseline: "BenchmarkCompile/cold", bunit: "ms/compile", target: "(report)"},
 }
 
 // parse reads benchmark lines into benchmark name (without the -N suffix)

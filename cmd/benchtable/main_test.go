@@ -40,3 +40,31 @@ BenchmarkStateStat/quotafs-2  1  1 ns/op  900 p50-ns
 		}
 	}
 }
+
+// TestWasmRows checks the wasm rows: a baseline unit of the same benchmark,
+// a target on the figure, and sub-benchmarks with a dash in their name.
+func TestWasmRows(t *testing.T) {
+	in := `BenchmarkCompile/cold-2  2  1 ns/op  1000 ms/compile
+BenchmarkCompile/cached-2  25  1 ns/op  50 ms/compile
+BenchmarkInstantiateLatency/wazero-default-2  100  1 ns/op  20 p50-us  600 p99-us
+BenchmarkInstantiateLatency/sandbox-2  100  1 ns/op  8 p50-us  1200 p99-us
+BenchmarkSandboxStart-2  51  1 ns/op  1.25 exec-p50-ms  17.5 p50-ms  40 p99-ms
+`
+	got, err := parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	table(&b, got)
+	folded := strings.Join(strings.Fields(b.String()), " ")
+	for _, want := range []string{
+		"wasm: instantiate tiny module, compiled, p50 8 p50-us 20 p50-us 0.4x (report)",
+		"wasm: instantiate tiny module, compiled, p99 1200 p99-us 600 p99-us 2x <= 1000 us no",
+		"wasm: new sandbox ready, tiny module, p50 17.5 p50-ms 1.25 exec-p50-ms 14x <= 50 ms yes",
+		"wasm: compile Go module (2 MB), cached vs cold 50 ms/compile 1000 ms/compile 0.05x (report)",
+	} {
+		if !strings.Contains(folded, want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -95,6 +96,26 @@ func TestBadInput(t *testing.T) {
 			},
 			args: []string{"apply", "--auto-approve"},
 			want: []string{`Policy "[a-z-]+" denied tenant "e2e\w+"`, `policy defined at .*policies/tenant-totals\.hcl:\d+`, `e2e\w+\.hcl:1,1: Error: Policy`}},
+		{name: "privileged setting",
+			edit: func(t *testing.T, w *workspace) {
+				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), `runtime     = "wasm"`, "runtime     = \"wasm\"\n    settings {\n      privileged = true\n    }")
+			},
+			args: []string{"validate"},
+			want: []string{`\.hcl:5,20: Error: Policy "no-privileged" denied tenant "e2e\w+" instance "app"`, `privileged mode is refused`, `policy defined at .*policies/containers\.hcl:\d+`}},
+		{name: "unpinned image with the image-digest policy",
+			edit: func(t *testing.T, w *workspace) {
+				optIn, _ := filepath.Abs("../../policies/opt-in/image-digest.hcl")
+				replaceIn(t, w.host, `policies      = [`, `policies      = [`+strconv.Quote(optIn)+`, `)
+				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), `module      = "`+appWasm+`"`, `image       = "127.0.0.1:1/app:1"`)
+			},
+			args: []string{"plan"},
+			want: []string{`\.hcl:4,19: Error: Policy "image-digest" denied tenant "e2e\w+" instance "app"`, `image 127\.0\.0\.1:1/app:1 is not pinned`, `policy defined at .*policies/opt-in/image-digest\.hcl:\d+`}},
+		{name: "archive outside the artifacts directory",
+			edit: func(t *testing.T, w *workspace) {
+				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), `module      = "`+appWasm+`"`, `archive     = "/etc/hostname"`)
+			},
+			args: []string{"validate"},
+			want: []string{`\.hcl:4,19: Error: Archive outside the artifacts directory`, `/etc/hostname is not inside the host's artifacts directory`}},
 		{name: "plugin setting",
 			edit: func(t *testing.T, w *workspace) {
 				replaceIn(t, w.host, `runtime "wasm" {}`, "runtime \"wasm\" {\n  compiler = \"jit\"\n}")

@@ -95,7 +95,7 @@ func TestRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	takeCalls(w)
-	w.InspectState = func() sdk.State { return sdk.StateStopped }
+	w.InspectState = func(string) sdk.Status { return sdk.Status{State: sdk.StateStopped} }
 	if err := e.Rollback(ctx, "alice", "web", "c1"); err != nil {
 		t.Fatal(err)
 	}

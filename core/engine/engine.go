@@ -190,7 +190,7 @@ func Desired(h *spec.Host, tenants []*spec.Tenant) ([]plan.Tenant, error) {
 		pt := plan.Tenant{Name: t.Name, Source: FileSource(h, t.File)}
 		for _, i := range t.Instances {
 			s := state.InstanceSpec{
-				Runtime: i.Runtime, Module: i.Module, Image: i.Image, Digest: i.Digest,
+				Runtime: i.Runtime, Module: i.Module, Image: i.Image, Archive: i.Archive, Digest: i.Digest,
 				Args: i.Args, Env: i.Env, Resources: i.Resources, StateBytes: i.StateBytes, Permissions: i.Permissions,
 			}
 			s.Restart = i.Restart

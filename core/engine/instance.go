@@ -165,7 +165,7 @@ func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, te
 		Instance:    sdk.Instance{Tenant: rec.Tenant, Name: rec.Name},
 		User:        ten.User,
 		Cgroup:      rec.Cgroup,
-		Artifact:    sdk.Artifact{Module: rec.Spec.Module, Image: rec.Spec.Image, Digest: artifactDigest(rec.Spec)},
+		Artifact:    sdk.Artifact{Module: rec.Spec.Module, Image: rec.Spec.Image, Archive: rec.Spec.Archive, Digest: artifactDigest(rec.Spec)},
 		Args:        rec.Spec.Args,
 		Env:         rec.Spec.Env,
 		Resources:   rec.Spec.Resources,
@@ -178,10 +178,14 @@ func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, te
 	}
 	if err := e.step("instance "+rec.Key(), "runtime.start", func() error {
 		oom := oomKills(rec.Cgroup)
+		// The time before Start: a workload that ends before Start
+		// returns has an exit time after it, so refresh records that
+		// exit once, not again each time.
+		started := time.Now().UTC()
 		h, err := rt.Start(ctx, req)
 		if err == nil {
 			rec.RuntimeHandle, rec.RuntimeSpecHash = &h, rec.SpecHash
-			rec.Run.StartedAt, rec.Run.OOMKills = time.Now().UTC(), oom
+			rec.Run.StartedAt, rec.Run.OOMKills = started, oom
 			e.markRecovered(rec.Spec.Runtime, rt, rec.Key(), true) // it knows what it started
 		}
 		return err

@@ -227,7 +227,7 @@ func (e *Engine) CheckTenants(ctx context.Context, tenants []*spec.Tenant) (hcl.
 			}
 			req := &sdk.StartRequest{
 				Instance:    sdk.Instance{Tenant: v.tenant, Name: in.Name},
-				Artifact:    sdk.Artifact{Module: in.Module, Image: in.Image, Digest: in.Digest},
+				Artifact:    sdk.Artifact{Module: in.Module, Image: in.Image, Archive: in.Archive, Digest: in.Digest},
 				Args:        in.Args,
 				Env:         in.Env,
 				Resources:   in.Resources,

@@ -238,7 +238,7 @@ func TestRefreshRestartsDeadWorkload(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Mu.Lock()
-	w.InspectState = func() sdk.State { return sdk.StateExited }
+	w.InspectState = func(string) sdk.Status { return sdk.Status{State: sdk.StateExited} }
 	w.Mu.Unlock()
 	// Just ended: the first restart waits its backoff.
 	p, err := e.Plan(ctx, state.SourceFile, want)

@@ -345,6 +345,7 @@ func SpecChanges(old, new state.InstanceSpec) []Change {
 		add("module content", old.ModuleDigest, new.ModuleDigest)
 	}
 	add("image", old.Image, new.Image)
+	add("archive", old.Archive, new.Archive)
 	add("digest", old.Digest, new.Digest)
 	add("args", old.Args, new.Args)
 	add("env", old.Env, new.Env)

@@ -426,3 +426,106 @@ func BenchmarkEvaluate(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(decisions), "ns/decision")
 }
+
+// TestContainerPolicies checks policies/containers.hcl and
+// policies/opt-in/image-digest.hcl: each refusal names its policy, says
+// why, and points at the setting or instance at fault, while a neighbour
+// that asks for nothing of the kind is allowed.
+func TestContainerPolicies(t *testing.T) {
+	files := []string{
+		filepath.Join("..", "..", "policies", "containers.hcl"),
+		filepath.Join("..", "..", "policies", "opt-in", "image-digest.hcl"),
+	}
+	s, diags := Load(hclparse.NewParser(), files)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	settings := func(t *testing.T, src string) (hcl.Body, map[string]hcl.Range) {
+		t.Helper()
+		f, diags := hclparse.NewParser().ParseHCL([]byte(src), "c.hcl")
+		if diags.HasErrors() {
+			t.Fatal(diags)
+		}
+		attrs, _ := f.Body.JustAttributes()
+		ranges := map[string]hcl.Range{}
+		for name, a := range attrs {
+			ranges["settings."+name] = a.Expr.Range()
+		}
+		return f.Body, ranges
+	}
+	digest := "sha256:" + strings.Repeat("a", 64)
+	tests := []struct {
+		name     string
+		edit     func(t *testing.T, in *spec.Instance)
+		denied   []string
+		message  string
+		subjects map[string]int // policy -> line of the subject in c.hcl (0: the instance block)
+	}{
+		{name: "pinned, unprivileged", edit: func(t *testing.T, in *spec.Instance) {}},
+		{name: "pinned in the reference", edit: func(t *testing.T, in *spec.Instance) {
+			in.Digest = ""
+			in.Image = "registry.example/app@" + digest
+		}},
+		{name: "privileged false", edit: func(t *testing.T, in *spec.Instance) {
+			in.SettingsBody, in.Ranges = settings(t, "privileged = false\n")
+		}},
+		{name: "privileged", edit: func(t *testing.T, in *spec.Instance) {
+			in.SettingsBody, in.Ranges = settings(t, "workload_uid = 1000\nprivileged = true\n")
+		}, denied: []string{"no-privileged"}, message: "privileged mode is refused", subjects: map[string]int{"no-privileged": 2}},
+		{name: "host paths setting", edit: func(t *testing.T, in *spec.Instance) {
+			in.SettingsBody, in.Ranges = settings(t, "host_paths = [\"/etc\"]\n")
+		}, denied: []string{"no-host-paths-in-containers"}, message: "host paths are refused", subjects: map[string]int{"no-host-paths-in-containers": 1}},
+		{name: "mount", edit: func(t *testing.T, in *spec.Instance) {
+			in.Mounts = []spec.Mount{{Source: "/srv/artifacts/data", Guest: "/data"}}
+		}, denied: []string{"no-host-paths-in-containers"}, message: "host paths are refused"},
+		{name: "stdin", edit: func(t *testing.T, in *spec.Instance) { in.Stdin = "/srv/artifacts/in.txt" },
+			denied: []string{"no-host-paths-in-containers"}, message: "host paths are refused"},
+		{name: "unpinned", edit: func(t *testing.T, in *spec.Instance) { in.Digest = "" },
+			denied: []string{"image-digest"}, message: "image registry.example/app:1 is not pinned: add digest"},
+		{name: "archive pinned", edit: func(t *testing.T, in *spec.Instance) { in.Image, in.Archive = "", "/srv/artifacts/app.tar" }},
+		{name: "archive unpinned", edit: func(t *testing.T, in *spec.Instance) {
+			in.Image, in.Archive, in.Digest = "", "/srv/artifacts/app.tar", ""
+		},
+			denied: []string{"image-digest"}, message: "archive /srv/artifacts/app.tar is not pinned: add digest"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, tenants := fixture()
+			h.Capacity.MilliCPU = 4000
+			in := spec.Instance{
+				Name: "box", Runtime: "containerd", Image: "registry.example/app:1", Digest: digest,
+				DeclRange: at("c.hcl", 9, 1),
+			}
+			tt.edit(t, &in)
+			tenants[0].Instances = append(tenants[0].Instances, in)
+			rep, err := s.Evaluate(context.Background(), h, tenants)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var denied []string
+			for _, r := range rep.Results {
+				if r.Allowed {
+					continue
+				}
+				if r.Instance != "box" {
+					t.Errorf("neighbour %s/%s denied by %s: %s", r.Tenant, r.Instance, r.Policy, r.Message)
+					continue
+				}
+				denied = append(denied, r.Policy)
+				if !strings.Contains(r.Message, tt.message) {
+					t.Errorf("%s: message %q, want %q", r.Policy, r.Message, tt.message)
+				}
+				line := 9
+				if l, ok := tt.subjects[r.Policy]; ok {
+					line = l
+				}
+				if r.Subject.Filename != "c.hcl" || r.Subject.Start.Line != line {
+					t.Errorf("%s: subject %s, want c.hcl line %d", r.Policy, r.Subject, line)
+				}
+			}
+			if !slices.Equal(denied, tt.denied) {
+				t.Errorf("denied by %q, want %q", denied, tt.denied)
+			}
+		})
+	}
+}

@@ -1,6 +1,11 @@
 package policy
 
 import (
+	"github.com/hashicorp/hcl/v2"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+
 	"github.com/kigumi/kigumi/core/spec"
 )
 
@@ -56,11 +61,15 @@ type totals struct {
 }
 
 type instance struct {
-	Name        string            `cel:"name"`
-	Tenant      string            `cel:"tenant"`
-	Runtime     string            `cel:"runtime"`
-	Module      string            `cel:"module"`
-	Image       string            `cel:"image"`
+	Name    string `cel:"name"`
+	Tenant  string `cel:"tenant"`
+	Runtime string `cel:"runtime"`
+	Module  string `cel:"module"`
+	Image   string `cel:"image"`
+	Archive string `cel:"archive"`
+	// Artifact is the kind of artifact the instance runs: "module",
+	// "image" or "archive".
+	Artifact    string            `cel:"artifact"`
 	Digest      string            `cel:"digest"`
 	Args        []string          `cel:"args"`
 	Env         map[string]string `cel:"env"`
@@ -72,6 +81,9 @@ type instance struct {
 	Stdin      string  `cel:"stdin"`
 	StateGuest string  `cel:"state_guest"`
 	StateSeed  string  `cel:"state_seed"`
+	// Settings are the attributes of the settings block as written, a
+	// map(string, dyn).
+	Settings *structpb.Struct `cel:"settings"`
 }
 
 // mount is a read-only directory of the artifacts directory that the
@@ -93,6 +105,17 @@ type resources struct {
 	IOWriteIOPS int64 `cel:"io_write_iops"`
 }
 
+// artifactKind names the kind of artifact in runs.
+func artifactKind(in *spec.Instance) string {
+	switch {
+	case in.Image != "":
+		return "image"
+	case in.Archive != "":
+		return "archive"
+	}
+	return "module"
+}
+
 // cores converts thousandths of a core to cores.
 func cores(milli int64) float64 { return float64(milli) / 1000 }
 
@@ -103,14 +126,16 @@ func newInstance(t *spec.Tenant, in *spec.Instance) *instance {
 		mounts[i] = mount{Source: m.Source, Guest: m.Guest}
 	}
 	return &instance{
-		Name:    in.Name,
-		Tenant:  t.Name,
-		Runtime: in.Runtime,
-		Module:  in.Module,
-		Image:   in.Image,
-		Digest:  in.Digest,
-		Args:    in.Args,
-		Env:     in.Env,
+		Name:     in.Name,
+		Tenant:   t.Name,
+		Runtime:  in.Runtime,
+		Module:   in.Module,
+		Image:    in.Image,
+		Archive:  in.Archive,
+		Artifact: artifactKind(in),
+		Digest:   in.Digest,
+		Args:     in.Args,
+		Env:      in.Env,
 		Resources: resources{
 			CPU:    cores(in.Resources.MilliCPU),
 			Memory: in.Resources.MemoryBytes,
@@ -128,7 +153,35 @@ func newInstance(t *spec.Tenant, in *spec.Instance) *instance {
 		Stdin:       in.Stdin,
 		StateGuest:  in.StateGuest,
 		StateSeed:   in.StateSeed,
+		Settings:    settingsOf(in.SettingsBody),
 	}
+}
+
+// settingsOf returns the attributes of a settings block as written, before
+// the runtime's schema decodes them. An attribute whose value needs more
+// than literals (or a nested block) is left out: the runtime's schema
+// refuses it later.
+func settingsOf(body hcl.Body) *structpb.Struct {
+	out := &structpb.Struct{Fields: map[string]*structpb.Value{}}
+	if body == nil {
+		return out
+	}
+	attrs, _ := body.JustAttributes()
+	for name, a := range attrs {
+		v, diags := a.Expr.Value(nil)
+		if diags.HasErrors() || !v.IsWhollyKnown() {
+			continue
+		}
+		b, err := ctyjson.Marshal(v, v.Type())
+		if err != nil {
+			continue
+		}
+		pv := &structpb.Value{}
+		if protojson.Unmarshal(b, pv) == nil {
+			out.Fields[name] = pv
+		}
+	}
+	return out
 }
 
 // usage sums the resources of instances; CPU stays in thousandths of a core

@@ -301,7 +301,11 @@ type Artifact struct {
 	Module string
 	// Image is an OCI image reference.
 	Image string
-	// Digest optionally pins the artifact's content ("sha256:...").
+	// Archive is an absolute path to an OCI image-layout tar file (as
+	// `skopeo copy ... oci-archive:PATH` makes), holding one image.
+	Archive string
+	// Digest optionally pins the artifact's content ("sha256:..."): the
+	// image's manifest digest for Image and Archive.
 	Digest string
 }
 

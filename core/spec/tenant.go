@@ -42,7 +42,7 @@ var (
 	tenantSchema     = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "instance", LabelNames: []string{"name"}}}}
 	instanceSchema   = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{
-			{Name: "runtime"}, {Name: "module"}, {Name: "image"}, {Name: "digest"},
+			{Name: "runtime"}, {Name: "module"}, {Name: "image"}, {Name: "archive"}, {Name: "digest"},
 			{Name: "args"}, {Name: "env"}, {Name: "permissions"}, {Name: "restart"},
 			{Name: "stdin"},
 		},
@@ -249,11 +249,15 @@ func (c *Checker) checkInstance(d *decoder, in *Instance) {
 	if r, ok := in.Ranges["runtime"]; ok && in.Runtime != "" {
 		d.checkRuntime(r, in.Runtime, h)
 	}
-	if r, ok := in.Ranges["module"]; ok && in.Module != "" {
-		problem, ok := c.modules[in.Module]
+	for _, f := range []struct{ attr, noun, path string }{{"module", "Module", in.Module}, {"archive", "Archive", in.Archive}} {
+		r, ok := in.Ranges[f.attr]
+		if !ok || f.path == "" {
+			continue
+		}
+		problem, ok := c.modules[f.path]
 		if !ok {
-			problem = checkModule(in.Module, h)
-			c.modules[in.Module] = problem
+			problem = checkArtifactFile(f.noun, f.path, h)
+			c.modules[f.path] = problem
 		}
 		if problem != nil {
 			d.errorAt(r, problem.summary, "%s", problem.detail)
@@ -263,20 +267,21 @@ func (c *Checker) checkInstance(d *decoder, in *Instance) {
 	d.checkCapacity(in, h)
 }
 
-// checkModule reports what is wrong with the module path, or nil: it must
-// be a regular file inside h's artifacts directory.
-func checkModule(path string, h *Host) *moduleProblem {
+// checkArtifactFile reports what is wrong with the path of a module or
+// archive (noun), or nil: it must be a regular file inside h's artifacts
+// directory.
+func checkArtifactFile(noun, path string, h *Host) *moduleProblem {
 	// Containment first, so a spec learns nothing of files outside.
 	if !within(h.ArtifactDir, path) {
-		return &moduleProblem{"Module outside the artifacts directory",
+		return &moduleProblem{noun + " outside the artifacts directory",
 			fmt.Sprintf("%s is not inside the host's artifacts directory %s (symlinks resolved); set artifacts_dir in the host spec.", path, h.ArtifactDir)}
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
-		return &moduleProblem{"Module not found", fmt.Sprintf("Cannot use %s as the module: %v.", path, err)}
+		return &moduleProblem{noun + " not found", fmt.Sprintf("Cannot use %s as the %s: %v.", path, strings.ToLower(noun), err)}
 	}
 	if !fi.Mode().IsRegular() {
-		return &moduleProblem{"Module is not a file", fmt.Sprintf("%s is not a regular file.", path)}
+		return &moduleProblem{noun + " is not a file", fmt.Sprintf("%s is not a regular file.", path)}
 	}
 	return nil
 }
@@ -378,6 +383,11 @@ func (d *decoder) instance(b *hcl.Block, dir string) Instance {
 	if sb := d.single(c.Blocks, "settings"); sb != nil {
 		in.SettingsBody = sb.Body
 		in.Ranges["settings"] = sb.DefRange
+		// Policies that read a setting point at it.
+		attrs, _ := sb.Body.JustAttributes()
+		for name, a := range attrs {
+			in.Ranges["settings."+name] = a.Expr.Range()
+		}
 	}
 	for _, name := range []string{sdk.PermStateRead, sdk.PermStateWrite} {
 		if r, ok := in.Ranges["permission."+name]; ok && in.StateBytes == 0 {
@@ -540,22 +550,28 @@ func within(dir, path string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
-// artifact decodes the module, image and digest arguments of c into in.
+// artifact decodes the module, image, archive and digest arguments of c
+// into in: exactly one of the first three.
 func (d *decoder) artifact(in *Instance, c *hcl.BodyContent, dir string) {
-	module, image := c.Attributes["module"], c.Attributes["image"]
-	switch {
-	case module != nil && image != nil:
-		second := image
-		if module.Range.Start.Byte > image.Range.Start.Byte {
-			second = module
+	var set []*hcl.Attribute
+	for _, name := range []string{"module", "image", "archive"} {
+		if a := c.Attributes[name]; a != nil {
+			set = append(set, a)
 		}
-		d.errorAt(second.Range, "Conflicting artifact", "An instance runs either a module or an image, not both.")
-	case module == nil && image == nil:
-		d.errorAt(in.DeclRange, "Missing artifact", "An instance must set either module (a wasm file) or image (an OCI image reference).")
-	case module != nil:
+	}
+	slices.SortFunc(set, func(a, b *hcl.Attribute) int { return a.Range.Start.Byte - b.Range.Start.Byte })
+	switch {
+	case len(set) > 1:
+		d.errorAt(set[1].Range, "Conflicting artifact", "An instance runs one of a module, an image or an archive; %s is set already.", set[0].Name)
+	case len(set) == 0:
+		d.errorAt(in.DeclRange, "Missing artifact", "An instance must set one of module (a wasm file), image (an OCI image reference) or archive (an OCI image-layout tar).")
+	case set[0].Name == "module":
 		// CheckTenants checks the file.
-		in.Module = d.path(module, dir)
+		in.Module = d.path(set[0], dir)
+	case set[0].Name == "archive":
+		in.Archive = d.path(set[0], dir)
 	default:
+		image := set[0]
 		in.Image = d.str(image)
 		if in.Image == "" || strings.ContainsAny(in.Image, " \t\r\n") {
 			d.invalid(image.Expr, image.Name, "%q is not an image reference such as \"registry.example/app:1.0\".", in.Image)

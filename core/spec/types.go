@@ -87,9 +87,13 @@ type Instance struct {
 	Name    string
 	Runtime string
 	// Module is the absolute path of the wasm module, resolved against the
-	// spec file's directory. Exactly one of Module and Image is set.
-	Module     string
-	Image      string
+	// spec file's directory. Exactly one of Module, Image and Archive is
+	// set.
+	Module string
+	Image  string
+	// Archive is the absolute path of an OCI image-layout tar, resolved
+	// and checked as Module is.
+	Archive    string
 	Digest     string
 	Args       []string
 	Env        map[string]string

@@ -59,6 +59,7 @@ func (s InstanceSpec) fields() []specField {
 		{"module", s.Module, ""},
 		{"module_digest", s.ModuleDigest, ""},
 		{"image", s.Image, ""},
+		{"archive", s.Archive, ""},
 		{"digest", s.Digest, ""},
 		{"args", s.Args, []string(nil)},
 		{"env", s.Env, map[string]string(nil)},

@@ -82,12 +82,14 @@ type InstanceSpec struct {
 	// is a change.
 	ModuleDigest string
 	Image        string
-	Digest       string
-	Args         []string
-	Env          map[string]string
-	Resources    sdk.Resources
-	StateBytes   int64
-	Permissions  sdk.Permissions
+	// Archive is the path of an OCI image-layout tar.
+	Archive     string `json:",omitempty"`
+	Digest      string
+	Args        []string
+	Env         map[string]string
+	Resources   sdk.Resources
+	StateBytes  int64
+	Permissions sdk.Permissions
 	// Settings are the runtime-specific settings; absent when none.
 	Settings sdk.Config `json:",omitempty"`
 	// Restart is the restart policy: "never", "on-failure" or "always".

@@ -35,17 +35,17 @@ type World struct {
 	// StateIO are the I/O rates each state was provisioned with.
 	StateIO      map[string]sdk.IOLimits
 	Configs      int
-	FailStart    error             // returned by the next Start
-	CrashAt      string            // "start": the apply goroutine dies after Start, before recording
-	OnStart      func(key string)  // called inside Start
-	InspectState func() sdk.State  // overrides Inspect's answer, when set
-	rt           *runtimeClient    // the launched runtime plugin
-	Dead         map[sdk.Kind]bool // the plugin of this kind "exited"
-	Prepared     map[string]bool   // tenants the runtime prepared
-	LastStart    sdk.StartRequest  // the last StartRequest
-	FailRemove   map[string]error  // Remove of this tenant fails
-	Released     []string          // tenants whose plugin processes were released
-	Recovers     int               // Recover calls
+	FailStart    error                       // returned by the next Start
+	CrashAt      string                      // "start": the apply goroutine dies after Start, before recording
+	OnStart      func(key string)            // called inside Start
+	InspectState func(key string) sdk.Status // overrides Inspect's answer for instance key, when set
+	rt           *runtimeClient              // the launched runtime plugin
+	Dead         map[sdk.Kind]bool           // the plugin of this kind "exited"
+	Prepared     map[string]bool             // tenants the runtime prepared
+	LastStart    sdk.StartRequest            // the last StartRequest
+	FailRemove   map[string]error            // Remove of this tenant fails
+	Released     []string                    // tenants whose plugin processes were released
+	Recovers     int                         // Recover calls
 	// Usage is what the StateFS's Usage reports of an instance's state;
 	// without an entry it fails with sdk.ErrUnsupported.
 	Usage map[string]sdk.Usage
@@ -205,11 +205,12 @@ func (r *runtimeClient) Destroy(_ context.Context, h sdk.Handle) error {
 	return nil
 }
 func (r *runtimeClient) Inspect(_ context.Context, h sdk.Handle) (sdk.Status, error) {
-	if _, ok := r.handle(h); !ok {
+	fh, ok := r.handle(h)
+	if !ok {
 		return sdk.Status{}, sdk.ErrNotFound
 	}
 	if r.w.InspectState != nil {
-		return sdk.Status{State: r.w.InspectState()}, nil
+		return r.w.InspectState(fh.Key), nil
 	}
 	return sdk.Status{State: sdk.StateRunning, Pid: 42}, nil
 }

@@ -1479,6 +1479,7 @@ type Artifact struct {
 	Module        string                 `protobuf:"bytes,1,opt,name=module,proto3" json:"module,omitempty"`
 	Image         string                 `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
 	Digest        string                 `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	Archive       string                 `protobuf:"bytes,4,opt,name=archive,proto3" json:"archive,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1530,6 +1531,13 @@ func (x *Artifact) GetImage() string {
 func (x *Artifact) GetDigest() string {
 	if x != nil {
 		return x.Digest
+	}
+	return ""
+}
+
+func (x *Artifact) GetArchive() string {
+	if x != nil {
+		return x.Archive
 	}
 	return ""
 }
@@ -3002,11 +3010,12 @@ const file_plugin_proto_rawDesc = "" +
 	"\twrite_bps\x18\x02 \x01(\x03R\bwriteBps\x12\x1b\n" +
 	"\tread_iops\x18\x03 \x01(\x03R\breadIops\x12\x1d\n" +
 	"\n" +
-	"write_iops\x18\x04 \x01(\x03R\twriteIops\"P\n" +
+	"write_iops\x18\x04 \x01(\x03R\twriteIops\"j\n" +
 	"\bArtifact\x12\x16\n" +
 	"\x06module\x18\x01 \x01(\tR\x06module\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x16\n" +
-	"\x06digest\x18\x03 \x01(\tR\x06digest\"6\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x18\n" +
+	"\aarchive\x18\x04 \x01(\tR\aarchive\"6\n" +
 	"\bInstance\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\x9d\x01\n" +

@@ -211,6 +211,8 @@ type instance struct {
 	// state, when set, gives the instance a writable state directory.
 	state bool
 	image string
+	// artifact, when set, is the artifact instead of image.
+	artifact sdk.Artifact
 }
 
 // request makes the StartRequest of in for tn, with the instance's real
@@ -241,6 +243,9 @@ func request(t *testing.T, tn testTenant, in instance) *sdk.StartRequest {
 		Settings:  in.settings,
 		RunDir:    filepath.Join(t.TempDir(), "run"),
 		Tenant:    tn.handle,
+	}
+	if in.artifact != (sdk.Artifact{}) {
+		req.Artifact = in.artifact
 	}
 	if in.state {
 		dir := filepath.Join(t.TempDir(), "state")

@@ -60,6 +60,8 @@ type Runtime struct {
 	clients map[string]*containerd.Client
 	// daemonMu serializes starting and stopping tenants' daemons.
 	daemonMu sync.Mutex
+	// exits are the containers whose exits WatchExits reports.
+	exits exitWatch
 }
 
 // New returns a Runtime with default settings.
@@ -97,7 +99,7 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 				{Name: sdk.PermStateRead, Description: "read the instance's state at its state path"},
 				{Name: sdk.PermStateWrite, Description: "read and write the instance's state at its state path"},
 			},
-			Features: []string{sdk.FeatureValidate, sdk.FeatureTenantLifecycle},
+			Features: []string{sdk.FeatureValidate, sdk.FeatureWatch, sdk.FeatureTenantLifecycle},
 		},
 	}, nil
 }
@@ -225,7 +227,7 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 	if err != nil {
 		return sdk.Handle{}, err
 	}
-	img, err := r.pull(ctx, c, req.Artifact)
+	img, err := r.image(ctx, c, req.Artifact)
 	if err != nil {
 		return sdk.Handle{}, err
 	}
@@ -303,7 +305,11 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 		return sdk.Handle{}, fmt.Errorf("instance %s: start task: %w", req.Instance, err)
 	}
 	d.StartedAt = time.Now().UTC()
-	return d.encode()
+	h, err := d.encode()
+	if err == nil {
+		r.exits.track(d.ID, h)
+	}
+	return h, err
 }
 
 // removeLeftover removes a container of the instance that no handle
@@ -429,6 +435,7 @@ func stopTask(ctx context.Context, d handleData, ctr containerd.Container, timeo
 func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	ctx, d, ctr, err := r.load(ctx, h)
 	if errors.Is(err, sdk.ErrNotFound) {
+		r.exits.untrack(d.ID)
 		return nil
 	}
 	if err != nil {
@@ -447,6 +454,7 @@ func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	if err := ctr.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("instance %s: delete container: %w", d.Instance, err)
 	}
+	r.exits.untrack(d.ID)
 	if d.Daemon == "" {
 		return nil
 	}
@@ -506,9 +514,11 @@ func (r *Runtime) Inspect(ctx context.Context, h sdk.Handle) (sdk.Status, error)
 // Recover adopts the instance's container as it is: a running task goes
 // on running. It fails with CodeNotFound when the container is gone.
 func (r *Runtime) Recover(ctx context.Context, h sdk.Handle) (sdk.Handle, error) {
-	if _, _, _, err := r.load(ctx, h); err != nil {
+	_, d, _, err := r.load(ctx, h)
+	if err != nil {
 		return sdk.Handle{}, err
 	}
+	r.exits.track(d.ID, h)
 	return h, nil
 }
 

@@ -3,6 +3,7 @@ package ctrruntime
 import (
 	"math"
 	"path"
+	"path/filepath"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/plugins/internal/registry"
@@ -35,11 +36,17 @@ func (r *Runtime) check(req *sdk.StartRequest) (instanceSettings, error) {
 		return set, sdk.Errorf(sdk.CodeInvalid, "instance %s: its name makes no containerd id", req.Instance)
 	case req.Artifact.Module != "":
 		return set, sdk.InvalidAttribute("module", "the containerd runtime runs OCI images, not wasm modules")
+	case req.Artifact.Archive != "" && !filepath.IsAbs(req.Artifact.Archive):
+		return set, sdk.InvalidAttribute("archive", "%q is not an absolute path", req.Artifact.Archive)
+	case req.Artifact.Archive != "" && req.Artifact.Image != "":
+		return set, sdk.InvalidAttribute("archive", "an instance runs an image or an archive, not both")
+	case req.Artifact.Archive != "":
 	case req.Artifact.Image == "":
-		return set, sdk.InvalidAttribute("image", "the containerd runtime needs an image")
-	}
-	if _, err := registry.Reference(req.Artifact); err != nil {
-		return set, err
+		return set, sdk.InvalidAttribute("image", "the containerd runtime needs an image or an archive")
+	default:
+		if _, err := registry.Reference(req.Artifact); err != nil {
+			return set, err
+		}
 	}
 	for k, v := range req.Settings {
 		switch k {
@@ -61,6 +68,10 @@ func (r *Runtime) check(req *sdk.StartRequest) (instanceSettings, error) {
 				return set, sdk.InvalidAttribute("settings.state_path", "must be a clean absolute path other than /, /proc, /sys, /dev and /tmp, not %v", v)
 			}
 			set.statePath = s
+		case "privileged":
+			return set, sdk.InvalidAttribute("settings.privileged", "the containerd runtime never runs a container privileged: a privileged container can take over the host and every other tenant")
+		case "host_paths":
+			return set, sdk.InvalidAttribute("settings.host_paths", "the containerd runtime shows a container no host path: only its image, /tmp and its state")
 		default:
 			return set, sdk.InvalidAttribute("settings."+k, "the containerd runtime has no instance setting %q", k)
 		}
@@ -78,7 +89,7 @@ func (r *Runtime) check(req *sdk.StartRequest) (instanceSettings, error) {
 	for i, m := range req.Mounts {
 		switch {
 		case m.Target != sdk.StateTarget:
-			return set, sdk.InvalidAttribute("mounts", "the containerd runtime mounts only the state, not %q", m.Target)
+			return set, sdk.InvalidAttribute("mounts", "the containerd runtime shows a container no host path, and mounts only the state, not %q", m.Target)
 		case set.state != nil:
 			return set, sdk.InvalidAttribute("mounts", "two state mounts")
 		case m.Type != "" && m.Type != sdk.MountDir && m.Type != sdk.MountBind && m.Type != sdk.MountFUSE:

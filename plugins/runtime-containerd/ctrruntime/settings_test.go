@@ -3,6 +3,7 @@ package ctrruntime
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
@@ -49,6 +50,33 @@ func TestValidate(t *testing.T) {
 				t.Errorf("refused: %v", err)
 			case tc.attr != "" && (!errors.As(err, &se) || se.Code != sdk.CodeInvalid || se.Attribute != tc.attr):
 				t.Errorf("error %v, want invalid %s", err, tc.attr)
+			}
+		})
+	}
+}
+
+// TestRefusesPrivilegeAndHostPaths checks the runtime's own refusal of
+// privileged mode and host paths, behind the policies of
+// policies/containers.hcl, whatever a settings value says.
+func TestRefusesPrivilegeAndHostPaths(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*sdk.StartRequest)
+		attr string
+		msg  string
+	}{
+		{"privileged", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"privileged": true} }, "settings.privileged", "never runs a container privileged"},
+		{"privileged-false", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"privileged": false} }, "settings.privileged", "never runs a container privileged"},
+		{"host-paths", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"host_paths": []string{"/"}} }, "settings.host_paths", "no host path"},
+		{"host-mount", func(q *sdk.StartRequest) { q.Mounts = []sdk.Mount{{Source: "/", Target: "/host", Type: sdk.MountBind}} }, "mounts", "no host path"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := &sdk.StartRequest{Instance: sdk.Instance{Tenant: "ctr-v", Name: "web"}, Artifact: sdk.Artifact{Image: "127.0.0.1:5000/app:1"}}
+			tc.edit(req)
+			err := New().Validate(context.Background(), req)
+			var se *sdk.Error
+			if !errors.As(err, &se) || se.Code != sdk.CodeInvalid || se.Attribute != tc.attr || !strings.Contains(se.Error(), tc.msg) {
+				t.Errorf("error %v, want invalid %s with %q", err, tc.attr, tc.msg)
 			}
 		})
 	}

@@ -5,7 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"io"
+	"os"
+	"os/exec"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 )
@@ -74,4 +78,117 @@ func BenchmarkScanModule(b *testing.B) {
 			sha256.Sum256(bin)
 		}
 	})
+}
+
+// BenchmarkCompile measures compiling the quickstart's Go module (about
+// 2 MB) as a sandbox does: "cold" with an empty compilation cache, "cached"
+// from a filled one, each in a new wazero runtime.
+func BenchmarkCompile(b *testing.B) {
+	bin, err := os.ReadFile(modules["app"])
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	compile := func(b *testing.B, dir string) {
+		cache, err := wazero.NewCompilationCacheWithDir(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(false, 0, cache))
+		if _, err := rt.CompileModule(ctx, bin); err != nil {
+			b.Fatal(err)
+		}
+		rt.Close(ctx)
+		cache.Close(ctx)
+	}
+	b.Run("cold", func(b *testing.B) {
+		for b.Loop() {
+			compile(b, b.TempDir())
+		}
+		b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/compile")
+	})
+	b.Run("cached", func(b *testing.B) {
+		dir := b.TempDir()
+		compile(b, dir)
+		b.ResetTimer()
+		for b.Loop() {
+			compile(b, dir)
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/1e3/float64(b.N), "ms/compile")
+	})
+}
+
+// BenchmarkInstantiateLatency reports the p50 and p99 of instantiating the
+// tiny module, compiled, with the sandbox's config (random granted), and
+// with wazero's default config as the baseline.
+func BenchmarkInstantiateLatency(b *testing.B) {
+	ctx := context.Background()
+	rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(false, 0, nil))
+	defer rt.Close(ctx)
+	compiled, err := rt.CompileModule(ctx, tinyModule)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		cfg  func() wazero.ModuleConfig
+	}{
+		{"wazero-default", func() wazero.ModuleConfig { return wazero.NewModuleConfig().WithName("") }},
+		{"sandbox", func() wazero.ModuleConfig {
+			return newGuest(guestConfig{Argv0: "bench", Random: true}, nil).moduleConfig(nil, io.Discard, io.Discard)
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var took []time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				mod, err := rt.InstantiateModule(ctx, compiled, c.cfg())
+				took = append(took, time.Since(t0))
+				if err != nil {
+					b.Fatal(err)
+				}
+				mod.Close(ctx)
+			}
+			reportPercentiles(b, took, "us", time.Microsecond)
+		})
+	}
+}
+
+// BenchmarkSandboxStart measures Start of the tiny module, from the request
+// to a sandbox that has compiled (from the cache) and linked it, as root
+// with a cgroup and the nobody user; each instance is destroyed after. The
+// baseline is starting and reaping /bin/true, the floor of any process.
+func BenchmarkSandboxStart(b *testing.B) {
+	ctx := context.Background()
+	r := newRuntime(b, nil)
+	var took, spawned []time.Duration
+	for b.Loop() {
+		req := request(b, "tiny")
+		t0 := time.Now()
+		h, err := r.Start(ctx, req)
+		took = append(took, time.Since(t0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		t0 = time.Now()
+		if err := exec.Command("/bin/true").Run(); err != nil {
+			b.Fatal(err)
+		}
+		spawned = append(spawned, time.Since(t0))
+		if err := r.Destroy(ctx, h); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	reportPercentiles(b, took, "ms", time.Millisecond)
+	slices.Sort(spawned)
+	b.ReportMetric(float64(spawned[len(spawned)/2])/float64(time.Millisecond), "exec-p50-ms")
+}
+
+// reportPercentiles reports the p50 and p99 of took in unit.
+func reportPercentiles(b *testing.B, took []time.Duration, unit string, d time.Duration) {
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2])/float64(d), "p50-"+unit)
+	b.ReportMetric(float64(took[len(took)*99/100])/float64(d), "p99-"+unit)
 }

@@ -64,6 +64,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == SandboxCommand {
 		os.Exit(SandboxMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == probeCommand {
+		os.Exit(probeMain(os.Args[2:]))
+	}
 	os.Exit(runTests(m))
 }
 
@@ -133,7 +136,7 @@ func buildModules(dir string) error {
 }
 
 // newRuntime returns a configured Runtime.
-func newRuntime(t *testing.T, settings sdk.Config) *Runtime {
+func newRuntime(t testing.TB, settings sdk.Config) *Runtime {
 	t.Helper()
 	r := New()
 	if err := r.Configure(context.Background(), sdk.ConfigureRequest{Host: "test", Settings: settings, DataDir: dataDir}); err != nil {
@@ -172,7 +175,7 @@ var cgroupSeq atomic.Int64
 
 // newCgroup creates a cgroup for one test: one per v1 hierarchy the tests
 // use, or one in the v2 hierarchy.
-func newCgroup(t *testing.T) sdk.Cgroup {
+func newCgroup(t testing.TB) sdk.Cgroup {
 	t.Helper()
 	name := fmt.Sprintf("kigumi-wasmruntime-test-%d-%d", os.Getpid(), cgroupSeq.Add(1))
 	roots := []string{"/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory"}
@@ -192,7 +195,7 @@ func newCgroup(t *testing.T) sdk.Cgroup {
 }
 
 // removeCgroup removes a test cgroup, waiting for its last process to leave.
-func removeCgroup(t *testing.T, dir string) {
+func removeCgroup(t testing.TB, dir string) {
 	var err error
 	for range 100 {
 		if err = os.Remove(dir); err == nil {
@@ -205,7 +208,7 @@ func removeCgroup(t *testing.T, dir string) {
 
 // request returns a StartRequest running module as nobody in a fresh
 // cgroup and RunDir.
-func request(t *testing.T, module string, perms ...string) *sdk.StartRequest {
+func request(t testing.TB, module string, perms ...string) *sdk.StartRequest {
 	t.Helper()
 	granted := sdk.Permissions{}
 	for _, p := range perms {

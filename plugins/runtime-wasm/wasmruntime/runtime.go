@@ -24,7 +24,6 @@ import (
 
 	"github.com/containerd/log"
 	"github.com/dustin/go-humanize"
-	"github.com/tetratelabs/wazero"
 	"golang.org/x/sys/unix"
 
 	"github.com/kigumi/kigumi/core/fstree"
@@ -37,6 +36,12 @@ const Version = "0.1.0"
 
 const (
 	defaultMaxModuleSize = "64MiB"
+	// defaultCompileTimeout is how long a sandbox may take to compile
+	// its module and link it, unless compile_timeout says otherwise.
+	defaultCompileTimeout = 10 * time.Second
+	// defaultCompileMemory is how much more memory a sandbox may use while
+	// it compiles, unless compile_memory says otherwise.
+	defaultCompileMemory = "512MiB"
 	pageSize             = 65536
 	maxPages             = 65536 // 4 GiB, wasm32's limit
 	// pollInterval is how often Stop and Logs look at a running sandbox.
@@ -57,10 +62,15 @@ type child struct {
 type Runtime struct {
 	interpreter   bool
 	maxModuleSize int64
-	// cacheDir holds the compilation cache the plugin fills and the
-	// sandboxes read while still root; empty until Configure.
+	// compileTimeout is the compile budget: a sandbox not ready within it
+	// is killed, and the instance fails.
+	compileTimeout time.Duration
+	// compileMemory is the compile budget's memory (sandboxConfig).
+	compileMemory uint64
+	// cacheDir holds the compilation cache, which the sandboxes fill and
+	// read while still root, inside the instance's cgroup; empty until
+	// Configure.
 	cacheDir string
-	cache    wazero.CompilationCache
 	// oci holds the modules pulled from registries (oci.go); nil until
 	// Configure.
 	oci *ociStore
@@ -82,7 +92,8 @@ type Runtime struct {
 // until Configure.
 func New() *Runtime {
 	size, _ := humanize.ParseBytes(defaultMaxModuleSize)
-	return &Runtime{maxModuleSize: int64(size), children: map[child]chan struct{}{}, scanned: map[moduleID]scannedModule{}}
+	mem, _ := humanize.ParseBytes(defaultCompileMemory)
+	return &Runtime{maxModuleSize: int64(size), compileTimeout: defaultCompileTimeout, compileMemory: mem, children: map[child]chan struct{}{}, scanned: map[moduleID]scannedModule{}}
 }
 
 // Info describes the plugin and its settings.
@@ -94,6 +105,8 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 		Schema: sdk.Schema{Attributes: []sdk.Attribute{
 			{Name: "compiler", Type: sdk.TypeString, Description: `wazero engine: "compiler" (default) or "interpreter"`},
 			{Name: "max_module_size", Type: sdk.TypeString, Description: `largest module accepted, file or image layer, such as "64MiB" (default)`},
+			{Name: "compile_timeout", Type: sdk.TypeString, Description: `how long an instance's sandbox may take to compile and link its module, such as "10s" (default)`},
+			{Name: "compile_memory", Type: sdk.TypeString, Description: `how much more memory an instance's sandbox may take while it compiles its module, such as "512MiB" (default)`},
 		}, Blocks: []sdk.Block{registry.Block}},
 		InstanceSchema: sdk.Schema{Attributes: []sdk.Attribute{
 			{Name: "random_seed", Type: sdk.TypeString, Description: "seeds the deterministic random source of an instance without the random permission"},
@@ -101,7 +114,7 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 		Capabilities: sdk.Capabilities{
 			Scope:     sdk.ScopeHost,
 			Artifacts: []string{sdk.ArtifactWasm},
-			Isolation: []string{sdk.IsolationUser, sdk.IsolationCgroup, sdk.IsolationNoNewPrivs, sdk.IsolationChroot, sdk.IsolationNoNetwork},
+			Isolation: []string{sdk.IsolationUser, sdk.IsolationCgroup, sdk.IsolationNoNewPrivs, sdk.IsolationSeccomp, sdk.IsolationChroot, sdk.IsolationNoNetwork},
 			Permissions: []sdk.PermissionSpec{
 				{Name: sdk.PermStateRead, Description: "read the instance's state, preopened at its guest path (/ by default)"},
 				{Name: sdk.PermStateWrite, Description: "read and write the instance's state, preopened at its guest path (/ by default)"},
@@ -134,6 +147,22 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 		}
 		r.maxModuleSize = int64(n)
 	}
+	if v, ok := req.Settings["compile_timeout"]; ok {
+		s, _ := v.(string)
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return sdk.InvalidAttribute("compile_timeout", "must be a positive duration such as \"10s\", not %v", v)
+		}
+		r.compileTimeout = d
+	}
+	if v, ok := req.Settings["compile_memory"]; ok {
+		s, _ := v.(string)
+		n, err := humanize.ParseBytes(s)
+		if err != nil || n < 1<<20 {
+			return sdk.InvalidAttribute("compile_memory", "must be a size of at least 1MiB, such as \"512MiB\", not %v", v)
+		}
+		r.compileMemory = n
+	}
 	reg, err := registry.Parse(req.Settings["registry"])
 	if err != nil {
 		return err
@@ -146,9 +175,8 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 		return err
 	}
 	dir := filepath.Join(req.DataDir, "cache")
-	cache, err := wazero.NewCompilationCacheWithDir(dir)
-	if err != nil {
-		return fmt.Errorf("open compilation cache: %w", err)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create compilation cache: %w", err)
 	}
 	// The jail of sandboxes without state: empty, and unreadable to them.
 	empty := filepath.Join(req.DataDir, "empty")
@@ -158,14 +186,14 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 	if err := os.Chmod(empty, 0o111); err != nil {
 		return fmt.Errorf("create empty jail: %w", err)
 	}
-	r.cacheDir, r.cache, r.emptyDir, r.oci = dir, cache, empty, store
+	r.cacheDir, r.emptyDir, r.oci = dir, empty, store
 	// containerd's resolver logs every registry host it tries at info level.
 	_ = log.SetLevel("warn")
 	return nil
 }
 
-// Start verifies and precompiles the module, then launches the instance's
-// sandbox and waits until it has linked the module.
+// Start verifies the module, then launches the instance's sandbox and waits
+// until it has compiled and linked the module, within the compile budget.
 func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle, error) {
 	cfg, err := r.sandboxConfig(req)
 	if err != nil {
@@ -211,8 +239,8 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle,
 }
 
 // checkedModule reads the artifact's module, pulling it first if it is
-// an image, and checks it: the cheap checks first, so that a module they
-// refuse is never compiled, then a compile that fills the cache.
+// an image, and checks its sections (scanModule): the plugin never compiles
+// it; the sandbox does, in the instance's cgroup.
 func (r *Runtime) checkedModule(ctx context.Context, a sdk.Artifact, memoryPages uint32) ([]byte, error) {
 	local, err := r.localModule(ctx, a)
 	if err != nil {
@@ -223,8 +251,8 @@ func (r *Runtime) checkedModule(ctx context.Context, a sdk.Artifact, memoryPages
 		var info moduleInfo
 		if info, err = scanModule(bytes.NewReader(bin), servedImport); err != nil {
 			err = scanError(local.Module, err)
-		} else if err = info.check(local.Module, memoryPages); err == nil {
-			err = r.precompile(ctx, bin, memoryPages)
+		} else {
+			err = info.check(local.Module, memoryPages)
 		}
 	}
 	return bin, imageError(a, local, err)
@@ -279,15 +307,19 @@ func (r *Runtime) check(req *sdk.StartRequest) (sandboxConfig, *sdk.Mount, error
 			Random: req.Permissions.Has(sdk.PermRandom),
 			Stdin:  req.Stdin != "",
 		},
-		Jail:        r.emptyDir,
-		UID:         req.User.UID,
-		GID:         req.User.GID,
-		ProcsFiles:  req.Cgroup.ProcsFiles,
-		CacheDir:    r.cacheDir,
-		Interpreter: r.interpreter,
+		Jail:          r.emptyDir,
+		UID:           req.User.UID,
+		GID:           req.User.GID,
+		ProcsFiles:    req.Cgroup.ProcsFiles,
+		CacheDir:      r.cacheDir,
+		Interpreter:   r.interpreter,
+		CompileMemory: r.compileMemory,
 	}
 	if req.Instance.Name == "" {
 		return cfg, nil, sdk.Errorf(sdk.CodeInvalid, "instance has no name")
+	}
+	if req.Artifact.Archive != "" {
+		return cfg, nil, sdk.InvalidAttribute("archive", "the wasm runtime does not run image archives: push %s to a registry (skopeo copy oci-archive:... docker://...) and set image", req.Artifact.Archive)
 	}
 	if req.Artifact.Image != "" && req.Artifact.Module != "" {
 		return cfg, nil, sdk.InvalidAttribute("image", "an instance runs either a module or an image, not both")
@@ -546,17 +578,6 @@ func checkDigest(a sdk.Artifact, sum [sha256.Size]byte) error {
 	return nil
 }
 
-// precompile compiles the module, which rejects invalid modules early and
-// fills the compilation cache for the sandbox.
-func (r *Runtime) precompile(ctx context.Context, bin []byte, memoryPages uint32) error {
-	rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(r.interpreter, memoryPages, r.cache))
-	defer rt.Close(ctx)
-	if _, err := rt.CompileModule(ctx, bin); err != nil {
-		return &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: "compile module: " + err.Error(), Err: err}
-	}
-	return nil
-}
-
 // openGuestFiles opens, as the sandbox expects them from fdGuest on, the
 // file the instance reads as stdin, if any, and each read-only mount's
 // directory (O_PATH), in the order of req.Mounts.
@@ -730,8 +751,9 @@ func (r *Runtime) launch(ctx context.Context, cfg sandboxConfig, files, guestFil
 	return d, nil
 }
 
-// spawn starts cmd with no_new_privs set, and reaps it when it ends. The
-// flag is per thread and inherited by the child, so it is set on a thread
+// spawn starts cmd with no_new_privs set and its capability bounding set
+// limited (limitBoundingSet), and reaps it when it ends. Both are per
+// thread and inherited by the child, so they are set on a thread
 // locked to a goroutine that starts the child and then ends, which makes
 // the Go runtime discard the thread.
 func (r *Runtime) spawn(cmd *exec.Cmd) (handleData, error) {
@@ -740,6 +762,10 @@ func (r *Runtime) spawn(cmd *exec.Cmd) (handleData, error) {
 		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			errc <- fmt.Errorf("set no_new_privs: %w", err)
+			return
+		}
+		if err := limitBoundingSet(); err != nil {
+			errc <- err
 			return
 		}
 		errc <- cmd.Start()
@@ -790,24 +816,34 @@ func (r *Runtime) awaitReady(ctx context.Context, cfg sandboxConfig, cfgW, ready
 	_, _ = cfgW.Write(b)
 	cfgW.Close()
 	var res result
+	budget := time.NewTimer(r.compileTimeout)
+	defer budget.Stop()
 	select {
 	case res = <-rc:
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-budget.C:
+		return &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: fmt.Sprintf("the module was not compiled and linked within the compile budget (compile_timeout = %s)", r.compileTimeout)}
 	}
-	switch msg := string(res.msg); {
+	msg, compiling := strings.CutPrefix(string(res.msg), compilingMark)
+	switch {
 	case res.err != nil:
 		return fmt.Errorf("read sandbox ready: %w", res.err)
 	case msg == readyOK:
 		return nil
+	case msg == "" && compiling:
+		return &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: fmt.Sprintf("the sandbox died compiling the module: over the compile budget (compile_memory = %s) or the instance's memory limit", humanize.IBytes(r.compileMemory))}
 	case msg == "":
 		return sdk.Errorf(sdk.CodeInternal, "sandbox ended before it was ready")
 	default:
-		code, text, _ := strings.Cut(msg, ": ")
-		if sdk.Code(code) != sdk.CodeInvalid {
-			code = string(sdk.CodeInternal)
+		var f readyFailure
+		if err := json.Unmarshal([]byte(msg), &f); err != nil {
+			return sdk.Errorf(sdk.CodeInternal, "sandbox not ready: %q", oneLine(msg))
 		}
-		return &sdk.Error{Code: sdk.Code(code), Message: text}
+		if f.Code != sdk.CodeInvalid {
+			f.Code, f.Attribute = sdk.CodeInternal, ""
+		}
+		return &sdk.Error{Code: f.Code, Attribute: f.Attribute, Message: f.Message}
 	}
 }
 

@@ -32,7 +32,7 @@ func TestInfo(t *testing.T) {
 	for _, a := range info.Schema.Attributes {
 		names = append(names, a.Name)
 	}
-	if info.Name != "wasm" || info.Kind != sdk.KindRuntime || !slices.Equal(names, []string{"compiler", "max_module_size"}) {
+	if info.Name != "wasm" || info.Kind != sdk.KindRuntime || !slices.Equal(names, []string{"compiler", "max_module_size", "compile_timeout", "compile_memory"}) {
 		t.Errorf("Info = %+v", info)
 	}
 }
@@ -52,6 +52,13 @@ func TestConfigure(t *testing.T) {
 		{"bad module size", sdk.Config{"max_module_size": "lots"}, "max_module_size"},
 		{"zero module size", sdk.Config{"max_module_size": "0B"}, "max_module_size"},
 		{"huge module size", sdk.Config{"max_module_size": "5GiB"}, "max_module_size"},
+		{"compile timeout", sdk.Config{"compile_timeout": "30s"}, ""},
+		{"bad compile timeout", sdk.Config{"compile_timeout": "soon"}, "compile_timeout"},
+		{"zero compile timeout", sdk.Config{"compile_timeout": "0s"}, "compile_timeout"},
+		{"compile timeout not a string", sdk.Config{"compile_timeout": 10.0}, "compile_timeout"},
+		{"compile memory", sdk.Config{"compile_memory": "1GiB"}, ""},
+		{"bad compile memory", sdk.Config{"compile_memory": "lots"}, "compile_memory"},
+		{"tiny compile memory", sdk.Config{"compile_memory": "1KiB"}, "compile_memory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -143,11 +150,21 @@ func TestSandboxIsolation(t *testing.T) {
 		}
 	}
 	id := strconv.Itoa(nobody)
+	var bnd uint64
+	for _, c := range sandboxCaps {
+		bnd |= 1 << c
+	}
 	for key, want := range map[string][]string{
 		"Uid":        {id, id, id, id},
 		"Gid":        {id, id, id, id},
 		"Groups":     {id},
 		"NoNewPrivs": {"1"},
+		"Seccomp":    {"2"}, // a filter
+		"CapEff":     {"0000000000000000"},
+		"CapPrm":     {"0000000000000000"},
+		"CapInh":     {"0000000000000000"},
+		"CapAmb":     {"0000000000000000"},
+		"CapBnd":     {fmt.Sprintf("%016x", bnd)},
 	} {
 		if got := procStatus(t, d.Pid, key); !slices.Equal(got, want) {
 			t.Errorf("%s = %v, want %v", key, got, want)
@@ -639,5 +656,26 @@ func TestOverGRPC(t *testing.T) {
 	}
 	if _, err := rt.Recover(ctx, h); !errors.Is(err, sdk.ErrNotFound) {
 		t.Errorf("Recover after Destroy = %v, want NotFound", err)
+	}
+}
+
+// TestArchiveRefused: an image archive is refused by Validate and Start,
+// naming the archive attribute and saying what to do instead.
+func TestArchiveRefused(t *testing.T) {
+	r := newRuntime(t, nil)
+	for name, call := range map[string]func(*sdk.StartRequest) error{
+		"validate": func(req *sdk.StartRequest) error { return r.Validate(context.Background(), req) },
+		"start": func(req *sdk.StartRequest) error {
+			_, err := r.Start(context.Background(), req)
+			return err
+		},
+	} {
+		req := request(t, "tiny")
+		req.Artifact = sdk.Artifact{Archive: "/srv/artifacts/app.tar"}
+		err := call(req)
+		var e *sdk.Error
+		if !errors.As(err, &e) || e.Code != sdk.CodeInvalid || e.Attribute != "archive" || !strings.Contains(e.Message, "push /srv/artifacts/app.tar to a registry") {
+			t.Errorf("%s = %v, want an invalid archive", name, err)
+		}
 	}
 }

@@ -46,8 +46,20 @@ const (
 )
 
 // readyOK is what the sandbox writes to the ready pipe once the module is
-// compiled and linked. Anything else is "<sdk.Code>: <message>".
-const readyOK = "ok"
+// compiled and linked. Anything else is a JSON readyFailure. Before either,
+// it writes compilingMark when it starts compiling, so that the plugin can
+// tell a sandbox that died compiling (over its compile memory).
+const (
+	readyOK       = "ok"
+	compilingMark = "compiling\n"
+)
+
+// readyFailure is why a sandbox could not get ready.
+type readyFailure struct {
+	Code      sdk.Code `json:"code"`
+	Attribute string   `json:"attribute,omitempty"`
+	Message   string   `json:"message"`
+}
 
 // sandboxConfig is what the plugin sends the sandbox through the config pipe.
 type sandboxConfig struct {
@@ -66,6 +78,9 @@ type sandboxConfig struct {
 	ProcsFiles  []string `json:"procs_files"`
 	CacheDir    string   `json:"cache_dir"`
 	Interpreter bool     `json:"interpreter"`
+	// CompileMemory is the compile budget's memory: how much the sandbox's
+	// data may grow while it compiles; 0 means no limit.
+	CompileMemory uint64 `json:"compile_memory"`
 }
 
 // SandboxMain runs one instance's sandbox; it returns the process exit code.
@@ -87,13 +102,18 @@ func SandboxMain(args []string) int {
 		}
 	}()
 	ready := os.NewFile(fdReady, "ready")
-	ctx, mod, memoryPages, err := prepareSandbox(ctx)
+	ctx, mod, memoryPages, err := prepareSandbox(ctx, ready)
 	if err != nil {
-		var e *sdk.Error
-		if !errors.As(err, &e) {
-			e = &sdk.Error{Code: sdk.CodeInternal, Err: err}
+		f := readyFailure{Code: sdk.CodeInternal, Message: err.Error()}
+		if e := (*sdk.Error)(nil); errors.As(err, &e) {
+			f = readyFailure{Code: e.Code, Attribute: e.Attribute, Message: e.Message}
+			if f.Message == "" && e.Err != nil {
+				f.Message = e.Err.Error()
+			}
 		}
-		_, _ = io.WriteString(ready, e.Error()) // "<code>: <message>"
+		if b, err := json.Marshal(f); err == nil {
+			_, _ = ready.Write(b)
+		}
 		return 1
 	}
 	if _, err := io.WriteString(ready, readyOK); err != nil {
@@ -153,7 +173,7 @@ func recordSignals(rec *exitRecorder) {
 // prepareSandbox reads the sandbox's config and links the module (see
 // linkModule); it returns the context to run the module in, the module and
 // its memory cap in pages (0: wazero's maximum).
-func prepareSandbox(ctx context.Context) (context.Context, api.Module, uint32, error) {
+func prepareSandbox(ctx context.Context, ready io.Writer) (context.Context, api.Module, uint32, error) {
 	var cfg sandboxConfig
 	b, err := io.ReadAll(os.NewFile(fdConfig, "config"))
 	if err != nil {
@@ -162,29 +182,44 @@ func prepareSandbox(ctx context.Context) (context.Context, api.Module, uint32, e
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return ctx, nil, 0, fmt.Errorf("decode config: %w", err)
 	}
-	ctx, mod, err := linkModule(ctx, cfg)
+	ctx, mod, err := linkModule(ctx, cfg, ready)
 	return ctx, mod, cfg.MemoryPages, err
 }
 
 // linkModule does everything up to running the module and returns it,
 // with the context (carrying its guest) to call it in. Still root, it joins
-// the cgroups, compiles the module (from the root-only compilation cache
-// the plugin filled) and chroots into its jail; then it drops to the
-// tenant's user and links the module. Nothing of the tenant's runs before
-// the jail and the drop, and the jail holds whatever a WASI path in the
-// state resolves to, symlinks included; the read-only mounts are open
+// the cgroups (and sets GOMAXPROCS from their CPU quota), compiles the
+// module there within the compile memory (through the root-only
+// compilation cache) and chroots into its jail; then it drops to the
+// tenant's user, checks that no capability is left, loads its seccomp
+// filter (confine.go) and links the module. Nothing of the tenant's runs
+// before the jail and the drop, and the jail holds whatever a WASI path in
+// the state resolves to, symlinks included; the read-only mounts are open
 // directories, inside which the kernel resolves every path (dirFS).
-func linkModule(ctx context.Context, cfg sandboxConfig) (context.Context, api.Module, error) {
+func linkModule(ctx context.Context, cfg sandboxConfig, ready io.Writer) (context.Context, api.Module, error) {
 	if err := joinCgroups(cfg.ProcsFiles); err != nil {
+		return ctx, nil, err
+	}
+	if err := setMaxProcs(); err != nil {
 		return ctx, nil, err
 	}
 	bin, err := io.ReadAll(io.NewSectionReader(os.NewFile(fdModule, "module"), 0, math.MaxInt64))
 	if err != nil {
 		return ctx, nil, fmt.Errorf("read module: %w", err)
 	}
-	rt, compiled, err := compileCached(ctx, cfg, bin)
-	if err != nil {
-		return ctx, nil, sdk.Errorf(sdk.CodeInvalid, "compile module: %w", err)
+	if _, err := io.WriteString(ready, compilingMark); err != nil {
+		return ctx, nil, err
+	}
+	var rt wazero.Runtime
+	var compiled wazero.CompiledModule
+	var cerr error
+	if err := withDataLimit(cfg.CompileMemory, func() {
+		rt, compiled, cerr = compileCached(ctx, cfg, bin)
+	}); err != nil {
+		return ctx, nil, err
+	}
+	if cerr != nil {
+		return ctx, nil, &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: "compile module: " + cerr.Error(), Err: cerr}
 	}
 	jailed, err := jail(cfg.Jail)
 	if err != nil {
@@ -198,6 +233,12 @@ func linkModule(ctx context.Context, cfg sandboxConfig) (context.Context, api.Mo
 	}
 	if nnp, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); err != nil || nnp != 1 {
 		return ctx, nil, fmt.Errorf("no_new_privs is not set (%d, %v)", nnp, err)
+	}
+	if err := checkNoCapabilities(); err != nil {
+		return ctx, nil, err
+	}
+	if err := loadFilter(); err != nil {
+		return ctx, nil, err
 	}
 	if err := instantiateHost(ctx, rt); err != nil {
 		return ctx, nil, fmt.Errorf("instantiate host modules: %w", err)
@@ -298,8 +339,7 @@ func dropPrivileges(uid, gid uint32) error {
 	return nil
 }
 
-// runtimeConfig is the wazero configuration both the plugin (to fill the
-// compilation cache) and the sandbox use.
+// runtimeConfig is the sandbox's wazero configuration.
 func runtimeConfig(interpreter bool, memoryPages uint32, cache wazero.CompilationCache) wazero.RuntimeConfig {
 	c := wazero.NewRuntimeConfigCompiler()
 	if interpreter {

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -146,7 +147,7 @@ func TestInfoCapabilities(t *testing.T) {
 			t.Errorf("permission %q not declared", want)
 		}
 	}
-	if len(c.Permissions) != 4 || !c.Has(sdk.FeatureTenantLifecycle) || !c.Has(sdk.FeatureValidate) || c.Artifacts[0] != sdk.ArtifactWasm {
+	if !slices.Contains(c.Isolation, sdk.IsolationSeccomp) || len(c.Permissions) != 4 || !c.Has(sdk.FeatureTenantLifecycle) || !c.Has(sdk.FeatureValidate) || c.Artifacts[0] != sdk.ArtifactWasm {
 		t.Errorf("capabilities = %+v", c)
 	}
 }

@@ -1,0 +1,6 @@
+tenant "alice" {
+  instance "hello" {
+    runtime = "wasm"
+    archive = "/etc/hostname"
+  }
+}

@@ -1,0 +1,91 @@
+package ctrruntime
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/kigumi/kigumi/core/sdk/v2"
+)
+
+// TestWatchExits checks that WatchExits reports, promptly and once, the
+// exit of a container this process started, with its exit code and
+// cause; that a running neighbour and a container of another plugin
+// process are not reported; and that a killed container is reported as
+// killed by its signal.
+func TestWatchExits(t *testing.T) {
+	r := newRuntime(t, nil)
+	other := newRuntime(t, nil)
+	tn := newTenant(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan struct{})
+	exits := make(chan sdk.ExitEvent, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- r.WatchExits(ctx, func() { close(ready) }, func(e sdk.ExitEvent) error {
+			exits <- e
+			return nil
+		})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("WatchExits before ready: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("WatchExits not ready")
+	}
+
+	running, _ := start(t, r, tn, instance{name: "running", args: []string{"sh", "-c", "echo up; exec sleep 1000"}})
+	waitLog(t, r, running, "up\n", 30*time.Second)
+	start(t, other, tn, instance{name: "other", args: []string{"sh", "-c", "exit 2"}})
+	_, req := start(t, r, tn, instance{name: "crash", args: []string{"sh", "-c", "sleep 0.5; exit 1"}})
+
+	e := nextExit(t, exits)
+	if e.Instance != req.Instance || e.Status.State != sdk.StateExited || e.Status.Cause != sdk.CauseExit || e.Status.ExitCode != 1 {
+		t.Fatalf("exit event %+v, want %s exited with 1", e, req.Instance)
+	}
+	if st, err := r.Inspect(ctx, e.Handle); err != nil || st.ExitCode != 1 {
+		t.Errorf("the event's handle inspects as %+v, %v", st, err)
+	}
+
+	// The running neighbour is reported once it is killed, by its signal.
+	cctx, rc := client(t)
+	ctr, err := rc.LoadContainer(cctx, idOf(sdk.Instance{Tenant: tn.name, Name: "running"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ctr.Task(cctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Kill(cctx, 9); err != nil {
+		t.Fatal(err)
+	}
+	e = nextExit(t, exits)
+	if e.Instance.Name != "running" || e.Status.Cause != sdk.CauseSignal || e.Status.Signal != 9 {
+		t.Fatalf("exit event %+v, want running killed by signal 9", e)
+	}
+	select {
+	case e := <-exits:
+		t.Fatalf("unexpected exit event %+v", e)
+	case <-time.After(time.Second):
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("WatchExits ended with %v, want the context's error", err)
+	}
+}
+
+// nextExit returns the next exit event, failing after a bound.
+func nextExit(t *testing.T, exits <-chan sdk.ExitEvent) sdk.ExitEvent {
+	t.Helper()
+	select {
+	case e := <-exits:
+		return e
+	case <-time.After(30 * time.Second):
+		t.Fatal("no exit event")
+	}
+	return sdk.ExitEvent{}
+}
