@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
@@ -36,7 +37,7 @@ func Stream(ctx context.Context, runDir string, instance sdk.Instance, opts sdk.
 	default:
 		return sdk.Errorf(sdk.CodeInvalid, "unknown log stream %q", opts.Stream)
 	}
-	f, err := os.Open(filepath.Join(runDir, name))
+	f, err := os.OpenFile(filepath.Join(runDir, name), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return sdk.Errorf(sdk.CodeNotFound, "instance %s: %w", instance, err)
 	} else if err != nil {

@@ -33,6 +33,19 @@ type handleData struct {
 	StartedAt time.Time `json:"started_at"`
 	// Ports are the host ports published for the container, by port name.
 	Ports map[string]int `json:"ports,omitempty"`
+	// Daemon is the socket of the tenant's own containerd in the
+	// per-tenant mode, empty for the shared one; LogDir is then the
+	// tenant-owned directory of the instance's logs.
+	Daemon string `json:"daemon,omitempty"`
+	LogDir string `json:"log_dir,omitempty"`
+}
+
+// logDir is the directory of the instance's log files.
+func (d handleData) logDir() string {
+	if d.LogDir != "" {
+		return d.LogDir
+	}
+	return d.RunDir
 }
 
 func (d handleData) encode() (sdk.Handle, error) {
@@ -53,7 +66,7 @@ func decodeHandle(h sdk.Handle) (handleData, error) {
 	if err := json.Unmarshal(h.Data, &d); err != nil {
 		return d, sdk.Errorf(sdk.CodeInvalid, "decode handle: %w", err)
 	}
-	if !containerID.MatchString(d.ID) || d.Namespace == "" || !filepath.IsAbs(d.RunDir) {
+	if !containerID.MatchString(d.ID) || d.Namespace == "" || !filepath.IsAbs(d.RunDir) || (d.Daemon != "" && d.LogDir != rootlessLogDir(d.Daemon, d.ID)) || (d.Daemon == "" && d.LogDir != "") {
 		return d, sdk.Errorf(sdk.CodeInvalid, "malformed handle")
 	}
 	return d, nil

@@ -24,17 +24,20 @@ touch /rootfs-probe 2>/dev/null && echo rootfs-writable || echo rootfs-readonly;
 ip link 2>/dev/null || cat /proc/net/dev; echo ---
 echo done; exec sleep 1000`
 
-// TestHardening runs the probe in two tenants' containers and checks the
+// TestHardening runs the probe in two tenants' containers, one on its own
+// rootless daemon and one on the shared daemon, and checks the
 // barriers from inside: no capabilities, no_new_privs, seccomp, a user
 // namespace mapped to the tenant's own subordinate range, a non-root
 // workload uid, no host path but the state in mountinfo, a read-only root,
 // a writable state owned by the workload, loopback only, and the instance's
 // cgroup.
 func TestHardening(t *testing.T) {
-	r := newRuntime(t, nil)
 	a, b := newTenant(t), newTenant(t)
+	r := perTenant(t, a)
+	a, b = prepare(t, r, a), prepare(t, r, b)
 	for _, tn := range []testTenant{a, b} {
-		t.Run(tn.name, func(t *testing.T) {
+		mode := r.modeOf(tn.name)
+		t.Run(mode, func(t *testing.T) {
 			h, req := start(t, r, tn, instance{name: "probe", args: []string{"sh", "-c", probeScript}, state: true,
 				resources: sdk.Resources{MemoryBytes: 64 << 20, Pids: 64, MilliCPU: 500}})
 			out := waitLog(t, r, h, "done\n", 30*time.Second)
@@ -49,40 +52,60 @@ func TestHardening(t *testing.T) {
 				}
 			}
 			u := tn.user
+			// The map points at the tenant's ids: from the shared daemon,
+			// the workload is the tenant's own uid; in the tenant's own
+			// daemon, the container shares the daemon's user namespace,
+			// where rootlesskit maps 0 to the tenant and the rest to its
+			// subordinate range.
 			want := fmt.Sprintf("0 %d 10000 10000 %d 1 10001 %d %d", u.SubUID, u.UID, u.SubUID+10001, u.Count-10001)
-			if got := strings.Join(strings.Fields(sec[1]), " "); got != want {
-				t.Errorf("uid_map %q, want %q", got, want)
+			hostUID := u.UID
+			if mode == ModePerTenant {
+				want = fmt.Sprintf("0 %d 1 1 %d %d", u.UID, u.SubUID, u.Count)
+				hostUID = u.SubUID + 9999
+			}
+			host, inside := want, want
+			if got := strings.Join(strings.Fields(sec[1]), " "); got != inside {
+				t.Errorf("uid_map %q, want %q", got, inside)
 			}
 			if got := strings.TrimSpace(sec[2]); got != "10000" {
 				t.Errorf("uid %s, want 10000", got)
 			}
 			checkMountinfo(t, sec[3], req.Mounts[0].Source)
-			if !strings.Contains(sec[4], "state-writable") {
+			if mode == ModeShared && !strings.Contains(sec[4], "state-writable") {
 				t.Errorf("state not writable: %q; stderr: %s", sec[4], logs(t, r, h, sdk.Stderr))
 			}
 			if !strings.Contains(sec[5], "rootfs-readonly") {
 				t.Errorf("root filesystem: %q", sec[5])
 			}
 			checkLoopbackOnly(t, sec[6])
-			// On the host, the state file is the tenant's, and so is the
-			// container's process.
-			fi, err := os.Stat(filepath.Join(req.Mounts[0].Source, "probe"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if uid := fileUID(fi); uid != u.UID {
-				t.Errorf("state file owned by %d on the host, want the tenant's %d", uid, u.UID)
+			// On the host, the state file is the tenant's, and the
+			// container's process is the tenant's or in its range.
+			if mode == ModeShared {
+				fi, err := os.Stat(filepath.Join(req.Mounts[0].Source, "probe"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if uid := fileUID(fi); uid != u.UID {
+					t.Errorf("state file owned by %d on the host, want the tenant's %d", uid, u.UID)
+				}
 			}
 			st, err := r.Inspect(context.Background(), h)
 			if err != nil || st.State != sdk.StateRunning || st.Pid == 0 {
 				t.Fatalf("inspect: %+v, %v", st, err)
 			}
-			host, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", st.Pid))
+			hostMap, err := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", st.Pid))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if uids := strings.Fields(fields(string(host))["Uid"]); len(uids) == 0 || uids[0] != fmt.Sprint(u.UID) {
-				t.Errorf("host uid of the workload %v, want the tenant's %d", uids, u.UID)
+			if got := strings.Join(strings.Fields(string(hostMap)), " "); got != host {
+				t.Errorf("uid_map on the host %q, want %q", got, host)
+			}
+			hostStatus, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", st.Pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if uids := strings.Fields(fields(string(hostStatus))["Uid"]); len(uids) == 0 || uids[0] != fmt.Sprint(hostUID) {
+				t.Errorf("host uid of the workload %v, want %d", uids, hostUID)
 			}
 			cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", st.Pid))
 			if err != nil {

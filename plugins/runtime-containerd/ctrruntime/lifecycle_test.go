@@ -5,6 +5,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -170,4 +172,82 @@ func TestLifecycle(t *testing.T) {
 			t.Errorf("container cgroup left: %v", err)
 		}
 	})
+}
+
+// TestDaemonAdoption restarts the plugin while a per-tenant daemon runs a
+// container: the daemon, in its own session, goes on; the new plugin's
+// PrepareTenant adopts it (same process) and Recover the container (same
+// task).
+func TestDaemonAdoption(t *testing.T) {
+	ctx := context.Background()
+	tn := newTenant(t)
+	cfg := sdk.Config{"daemon": ModePerTenant}
+	r := newRuntime(t, cfg)
+	treq := &sdk.TenantRequest{Tenant: tn.name, User: tn.user, Cgroup: tn.cgroup, RunDir: filepath.Join(t.TempDir(), "tenant")}
+	th, err := r.PrepareTenant(ctx, treq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	td, err := decodeTenant(th)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := readStat(td.Pid); err != nil || st[3] != strconv.Itoa(td.Pid) {
+		t.Errorf("daemon %d is not the leader of its own session: %v, %v", td.Pid, st, err)
+	}
+	again, err := r.PrepareTenant(ctx, treq)
+	if err != nil || string(again.Data) != string(th.Data) {
+		t.Errorf("second PrepareTenant: %s, %v; want %s", again.Data, err, th.Data)
+	}
+	tn.handle = th
+	req := request(t, tn, instance{name: "adopted", args: []string{"sh", "-c", "echo up; exec sleep 1000"}, resources: sdk.Resources{Pids: 16}})
+	h, err := r.Start(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, r, h, "up\n", 30*time.Second)
+	before, err := r.Inspect(ctx, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A new plugin process, with a client of its own.
+	r.Close()
+	r2 := newRuntime(t, cfg)
+	th2, err := r2.PrepareTenant(ctx, treq)
+	if err != nil || string(th2.Data) != string(th.Data) {
+		t.Fatalf("PrepareTenant after a restart: %s, %v; want the running daemon %s", th2.Data, err, th.Data)
+	}
+	h2, err := r2.Recover(ctx, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := r2.Inspect(ctx, h2)
+	if err != nil || after.State != sdk.StateRunning || after.Pid != before.Pid {
+		t.Errorf("after Recover %+v, %v; before %+v", after, err, before)
+	}
+	if out := logs(t, r2, h2, sdk.Stdout); out != "up\n" {
+		t.Errorf("logs after Recover: %q", out)
+	}
+	d, _ := decodeHandle(h2)
+	if err := r2.Destroy(ctx, h2); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{d.LogDir, filepath.Join("/sys/fs/cgroup/pids", d.Cgroup)} {
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left after Destroy: %v", dir, err)
+		}
+	}
+	// rootlesskit, its child in the namespace, containerd: what Release
+	// must end.
+	if pids := daemonProcesses(td); len(pids) < 3 || !slices.Contains(pids, td.Pid) {
+		t.Errorf("daemon processes %v, want rootlesskit %d and its children", pids, td.Pid)
+	}
+	if err := r2.ReleaseTenant(ctx, th2); err != nil {
+		t.Fatal(err)
+	}
+	checkDaemonGone(t, th2)
+	if err := r2.ReleaseTenant(ctx, th2); err != nil {
+		t.Errorf("second ReleaseTenant: %v", err)
+	}
 }

@@ -17,12 +17,24 @@ import (
 const heartbeat = "i=0; while true; do i=$((i+1)); echo beat $i; sleep 0.1; done"
 
 // TestLimits pushes a container past each of its limits while another
-// tenant's container keeps working: a fork bomb stops at the pids limit, a
-// memory bomb is OOM-killed inside its container, and filling /tmp stops
-// at its cap.
+// tenant's container, on the other daemon mode, keeps working: a fork bomb
+// stops at the pids limit, a memory bomb is OOM-killed inside its
+// container, and filling /tmp stops at its cap. It runs with the bad
+// tenant on its own daemon, then on the shared one.
 func TestLimits(t *testing.T) {
-	r := newRuntime(t, sdk.Config{"tmp_size": "2MiB"})
+	for _, mode := range []string{ModePerTenant, ModeShared} {
+		t.Run(mode, func(t *testing.T) { testLimits(t, mode) })
+	}
+}
+
+func testLimits(t *testing.T, mode string) {
 	bad, good := newTenant(t), newTenant(t)
+	own := good
+	if mode == ModePerTenant {
+		own = bad
+	}
+	r := newRuntime(t, sdk.Config{"tmp_size": "2MiB", "daemons": map[string]string{own.name: ModePerTenant}})
+	bad, good = prepare(t, r, bad), prepare(t, r, good)
 	ctx := context.Background()
 	nh, _ := start(t, r, good, instance{name: "neighbour", args: []string{"sh", "-c", heartbeat}, resources: sdk.Resources{MemoryBytes: 32 << 20, Pids: 16}})
 	waitLog(t, r, nh, "beat 1\n", 30*time.Second)

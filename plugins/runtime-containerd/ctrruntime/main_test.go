@@ -32,6 +32,9 @@ var (
 	tenants *tenant.Manager
 	// base holds the tests' tenant homes.
 	base string
+	// exe is a copy of the test binary that tenants' users may run: the
+	// logging process of a per-tenant daemon's container runs as one.
+	exe string
 )
 
 func TestMain(m *testing.M) {
@@ -53,6 +56,10 @@ func runTests(m *testing.M) int {
 	// Container root (a subordinate uid) must traverse containerd's state
 	// dir, below base, as it would /run/containerd.
 	if err := os.Chmod(base, 0o711); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if exe, err = copyExecutable(filepath.Join(base, "ctrruntime.test")); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -79,14 +86,91 @@ func newRuntime(t testing.TB, settings sdk.Config) *Runtime {
 	if err := r.Configure(context.Background(), sdk.ConfigureRequest{Host: "test", Settings: cfg, DataDir: t.TempDir()}); err != nil {
 		t.Fatal(err)
 	}
+	r.exe = exe
 	t.Cleanup(func() { r.Close() })
 	return r
 }
 
+// copyExecutable copies the running executable to path, runnable by all.
+func copyExecutable(path string) (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(self)
+	if err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, b, 0o755)
+}
+
+// perTenant returns a runtime whose tenants named in perTenant have their
+// own daemons, the others the shared one.
+func perTenant(t *testing.T, tns ...testTenant) *Runtime {
+	t.Helper()
+	modes := map[string]string{}
+	for _, tn := range tns {
+		modes[tn.name] = ModePerTenant
+	}
+	return newRuntime(t, sdk.Config{"daemons": modes})
+}
+
+// prepare prepares tn on r, and releases it when the test ends, checking
+// that its daemon left nothing behind.
+func prepare(t *testing.T, r *Runtime, tn testTenant) testTenant {
+	t.Helper()
+	req := &sdk.TenantRequest{Tenant: tn.name, User: tn.user, Cgroup: tn.cgroup, RunDir: filepath.Join(t.TempDir(), "tenant")}
+	h, err := r.PrepareTenant(context.Background(), req)
+	if err != nil {
+		t.Fatalf("prepare %s: %v", tn.name, err)
+	}
+	t.Cleanup(func() {
+		if d, _ := decodeTenant(h); t.Failed() && d.Dir != "" {
+			log, _ := os.ReadFile(filepath.Join(d.Dir, "daemon.log"))
+			t.Logf("log of %s's daemon:\n%s", tn.name, log)
+		}
+		if err := r.ReleaseTenant(context.Background(), h); err != nil {
+			t.Errorf("release %s: %v", tn.name, err)
+		}
+		checkDaemonGone(t, h)
+	})
+	tn.handle = h
+	return tn
+}
+
+// checkDaemonGone checks that a released tenant's daemon left no process,
+// mount or directory.
+func checkDaemonGone(t *testing.T, h sdk.Handle) {
+	t.Helper()
+	d, err := decodeTenant(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Mode == ModeShared {
+		return
+	}
+	if pids := daemonProcesses(d); len(pids) > 0 {
+		t.Errorf("daemon processes left: %v", pids)
+	}
+	if _, err := os.Lstat(d.Dir); err == nil {
+		t.Errorf("daemon dir %s is left", d.Dir)
+	}
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(mi, []byte(d.Dir)) {
+		t.Errorf("a mount under %s is left", d.Dir)
+	}
+}
+
 // testTenant is a real tenant: Linux user, subordinate ids and cgroup.
 type testTenant struct {
-	name string
-	user sdk.User
+	name   string
+	user   sdk.User
+	cgroup sdk.Cgroup
+	// handle is the tenant's handle once prepared.
+	handle sdk.Handle
 }
 
 // newTenant makes a real tenant named ctr-*, removed when the test ends.
@@ -115,7 +199,7 @@ func newTenant(t testing.TB) testTenant {
 			t.Errorf("remove tenant %s: %v", name, err)
 		}
 	})
-	return testTenant{name: name, user: tn.User}
+	return testTenant{name: name, user: tn.User, cgroup: tn.Cgroup}
 }
 
 // instance describes one test instance.
@@ -158,6 +242,7 @@ func request(t testing.TB, tn testTenant, in instance) *sdk.StartRequest {
 		Resources: in.resources,
 		Settings:  in.settings,
 		RunDir:    filepath.Join(t.TempDir(), "run"),
+		Tenant:    tn.handle,
 	}
 	if in.artifact != (sdk.Artifact{}) {
 		req.Artifact = in.artifact
@@ -169,6 +254,12 @@ func request(t testing.TB, tn testTenant, in instance) *sdk.StartRequest {
 		}
 		if err := os.Chown(dir, int(tn.user.UID), int(tn.user.GID)); err != nil {
 			t.Fatal(err)
+		}
+		// A per-tenant daemon, as the tenant's user, must reach it.
+		for _, p := range []string{filepath.Dir(dir), filepath.Dir(filepath.Dir(dir))} {
+			if err := os.Chmod(p, 0o711); err != nil {
+				t.Fatal(err)
+			}
 		}
 		req.Mounts = []sdk.Mount{{Source: dir, Target: sdk.StateTarget, Type: sdk.MountDir}}
 		req.Permissions = sdk.Permissions{{Name: sdk.PermStateWrite}}

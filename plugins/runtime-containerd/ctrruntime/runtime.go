@@ -49,6 +49,9 @@ type Runtime struct {
 	namespace string
 	tmpBytes  int64
 	registry  registry.Settings
+	// mode is the default daemon mode, and modes the tenants' own.
+	mode  string
+	modes map[string]string
 	// exe is the executable the shim runs as the logging process.
 	exe string
 
@@ -57,8 +60,11 @@ type Runtime struct {
 	// the container records them.
 	netMu sync.Mutex
 
-	mu     sync.Mutex
-	client *containerd.Client
+	mu sync.Mutex
+	// clients are the clients of the daemons, by socket.
+	clients map[string]*containerd.Client
+	// daemonMu serializes starting and stopping tenants' daemons.
+	daemonMu sync.Mutex
 	// exits are the containers whose exits WatchExits reports.
 	exits exitWatch
 }
@@ -66,7 +72,7 @@ type Runtime struct {
 // New returns a Runtime with default settings.
 func New() *Runtime {
 	tmp, _ := humanize.ParseBytes(defaultTmpSize)
-	return &Runtime{address: defaultAddress, namespace: defaultNamespace, tmpBytes: int64(tmp)}
+	return &Runtime{address: defaultAddress, namespace: defaultNamespace, tmpBytes: int64(tmp), mode: ModeShared, clients: map[string]*containerd.Client{}}
 }
 
 // Info describes the plugin and its settings.
@@ -80,6 +86,8 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 				{Name: "address", Type: sdk.TypeString, Description: "containerd's socket (default " + defaultAddress + ")"},
 				{Name: "namespace", Type: sdk.TypeString, Description: "the containerd namespace of Kigumi's containers and images (default " + defaultNamespace + ")"},
 				{Name: "tmp_size", Type: sdk.TypeString, Description: `size cap of each container's tmpfs /tmp, such as "64MiB" (default)`},
+				{Name: "daemon", Type: sdk.TypeString, Description: `"shared" (default): one root containerd at address; "per-tenant": each tenant's own rootless containerd`},
+				{Name: "daemons", Type: sdk.TypeStringMap, Description: `the daemon mode of some tenants, by tenant name, instead of daemon's`},
 			},
 			Blocks: append([]sdk.Block{registry.Block}, netBlocks...),
 		},
@@ -96,7 +104,7 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 				{Name: sdk.PermStateRead, Description: "read the instance's state at its state path"},
 				{Name: sdk.PermStateWrite, Description: "read and write the instance's state at its state path"},
 			},
-			Features: []string{sdk.FeatureValidate, sdk.FeatureWatch},
+			Features: []string{sdk.FeatureValidate, sdk.FeatureWatch, sdk.FeatureTenantLifecycle},
 		},
 	}, nil
 }
@@ -127,6 +135,9 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 		}
 		r.tmpBytes = int64(n)
 	}
+	if err := r.configureModes(req.Settings); err != nil {
+		return err
+	}
 	reg, err := registry.Parse(req.Settings["registry"])
 	if err != nil {
 		return err
@@ -145,53 +156,56 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 	return nil
 }
 
-// PrepareTenant is not used: the runtime does not declare
-// FeatureTenantLifecycle in the shared mode.
-func (r *Runtime) PrepareTenant(context.Context, *sdk.TenantRequest) (sdk.Handle, error) {
-	return sdk.Handle{}, sdk.Errorf(sdk.CodeUnsupported, "the containerd runtime has no tenant lifecycle in the shared mode")
-}
-
-// ReleaseTenant is not used; see PrepareTenant.
-func (r *Runtime) ReleaseTenant(context.Context, sdk.Handle) error {
-	return sdk.Errorf(sdk.CodeUnsupported, "the containerd runtime has no tenant lifecycle in the shared mode")
-}
-
-// connect returns the client of containerd, dialing it when there is none
-// or it stopped answering. Its context carries the runtime's namespace.
-func (r *Runtime) connect(ctx context.Context) (context.Context, *containerd.Client, error) {
+// connect returns the client of the containerd at address (the shared
+// one when empty), dialing it when there is none or it stopped answering.
+// Its context carries the runtime's namespace.
+func (r *Runtime) connect(ctx context.Context, address string) (context.Context, *containerd.Client, error) {
+	if address == "" {
+		address = r.address
+	}
 	ctx = namespaces.WithNamespace(ctx, r.namespace)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.client != nil {
+	if c := r.clients[address]; c != nil {
 		// IsServing waits for the connection to be ready: bounded, so that
 		// a containerd gone since the last call is noticed.
 		hctx, cancel := context.WithTimeout(ctx, dialTimeout)
-		ok, err := r.client.IsServing(hctx)
+		ok, err := c.IsServing(hctx)
 		cancel()
 		if ok && err == nil {
-			return ctx, r.client, nil
+			return ctx, c, nil
 		}
-		r.client.Close()
-		r.client = nil
+		c.Close()
+		delete(r.clients, address)
 	}
-	c, err := containerd.New(r.address, containerd.WithTimeout(dialTimeout), containerd.WithDefaultNamespace(r.namespace))
+	c, err := containerd.New(address, containerd.WithTimeout(dialTimeout), containerd.WithDefaultNamespace(r.namespace))
 	if err != nil {
-		return ctx, nil, sdk.Errorf(sdk.CodeUnavailable, "containerd at %s is not reachable: %w", r.address, err)
+		return ctx, nil, sdk.Errorf(sdk.CodeUnavailable, "containerd at %s is not reachable: %w", address, err)
 	}
-	r.client = c
+	r.clients[address] = c
 	return ctx, c, nil
 }
 
-// Close closes the client of containerd.
+// dropClient closes the client of the containerd at address, if any.
+func (r *Runtime) dropClient(address string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.clients[address]; c != nil {
+		c.Close()
+		delete(r.clients, address)
+	}
+}
+
+// Close closes the clients of containerd.
 func (r *Runtime) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.client == nil {
-		return nil
+	var errs []error
+	for a, c := range r.clients {
+		errs = append(errs, c.Close())
+		delete(r.clients, a)
 	}
-	err := r.client.Close()
-	r.client = nil
-	return err
+	return errors.Join(errs...)
 }
 
 // Validate checks the request as Start would, without containerd.
@@ -213,7 +227,14 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 	if req.User.Count < set.workloadUID+1 || req.User.SubUID == 0 || req.User.SubGID == 0 {
 		return sdk.Handle{}, sdk.Errorf(sdk.CodeInvalid, "instance %s: the tenant's subordinate id range (%d ids) does not hold the workload uid %d", req.Instance, req.User.Count, set.workloadUID)
 	}
-	ctx, c, err := r.connect(ctx)
+	daemon, err := r.daemonOf(req)
+	if err != nil {
+		return sdk.Handle{}, err
+	}
+	if daemon != "" && set.network != nil {
+		return sdk.Handle{}, sdk.InvalidAttribute("settings.network", "tenant %s runs its own rootless containerd (daemon \"per-tenant\"), where networking is not built yet: only the shared daemon attaches networks", req.Instance.Tenant)
+	}
+	ctx, c, err := r.connect(ctx, daemon)
 	if err != nil {
 		return sdk.Handle{}, err
 	}
@@ -223,7 +244,10 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 	}
 	d := handleData{
 		ID: idOf(req.Instance), Namespace: r.namespace, Instance: req.Instance,
-		RunDir: req.RunDir, Cgroup: containerCgroup(req.Cgroup.Path),
+		RunDir: req.RunDir, Cgroup: containerCgroup(req.Cgroup.Path), Daemon: daemon,
+	}
+	if daemon != "" {
+		d.LogDir = rootlessLogDir(daemon, d.ID)
 	}
 	if err := r.removeLeftover(ctx, c, d); err != nil {
 		return sdk.Handle{}, err
@@ -251,8 +275,17 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 			labels[k] = v
 		}
 	}
+	snapshot := containerd.WithRemappedSnapshot(d.ID, img, req.User.SubUID, req.User.SubGID)
+	if daemon != "" {
+		// The container runs in the daemon's user namespace, where
+		// rootlesskit maps the image's ids into the tenant's range.
+		snapshot = containerd.WithNewSnapshot(d.ID, img)
+		if err := makeLogDir(d.LogDir, req.User); err != nil {
+			return sdk.Handle{}, fmt.Errorf("instance %s: log dir: %w", req.Instance, err)
+		}
+	}
 	ctr, err := c.NewContainer(ctx, d.ID,
-		containerd.WithRemappedSnapshot(d.ID, img, req.User.SubUID, req.User.SubGID),
+		snapshot,
 		containerd.WithNewSpec(r.specOpts(img, req, set, d)...),
 		containerd.WithContainerLabels(labels),
 		containerd.WithRuntime("io.containerd.runc.v2", nil),
@@ -268,6 +301,10 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 				_, _ = t.Delete(cctx, containerd.WithProcessKill)
 			}
 			_ = ctr.Delete(cctx, containerd.WithSnapshotCleanup)
+			if daemon != "" {
+				_ = removeCgroup(d.Cgroup)
+				_ = os.RemoveAll(d.LogDir)
+			}
 		}
 	}()
 	spec, err := ctr.Spec(ctx)
@@ -277,7 +314,7 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 	if err := writeSpec(filepath.Join(req.RunDir, specFile), spec); err != nil {
 		return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
 	}
-	logURI, err := cio.LogURIGenerator("binary", r.exe, map[string]string{LogCommand: req.RunDir})
+	logURI, err := cio.LogURIGenerator("binary", r.exe, map[string]string{LogCommand: d.logDir()})
 	if err != nil {
 		return sdk.Handle{}, err
 	}
@@ -296,6 +333,11 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 			}
 		}()
 		if err != nil {
+			return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
+		}
+	}
+	if daemon != "" {
+		if err := joinCgroup(d.Cgroup, linuxResources(req.Resources), task); err != nil {
 			return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
 		}
 	}
@@ -345,7 +387,7 @@ func (r *Runtime) load(ctx context.Context, h sdk.Handle) (context.Context, hand
 	if err != nil {
 		return ctx, d, nil, err
 	}
-	ctx, c, err := r.connect(ctx)
+	ctx, c, err := r.connect(ctx, d.Daemon)
 	if err != nil {
 		return ctx, d, nil, err
 	}
@@ -411,7 +453,13 @@ func stopTask(ctx context.Context, d handleData, ctr containerd.Container, timeo
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if err := task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+	// In a rootless daemon runc knows no cgroup of the container to kill
+	// all of; the end of its pid namespace's init ends the rest.
+	var killOpts []containerd.KillOpts
+	if d.Daemon == "" {
+		killOpts = append(killOpts, containerd.WithKillAll)
+	}
+	if err := task.Kill(ctx, syscall.SIGKILL, killOpts...); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("instance %s: SIGKILL: %w", d.Instance, err)
 	}
 	select {
@@ -454,6 +502,15 @@ func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 		return fmt.Errorf("instance %s: delete container: %w", d.Instance, err)
 	}
 	r.exits.untrack(d.ID)
+	if d.Daemon == "" {
+		return nil
+	}
+	if err := removeCgroup(d.Cgroup); err != nil {
+		return fmt.Errorf("instance %s: %w", d.Instance, err)
+	}
+	if err := os.RemoveAll(d.LogDir); err != nil {
+		return fmt.Errorf("instance %s: remove logs: %w", d.Instance, err)
+	}
 	return nil
 }
 
@@ -523,7 +580,7 @@ func (r *Runtime) Logs(ctx context.Context, h sdk.Handle, opts sdk.LogOptions, f
 		st, err := r.Inspect(ctx, h)
 		return err == nil && st.State == sdk.StateRunning
 	}
-	return logfile.Stream(ctx, d.RunDir, d.Instance, opts, pollInterval, running, fn)
+	return logfile.Stream(ctx, d.logDir(), d.Instance, opts, pollInterval, running, fn)
 }
 
 // oomKills returns the OOM kill count of the container's memory cgroup

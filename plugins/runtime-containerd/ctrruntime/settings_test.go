@@ -122,6 +122,10 @@ func TestConfigure(t *testing.T) {
 		{sdk.Config{"ports": sdk.Config{"from": float64(0)}}, "ports.from"},
 		{sdk.Config{"ports": sdk.Config{"from": float64(30000), "to": float64(29999)}}, "ports.to"},
 		{sdk.Config{"ports": sdk.Config{"size": float64(3)}}, "ports.size"},
+		{sdk.Config{"daemon": "rootless"}, "daemon"},
+		{sdk.Config{"daemon": true}, "daemon"},
+		{sdk.Config{"daemons": map[string]string{"alice": "own"}}, "daemons.alice"},
+		{sdk.Config{"daemons": "alice"}, "daemons"},
 	} {
 		err := New().Configure(context.Background(), sdk.ConfigureRequest{Settings: tc.settings, DataDir: t.TempDir()})
 		var se *sdk.Error
@@ -134,5 +138,11 @@ func TestConfigure(t *testing.T) {
 		"registry": map[string]sdk.Config{"r:5000": {"plain_http": true}}}})
 	if err != nil || !r.registry.Host("r:5000").PlainHTTP {
 		t.Errorf("registry settings: %v, %+v", err, r.registry)
+	}
+	r = New()
+	err = r.Configure(context.Background(), sdk.ConfigureRequest{DataDir: t.TempDir(), Settings: sdk.Config{
+		"daemon": ModePerTenant, "daemons": map[string]string{"bob": ModeShared}}})
+	if err != nil || r.modeOf("alice") != ModePerTenant || r.modeOf("bob") != ModeShared {
+		t.Errorf("daemon modes: %v, alice %s, bob %s", err, r.modeOf("alice"), r.modeOf("bob"))
 	}
 }

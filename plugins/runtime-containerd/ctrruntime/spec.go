@@ -38,21 +38,31 @@ func (r *Runtime) specOpts(img containerd.Image, req *sdk.StartRequest, set inst
 		oci.WithImageConfig(img),
 		oci.WithHostname(req.Instance.Name),
 		oci.WithEnv(envList(req.Env)),
-		oci.WithUserNamespace(idMap(set.workloadUID, u.UID, u.SubUID, u.Count), idMap(set.workloadUID, u.GID, u.SubGID, u.Count)),
 		oci.WithUIDGID(set.workloadUID, set.workloadUID),
 		oci.WithNoNewPrivileges,
 		withNoCapabilities,
 		seccomp.WithDefaultProfile(),
 		oci.WithRootFSReadonly(),
 		withMounts(r.tmpBytes, req, set),
-		withResources(req.Resources),
-		withoutHostNamespaces,
+		withoutHostNamespaces(d.Daemon == ""),
+	}
+	if d.Daemon == "" {
+		opts = append(opts, oci.WithUserNamespace(idMap(set.workloadUID, u.UID, u.SubUID, u.Count), idMap(set.workloadUID, u.GID, u.SubGID, u.Count)))
 	}
 	if set.entrypoint != nil || len(req.Args) > 0 {
 		opts = append(opts, withArgs(set.entrypoint, req.Args))
 	}
-	if d.Cgroup != "" {
-		opts = append(opts, oci.WithCgroup(d.Cgroup))
+	// A rootless daemon cannot make cgroups on cgroup v1: the plugin makes
+	// the container's and sets its limits (joinCgroup).
+	switch {
+	case d.Daemon != "":
+		// No cgroup path: runc then leaves the process in the shim's
+		// cgroup, and joinCgroup moves it before it starts.
+		opts = append(opts, oci.WithCgroup(""))
+	case d.Cgroup != "":
+		opts = append(opts, withResources(req.Resources), oci.WithCgroup(d.Cgroup))
+	default:
+		opts = append(opts, withResources(req.Resources))
 	}
 	return opts
 }
@@ -109,16 +119,22 @@ func withNoCapabilities(_ context.Context, _ oci.Client, _ *containers.Container
 
 // withoutHostNamespaces gives the container a fresh namespace of every
 // kind, none shared with the host: a network namespace with loopback only,
-// and a cgroup namespace where the kernel supports it (not with cgroup v1
-// bind mounts, which are removed).
-func withoutHostNamespaces(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
-	want := []specs.LinuxNamespaceType{specs.PIDNamespace, specs.IPCNamespace, specs.UTSNamespace, specs.MountNamespace, specs.NetworkNamespace, specs.UserNamespace}
-	var ns []specs.LinuxNamespace
-	for _, t := range want {
-		ns = append(ns, specs.LinuxNamespace{Type: t})
+// and, with userns, a user namespace. In a tenant's rootless daemon the
+// container shares the daemon's user namespace, which maps every id into
+// the tenant's range.
+func withoutHostNamespaces(userns bool) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		want := []specs.LinuxNamespaceType{specs.PIDNamespace, specs.IPCNamespace, specs.UTSNamespace, specs.MountNamespace, specs.NetworkNamespace}
+		if userns {
+			want = append(want, specs.UserNamespace)
+		}
+		var ns []specs.LinuxNamespace
+		for _, t := range want {
+			ns = append(ns, specs.LinuxNamespace{Type: t})
+		}
+		s.Linux.Namespaces = ns
+		return nil
 	}
-	s.Linux.Namespaces = ns
-	return nil
 }
 
 // withMounts drops the default spec's cgroupfs (a bind of host cgroup dirs
@@ -153,27 +169,34 @@ func withMounts(tmpBytes int64, req *sdk.StartRequest, set instanceSettings) oci
 	}
 }
 
-// withResources sets the instance's limits on the container's cgroup:
-// memory with no swap beyond it, CPU as a CFS quota, and pids.
+// withResources sets the instance's limits on the container's cgroup.
 func withResources(res sdk.Resources) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
-		if s.Linux.Resources == nil {
-			s.Linux.Resources = &specs.LinuxResources{}
+		lr := linuxResources(res)
+		if s.Linux.Resources != nil {
+			lr.Devices = s.Linux.Resources.Devices
 		}
-		lr := s.Linux.Resources
-		if m := res.MemoryBytes; m > 0 {
-			swappiness := uint64(0)
-			lr.Memory = &specs.LinuxMemory{Limit: &m, Swap: &m, Swappiness: &swappiness}
-		}
-		if res.MilliCPU > 0 {
-			quota, period := res.MilliCPU*cpuPeriod/1000, uint64(cpuPeriod)
-			lr.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
-		}
-		if res.Pids > 0 {
-			lr.Pids = &specs.LinuxPids{Limit: res.Pids}
-		}
+		s.Linux.Resources = lr
 		return nil
 	}
+}
+
+// linuxResources are the instance's limits: memory with no swap beyond
+// it, CPU as a CFS quota, and pids.
+func linuxResources(res sdk.Resources) *specs.LinuxResources {
+	lr := &specs.LinuxResources{}
+	if m := res.MemoryBytes; m > 0 {
+		swappiness := uint64(0)
+		lr.Memory = &specs.LinuxMemory{Limit: &m, Swap: &m, Swappiness: &swappiness}
+	}
+	if res.MilliCPU > 0 {
+		quota, period := res.MilliCPU*cpuPeriod/1000, uint64(cpuPeriod)
+		lr.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+	}
+	if res.Pids > 0 {
+		lr.Pids = &specs.LinuxPids{Limit: res.Pids}
+	}
+	return lr
 }
 
 // writeSpec writes the spec for reviewers.

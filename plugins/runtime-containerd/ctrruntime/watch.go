@@ -67,7 +67,9 @@ func (w *exitWatch) handle(id string) (sdk.Handle, bool) {
 func (r *Runtime) WatchExits(ctx context.Context, ready func(), fn func(sdk.ExitEvent) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ctx, c, err := r.connect(ctx)
+	// The shared daemon's only: a per-tenant daemon's exits are found by
+	// the core's periodic refresh.
+	ctx, c, err := r.connect(ctx, "")
 	if err != nil {
 		return err
 	}
