@@ -1,7 +1,8 @@
 # The containers example: two tenants, each running a container of an
-# image built from Debian packages, on the example's own containerd (shared
-# mode: one root containerd, each tenant's containers in a user namespace
-# mapped to the tenant's own subordinate range). `make run-containers`
+# image built from Debian packages, one per daemon mode: alice on the
+# example's own root containerd (shared mode: her containers in a user
+# namespace mapped to her own subordinate range), bob on his own rootless
+# containerd (per-tenant mode). `make run-containers`
 # starts containerd and a registry, builds and pushes the image, applies
 # this host; `make stop-containers` removes all of it.
 
@@ -25,14 +26,14 @@ host "containers-example" {
   }
 }
 
-# The example's containerd, started by run.sh (not the system one). The
-# registry on 127.0.0.1 is plain HTTP, which loopback registries may be.
+# The example's containerd, started by run.sh (not the system one), is
+# alice's: the shared mode. bob gets a rootless containerd of his own,
+# running as his user, started on his first container and stopped when he
+# is destroyed: the per-tenant mode. The registry on 127.0.0.1 is plain
+# HTTP, which loopback registries may be.
 runtime "containerd" {
   address   = "/var/lib/kigumi/containers-example/containerd/ctd.sock"
   namespace = "kigumi-example"
   tmp_size  = "16MiB"
-  # Both tenants share this containerd. When the per-tenant mode lands,
-  # this line gives bob a rootless containerd of his own, as his user,
-  # started on his first container and stopped when he is destroyed:
-  # daemons = { bob = "per-tenant" }
+  daemons   = { bob = "per-tenant" }
 }

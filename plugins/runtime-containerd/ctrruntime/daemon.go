@@ -279,7 +279,8 @@ func (r *Runtime) startDaemon(ctx context.Context, req *sdk.TenantRequest) (_ te
 	for !r.serving(ctx, d.Address) {
 		if !alive(d) || time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(d.Dir, "daemon.log"))
-			return d, sdk.Errorf(sdk.CodeUnavailable, "tenant %s: its containerd did not start: %s", req.Tenant, bytes.TrimSpace(tail(log, 2000)))
+			return d, sdk.Errorf(sdk.CodeUnavailable, "tenant %s: its containerd did not start (it runs inside the tenant's cgroup, under the sums of its instances' limits: memory %d bytes, pids %d; a daemon needs about 100 MiB and 100 threads of them): %s",
+				req.Tenant, req.Resources.MemoryBytes, req.Resources.Pids, daemonFailure(log))
 		}
 		select {
 		case <-ctx.Done():
@@ -424,6 +425,24 @@ func writeDaemonFile(runDir string, d tenantData) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(runDir, daemonFile), b, 0o600)
+}
+
+// daemonFailure is why a daemon's log says it ended: its first fatal or
+// error lines (a Go runtime that could not start a thread says so at the
+// top, above its goroutine dump and its register dump), or else its end.
+func daemonFailure(log []byte) string {
+	var lines []string
+	for _, l := range strings.Split(string(log), "\n") {
+		if strings.Contains(l, "fatal") || strings.Contains(l, "error") || strings.Contains(l, "failed") || strings.HasPrefix(l, "runtime: ") {
+			if lines = append(lines, strings.TrimSpace(l)); len(lines) == 3 {
+				break
+			}
+		}
+	}
+	if len(lines) == 0 {
+		return string(bytes.TrimSpace(tail(log, 2000)))
+	}
+	return strings.Join(lines, "; ")
 }
 
 func tail(b []byte, n int) []byte {

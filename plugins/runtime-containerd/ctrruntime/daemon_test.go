@@ -56,3 +56,21 @@ func TestDaemonProcessesReusedPid(t *testing.T) {
 		t.Errorf("processes %v of a daemon whose pid was reused", pids)
 	}
 }
+
+func TestDaemonFailure(t *testing.T) {
+	for _, tc := range []struct{ name, log, want string }{
+		{"thread limit", "runtime: failed to create new OS thread (have 2 already; errno=11)\nruntime: may need to increase max user processes (ulimit -u)\nfatal error: newosproc\n\ngoroutine 1 [running]:\n0x00007ffd 0x0000",
+			"runtime: failed to create new OS thread (have 2 already; errno=11); runtime: may need to increase max user processes (ulimit -u); fatal error: newosproc"},
+		{"rootlesskit", "[rootlesskit:parent] error: failed to setup UID/GID map\n", "[rootlesskit:parent] error: failed to setup UID/GID map"},
+		{"cgo thread", "runtime/cgo: pthread_create failed: Resource temporarily unavailable\nSIGABRT: abort\nPC=0x7f89 m=0 sigcode=18446744073709551610\n",
+			"runtime/cgo: pthread_create failed: Resource temporarily unavailable"},
+		{"no marker", "  just this  \n", "just this"},
+		{"empty", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := daemonFailure([]byte(tc.log)); got != tc.want {
+				t.Errorf("daemonFailure = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

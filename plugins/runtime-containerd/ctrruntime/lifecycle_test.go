@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
+	"github.com/kigumi/kigumi/core/tenant"
 )
 
 // TestLifecycle covers exit status, Stop (grace, then kill), logs with
@@ -249,5 +250,35 @@ func TestDaemonAdoption(t *testing.T) {
 	checkDaemonGone(t, th2)
 	if err := r2.ReleaseTenant(ctx, th2); err != nil {
 		t.Errorf("second ReleaseTenant: %v", err)
+	}
+}
+
+// TestDaemonOverTenantLimits starts a per-tenant daemon in a tenant whose
+// totals cannot hold it (the daemon counts against the tenant's cgroup):
+// PrepareTenant fails saying so, with the limits and the daemon's own
+// reason, and leaves no process or directory; a neighbour tenant's
+// daemon starts meanwhile.
+func TestDaemonOverTenantLimits(t *testing.T) {
+	ctx := context.Background()
+	r := newRuntime(t, sdk.Config{"daemon": ModePerTenant})
+	small := newLimitedTenant(t, tenant.Limits{MemoryBytes: 32 << 20, Pids: 16})
+	neighbour := prepare(t, r, newTenant(t))
+	req := &sdk.TenantRequest{Tenant: small.name, User: small.user, Cgroup: small.cgroup, RunDir: filepath.Join(t.TempDir(), "tenant"),
+		Resources: sdk.Resources{MemoryBytes: 32 << 20, Pids: 16}}
+	h, err := r.PrepareTenant(ctx, req)
+	var se *sdk.Error
+	if !errors.As(err, &se) || se.Code != sdk.CodeUnavailable || !strings.Contains(se.Message, "did not start") || !strings.Contains(se.Message, "pids 16") {
+		t.Fatalf("PrepareTenant in a 16-pid tenant = %s, %v; want unavailable, did not start, naming pids 16", h.Data, err)
+	}
+	t.Logf("the error: %v", err)
+	if _, err := os.Lstat(filepath.Join(small.user.Home, ".kigumi-containerd")); err == nil {
+		t.Errorf("the failed daemon's directory is left")
+	}
+	if pids, err := tenants.Processes(small.name); err != nil || len(pids) > 0 {
+		t.Errorf("processes left in the small tenant's cgroup: %v, %v", pids, err)
+	}
+	nd, err := decodeTenant(neighbour.handle)
+	if err != nil || !r.serving(ctx, nd.Address) {
+		t.Errorf("the neighbour's daemon does not serve: %v", err)
 	}
 }

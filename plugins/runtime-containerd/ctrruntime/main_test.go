@@ -176,6 +176,12 @@ type testTenant struct {
 // newTenant makes a real tenant named ctr-*, removed when the test ends.
 func newTenant(t testing.TB) testTenant {
 	t.Helper()
+	return newLimitedTenant(t, tenant.Limits{})
+}
+
+// newLimitedTenant makes a real tenant whose cgroup has the limits lim.
+func newLimitedTenant(t testing.TB, lim tenant.Limits) testTenant {
+	t.Helper()
 	b := make([]byte, 3)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
@@ -189,7 +195,7 @@ func newTenant(t testing.TB) testTenant {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec := tenant.Spec{Tenant: name, UID: uid, SubIDStart: sub, SubIDCount: 65536, Home: filepath.Join(base, "home-"+name)}
+	spec := tenant.Spec{Tenant: name, UID: uid, SubIDStart: sub, SubIDCount: 65536, Home: filepath.Join(base, "home-"+name), Limits: lim}
 	tn, err := tenants.Ensure(context.Background(), spec)
 	if err != nil {
 		t.Fatal(err)
