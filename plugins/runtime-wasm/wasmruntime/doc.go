@@ -14,11 +14,11 @@
 // The plugin, as root, opens everything the sandbox needs and hands it over as
 // open file descriptors: the verified module (in a sealed memfd), the
 // instance's log files, a status file, a config pipe and a ready pipe. The
-// sandbox joins the instance's cgroups (and takes GOMAXPROCS from their CPU
-// quota), compiles the module there (through a root-only compilation cache;
-// the plugin only scans it; the compile budget is compile_timeout, after
-// which the plugin kills the sandbox, and compile_memory, its RLIMIT_DATA
-// while it compiles), drops to the tenant's user (it refuses to run a workload as root)
+// sandbox compiles the module (through a root-only compilation cache; the
+// plugin only scans it) on one core within its compile budget, not the
+// instance's limits (compile_timeout, after which the plugin kills the
+// sandbox, and compile_memory, its RLIMIT_DATA while it compiles), joins
+// the instance's cgroups (and takes GOMAXPROCS from their CPU quota), drops to the tenant's user (it refuses to run a workload as root)
 // with no_new_privs set and no capability left (its bounding set holds only
 // the four it needed as root), loads a seccomp filter that allows only what
 // the Go runtime and wazero call (confine.go), reports readiness, and runs

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -187,22 +188,16 @@ func prepareSandbox(ctx context.Context, ready io.Writer) (context.Context, api.
 }
 
 // linkModule does everything up to running the module and returns it,
-// with the context (carrying its guest) to call it in. Still root, it joins
-// the cgroups (and sets GOMAXPROCS from their CPU quota), compiles the
-// module there within the compile memory (through the root-only
-// compilation cache) and chroots into its jail; then it drops to the
+// with the context (carrying its guest) to call it in. Still root, it
+// compiles the module on one core within the compile memory (through the
+// root-only compilation cache), joins the cgroups (and sets GOMAXPROCS
+// from their CPU quota) and chroots into its jail; then it drops to the
 // tenant's user, checks that no capability is left, loads its seccomp
 // filter (confine.go) and links the module. Nothing of the tenant's runs
 // before the jail and the drop, and the jail holds whatever a WASI path in
 // the state resolves to, symlinks included; the read-only mounts are open
 // directories, inside which the kernel resolves every path (dirFS).
 func linkModule(ctx context.Context, cfg sandboxConfig, ready io.Writer) (context.Context, api.Module, error) {
-	if err := joinCgroups(cfg.ProcsFiles); err != nil {
-		return ctx, nil, err
-	}
-	if err := setMaxProcs(); err != nil {
-		return ctx, nil, err
-	}
 	bin, err := io.ReadAll(io.NewSectionReader(os.NewFile(fdModule, "module"), 0, math.MaxInt64))
 	if err != nil {
 		return ctx, nil, fmt.Errorf("read module: %w", err)
@@ -210,6 +205,11 @@ func linkModule(ctx context.Context, cfg sandboxConfig, ready io.Writer) (contex
 	if _, err := io.WriteString(ready, compilingMark); err != nil {
 		return ctx, nil, err
 	}
+	// The compile has its own budget, not the instance's limits: a Go
+	// module of a few MiB takes hundreds of MiB to compile, far more than
+	// the instance needs to run. On one core, within compile_memory and
+	// compile_timeout (the plugin kills a sandbox not ready by then).
+	runtime.GOMAXPROCS(1)
 	var rt wazero.Runtime
 	var compiled wazero.CompiledModule
 	var cerr error
@@ -220,6 +220,12 @@ func linkModule(ctx context.Context, cfg sandboxConfig, ready io.Writer) (contex
 	}
 	if cerr != nil {
 		return ctx, nil, &sdk.Error{Code: sdk.CodeInvalid, Attribute: "module", Message: "compile module: " + cerr.Error(), Err: cerr}
+	}
+	if err := joinCgroups(cfg.ProcsFiles); err != nil {
+		return ctx, nil, err
+	}
+	if err := setMaxProcs(); err != nil {
+		return ctx, nil, err
 	}
 	jailed, err := jail(cfg.Jail)
 	if err != nil {
