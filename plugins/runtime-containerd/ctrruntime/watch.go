@@ -24,6 +24,10 @@ const (
 	topicWatchReady = "/kigumi/watch-ready"
 	// probeInterval is how often the probe is published until it is seen.
 	probeInterval = 50 * time.Millisecond
+	// followTimeout bounds how long PrepareTenant and WatchExits wait for a
+	// per-tenant daemon's subscription to be in place: the daemon runs as
+	// its tenant, who can stop it.
+	followTimeout = 5 * time.Second
 )
 
 // exitWatch holds the handles of the containers this plugin process
@@ -77,8 +81,8 @@ func (w *exitWatch) handle(id string) (sdk.Handle, bool) {
 
 // follow makes every WatchExits stream follow the per-tenant daemon at
 // address, and the later ones too. It returns once each stream's
-// subscription is in place (or has failed), so that no exit of a
-// container started after it is missed.
+// subscription is in place (or has failed, or followTimeout passed), so
+// that no exit of a container started after it is missed.
 func (r *Runtime) follow(ctx context.Context, address string) {
 	w := &r.exits
 	w.mu.Lock()
@@ -93,7 +97,13 @@ func (r *Runtime) follow(ctx context.Context, address string) {
 		}
 	}
 	w.mu.Unlock()
-	timeout := time.After(daemonStartTimeout)
+	waitFollowed(ctx, waits)
+}
+
+// waitFollowed waits until the subscriptions of waits are in place or
+// have ended, for at most followTimeout.
+func waitFollowed(ctx context.Context, waits []<-chan struct{}) {
+	timeout := time.After(followTimeout)
 	for _, ready := range waits {
 		select {
 		case <-ready:
@@ -173,14 +183,12 @@ func (r *Runtime) WatchExits(ctx context.Context, ready func(), fn func(sdk.Exit
 	sharedReady := make(chan struct{})
 	shared := make(chan error, 1)
 	go func() { shared <- r.watchDaemon(ctx, "", func() { close(sharedReady) }, s.exits) }()
-	waits = append(waits, sharedReady)
-	for _, c := range waits {
-		select {
-		case <-c:
-		case err := <-shared:
-			return err
-		}
+	select {
+	case <-sharedReady:
+	case err := <-shared:
+		return err
 	}
+	waitFollowed(ctx, waits)
 	ready()
 	for {
 		select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -187,6 +188,51 @@ func testWatchExitsPerTenant(t *testing.T, prepareBefore bool) {
 	e = nextExit(t, exits)
 	if e.Instance.Name != "neighbour" || e.Status.Cause != sdk.CauseSignal || e.Status.Signal != 9 {
 		t.Fatalf("exit event %+v, want neighbour killed by signal 9", e)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("WatchExits ended with %v, want the context's error", err)
+	}
+}
+
+// TestWatchExitsStoppedDaemon stops a per-tenant daemon (its tenant can:
+// it runs as the tenant's user) before WatchExits starts: the stream is
+// ready within followTimeout anyway (the stopped daemon's dial takes
+// longer) and reports a shared-mode neighbour's exit.
+func TestWatchExitsStoppedDaemon(t *testing.T) {
+	bob, alice := newTenant(t), newTenant(t)
+	r := perTenant(t, bob)
+	bob = prepare(t, r, bob)
+	d, err := decodeTenant(bob.handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range daemonProcesses(d) {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan struct{})
+	exits := make(chan sdk.ExitEvent, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- r.WatchExits(ctx, func() { close(ready) }, func(e sdk.ExitEvent) error {
+			exits <- e
+			return nil
+		})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("WatchExits before ready: %v", err)
+	case <-time.After(followTimeout + 2*time.Second):
+		t.Fatal("WatchExits not ready with a stopped per-tenant daemon")
+	}
+	_, req := start(t, r, alice, instance{name: "neighbour", args: []string{"sh", "-c", "exit 2"}})
+	if e := nextExit(t, exits); e.Instance != req.Instance || e.Status.ExitCode != 2 {
+		t.Fatalf("exit event %+v, want %s exited with 2", e, req.Instance)
 	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
