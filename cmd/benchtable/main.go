@@ -65,6 +65,12 @@ var rows = []row{
 	{what: "50 containers, 10 tenants: start all", benchmark: "BenchmarkCtrScale50", unit: "total-s", target: "(report)"},
 	{what: "50 containers: containerd+shims RSS", benchmark: "BenchmarkCtrScale50", unit: "containerd-rss-MiB", target: "(report)"},
 	{what: "50 containers: runtime process RSS", benchmark: "BenchmarkCtrScale50", unit: "runtime-rss-MiB", target: "(report)"},
+	// The per-tenant daemon mode: a tenant's own daemon, and its first container against the shared mode's.
+	{what: "per-tenant daemon: prepare to serving, p50", benchmark: "BenchmarkCtrDaemon", unit: "prepare-p50-ms", target: "(report)"},
+	{what: "per-tenant daemon: RSS, idle", benchmark: "BenchmarkCtrDaemon", unit: "daemon-rss-MiB", target: "(report)"},
+	{what: "per-tenant daemon: PSS, idle", benchmark: "BenchmarkCtrDaemon", unit: "daemon-pss-MiB", target: "(report)"},
+	{what: "tenant's first container start, per-tenant vs shared, p50", benchmark: "BenchmarkCtrDaemon", unit: "per-tenant-first-p50-ms",
+		baseline: "BenchmarkCtrDaemon", bunit: "shared-first-p50-ms", target: "(report)"},
 	// The FUSE state (quotafs) against its backing directory.
 	{what: "state: sequential read", benchmark: "BenchmarkStateSeqRead/quotafs", unit: "MB/s",
 		baseline: "BenchmarkStateSeqRead/native", bunit: "MB/s", target: ">= 0.8x native", ratioTarget: 0.8, higherIsBetter: true},

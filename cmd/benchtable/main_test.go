@@ -68,3 +68,26 @@ BenchmarkSandboxStart-2  51  1 ns/op  1.25 exec-p50-ms  17.5 p50-ms  40 p99-ms
 		}
 	}
 }
+
+// TestCtrDaemonRows checks the per-tenant daemon rows: figures without a
+// baseline, and the per-tenant first start against the shared one.
+func TestCtrDaemonRows(t *testing.T) {
+	in := `BenchmarkCtrDaemon-2  3  2856443043 ns/op  31.42 daemon-pss-MiB  53.81 daemon-rss-MiB  611.5 per-tenant-first-p50-ms  209.9 prepare-p50-ms  328.6 shared-first-p50-ms
+`
+	got, err := parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	table(&b, got)
+	folded := strings.Join(strings.Fields(b.String()), " ")
+	for _, want := range []string{
+		"per-tenant daemon: prepare to serving, p50 209.9 prepare-p50-ms (report)",
+		"per-tenant daemon: PSS, idle 31.42 daemon-pss-MiB (report)",
+		"tenant's first container start, per-tenant vs shared, p50 611.5 per-tenant-first-p50-ms 328.6 shared-first-p50-ms 1.86x (report)",
+	} {
+		if !strings.Contains(folded, want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}

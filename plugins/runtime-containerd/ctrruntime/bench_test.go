@@ -94,6 +94,86 @@ func BenchmarkCtrScale50(b *testing.B) {
 	}
 }
 
+// BenchmarkCtrDaemon measures what a tenant's own daemon costs in the
+// per-tenant mode, each iteration on a fresh tenant: PrepareTenant to the
+// daemon serving, and the daemon's memory (RSS and PSS of its rootlesskit
+// and containerd processes, from /proc/PID/smaps_rollup, idle, before any
+// container). It also measures the first container's Start (the
+// tenant's first, so its image and snapshot are new to the daemon) in the
+// per-tenant mode and, in the same run and interleaved with it, in the
+// shared mode on a fresh neighbour tenant. It reports the p50 of each.
+func BenchmarkCtrDaemon(b *testing.B) {
+	ctx := context.Background()
+	own := newRuntime(b, sdk.Config{"daemon": ModePerTenant})
+	shared := newRuntime(b, nil)
+	var prep, ownStart, sharedStart []time.Duration
+	var rss, pss int64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		tn, nb := newTenant(b), newTenant(b)
+		b.StartTimer()
+		treq := &sdk.TenantRequest{Tenant: tn.name, User: tn.user, Cgroup: tn.cgroup, RunDir: filepath.Join(b.TempDir(), "tenant")}
+		t0 := time.Now()
+		th, err := own.PrepareTenant(ctx, treq)
+		prep = append(prep, time.Since(t0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		d, err := decodeTenant(th)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, pid := range daemonProcesses(d) {
+			r, p := smapsRollup(pid)
+			rss, pss = rss+r, pss+p
+		}
+		tn.handle = th
+		for _, m := range []struct {
+			r  *Runtime
+			tn testTenant
+			ds *[]time.Duration
+		}{{own, tn, &ownStart}, {shared, nb, &sharedStart}} {
+			req := request(b, m.tn, instance{name: "first", args: benchArgs, resources: sdk.Resources{MemoryBytes: 32 << 20, Pids: 16}})
+			t0 := time.Now()
+			h, err := m.r.Start(ctx, req)
+			*m.ds = append(*m.ds, time.Since(t0))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := m.r.Destroy(ctx, h); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := own.ReleaseTenant(ctx, th); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(percentile(prep, 50), "prepare-p50-ms")
+	b.ReportMetric(float64(rss)/float64(b.N)/(1<<20), "daemon-rss-MiB")
+	b.ReportMetric(float64(pss)/float64(b.N)/(1<<20), "daemon-pss-MiB")
+	b.ReportMetric(percentile(ownStart, 50), "per-tenant-first-p50-ms")
+	b.ReportMetric(percentile(sharedStart, 50), "shared-first-p50-ms")
+}
+
+// smapsRollup returns a process's RSS and PSS in bytes, 0 when it is gone.
+func smapsRollup(pid int) (rss, pss int64) {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		var kb int64
+		if _, err := fmt.Sscanf(line, "Rss: %d kB", &kb); err == nil {
+			rss = kb << 10
+		} else if _, err := fmt.Sscanf(line, "Pss: %d kB", &kb); err == nil {
+			pss = kb << 10
+		}
+	}
+	return rss, pss
+}
+
 // startOurs starts an instance through the runtime and returns how long
 // Start took; the instance is destroyed when the benchmark ends.
 func startOurs(b *testing.B, r *Runtime, tn testTenant, name string) (time.Duration, error) {

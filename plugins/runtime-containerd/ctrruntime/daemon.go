@@ -168,7 +168,8 @@ func (r *Runtime) modeOf(tenant string) string {
 
 // PrepareTenant starts the tenant's own containerd in the per-tenant mode,
 // or adopts it when it runs already; in the shared mode there is nothing
-// to start. The handle names the daemon.
+// to start. The handle names the daemon, whose exits WatchExits then
+// follows.
 func (r *Runtime) PrepareTenant(ctx context.Context, req *sdk.TenantRequest) (sdk.Handle, error) {
 	if req.Tenant == "" {
 		return sdk.Handle{}, sdk.Errorf(sdk.CodeInvalid, "tenant has no name")
@@ -188,6 +189,7 @@ func (r *Runtime) PrepareTenant(ctx context.Context, req *sdk.TenantRequest) (sd
 	defer r.daemonMu.Unlock()
 	if d, err := readDaemonFile(req.RunDir); err == nil && d.Tenant == req.Tenant {
 		if alive(d) && r.serving(ctx, d.Address) {
+			r.follow(ctx, d.Address)
 			return d.encode()
 		}
 		if err := stopDaemon(d); err != nil {
@@ -198,6 +200,7 @@ func (r *Runtime) PrepareTenant(ctx context.Context, req *sdk.TenantRequest) (sd
 	if err != nil {
 		return sdk.Handle{}, err
 	}
+	r.follow(ctx, d.Address)
 	return d.encode()
 }
 
@@ -210,6 +213,7 @@ func (r *Runtime) ReleaseTenant(_ context.Context, h sdk.Handle) error {
 	}
 	r.daemonMu.Lock()
 	defer r.daemonMu.Unlock()
+	r.unfollow(d.Address)
 	r.dropClient(d.Address)
 	if err := stopDaemon(d); err != nil {
 		return err

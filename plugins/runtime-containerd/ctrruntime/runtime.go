@@ -164,9 +164,12 @@ func (r *Runtime) connect(ctx context.Context, address string) (context.Context,
 		address = r.address
 	}
 	ctx = namespaces.WithNamespace(ctx, r.namespace)
+	// r.mu is not held while a daemon is waited for: a tenant can stop its
+	// own daemon, and the other daemons' callers must not wait on it.
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if c := r.clients[address]; c != nil {
+	c := r.clients[address]
+	r.mu.Unlock()
+	if c != nil {
 		// IsServing waits for the connection to be ready: bounded, so that
 		// a containerd gone since the last call is noticed.
 		hctx, cancel := context.WithTimeout(ctx, dialTimeout)
@@ -175,12 +178,23 @@ func (r *Runtime) connect(ctx context.Context, address string) (context.Context,
 		if ok && err == nil {
 			return ctx, c, nil
 		}
+		r.mu.Lock()
+		if r.clients[address] == c {
+			delete(r.clients, address)
+		}
+		r.mu.Unlock()
 		c.Close()
-		delete(r.clients, address)
 	}
 	c, err := containerd.New(address, containerd.WithTimeout(dialTimeout), containerd.WithDefaultNamespace(r.namespace))
 	if err != nil {
 		return ctx, nil, sdk.Errorf(sdk.CodeUnavailable, "containerd at %s is not reachable: %w", address, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// Another caller may have dialed it meanwhile: one client per daemon.
+	if other := r.clients[address]; other != nil {
+		c.Close()
+		return ctx, other, nil
 	}
 	r.clients[address] = c
 	return ctx, c, nil
