@@ -11,6 +11,8 @@ type Progress struct {
 	Subject string
 	// PartsDone of Parts, such as an image's layers, are done.
 	PartsDone, Parts int64
+	// Unit names the parts, in the plural, such as "layers".
+	Unit string
 	// BytesDone of BytesTotal are done. BytesTotal may grow while the
 	// step learns of more parts.
 	BytesDone, BytesTotal int64

@@ -466,10 +466,10 @@ func errNilRequest(method string) error {
 
 func progressToPB(p Progress) *pb.Progress {
 	return &pb.Progress{Step: p.Step, Subject: p.Subject, PartsDone: p.PartsDone, Parts: p.Parts,
-		BytesDone: p.BytesDone, BytesTotal: p.BytesTotal}
+		Unit: p.Unit, BytesDone: p.BytesDone, BytesTotal: p.BytesTotal}
 }
 
 func progressFromPB(m *pb.Progress) Progress {
 	return Progress{Step: m.GetStep(), Subject: m.GetSubject(), PartsDone: m.GetPartsDone(), Parts: m.GetParts(),
-		BytesDone: m.GetBytesDone(), BytesTotal: m.GetBytesTotal()}
+		Unit: m.GetUnit(), BytesDone: m.GetBytesDone(), BytesTotal: m.GetBytesTotal()}
 }

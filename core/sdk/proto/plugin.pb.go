@@ -2215,6 +2215,7 @@ type Progress struct {
 	Parts         int64                  `protobuf:"varint,4,opt,name=parts,proto3" json:"parts,omitempty"`
 	BytesDone     int64                  `protobuf:"varint,5,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
 	BytesTotal    int64                  `protobuf:"varint,6,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	Unit          string                 `protobuf:"bytes,7,opt,name=unit,proto3" json:"unit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2289,6 +2290,13 @@ func (x *Progress) GetBytesTotal() int64 {
 		return x.BytesTotal
 	}
 	return 0
+}
+
+func (x *Progress) GetUnit() string {
+	if x != nil {
+		return x.Unit
+	}
+	return ""
 }
 
 type StartEvent struct {
@@ -3244,7 +3252,7 @@ const file_plugin_proto_rawDesc = "" +
 	"\x06stream\x18\x02 \x01(\tR\x06stream\x12\x16\n" +
 	"\x06follow\x18\x03 \x01(\bR\x06follow\"\x1e\n" +
 	"\bLogChunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"\xad\x01\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xc1\x01\n" +
 	"\bProgress\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\tR\x04step\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12\x1d\n" +
@@ -3254,7 +3262,8 @@ const file_plugin_proto_rawDesc = "" +
 	"\n" +
 	"bytes_done\x18\x05 \x01(\x03R\tbytesDone\x12\x1f\n" +
 	"\vbytes_total\x18\x06 \x01(\x03R\n" +
-	"bytesTotal\"\x83\x01\n" +
+	"bytesTotal\x12\x12\n" +
+	"\x04unit\x18\a \x01(\tR\x04unit\"\x83\x01\n" +
 	"\n" +
 	"StartEvent\x128\n" +
 	"\bprogress\x18\x01 \x01(\v2\x1a.kigumi.plugin.v2.ProgressH\x00R\bprogress\x122\n" +

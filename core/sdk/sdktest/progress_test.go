@@ -12,9 +12,9 @@ import (
 
 // testProgress are the reports progressRuntime's Start makes.
 var testProgress = []sdk.Progress{
-	{Step: "pulling", Subject: "registry.local/web:1", Parts: 3, BytesTotal: 2 << 20},
-	{Step: "pulling", Subject: "registry.local/web:1", PartsDone: 2, Parts: 3, BytesDone: 1 << 20, BytesTotal: 2 << 20},
-	{Step: "pulling", Subject: "registry.local/web:1", PartsDone: 3, Parts: 3, BytesDone: 2 << 20, BytesTotal: 2 << 20},
+	{Step: "pulling", Subject: "registry.local/web:1", Parts: 3, Unit: "layers", BytesTotal: 2 << 20},
+	{Step: "pulling", Subject: "registry.local/web:1", PartsDone: 2, Parts: 3, Unit: "layers", BytesDone: 1 << 20, BytesTotal: 2 << 20},
+	{Step: "pulling", Subject: "registry.local/web:1", PartsDone: 3, Parts: 3, Unit: "layers", BytesDone: 2 << 20, BytesTotal: 2 << 20},
 }
 
 // progressRuntime is a fakeRuntime whose Start reports testProgress, then
