@@ -34,7 +34,9 @@ type printedStep struct {
 	at   time.Time
 }
 
-func newProgress(w io.Writer) *progress { return &progress{w: w, now: time.Now, printed: map[string]printedStep{}} }
+func newProgress(w io.Writer) *progress {
+	return &progress{w: w, now: time.Now, printed: map[string]printedStep{}}
+}
 
 // PreApply implements engine.Hook.
 func (p *progress) PreApply(a plan.Action) {

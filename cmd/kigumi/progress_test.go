@@ -27,11 +27,11 @@ func TestProgressLines(t *testing.T) {
 		reports []report
 		want    []string
 	}{
-		{"first and last", []report{{0, "web", pull(0, 0)}, {250 * time.Millisecond, "web", pull(1, 700 << 10)},
-			{500 * time.Millisecond, "web", pull(2, 1200 << 10)}, {750 * time.Millisecond, "web", pull(3, 2000 << 10)}},
+		{"first and last", []report{{0, "web", pull(0, 0)}, {250 * time.Millisecond, "web", pull(1, 700<<10)},
+			{500 * time.Millisecond, "web", pull(2, 1200<<10)}, {750 * time.Millisecond, "web", pull(3, 2000<<10)}},
 			[]string{"pulling " + ref + ": 0/3 layers, 0 B of 2.0 MiB", "pulling " + ref + ": 3/3 layers, 2.0 MiB of 2.0 MiB"}},
-		{"one a second", []report{{0, "web", pull(0, 0)}, {500 * time.Millisecond, "web", pull(1, 100 << 10)},
-			{1100 * time.Millisecond, "web", pull(1, 1200 << 10)}, {1500 * time.Millisecond, "web", pull(2, 1500 << 10)}},
+		{"one a second", []report{{0, "web", pull(0, 0)}, {500 * time.Millisecond, "web", pull(1, 100<<10)},
+			{1100 * time.Millisecond, "web", pull(1, 1200<<10)}, {1500 * time.Millisecond, "web", pull(2, 1500<<10)}},
 			[]string{"0/3 layers, 0 B of", "1/3 layers, 1.2 MiB of 2.0 MiB"}},
 		{"instances apart", []report{{0, "web", pull(0, 0)}, {100 * time.Millisecond, "db", pull(1, 0)}},
 			[]string{"0/3 layers", "1/3 layers"}},
