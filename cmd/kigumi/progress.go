@@ -32,6 +32,7 @@ type progress struct {
 type printedStep struct {
 	step string
 	at   time.Time
+	done bool
 }
 
 func newProgress(w io.Writer) *progress {
@@ -57,17 +58,17 @@ func (p *progress) PostApply(a plan.Action, d time.Duration, err error) {
 }
 
 // Progress implements engine.Hook: it prints a step's first report, its
-// last (all done), and between them one a second at most.
+// first all done, and between them one a second at most.
 func (p *progress) Progress(tenant, instance string, r sdk.Progress) {
 	key, step := tenant+"/"+instance, r.Step+" "+r.Subject
 	now := p.now()
 	done := r.Parts > 0 && r.PartsDone == r.Parts && r.BytesDone == r.BytesTotal
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if last, ok := p.printed[key]; ok && last.step == step && !done && now.Sub(last.at) < progressEvery {
+	if last, ok := p.printed[key]; ok && last.step == step && (last.done || !done && now.Sub(last.at) < progressEvery) {
 		return
 	}
-	p.printed[key] = printedStep{step: step, at: now}
+	p.printed[key] = printedStep{step: step, at: now, done: done}
 	fmt.Fprintf(p.w, "  %s\n", progressText(r))
 }
 
