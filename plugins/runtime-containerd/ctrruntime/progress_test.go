@@ -11,12 +11,13 @@ import (
 	"github.com/containerd/containerd/namespaces"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
+	"github.com/kigumi/kigumi/core/sdk/v2/sdktest"
 )
 
 // TestPullProgress: the Start that pulls an image no namespace of it holds
-// reports the pull's progress over the image's layers, ending at all of
-// them and their total size, and nothing after it returns; a Start of the
-// pulled image reports nothing.
+// reports the pull's progress over the image's layers, across the plugin
+// boundary, ending at all of them and their total size, and nothing after
+// it returns; a Start of the pulled image reports nothing.
 func TestPullProgress(t *testing.T) {
 	b := make([]byte, 4)
 	if _, err := rand.Read(b); err != nil {
@@ -24,6 +25,7 @@ func TestPullProgress(t *testing.T) {
 	}
 	ns := "kigumi-progress-" + hex.EncodeToString(b)
 	r := newRuntime(t, sdk.Config{"namespace": ns})
+	rt := sdktest.Runtime(t, r)
 	tn := newTenant(t)
 	_, c := client(t)
 	nctx := namespaces.WithNamespace(context.Background(), ns)
@@ -52,7 +54,7 @@ func TestPullProgress(t *testing.T) {
 			}
 			got = append(got, p)
 		})
-		h, err := r.Start(ctx, req)
+		h, err := rt.Start(ctx, req)
 		mu.Lock()
 		returned = true
 		mu.Unlock()
