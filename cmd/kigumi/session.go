@@ -143,7 +143,7 @@ func (s *session) startEngine(ctx context.Context, mode storeMode) int {
 		return s.fail(err)
 	}
 	s.engine = engine.New(s.host, s.store, s.plugins, iso,
-		engine.WithLogger(s.cli.log), engine.WithHooks(progress{w: s.cli.stdout}))
+		engine.WithLogger(s.cli.log), engine.WithHooks(newProgress(s.cli.stdout)))
 	diags, err := s.engine.Configure(ctx)
 	if s.writeDiags(diags) {
 		return exitInvalid

@@ -5,6 +5,7 @@ import (
 
 	"github.com/kigumi/kigumi/core/events"
 	"github.com/kigumi/kigumi/core/plan"
+	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/state"
 )
 
@@ -24,6 +25,10 @@ type Hook interface {
 	// PreApply and PostApply frame one action; err is its error.
 	PreApply(a plan.Action)
 	PostApply(a plan.Action, elapsed time.Duration, err error)
+	// Progress reports, between PreApply and PostApply, how far an
+	// instance's start has come, for a runtime that declares
+	// sdk.FeatureProgress; a few times a second at most.
+	Progress(tenant, instance string, p sdk.Progress)
 	// Exited reports a workload found ended, once per end.
 	Exited(tenant, instance string, exit state.Exit)
 }
@@ -45,6 +50,9 @@ func (NilHook) PreApply(plan.Action) {}
 
 // PostApply implements Hook.
 func (NilHook) PostApply(plan.Action, time.Duration, error) {}
+
+// Progress implements Hook.
+func (NilHook) Progress(string, string, sdk.Progress) {}
 
 // Exited implements Hook.
 func (NilHook) Exited(string, string, state.Exit) {}
@@ -79,6 +87,12 @@ func (hs hooks) PreApply(a plan.Action) {
 func (hs hooks) PostApply(a plan.Action, d time.Duration, err error) {
 	for _, h := range hs {
 		h.PostApply(a, d, err)
+	}
+}
+
+func (hs hooks) Progress(t, i string, p sdk.Progress) {
+	for _, h := range hs {
+		h.Progress(t, i, p)
 	}
 }
 

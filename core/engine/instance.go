@@ -182,7 +182,11 @@ func (e *Engine) start(ctx context.Context, rt sdk.Runtime, ten state.Tenant, te
 		// returns has an exit time after it, so refresh records that
 		// exit once, not again each time.
 		started := time.Now().UTC()
-		h, err := rt.Start(ctx, req)
+		sctx := ctx
+		if e.runtimeInfo(rec.Spec.Runtime).Capabilities.Has(sdk.FeatureProgress) {
+			sctx = sdk.WithProgress(ctx, func(p sdk.Progress) { e.hooks.Progress(rec.Tenant, rec.Name, p) })
+		}
+		h, err := rt.Start(sctx, req)
 		if err == nil {
 			rec.RuntimeHandle, rec.RuntimeSpecHash = &h, rec.SpecHash
 			rec.Run.StartedAt, rec.Run.OOMKills = started, oom

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -73,11 +74,44 @@ func (r *runtimeClient) Start(ctx context.Context, req *StartRequest) (Handle, e
 	if err != nil {
 		return Handle{}, err
 	}
+	if fn := progressFunc(ctx); fn != nil {
+		return r.startProgress(ctx, sm, fn)
+	}
 	m, err := r.c.Start(ctx, sm)
 	if err != nil {
 		return Handle{}, fromStatus(ctx, err)
 	}
 	return handleFromPB(m), nil
+}
+
+// startProgress is Start over the StartProgress stream, feeding its
+// progress events to fn until the handle arrives.
+func (r *runtimeClient) startProgress(ctx context.Context, sm *pb.StartRequest, fn func(Progress)) (Handle, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := r.c.StartProgress(ctx, sm)
+	if err != nil {
+		return Handle{}, fromStatus(ctx, err)
+	}
+	var h *pb.Handle
+	err = receive(ctx, stream, func(m *pb.StartEvent) error {
+		switch {
+		case h != nil:
+			return Errorf(CodeInternal, "start: an event after the handle")
+		case m.GetHandle() != nil:
+			h = m.GetHandle()
+		case m.GetProgress() != nil:
+			fn(progressFromPB(m.GetProgress()))
+		}
+		return nil
+	})
+	if err == nil && h == nil {
+		err = Errorf(CodeInternal, "start: the stream ended without a handle")
+	}
+	if err != nil {
+		return Handle{}, err
+	}
+	return handleFromPB(h), nil
 }
 
 func (r *runtimeClient) Stop(ctx context.Context, h Handle, timeout time.Duration) error {
@@ -208,6 +242,31 @@ func (s *runtimeServer) Start(ctx context.Context, m *pb.StartRequest) (*pb.Hand
 		return nil, toStatus(err)
 	}
 	return handleToPB(h), nil
+}
+
+func (s *runtimeServer) StartProgress(m *pb.StartRequest, stream grpc.ServerStreamingServer[pb.StartEvent]) error {
+	req, err := startFromPB(m)
+	if err != nil {
+		return toStatus(err)
+	}
+	// Reports are sent one at a time, and none once Start has returned.
+	var mu sync.Mutex
+	done := false
+	ctx := WithProgress(stream.Context(), func(p Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			_ = stream.Send(&pb.StartEvent{Event: &pb.StartEvent_Progress{Progress: progressToPB(p)}})
+		}
+	})
+	h, err := s.impl.Start(ctx, req)
+	mu.Lock()
+	done = true
+	mu.Unlock()
+	if err != nil {
+		return toStatus(err)
+	}
+	return stream.Send(&pb.StartEvent{Event: &pb.StartEvent_Handle{Handle: handleToPB(h)}})
 }
 
 func (s *runtimeServer) Stop(ctx context.Context, m *pb.StopRequest) (*pb.Empty, error) {

@@ -119,6 +119,9 @@ const (
 	// instance's exit as it happens, so that the core need not wait for its
 	// next periodic refresh to notice it.
 	FeatureWatch = "kigumi.runtime.v2/watch"
+	// FeatureProgress: the runtime reports the progress of a long Start,
+	// such as an image pull, with ReportProgress.
+	FeatureProgress = "kigumi.runtime.v2/progress"
 	// FeatureUsage: the StateFS reports Usage.
 	FeatureUsage = "kigumi.statefs.v2/usage"
 	// FeatureCheckpoint: the StateFS implements Checkpoint, Checkpoints and

@@ -463,3 +463,13 @@ func replyFromPB(m *pb.LeaseReply) LeaseReply {
 func errNilRequest(method string) error {
 	return &Error{Code: CodeInvalid, Message: fmt.Sprintf("%s: nil request", method)}
 }
+
+func progressToPB(p Progress) *pb.Progress {
+	return &pb.Progress{Step: p.Step, Subject: p.Subject, PartsDone: p.PartsDone, Parts: p.Parts,
+		Unit: p.Unit, BytesDone: p.BytesDone, BytesTotal: p.BytesTotal}
+}
+
+func progressFromPB(m *pb.Progress) Progress {
+	return Progress{Step: m.GetStep(), Subject: m.GetSubject(), PartsDone: m.GetPartsDone(), Parts: m.GetParts(),
+		Unit: m.GetUnit(), BytesDone: m.GetBytesDone(), BytesTotal: m.GetBytesTotal()}
+}

@@ -63,6 +63,11 @@ type World struct {
 	// StateRoot, when set, holds real state directories: Mount returns
 	// StateRoot/<tenant>/<instance>, made if missing.
 	StateRoot string
+	// Progress are the reports each Start makes (sdk.ReportProgress).
+	Progress []sdk.Progress
+	// ProgressFeature makes the runtime declare sdk.FeatureProgress; it is
+	// read when the engine configures the runtime.
+	ProgressFeature bool
 }
 
 // NewWorld returns an empty world.
@@ -107,8 +112,14 @@ func (w *World) Release(tenant string) error {
 }
 
 func (r *runtimeClient) Info(context.Context) (sdk.Info, error) {
+	features := []string{sdk.FeatureTenantLifecycle, sdk.FeatureValidate}
+	r.w.Mu.Lock()
+	if r.w.ProgressFeature {
+		features = append(features, sdk.FeatureProgress)
+	}
+	r.w.Mu.Unlock()
 	return sdk.Info{Name: "wasm", Kind: sdk.KindRuntime, Capabilities: sdk.Capabilities{
-		Features:    []string{sdk.FeatureTenantLifecycle, sdk.FeatureValidate},
+		Features:    features,
 		Permissions: []sdk.PermissionSpec{{Name: sdk.PermStateRead}, {Name: sdk.PermStateWrite}},
 	}}, nil
 }
@@ -142,8 +153,14 @@ type fakeHandle struct {
 	Gen int
 }
 
-func (r *runtimeClient) Start(_ context.Context, req *sdk.StartRequest) (sdk.Handle, error) {
+func (r *runtimeClient) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle, error) {
 	w := r.w
+	w.Mu.Lock()
+	reports := w.Progress
+	w.Mu.Unlock()
+	for _, p := range reports {
+		sdk.ReportProgress(ctx, p)
+	}
 	w.Mu.Lock()
 	if w.FailStart != nil {
 		err := w.FailStart

@@ -2206,6 +2206,181 @@ func (x *LogChunk) GetData() []byte {
 	return nil
 }
 
+// Progress is one report of a long step of Start, such as an image pull.
+type Progress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Step          string                 `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	Subject       string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	PartsDone     int64                  `protobuf:"varint,3,opt,name=parts_done,json=partsDone,proto3" json:"parts_done,omitempty"`
+	Parts         int64                  `protobuf:"varint,4,opt,name=parts,proto3" json:"parts,omitempty"`
+	BytesDone     int64                  `protobuf:"varint,5,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	BytesTotal    int64                  `protobuf:"varint,6,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	Unit          string                 `protobuf:"bytes,7,opt,name=unit,proto3" json:"unit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Progress) Reset() {
+	*x = Progress{}
+	mi := &file_plugin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Progress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Progress) ProtoMessage() {}
+
+func (x *Progress) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Progress.ProtoReflect.Descriptor instead.
+func (*Progress) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *Progress) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *Progress) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *Progress) GetPartsDone() int64 {
+	if x != nil {
+		return x.PartsDone
+	}
+	return 0
+}
+
+func (x *Progress) GetParts() int64 {
+	if x != nil {
+		return x.Parts
+	}
+	return 0
+}
+
+func (x *Progress) GetBytesDone() int64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
+}
+
+func (x *Progress) GetBytesTotal() int64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
+}
+
+func (x *Progress) GetUnit() string {
+	if x != nil {
+		return x.Unit
+	}
+	return ""
+}
+
+type StartEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*StartEvent_Progress
+	//	*StartEvent_Handle
+	Event         isStartEvent_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartEvent) Reset() {
+	*x = StartEvent{}
+	mi := &file_plugin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartEvent) ProtoMessage() {}
+
+func (x *StartEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartEvent.ProtoReflect.Descriptor instead.
+func (*StartEvent) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *StartEvent) GetEvent() isStartEvent_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *StartEvent) GetProgress() *Progress {
+	if x != nil {
+		if x, ok := x.Event.(*StartEvent_Progress); ok {
+			return x.Progress
+		}
+	}
+	return nil
+}
+
+func (x *StartEvent) GetHandle() *Handle {
+	if x != nil {
+		if x, ok := x.Event.(*StartEvent_Handle); ok {
+			return x.Handle
+		}
+	}
+	return nil
+}
+
+type isStartEvent_Event interface {
+	isStartEvent_Event()
+}
+
+type StartEvent_Progress struct {
+	Progress *Progress `protobuf:"bytes,1,opt,name=progress,proto3,oneof"`
+}
+
+type StartEvent_Handle struct {
+	Handle *Handle `protobuf:"bytes,2,opt,name=handle,proto3,oneof"`
+}
+
+func (*StartEvent_Progress) isStartEvent_Event() {}
+
+func (*StartEvent_Handle) isStartEvent_Event() {}
+
 type ExitEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Instance      *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
@@ -2217,7 +2392,7 @@ type ExitEvent struct {
 
 func (x *ExitEvent) Reset() {
 	*x = ExitEvent{}
-	mi := &file_plugin_proto_msgTypes[32]
+	mi := &file_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2229,7 +2404,7 @@ func (x *ExitEvent) String() string {
 func (*ExitEvent) ProtoMessage() {}
 
 func (x *ExitEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[32]
+	mi := &file_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2242,7 +2417,7 @@ func (x *ExitEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExitEvent.ProtoReflect.Descriptor instead.
 func (*ExitEvent) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{32}
+	return file_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ExitEvent) GetInstance() *Instance {
@@ -2280,7 +2455,7 @@ type ProvisionRequest struct {
 
 func (x *ProvisionRequest) Reset() {
 	*x = ProvisionRequest{}
-	mi := &file_plugin_proto_msgTypes[33]
+	mi := &file_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2292,7 +2467,7 @@ func (x *ProvisionRequest) String() string {
 func (*ProvisionRequest) ProtoMessage() {}
 
 func (x *ProvisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[33]
+	mi := &file_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2305,7 +2480,7 @@ func (x *ProvisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProvisionRequest.ProtoReflect.Descriptor instead.
 func (*ProvisionRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{33}
+	return file_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ProvisionRequest) GetInstance() *Instance {
@@ -2359,7 +2534,7 @@ type Digest struct {
 
 func (x *Digest) Reset() {
 	*x = Digest{}
-	mi := &file_plugin_proto_msgTypes[34]
+	mi := &file_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2371,7 +2546,7 @@ func (x *Digest) String() string {
 func (*Digest) ProtoMessage() {}
 
 func (x *Digest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[34]
+	mi := &file_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2384,7 +2559,7 @@ func (x *Digest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Digest.ProtoReflect.Descriptor instead.
 func (*Digest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{34}
+	return file_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Digest) GetDigest() []byte {
@@ -2406,7 +2581,7 @@ type StateUsage struct {
 
 func (x *StateUsage) Reset() {
 	*x = StateUsage{}
-	mi := &file_plugin_proto_msgTypes[35]
+	mi := &file_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2418,7 +2593,7 @@ func (x *StateUsage) String() string {
 func (*StateUsage) ProtoMessage() {}
 
 func (x *StateUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[35]
+	mi := &file_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2431,7 +2606,7 @@ func (x *StateUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateUsage.ProtoReflect.Descriptor instead.
 func (*StateUsage) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{35}
+	return file_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *StateUsage) GetBytes() int64 {
@@ -2472,7 +2647,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_plugin_proto_msgTypes[36]
+	mi := &file_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2484,7 +2659,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[36]
+	mi := &file_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2497,7 +2672,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{36}
+	return file_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CheckpointRequest) GetHandle() *Handle {
@@ -2531,7 +2706,7 @@ type CheckpointInfo struct {
 
 func (x *CheckpointInfo) Reset() {
 	*x = CheckpointInfo{}
-	mi := &file_plugin_proto_msgTypes[37]
+	mi := &file_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2543,7 +2718,7 @@ func (x *CheckpointInfo) String() string {
 func (*CheckpointInfo) ProtoMessage() {}
 
 func (x *CheckpointInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[37]
+	mi := &file_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2556,7 +2731,7 @@ func (x *CheckpointInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointInfo.ProtoReflect.Descriptor instead.
 func (*CheckpointInfo) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{37}
+	return file_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CheckpointInfo) GetName() string {
@@ -2610,7 +2785,7 @@ type CheckpointList struct {
 
 func (x *CheckpointList) Reset() {
 	*x = CheckpointList{}
-	mi := &file_plugin_proto_msgTypes[38]
+	mi := &file_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2622,7 +2797,7 @@ func (x *CheckpointList) String() string {
 func (*CheckpointList) ProtoMessage() {}
 
 func (x *CheckpointList) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[38]
+	mi := &file_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2635,7 +2810,7 @@ func (x *CheckpointList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointList.ProtoReflect.Descriptor instead.
 func (*CheckpointList) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{38}
+	return file_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CheckpointList) GetCheckpoints() []*CheckpointInfo {
@@ -2654,7 +2829,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_plugin_proto_msgTypes[39]
+	mi := &file_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2666,7 +2841,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[39]
+	mi := &file_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2679,7 +2854,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{39}
+	return file_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *EventsRequest) GetCursor() string {
@@ -2708,7 +2883,7 @@ type LeaseEvent struct {
 
 func (x *LeaseEvent) Reset() {
 	*x = LeaseEvent{}
-	mi := &file_plugin_proto_msgTypes[40]
+	mi := &file_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2720,7 +2895,7 @@ func (x *LeaseEvent) String() string {
 func (*LeaseEvent) ProtoMessage() {}
 
 func (x *LeaseEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[40]
+	mi := &file_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2733,7 +2908,7 @@ func (x *LeaseEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseEvent.ProtoReflect.Descriptor instead.
 func (*LeaseEvent) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{40}
+	return file_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *LeaseEvent) GetId() string {
@@ -2820,7 +2995,7 @@ type LeaseReply struct {
 
 func (x *LeaseReply) Reset() {
 	*x = LeaseReply{}
-	mi := &file_plugin_proto_msgTypes[41]
+	mi := &file_plugin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2832,7 +3007,7 @@ func (x *LeaseReply) String() string {
 func (*LeaseReply) ProtoMessage() {}
 
 func (x *LeaseReply) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[41]
+	mi := &file_plugin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2845,7 +3020,7 @@ func (x *LeaseReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseReply.ProtoReflect.Descriptor instead.
 func (*LeaseReply) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{41}
+	return file_plugin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *LeaseReply) GetEventId() string {
@@ -3077,7 +3252,23 @@ const file_plugin_proto_rawDesc = "" +
 	"\x06stream\x18\x02 \x01(\tR\x06stream\x12\x16\n" +
 	"\x06follow\x18\x03 \x01(\bR\x06follow\"\x1e\n" +
 	"\bLogChunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"\xa7\x01\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xc1\x01\n" +
+	"\bProgress\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x1d\n" +
+	"\n" +
+	"parts_done\x18\x03 \x01(\x03R\tpartsDone\x12\x14\n" +
+	"\x05parts\x18\x04 \x01(\x03R\x05parts\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\x05 \x01(\x03R\tbytesDone\x12\x1f\n" +
+	"\vbytes_total\x18\x06 \x01(\x03R\n" +
+	"bytesTotal\x12\x12\n" +
+	"\x04unit\x18\a \x01(\tR\x04unit\"\x83\x01\n" +
+	"\n" +
+	"StartEvent\x128\n" +
+	"\bprogress\x18\x01 \x01(\v2\x1a.kigumi.plugin.v2.ProgressH\x00R\bprogress\x122\n" +
+	"\x06handle\x18\x02 \x01(\v2\x18.kigumi.plugin.v2.HandleH\x00R\x06handleB\a\n" +
+	"\x05event\"\xa7\x01\n" +
 	"\tExitEvent\x126\n" +
 	"\binstance\x18\x01 \x01(\v2\x1a.kigumi.plugin.v2.InstanceR\binstance\x120\n" +
 	"\x06handle\x18\x02 \x01(\v2\x18.kigumi.plugin.v2.HandleR\x06handle\x120\n" +
@@ -3137,7 +3328,7 @@ const file_plugin_proto_rawDesc = "" +
 	"\x05lease\x18\x03 \x01(\tR\x05lease\x12\x0e\n" +
 	"\x02ok\x18\x04 \x01(\bR\x02ok\x12\x18\n" +
 	"\amessage\x18\x05 \x01(\tR\amessage\x12\x18\n" +
-	"\apayload\x18\x06 \x01(\fR\apayload2\xb1\x06\n" +
+	"\apayload\x18\x06 \x01(\fR\apayload2\x82\a\n" +
 	"\aRuntime\x12=\n" +
 	"\x04Info\x12\x17.kigumi.plugin.v2.Empty\x1a\x1c.kigumi.plugin.v2.PluginInfo\x12H\n" +
 	"\tConfigure\x12\".kigumi.plugin.v2.ConfigureRequest\x1a\x17.kigumi.plugin.v2.Empty\x12J\n" +
@@ -3151,7 +3342,8 @@ const file_plugin_proto_rawDesc = "" +
 	"\aRecover\x12\x18.kigumi.plugin.v2.Handle\x1a\x18.kigumi.plugin.v2.Handle\x12C\n" +
 	"\x04Logs\x12\x1d.kigumi.plugin.v2.LogsRequest\x1a\x1a.kigumi.plugin.v2.LogChunk0\x01\x12D\n" +
 	"\n" +
-	"WatchExits\x12\x17.kigumi.plugin.v2.Empty\x1a\x1b.kigumi.plugin.v2.ExitEvent0\x012\xed\a\n" +
+	"WatchExits\x12\x17.kigumi.plugin.v2.Empty\x1a\x1b.kigumi.plugin.v2.ExitEvent0\x01\x12O\n" +
+	"\rStartProgress\x12\x1e.kigumi.plugin.v2.StartRequest\x1a\x1c.kigumi.plugin.v2.StartEvent0\x012\xed\a\n" +
 	"\aStateFS\x12=\n" +
 	"\x04Info\x12\x17.kigumi.plugin.v2.Empty\x1a\x1c.kigumi.plugin.v2.PluginInfo\x12H\n" +
 	"\tConfigure\x12\".kigumi.plugin.v2.ConfigureRequest\x1a\x17.kigumi.plugin.v2.Empty\x12I\n" +
@@ -3186,7 +3378,7 @@ func file_plugin_proto_rawDescGZIP() []byte {
 	return file_plugin_proto_rawDescData
 }
 
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_plugin_proto_goTypes = []any{
 	(*Error)(nil),                 // 0: kigumi.plugin.v2.Error
 	(*Empty)(nil),                 // 1: kigumi.plugin.v2.Empty
@@ -3220,23 +3412,25 @@ var file_plugin_proto_goTypes = []any{
 	(*Status)(nil),                // 29: kigumi.plugin.v2.Status
 	(*LogsRequest)(nil),           // 30: kigumi.plugin.v2.LogsRequest
 	(*LogChunk)(nil),              // 31: kigumi.plugin.v2.LogChunk
-	(*ExitEvent)(nil),             // 32: kigumi.plugin.v2.ExitEvent
-	(*ProvisionRequest)(nil),      // 33: kigumi.plugin.v2.ProvisionRequest
-	(*Digest)(nil),                // 34: kigumi.plugin.v2.Digest
-	(*StateUsage)(nil),            // 35: kigumi.plugin.v2.StateUsage
-	(*CheckpointRequest)(nil),     // 36: kigumi.plugin.v2.CheckpointRequest
-	(*CheckpointInfo)(nil),        // 37: kigumi.plugin.v2.CheckpointInfo
-	(*CheckpointList)(nil),        // 38: kigumi.plugin.v2.CheckpointList
-	(*EventsRequest)(nil),         // 39: kigumi.plugin.v2.EventsRequest
-	(*LeaseEvent)(nil),            // 40: kigumi.plugin.v2.LeaseEvent
-	(*LeaseReply)(nil),            // 41: kigumi.plugin.v2.LeaseReply
-	nil,                           // 42: kigumi.plugin.v2.StringMap.ValuesEntry
-	nil,                           // 43: kigumi.plugin.v2.Config.ValuesEntry
-	nil,                           // 44: kigumi.plugin.v2.ConfigMap.ItemsEntry
-	nil,                           // 45: kigumi.plugin.v2.Permission.ParamsEntry
-	nil,                           // 46: kigumi.plugin.v2.StartRequest.EnvEntry
-	(*durationpb.Duration)(nil),   // 47: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 48: google.protobuf.Timestamp
+	(*Progress)(nil),              // 32: kigumi.plugin.v2.Progress
+	(*StartEvent)(nil),            // 33: kigumi.plugin.v2.StartEvent
+	(*ExitEvent)(nil),             // 34: kigumi.plugin.v2.ExitEvent
+	(*ProvisionRequest)(nil),      // 35: kigumi.plugin.v2.ProvisionRequest
+	(*Digest)(nil),                // 36: kigumi.plugin.v2.Digest
+	(*StateUsage)(nil),            // 37: kigumi.plugin.v2.StateUsage
+	(*CheckpointRequest)(nil),     // 38: kigumi.plugin.v2.CheckpointRequest
+	(*CheckpointInfo)(nil),        // 39: kigumi.plugin.v2.CheckpointInfo
+	(*CheckpointList)(nil),        // 40: kigumi.plugin.v2.CheckpointList
+	(*EventsRequest)(nil),         // 41: kigumi.plugin.v2.EventsRequest
+	(*LeaseEvent)(nil),            // 42: kigumi.plugin.v2.LeaseEvent
+	(*LeaseReply)(nil),            // 43: kigumi.plugin.v2.LeaseReply
+	nil,                           // 44: kigumi.plugin.v2.StringMap.ValuesEntry
+	nil,                           // 45: kigumi.plugin.v2.Config.ValuesEntry
+	nil,                           // 46: kigumi.plugin.v2.ConfigMap.ItemsEntry
+	nil,                           // 47: kigumi.plugin.v2.Permission.ParamsEntry
+	nil,                           // 48: kigumi.plugin.v2.StartRequest.EnvEntry
+	(*durationpb.Duration)(nil),   // 49: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 50: google.protobuf.Timestamp
 }
 var file_plugin_proto_depIdxs = []int32{
 	4,  // 0: kigumi.plugin.v2.Block.schema:type_name -> kigumi.plugin.v2.Schema
@@ -3247,10 +3441,10 @@ var file_plugin_proto_depIdxs = []int32{
 	4,  // 5: kigumi.plugin.v2.PluginInfo.schema:type_name -> kigumi.plugin.v2.Schema
 	4,  // 6: kigumi.plugin.v2.PluginInfo.instance_schema:type_name -> kigumi.plugin.v2.Schema
 	7,  // 7: kigumi.plugin.v2.PluginInfo.capabilities:type_name -> kigumi.plugin.v2.Capabilities
-	42, // 8: kigumi.plugin.v2.StringMap.values:type_name -> kigumi.plugin.v2.StringMap.ValuesEntry
-	43, // 9: kigumi.plugin.v2.Config.values:type_name -> kigumi.plugin.v2.Config.ValuesEntry
+	44, // 8: kigumi.plugin.v2.StringMap.values:type_name -> kigumi.plugin.v2.StringMap.ValuesEntry
+	45, // 9: kigumi.plugin.v2.Config.values:type_name -> kigumi.plugin.v2.Config.ValuesEntry
 	11, // 10: kigumi.plugin.v2.ConfigList.items:type_name -> kigumi.plugin.v2.Config
-	44, // 11: kigumi.plugin.v2.ConfigMap.items:type_name -> kigumi.plugin.v2.ConfigMap.ItemsEntry
+	46, // 11: kigumi.plugin.v2.ConfigMap.items:type_name -> kigumi.plugin.v2.ConfigMap.ItemsEntry
 	9,  // 12: kigumi.plugin.v2.Value.list_value:type_name -> kigumi.plugin.v2.StringList
 	10, // 13: kigumi.plugin.v2.Value.map_value:type_name -> kigumi.plugin.v2.StringMap
 	11, // 14: kigumi.plugin.v2.Value.block_value:type_name -> kigumi.plugin.v2.Config
@@ -3259,7 +3453,7 @@ var file_plugin_proto_depIdxs = []int32{
 	11, // 17: kigumi.plugin.v2.ConfigureRequest.settings:type_name -> kigumi.plugin.v2.Config
 	15, // 18: kigumi.plugin.v2.ConfigureRequest.host_capabilities:type_name -> kigumi.plugin.v2.HostCapabilities
 	21, // 19: kigumi.plugin.v2.Resources.io:type_name -> kigumi.plugin.v2.IOLimits
-	45, // 20: kigumi.plugin.v2.Permission.params:type_name -> kigumi.plugin.v2.Permission.ParamsEntry
+	47, // 20: kigumi.plugin.v2.Permission.params:type_name -> kigumi.plugin.v2.Permission.ParamsEntry
 	18, // 21: kigumi.plugin.v2.TenantRequest.user:type_name -> kigumi.plugin.v2.User
 	19, // 22: kigumi.plugin.v2.TenantRequest.cgroup:type_name -> kigumi.plugin.v2.Cgroup
 	20, // 23: kigumi.plugin.v2.TenantRequest.resources:type_name -> kigumi.plugin.v2.Resources
@@ -3267,95 +3461,99 @@ var file_plugin_proto_depIdxs = []int32{
 	18, // 25: kigumi.plugin.v2.StartRequest.user:type_name -> kigumi.plugin.v2.User
 	19, // 26: kigumi.plugin.v2.StartRequest.cgroup:type_name -> kigumi.plugin.v2.Cgroup
 	22, // 27: kigumi.plugin.v2.StartRequest.artifact:type_name -> kigumi.plugin.v2.Artifact
-	46, // 28: kigumi.plugin.v2.StartRequest.env:type_name -> kigumi.plugin.v2.StartRequest.EnvEntry
+	48, // 28: kigumi.plugin.v2.StartRequest.env:type_name -> kigumi.plugin.v2.StartRequest.EnvEntry
 	20, // 29: kigumi.plugin.v2.StartRequest.resources:type_name -> kigumi.plugin.v2.Resources
 	24, // 30: kigumi.plugin.v2.StartRequest.permissions:type_name -> kigumi.plugin.v2.Permission
 	25, // 31: kigumi.plugin.v2.StartRequest.mounts:type_name -> kigumi.plugin.v2.MountPoint
 	11, // 32: kigumi.plugin.v2.StartRequest.settings:type_name -> kigumi.plugin.v2.Config
 	17, // 33: kigumi.plugin.v2.StartRequest.tenant:type_name -> kigumi.plugin.v2.Handle
 	17, // 34: kigumi.plugin.v2.StopRequest.handle:type_name -> kigumi.plugin.v2.Handle
-	47, // 35: kigumi.plugin.v2.StopRequest.timeout:type_name -> google.protobuf.Duration
-	48, // 36: kigumi.plugin.v2.Status.started_at:type_name -> google.protobuf.Timestamp
-	48, // 37: kigumi.plugin.v2.Status.finished_at:type_name -> google.protobuf.Timestamp
+	49, // 35: kigumi.plugin.v2.StopRequest.timeout:type_name -> google.protobuf.Duration
+	50, // 36: kigumi.plugin.v2.Status.started_at:type_name -> google.protobuf.Timestamp
+	50, // 37: kigumi.plugin.v2.Status.finished_at:type_name -> google.protobuf.Timestamp
 	17, // 38: kigumi.plugin.v2.LogsRequest.handle:type_name -> kigumi.plugin.v2.Handle
-	23, // 39: kigumi.plugin.v2.ExitEvent.instance:type_name -> kigumi.plugin.v2.Instance
-	17, // 40: kigumi.plugin.v2.ExitEvent.handle:type_name -> kigumi.plugin.v2.Handle
-	29, // 41: kigumi.plugin.v2.ExitEvent.status:type_name -> kigumi.plugin.v2.Status
-	23, // 42: kigumi.plugin.v2.ProvisionRequest.instance:type_name -> kigumi.plugin.v2.Instance
-	18, // 43: kigumi.plugin.v2.ProvisionRequest.user:type_name -> kigumi.plugin.v2.User
-	21, // 44: kigumi.plugin.v2.ProvisionRequest.io:type_name -> kigumi.plugin.v2.IOLimits
-	17, // 45: kigumi.plugin.v2.CheckpointRequest.handle:type_name -> kigumi.plugin.v2.Handle
-	48, // 46: kigumi.plugin.v2.CheckpointInfo.created_at:type_name -> google.protobuf.Timestamp
-	37, // 47: kigumi.plugin.v2.CheckpointList.checkpoints:type_name -> kigumi.plugin.v2.CheckpointInfo
-	48, // 48: kigumi.plugin.v2.LeaseEvent.expires_at:type_name -> google.protobuf.Timestamp
-	48, // 49: kigumi.plugin.v2.LeaseEvent.ledger_time:type_name -> google.protobuf.Timestamp
-	14, // 50: kigumi.plugin.v2.Config.ValuesEntry.value:type_name -> kigumi.plugin.v2.Value
-	11, // 51: kigumi.plugin.v2.ConfigMap.ItemsEntry.value:type_name -> kigumi.plugin.v2.Config
-	1,  // 52: kigumi.plugin.v2.Runtime.Info:input_type -> kigumi.plugin.v2.Empty
-	16, // 53: kigumi.plugin.v2.Runtime.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
-	26, // 54: kigumi.plugin.v2.Runtime.PrepareTenant:input_type -> kigumi.plugin.v2.TenantRequest
-	17, // 55: kigumi.plugin.v2.Runtime.ReleaseTenant:input_type -> kigumi.plugin.v2.Handle
-	27, // 56: kigumi.plugin.v2.Runtime.Validate:input_type -> kigumi.plugin.v2.StartRequest
-	27, // 57: kigumi.plugin.v2.Runtime.Start:input_type -> kigumi.plugin.v2.StartRequest
-	28, // 58: kigumi.plugin.v2.Runtime.Stop:input_type -> kigumi.plugin.v2.StopRequest
-	17, // 59: kigumi.plugin.v2.Runtime.Destroy:input_type -> kigumi.plugin.v2.Handle
-	17, // 60: kigumi.plugin.v2.Runtime.Inspect:input_type -> kigumi.plugin.v2.Handle
-	17, // 61: kigumi.plugin.v2.Runtime.Recover:input_type -> kigumi.plugin.v2.Handle
-	30, // 62: kigumi.plugin.v2.Runtime.Logs:input_type -> kigumi.plugin.v2.LogsRequest
-	1,  // 63: kigumi.plugin.v2.Runtime.WatchExits:input_type -> kigumi.plugin.v2.Empty
-	1,  // 64: kigumi.plugin.v2.StateFS.Info:input_type -> kigumi.plugin.v2.Empty
-	16, // 65: kigumi.plugin.v2.StateFS.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
-	33, // 66: kigumi.plugin.v2.StateFS.Provision:input_type -> kigumi.plugin.v2.ProvisionRequest
-	17, // 67: kigumi.plugin.v2.StateFS.Mount:input_type -> kigumi.plugin.v2.Handle
-	17, // 68: kigumi.plugin.v2.StateFS.Unmount:input_type -> kigumi.plugin.v2.Handle
-	17, // 69: kigumi.plugin.v2.StateFS.Hash:input_type -> kigumi.plugin.v2.Handle
-	17, // 70: kigumi.plugin.v2.StateFS.Usage:input_type -> kigumi.plugin.v2.Handle
-	36, // 71: kigumi.plugin.v2.StateFS.Checkpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
-	17, // 72: kigumi.plugin.v2.StateFS.Checkpoints:input_type -> kigumi.plugin.v2.Handle
-	36, // 73: kigumi.plugin.v2.StateFS.Rollback:input_type -> kigumi.plugin.v2.CheckpointRequest
-	36, // 74: kigumi.plugin.v2.StateFS.MountCheckpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
-	36, // 75: kigumi.plugin.v2.StateFS.UnmountCheckpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
-	17, // 76: kigumi.plugin.v2.StateFS.Recover:input_type -> kigumi.plugin.v2.Handle
-	17, // 77: kigumi.plugin.v2.StateFS.Deprovision:input_type -> kigumi.plugin.v2.Handle
-	1,  // 78: kigumi.plugin.v2.Ledger.Info:input_type -> kigumi.plugin.v2.Empty
-	16, // 79: kigumi.plugin.v2.Ledger.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
-	39, // 80: kigumi.plugin.v2.Ledger.Events:input_type -> kigumi.plugin.v2.EventsRequest
-	41, // 81: kigumi.plugin.v2.Ledger.Reply:input_type -> kigumi.plugin.v2.LeaseReply
-	8,  // 82: kigumi.plugin.v2.Runtime.Info:output_type -> kigumi.plugin.v2.PluginInfo
-	1,  // 83: kigumi.plugin.v2.Runtime.Configure:output_type -> kigumi.plugin.v2.Empty
-	17, // 84: kigumi.plugin.v2.Runtime.PrepareTenant:output_type -> kigumi.plugin.v2.Handle
-	1,  // 85: kigumi.plugin.v2.Runtime.ReleaseTenant:output_type -> kigumi.plugin.v2.Empty
-	1,  // 86: kigumi.plugin.v2.Runtime.Validate:output_type -> kigumi.plugin.v2.Empty
-	17, // 87: kigumi.plugin.v2.Runtime.Start:output_type -> kigumi.plugin.v2.Handle
-	1,  // 88: kigumi.plugin.v2.Runtime.Stop:output_type -> kigumi.plugin.v2.Empty
-	1,  // 89: kigumi.plugin.v2.Runtime.Destroy:output_type -> kigumi.plugin.v2.Empty
-	29, // 90: kigumi.plugin.v2.Runtime.Inspect:output_type -> kigumi.plugin.v2.Status
-	17, // 91: kigumi.plugin.v2.Runtime.Recover:output_type -> kigumi.plugin.v2.Handle
-	31, // 92: kigumi.plugin.v2.Runtime.Logs:output_type -> kigumi.plugin.v2.LogChunk
-	32, // 93: kigumi.plugin.v2.Runtime.WatchExits:output_type -> kigumi.plugin.v2.ExitEvent
-	8,  // 94: kigumi.plugin.v2.StateFS.Info:output_type -> kigumi.plugin.v2.PluginInfo
-	1,  // 95: kigumi.plugin.v2.StateFS.Configure:output_type -> kigumi.plugin.v2.Empty
-	17, // 96: kigumi.plugin.v2.StateFS.Provision:output_type -> kigumi.plugin.v2.Handle
-	25, // 97: kigumi.plugin.v2.StateFS.Mount:output_type -> kigumi.plugin.v2.MountPoint
-	1,  // 98: kigumi.plugin.v2.StateFS.Unmount:output_type -> kigumi.plugin.v2.Empty
-	34, // 99: kigumi.plugin.v2.StateFS.Hash:output_type -> kigumi.plugin.v2.Digest
-	35, // 100: kigumi.plugin.v2.StateFS.Usage:output_type -> kigumi.plugin.v2.StateUsage
-	37, // 101: kigumi.plugin.v2.StateFS.Checkpoint:output_type -> kigumi.plugin.v2.CheckpointInfo
-	38, // 102: kigumi.plugin.v2.StateFS.Checkpoints:output_type -> kigumi.plugin.v2.CheckpointList
-	1,  // 103: kigumi.plugin.v2.StateFS.Rollback:output_type -> kigumi.plugin.v2.Empty
-	25, // 104: kigumi.plugin.v2.StateFS.MountCheckpoint:output_type -> kigumi.plugin.v2.MountPoint
-	1,  // 105: kigumi.plugin.v2.StateFS.UnmountCheckpoint:output_type -> kigumi.plugin.v2.Empty
-	17, // 106: kigumi.plugin.v2.StateFS.Recover:output_type -> kigumi.plugin.v2.Handle
-	1,  // 107: kigumi.plugin.v2.StateFS.Deprovision:output_type -> kigumi.plugin.v2.Empty
-	8,  // 108: kigumi.plugin.v2.Ledger.Info:output_type -> kigumi.plugin.v2.PluginInfo
-	1,  // 109: kigumi.plugin.v2.Ledger.Configure:output_type -> kigumi.plugin.v2.Empty
-	40, // 110: kigumi.plugin.v2.Ledger.Events:output_type -> kigumi.plugin.v2.LeaseEvent
-	1,  // 111: kigumi.plugin.v2.Ledger.Reply:output_type -> kigumi.plugin.v2.Empty
-	82, // [82:112] is the sub-list for method output_type
-	52, // [52:82] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	32, // 39: kigumi.plugin.v2.StartEvent.progress:type_name -> kigumi.plugin.v2.Progress
+	17, // 40: kigumi.plugin.v2.StartEvent.handle:type_name -> kigumi.plugin.v2.Handle
+	23, // 41: kigumi.plugin.v2.ExitEvent.instance:type_name -> kigumi.plugin.v2.Instance
+	17, // 42: kigumi.plugin.v2.ExitEvent.handle:type_name -> kigumi.plugin.v2.Handle
+	29, // 43: kigumi.plugin.v2.ExitEvent.status:type_name -> kigumi.plugin.v2.Status
+	23, // 44: kigumi.plugin.v2.ProvisionRequest.instance:type_name -> kigumi.plugin.v2.Instance
+	18, // 45: kigumi.plugin.v2.ProvisionRequest.user:type_name -> kigumi.plugin.v2.User
+	21, // 46: kigumi.plugin.v2.ProvisionRequest.io:type_name -> kigumi.plugin.v2.IOLimits
+	17, // 47: kigumi.plugin.v2.CheckpointRequest.handle:type_name -> kigumi.plugin.v2.Handle
+	50, // 48: kigumi.plugin.v2.CheckpointInfo.created_at:type_name -> google.protobuf.Timestamp
+	39, // 49: kigumi.plugin.v2.CheckpointList.checkpoints:type_name -> kigumi.plugin.v2.CheckpointInfo
+	50, // 50: kigumi.plugin.v2.LeaseEvent.expires_at:type_name -> google.protobuf.Timestamp
+	50, // 51: kigumi.plugin.v2.LeaseEvent.ledger_time:type_name -> google.protobuf.Timestamp
+	14, // 52: kigumi.plugin.v2.Config.ValuesEntry.value:type_name -> kigumi.plugin.v2.Value
+	11, // 53: kigumi.plugin.v2.ConfigMap.ItemsEntry.value:type_name -> kigumi.plugin.v2.Config
+	1,  // 54: kigumi.plugin.v2.Runtime.Info:input_type -> kigumi.plugin.v2.Empty
+	16, // 55: kigumi.plugin.v2.Runtime.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
+	26, // 56: kigumi.plugin.v2.Runtime.PrepareTenant:input_type -> kigumi.plugin.v2.TenantRequest
+	17, // 57: kigumi.plugin.v2.Runtime.ReleaseTenant:input_type -> kigumi.plugin.v2.Handle
+	27, // 58: kigumi.plugin.v2.Runtime.Validate:input_type -> kigumi.plugin.v2.StartRequest
+	27, // 59: kigumi.plugin.v2.Runtime.Start:input_type -> kigumi.plugin.v2.StartRequest
+	28, // 60: kigumi.plugin.v2.Runtime.Stop:input_type -> kigumi.plugin.v2.StopRequest
+	17, // 61: kigumi.plugin.v2.Runtime.Destroy:input_type -> kigumi.plugin.v2.Handle
+	17, // 62: kigumi.plugin.v2.Runtime.Inspect:input_type -> kigumi.plugin.v2.Handle
+	17, // 63: kigumi.plugin.v2.Runtime.Recover:input_type -> kigumi.plugin.v2.Handle
+	30, // 64: kigumi.plugin.v2.Runtime.Logs:input_type -> kigumi.plugin.v2.LogsRequest
+	1,  // 65: kigumi.plugin.v2.Runtime.WatchExits:input_type -> kigumi.plugin.v2.Empty
+	27, // 66: kigumi.plugin.v2.Runtime.StartProgress:input_type -> kigumi.plugin.v2.StartRequest
+	1,  // 67: kigumi.plugin.v2.StateFS.Info:input_type -> kigumi.plugin.v2.Empty
+	16, // 68: kigumi.plugin.v2.StateFS.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
+	35, // 69: kigumi.plugin.v2.StateFS.Provision:input_type -> kigumi.plugin.v2.ProvisionRequest
+	17, // 70: kigumi.plugin.v2.StateFS.Mount:input_type -> kigumi.plugin.v2.Handle
+	17, // 71: kigumi.plugin.v2.StateFS.Unmount:input_type -> kigumi.plugin.v2.Handle
+	17, // 72: kigumi.plugin.v2.StateFS.Hash:input_type -> kigumi.plugin.v2.Handle
+	17, // 73: kigumi.plugin.v2.StateFS.Usage:input_type -> kigumi.plugin.v2.Handle
+	38, // 74: kigumi.plugin.v2.StateFS.Checkpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
+	17, // 75: kigumi.plugin.v2.StateFS.Checkpoints:input_type -> kigumi.plugin.v2.Handle
+	38, // 76: kigumi.plugin.v2.StateFS.Rollback:input_type -> kigumi.plugin.v2.CheckpointRequest
+	38, // 77: kigumi.plugin.v2.StateFS.MountCheckpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
+	38, // 78: kigumi.plugin.v2.StateFS.UnmountCheckpoint:input_type -> kigumi.plugin.v2.CheckpointRequest
+	17, // 79: kigumi.plugin.v2.StateFS.Recover:input_type -> kigumi.plugin.v2.Handle
+	17, // 80: kigumi.plugin.v2.StateFS.Deprovision:input_type -> kigumi.plugin.v2.Handle
+	1,  // 81: kigumi.plugin.v2.Ledger.Info:input_type -> kigumi.plugin.v2.Empty
+	16, // 82: kigumi.plugin.v2.Ledger.Configure:input_type -> kigumi.plugin.v2.ConfigureRequest
+	41, // 83: kigumi.plugin.v2.Ledger.Events:input_type -> kigumi.plugin.v2.EventsRequest
+	43, // 84: kigumi.plugin.v2.Ledger.Reply:input_type -> kigumi.plugin.v2.LeaseReply
+	8,  // 85: kigumi.plugin.v2.Runtime.Info:output_type -> kigumi.plugin.v2.PluginInfo
+	1,  // 86: kigumi.plugin.v2.Runtime.Configure:output_type -> kigumi.plugin.v2.Empty
+	17, // 87: kigumi.plugin.v2.Runtime.PrepareTenant:output_type -> kigumi.plugin.v2.Handle
+	1,  // 88: kigumi.plugin.v2.Runtime.ReleaseTenant:output_type -> kigumi.plugin.v2.Empty
+	1,  // 89: kigumi.plugin.v2.Runtime.Validate:output_type -> kigumi.plugin.v2.Empty
+	17, // 90: kigumi.plugin.v2.Runtime.Start:output_type -> kigumi.plugin.v2.Handle
+	1,  // 91: kigumi.plugin.v2.Runtime.Stop:output_type -> kigumi.plugin.v2.Empty
+	1,  // 92: kigumi.plugin.v2.Runtime.Destroy:output_type -> kigumi.plugin.v2.Empty
+	29, // 93: kigumi.plugin.v2.Runtime.Inspect:output_type -> kigumi.plugin.v2.Status
+	17, // 94: kigumi.plugin.v2.Runtime.Recover:output_type -> kigumi.plugin.v2.Handle
+	31, // 95: kigumi.plugin.v2.Runtime.Logs:output_type -> kigumi.plugin.v2.LogChunk
+	34, // 96: kigumi.plugin.v2.Runtime.WatchExits:output_type -> kigumi.plugin.v2.ExitEvent
+	33, // 97: kigumi.plugin.v2.Runtime.StartProgress:output_type -> kigumi.plugin.v2.StartEvent
+	8,  // 98: kigumi.plugin.v2.StateFS.Info:output_type -> kigumi.plugin.v2.PluginInfo
+	1,  // 99: kigumi.plugin.v2.StateFS.Configure:output_type -> kigumi.plugin.v2.Empty
+	17, // 100: kigumi.plugin.v2.StateFS.Provision:output_type -> kigumi.plugin.v2.Handle
+	25, // 101: kigumi.plugin.v2.StateFS.Mount:output_type -> kigumi.plugin.v2.MountPoint
+	1,  // 102: kigumi.plugin.v2.StateFS.Unmount:output_type -> kigumi.plugin.v2.Empty
+	36, // 103: kigumi.plugin.v2.StateFS.Hash:output_type -> kigumi.plugin.v2.Digest
+	37, // 104: kigumi.plugin.v2.StateFS.Usage:output_type -> kigumi.plugin.v2.StateUsage
+	39, // 105: kigumi.plugin.v2.StateFS.Checkpoint:output_type -> kigumi.plugin.v2.CheckpointInfo
+	40, // 106: kigumi.plugin.v2.StateFS.Checkpoints:output_type -> kigumi.plugin.v2.CheckpointList
+	1,  // 107: kigumi.plugin.v2.StateFS.Rollback:output_type -> kigumi.plugin.v2.Empty
+	25, // 108: kigumi.plugin.v2.StateFS.MountCheckpoint:output_type -> kigumi.plugin.v2.MountPoint
+	1,  // 109: kigumi.plugin.v2.StateFS.UnmountCheckpoint:output_type -> kigumi.plugin.v2.Empty
+	17, // 110: kigumi.plugin.v2.StateFS.Recover:output_type -> kigumi.plugin.v2.Handle
+	1,  // 111: kigumi.plugin.v2.StateFS.Deprovision:output_type -> kigumi.plugin.v2.Empty
+	8,  // 112: kigumi.plugin.v2.Ledger.Info:output_type -> kigumi.plugin.v2.PluginInfo
+	1,  // 113: kigumi.plugin.v2.Ledger.Configure:output_type -> kigumi.plugin.v2.Empty
+	42, // 114: kigumi.plugin.v2.Ledger.Events:output_type -> kigumi.plugin.v2.LeaseEvent
+	1,  // 115: kigumi.plugin.v2.Ledger.Reply:output_type -> kigumi.plugin.v2.Empty
+	85, // [85:116] is the sub-list for method output_type
+	54, // [54:85] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_plugin_proto_init() }
@@ -3373,13 +3571,17 @@ func file_plugin_proto_init() {
 		(*Value_BlockList)(nil),
 		(*Value_BlockMap)(nil),
 	}
+	file_plugin_proto_msgTypes[33].OneofWrappers = []any{
+		(*StartEvent_Progress)(nil),
+		(*StartEvent_Handle)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   47,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

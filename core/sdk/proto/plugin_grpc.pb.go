@@ -37,6 +37,7 @@ const (
 	Runtime_Recover_FullMethodName       = "/kigumi.plugin.v2.Runtime/Recover"
 	Runtime_Logs_FullMethodName          = "/kigumi.plugin.v2.Runtime/Logs"
 	Runtime_WatchExits_FullMethodName    = "/kigumi.plugin.v2.Runtime/WatchExits"
+	Runtime_StartProgress_FullMethodName = "/kigumi.plugin.v2.Runtime/StartProgress"
 )
 
 // RuntimeClient is the client API for Runtime service.
@@ -60,6 +61,10 @@ type RuntimeClient interface {
 	// kigumi.runtime.v2/watch). The server sends its headers once it
 	// reports every later exit.
 	WatchExits(ctx context.Context, in *Empty, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExitEvent], error)
+	// StartProgress is Start for a runtime that reports progress (feature
+	// kigumi.runtime.v2/progress): the server streams progress events, then
+	// the handle as the last message.
+	StartProgress(ctx context.Context, in *StartRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StartEvent], error)
 }
 
 type runtimeClient struct {
@@ -208,6 +213,25 @@ func (c *runtimeClient) WatchExits(ctx context.Context, in *Empty, opts ...grpc.
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Runtime_WatchExitsClient = grpc.ServerStreamingClient[ExitEvent]
 
+func (c *runtimeClient) StartProgress(ctx context.Context, in *StartRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StartEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Runtime_ServiceDesc.Streams[2], Runtime_StartProgress_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StartRequest, StartEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Runtime_StartProgressClient = grpc.ServerStreamingClient[StartEvent]
+
 // RuntimeServer is the server API for Runtime service.
 // All implementations must embed UnimplementedRuntimeServer
 // for forward compatibility.
@@ -229,6 +253,10 @@ type RuntimeServer interface {
 	// kigumi.runtime.v2/watch). The server sends its headers once it
 	// reports every later exit.
 	WatchExits(*Empty, grpc.ServerStreamingServer[ExitEvent]) error
+	// StartProgress is Start for a runtime that reports progress (feature
+	// kigumi.runtime.v2/progress): the server streams progress events, then
+	// the handle as the last message.
+	StartProgress(*StartRequest, grpc.ServerStreamingServer[StartEvent]) error
 	mustEmbedUnimplementedRuntimeServer()
 }
 
@@ -274,6 +302,9 @@ func (UnimplementedRuntimeServer) Logs(*LogsRequest, grpc.ServerStreamingServer[
 }
 func (UnimplementedRuntimeServer) WatchExits(*Empty, grpc.ServerStreamingServer[ExitEvent]) error {
 	return status.Errorf(codes.Unimplemented, "method WatchExits not implemented")
+}
+func (UnimplementedRuntimeServer) StartProgress(*StartRequest, grpc.ServerStreamingServer[StartEvent]) error {
+	return status.Errorf(codes.Unimplemented, "method StartProgress not implemented")
 }
 func (UnimplementedRuntimeServer) mustEmbedUnimplementedRuntimeServer() {}
 func (UnimplementedRuntimeServer) testEmbeddedByValue()                 {}
@@ -498,6 +529,17 @@ func _Runtime_WatchExits_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Runtime_WatchExitsServer = grpc.ServerStreamingServer[ExitEvent]
 
+func _Runtime_StartProgress_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StartRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(RuntimeServer).StartProgress(m, &grpc.GenericServerStream[StartRequest, StartEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Runtime_StartProgressServer = grpc.ServerStreamingServer[StartEvent]
+
 // Runtime_ServiceDesc is the grpc.ServiceDesc for Runtime service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -555,6 +597,11 @@ var Runtime_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchExits",
 			Handler:       _Runtime_WatchExits_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "StartProgress",
+			Handler:       _Runtime_StartProgress_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -105,7 +106,8 @@ func importArchive(ctx context.Context, c *containerd.Client, a sdk.Artifact) (c
 }
 
 // pull pulls and unpacks the artifact's image, or finds it pulled
-// already, and checks its digest. A pull that fails leaves no image
+// already, and checks its digest. It reports its progress over the
+// image's layers (sdk.ReportProgress). A pull that fails leaves no image
 // behind, and so no content once containerd collects it.
 func (r *Runtime) pull(ctx context.Context, c *containerd.Client, a sdk.Artifact) (containerd.Image, error) {
 	ref, err := registry.Reference(a)
@@ -121,8 +123,20 @@ func (r *Runtime) pull(ctx context.Context, c *containerd.Client, a sdk.Artifact
 	}
 	pctx, cancel := context.WithTimeout(ctx, pullTimeout)
 	defer cancel()
-	img, err = c.Pull(pctx, ref, containerd.WithPullUnpack, containerd.WithResolver(r.registry.Resolver()))
+	// The pull's progress is reported until it ends, and never after.
+	prog, stop := newPullProgress(ref, c.ContentStore()), make(chan struct{})
+	var reporting sync.WaitGroup
+	reporting.Add(1)
+	go func() {
+		defer reporting.Done()
+		prog.run(pctx, stop)
+	}()
+	img, err = c.Pull(pctx, ref, containerd.WithPullUnpack, containerd.WithResolver(r.registry.Resolver()),
+		containerd.WithImageHandler(prog.handler()))
+	close(stop)
+	reporting.Wait()
 	if err == nil {
+		prog.report(pctx, true)
 		err = checkImageDigest(a, img)
 	} else {
 		err = registry.PullError(a, ref, err)

@@ -104,7 +104,7 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 				{Name: sdk.PermStateRead, Description: "read the instance's state at its state path"},
 				{Name: sdk.PermStateWrite, Description: "read and write the instance's state at its state path"},
 			},
-			Features: []string{sdk.FeatureValidate, sdk.FeatureWatch, sdk.FeatureTenantLifecycle},
+			Features: []string{sdk.FeatureValidate, sdk.FeatureWatch, sdk.FeatureTenantLifecycle, sdk.FeatureProgress},
 		},
 	}, nil
 }
