@@ -64,7 +64,11 @@ type fileEntry struct {
 	// dirty blocks are to be hashed again.
 	dirty map[int]struct{}
 	size  int64
-	perm  uint32
+	// low is the lowest size the file had since it was last hashed: the
+	// blocks past it were cut off, and are zeros or new data if it grew
+	// again.
+	low  int64
+	perm uint32
 	// digest is valid when ok.
 	digest Digest
 	ok     bool
@@ -121,6 +125,7 @@ func (t *Tree) Resized(ino uint64, size int64) {
 		// The block that now ends the file, and those past the old end,
 		// change; blocks are recounted from the size when hashed.
 		f.dirty[int(min(size, f.size)/BlockSize)] = struct{}{}
+		f.low = min(f.low, size)
 		f.ok = false
 	}
 	t.invalidate(ino)
@@ -253,10 +258,11 @@ func (t *Tree) file(dirfd int, name string, st *unix.Stat_t) (Digest, error) {
 		for i := range n {
 			f.dirty[i] = struct{}{}
 		}
-	} else if f.size != fst.Size {
-		// Blocks past the old end are new; the old last block may
-		// have grown or shrunk.
-		for i := int(f.size / BlockSize); i < n; i++ {
+	} else if f.size != fst.Size || f.low < f.size {
+		// Blocks past the old end, or past the lowest end since (a
+		// file cut short and grown again), are new; the old last
+		// block may have grown or shrunk.
+		for i := int(min(f.size, f.low) / BlockSize); i < n; i++ {
 			f.dirty[i] = struct{}{}
 		}
 	}
@@ -276,7 +282,7 @@ func (t *Tree) file(dirfd int, name string, st *unix.Stat_t) (Digest, error) {
 		f.blocks[i] = sha256.Sum256(buf[:m])
 	}
 	clear(f.dirty)
-	f.size, f.perm = fst.Size, fst.Mode&07777
+	f.size, f.low, f.perm = fst.Size, fst.Size, fst.Mode&07777
 	h := sha256.New()
 	h.Write([]byte("file\x00"))
 	h.Write(binary.BigEndian.AppendUint32(nil, f.perm))
