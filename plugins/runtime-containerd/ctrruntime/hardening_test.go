@@ -71,23 +71,22 @@ func TestHardening(t *testing.T) {
 				t.Errorf("uid %s, want 10000", got)
 			}
 			checkMountinfo(t, sec[3], req.Mounts[0].Source)
-			if mode == ModeShared && !strings.Contains(sec[4], "state-writable") {
+			if !strings.Contains(sec[4], "state-writable") {
 				t.Errorf("state not writable: %q; stderr: %s", sec[4], logs(t, r, h, sdk.Stderr))
 			}
 			if !strings.Contains(sec[5], "rootfs-readonly") {
 				t.Errorf("root filesystem: %q", sec[5])
 			}
 			checkLoopbackOnly(t, sec[6])
-			// On the host, the state file is the tenant's, and the
-			// container's process is the tenant's or in its range.
-			if mode == ModeShared {
-				fi, err := os.Stat(filepath.Join(req.Mounts[0].Source, "probe"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if uid := fileUID(fi); uid != u.UID {
-					t.Errorf("state file owned by %d on the host, want the tenant's %d", uid, u.UID)
-				}
+			// On the host, the state file is the workload's: the tenant's
+			// own uid from the shared daemon, its subordinate one in its
+			// own daemon.
+			fi, err := os.Stat(filepath.Join(req.Mounts[0].Source, "probe"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if uid := fileUID(fi); uid != hostUID {
+				t.Errorf("state file owned by %d on the host, want the workload's %d", uid, hostUID)
 			}
 			st, err := r.Inspect(context.Background(), h)
 			if err != nil || st.State != sdk.StateRunning || st.Pid == 0 {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/tenant"
+	"github.com/kigumi/kigumi/plugins/statefs-fuse/statefs"
 	"github.com/kigumi/kigumi/plugins/runtime-containerd/internal/ctrtest"
 )
 
@@ -40,6 +41,10 @@ var (
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == LogCommand {
 		os.Exit(LogMain(os.Args[2:]))
+	}
+	// TestFUSEState's states are served by this binary, as by kigumi's.
+	if len(os.Args) > 1 && os.Args[1] == statefs.HelperCommand {
+		os.Exit(statefs.HelperMain(os.Args[2:]))
 	}
 	os.Exit(runTests(m))
 }

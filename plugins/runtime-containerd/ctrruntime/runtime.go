@@ -297,6 +297,11 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 		if err := makeLogDir(d.LogDir, req.User); err != nil {
 			return sdk.Handle{}, fmt.Errorf("instance %s: log dir: %w", req.Instance, err)
 		}
+		if set.state != nil {
+			if err := shareState(req, set, &d); err != nil {
+				return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
+			}
+		}
 	}
 	ctr, err := c.NewContainer(ctx, d.ID,
 		snapshot,
@@ -318,6 +323,7 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 			if daemon != "" {
 				_ = removeCgroup(d.Cgroup)
 				_ = os.RemoveAll(d.LogDir)
+				_ = unshareState(d)
 			}
 		}
 	}()
@@ -524,6 +530,9 @@ func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	}
 	if err := os.RemoveAll(d.LogDir); err != nil {
 		return fmt.Errorf("instance %s: remove logs: %w", d.Instance, err)
+	}
+	if err := unshareState(d); err != nil {
+		return fmt.Errorf("instance %s: %w", d.Instance, err)
 	}
 	return nil
 }

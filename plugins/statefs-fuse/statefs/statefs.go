@@ -136,6 +136,9 @@ type handleData struct {
 	// may enter a FUSE state too; absent from handles made before it was.
 	SubUID   uint32 `json:"sub_uid,omitempty"`
 	SubCount uint32 `json:"sub_count,omitempty"`
+	// SubGID is the first of the tenant's SubCount subordinate gids;
+	// absent from handles made before it was.
+	SubGID uint32 `json:"sub_gid,omitempty"`
 	// Mode is modeFUSE, or empty for a plain directory.
 	Mode string `json:"mode,omitempty"`
 	// IO are the rates the FUSE filesystem holds reads and writes to.
@@ -157,11 +160,13 @@ func (d handleData) dataDir() string {
 // nothing else is made: the files are kept in a backing directory owned by
 // req.User in .data next to it, made on first use of the handle (see
 // open), so that an agent that dies before it records the handle leaves
-// nothing outside req.Dir, which the engine removes. An existing directory is adopted if req.User
-// owns it, which makes Provision safe to retry.
+// nothing outside req.Dir, which the engine removes. An existing directory
+// is adopted if req.User owns it, or ids of its subordinate range do (a
+// runtime may give the root to the workload's id), which makes Provision
+// safe to retry.
 func (f *FS) Provision(_ context.Context, req *sdk.ProvisionRequest) (sdk.Handle, error) {
 	d := handleData{Dir: req.Dir, Instance: req.Instance.String(), Size: req.SizeBytes, Inodes: req.InodeLimit, UID: req.User.UID, GID: req.User.GID,
-		SubUID: req.User.SubUID, SubCount: req.User.Count,
+		SubUID: req.User.SubUID, SubGID: req.User.SubGID, SubCount: req.User.Count,
 		IO: quotafs.Rates{ReadBPS: req.IO.ReadBPS, WriteBPS: req.IO.WriteBPS, ReadIOPS: req.IO.ReadIOPS, WriteIOPS: req.IO.WriteIOPS}}
 	if f.mode == modeFUSE {
 		d.Mode = modeFUSE
@@ -428,6 +433,9 @@ func (d handleData) validate() error {
 	if d.SubCount > 0 && (d.SubUID == 0 || uint64(d.SubUID)+uint64(d.SubCount) > 1<<32) {
 		return sdk.Errorf(sdk.CodeInvalid, "state of %s: subordinate uids %d+%d include root or wrap around", d.Instance, d.SubUID, d.SubCount)
 	}
+	if d.SubGID != 0 && uint64(d.SubGID)+uint64(d.SubCount) > 1<<32 {
+		return sdk.Errorf(sdk.CodeInvalid, "state of %s: subordinate gids %d+%d wrap around", d.Instance, d.SubGID, d.SubCount)
+	}
 	return nil
 }
 
@@ -440,8 +448,16 @@ func (d handleData) check() error {
 	if err != nil {
 		return sdk.Errorf(sdk.CodeInternal, "state of %s: %w", d.Instance, err)
 	}
-	if st := fi.Sys().(*syscall.Stat_t); !fi.IsDir() || st.Uid != d.UID || st.Gid != d.GID {
-		return sdk.Errorf(sdk.CodeInvalid, "%s is not the state of %s: it is not a directory owned by %d:%d", d.dataDir(), d.Instance, d.UID, d.GID)
+	if st := fi.Sys().(*syscall.Stat_t); !fi.IsDir() || !d.tenantID(st.Uid, d.UID, d.SubUID) || !d.tenantID(st.Gid, d.GID, d.SubGID) {
+		return sdk.Errorf(sdk.CodeInvalid, "%s is not the state of %s: it is not a directory owned by %d:%d or ids of its subordinate range", d.dataDir(), d.Instance, d.UID, d.GID)
 	}
 	return nil
+}
+
+// tenantID reports whether id is the tenant's own (own) or one of its
+// SubCount subordinate ids from sub. A runtime whose workload runs as a
+// subordinate id may give it the state's root (the containerd runtime
+// does, for a tenant's own rootless daemon).
+func (d handleData) tenantID(id, own, sub uint32) bool {
+	return id == own || sub != 0 && id >= sub && uint64(id) < uint64(sub)+uint64(d.SubCount)
 }

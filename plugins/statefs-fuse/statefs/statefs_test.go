@@ -291,6 +291,46 @@ func TestHashEmptyTree(t *testing.T) {
 	}
 }
 
+// TestStateGivenToSubordinate checks which owners of a state's root are
+// its tenant's: its own ids and its subordinate ones (a runtime may give
+// the root to its workload's id), and no other.
+func TestStateGivenToSubordinate(t *testing.T) {
+	u := sdk.User{Name: "kg-sub", UID: 61600, GID: 61601, SubUID: 1_400_000_000, SubGID: 1_500_000_000, Count: 65536}
+	tests := []struct {
+		name     string
+		uid, gid uint32
+		ok       bool
+	}{
+		{"tenant's", u.UID, u.GID, true},
+		{"workload's subordinate ids", u.SubUID + 9999, u.SubGID + 9999, true},
+		{"first subordinate ids", u.SubUID, u.SubGID, true},
+		{"last subordinate ids", u.SubUID + u.Count - 1, u.SubGID + u.Count - 1, true},
+		{"uid past the range", u.SubUID + u.Count, u.SubGID, false},
+		{"gid past the range", u.SubUID, u.SubGID + u.Count, false},
+		{"a subordinate uid as gid", u.SubUID, u.SubUID, false},
+		{"another user's", 65534, 65534, false},
+	}
+	ctx := context.Background()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newDir()
+			req := provisionReq(filepath.Join(t.TempDir(), "state"))
+			req.User = u
+			h, err := s.Provision(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(req.Dir, int(tt.uid), int(tt.gid)); err != nil {
+				t.Fatal(err)
+			}
+			_, err = s.Mount(ctx, h)
+			if tt.ok && err != nil || !tt.ok && !errors.Is(err, sdk.ErrInvalid) {
+				t.Errorf("Mount of a state owned by %d:%d: %v, want ok %v", tt.uid, tt.gid, err, tt.ok)
+			}
+		})
+	}
+}
+
 func TestTamperedHandle(t *testing.T) {
 	base := t.TempDir()
 	state := filepath.Join(base, "state")
@@ -331,6 +371,7 @@ func TestTamperedHandle(t *testing.T) {
 		{"other uid", tamper(func(d *handleData) { d.UID = 65533 })},
 		{"subordinate uids from root", tamper(func(d *handleData) { d.SubUID, d.SubCount = 0, 65536 })},
 		{"subordinate uids wrapping", tamper(func(d *handleData) { d.SubUID, d.SubCount = 1<<32-10, 65536 })},
+		{"subordinate gids wrapping", tamper(func(d *handleData) { d.SubUID, d.SubGID, d.SubCount = 100000, 1<<32-10, 65536 })},
 	}
 	ctx := context.Background()
 	for _, tt := range tests {
