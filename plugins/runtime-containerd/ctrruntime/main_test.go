@@ -18,8 +18,8 @@ import (
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/core/tenant"
-	"github.com/kigumi/kigumi/plugins/statefs-fuse/statefs"
 	"github.com/kigumi/kigumi/plugins/runtime-containerd/internal/ctrtest"
+	"github.com/kigumi/kigumi/plugins/statefs-fuse/statefs"
 )
 
 // testNamespace is the containerd namespace of the tests' containers.
