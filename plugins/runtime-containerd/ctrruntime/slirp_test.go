@@ -317,3 +317,41 @@ func procOwner(t *testing.T, pid int) uint32 {
 	}
 	return fileUID(fi)
 }
+
+// TestSlirpEnds checks that a per-tenant container's slirp4netns ends
+// with its task: on Stop, and when the task exits on its own (which
+// Inspect, and so WatchExits, sees). Its port and socket go with it.
+func TestSlirpEnds(t *testing.T) {
+	ctx := context.Background()
+	pt := newTenant(t)
+	r := newRuntime(t, slirpConfig(nil, pt))
+	pt = prepare(t, r, pt)
+	before := slirpState(t, pt)
+	for _, tc := range []struct {
+		name string
+		args []string
+		end  func(t *testing.T, h sdk.Handle)
+	}{
+		{"stop", probeArgs(), func(t *testing.T, h sdk.Handle) {
+			if err := r.Stop(ctx, h, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"exit", []string{"sleep", "3"}, func(t *testing.T, h sdk.Handle) {
+			if st := waitExit(t, r, h, 30*time.Second); st.State != sdk.StateExited {
+				t.Errorf("status %+v, want exited", st)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, _ := start(t, r, pt, instance{name: tc.name, settings: netSettings(outboundInternet, 8080), args: tc.args})
+			if s := slirpOf(t, h); !slirpAlive(s) {
+				t.Fatalf("slirp4netns %+v is not running", s)
+			}
+			tc.end(t, h)
+			if got := slirpState(t, pt); got != before {
+				t.Errorf("an ended task left slirp state:\nbefore:\n%s\nafter:\n%s", before, got)
+			}
+		})
+	}
+}
