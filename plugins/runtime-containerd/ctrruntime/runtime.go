@@ -510,7 +510,7 @@ func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	ctx, d, ctr, err := r.load(ctx, h)
 	if errors.Is(err, sdk.ErrNotFound) {
 		r.exits.untrack(d.ID)
-		return nil
+		return stopSlirp(d.RunDir)
 	}
 	if err != nil {
 		return err
@@ -551,7 +551,8 @@ func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	return nil
 }
 
-// Inspect reports the instance's status from its task.
+// Inspect reports the instance's status from its task. An ended task's
+// slirp4netns, in the per-tenant mode, is stopped.
 func (r *Runtime) Inspect(ctx context.Context, h sdk.Handle) (sdk.Status, error) {
 	ctx, d, ctr, err := r.load(ctx, h)
 	if err != nil {
@@ -600,7 +601,8 @@ func (r *Runtime) Inspect(ctx context.Context, h sdk.Handle) (sdk.Status, error)
 }
 
 // Recover adopts the instance's container as it is: a running task goes
-// on running. It fails with CodeNotFound when the container is gone.
+// on running, with its slirp4netns in the per-tenant mode (adoptSlirp).
+// It fails with CodeNotFound when the container is gone.
 func (r *Runtime) Recover(ctx context.Context, h sdk.Handle) (sdk.Handle, error) {
 	ctx, d, ctr, err := r.load(ctx, h)
 	if err != nil {

@@ -354,7 +354,8 @@ func slirpCall(ctx context.Context, sock string, req, out any) error {
 
 // adoptSlirp adopts a recovered per-tenant container's slirp4netns: with
 // the task running, it adds the published ports it lacks; with the task
-// ended, it stops it.
+// ended, it stops it. A running task whose slirp4netns has ended has lost
+// its network: it is stopped, for the core to start it afresh.
 func adoptSlirp(ctx context.Context, d handleData, ctr containerd.Container) error {
 	s, err := readSlirpFile(d.RunDir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -379,7 +380,10 @@ func adoptSlirp(ctx context.Context, d handleData, ctr containerd.Container) err
 		return stopSlirp(d.RunDir)
 	}
 	if !slirpAlive(s) {
-		return sdk.Errorf(sdk.CodeUnavailable, "its slirp4netns (pid %d) has ended: the container has no network until it restarts", s.Pid)
+		if err := stopTask(ctx, d, ctr, destroyStopTimeout); err != nil {
+			return err
+		}
+		return stopSlirp(d.RunDir)
 	}
 	labels, err := ctr.Labels(ctx)
 	if err != nil {

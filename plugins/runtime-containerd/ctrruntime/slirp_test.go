@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -320,7 +321,8 @@ func procOwner(t *testing.T, pid int) uint32 {
 
 // TestSlirpEnds checks that a per-tenant container's slirp4netns ends
 // with its task: on Stop, and when the task exits on its own (which
-// Inspect, and so WatchExits, sees). Its port and socket go with it.
+// Inspect, and so WatchExits, sees). Its port and socket go with it. A
+// task whose slirp4netns was killed is stopped when recovered.
 func TestSlirpEnds(t *testing.T) {
 	ctx := context.Background()
 	pt := newTenant(t)
@@ -340,6 +342,24 @@ func TestSlirpEnds(t *testing.T) {
 		{"exit", []string{"sleep", "3"}, func(t *testing.T, h sdk.Handle) {
 			if st := waitExit(t, r, h, 30*time.Second); st.State != sdk.StateExited {
 				t.Errorf("status %+v, want exited", st)
+			}
+		}},
+		{"slirp-killed", probeArgs(), func(t *testing.T, h sdk.Handle) {
+			// A container without its network is stopped on Recover.
+			s := slirpOf(t, h)
+			if err := syscall.Kill(s.Pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(5 * time.Second); slirpAlive(s); time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("slirp4netns %d does not end on SIGKILL", s.Pid)
+				}
+			}
+			if _, err := r.Recover(ctx, h); err != nil {
+				t.Fatal(err)
+			}
+			if st, err := r.Inspect(ctx, h); err != nil || st.State == sdk.StateRunning {
+				t.Errorf("status %+v, %v; want stopped", st, err)
 			}
 		}},
 	} {
