@@ -375,3 +375,64 @@ func TestSlirpEnds(t *testing.T) {
 		})
 	}
 }
+
+// TestNetnsRules checks the rules of a per-tenant container's network
+// namespace: replies and loopback always; slirp's DNS, then a drop of
+// each local network and host address, then the rest, only with outbound
+// "internet".
+func TestNetnsRules(t *testing.T) {
+	for _, tc := range []struct {
+		outbound string
+		want     []string
+		not      []string
+	}{
+		{outboundNone, []string{":OUTPUT DROP", "-A OUTPUT -o lo -j ACCEPT", "--ctstate ESTABLISHED,RELATED -j ACCEPT"},
+			[]string{"--dport 53", "-A OUTPUT -j ACCEPT", "-j DROP"}},
+		{outboundInternet, []string{":OUTPUT DROP", "-A OUTPUT -d 10.0.2.3/32 -p udp --dport 53 -j ACCEPT", "-A OUTPUT -d 10.0.0.0/8 -j DROP",
+			"-A OUTPUT -d 169.254.0.0/16 -j DROP", "-A OUTPUT -d 100.64.0.0/10 -j DROP", "-A OUTPUT -d 127.0.0.0/8 -j DROP", "-A OUTPUT -j ACCEPT\nCOMMIT\n"}, nil},
+	} {
+		t.Run(tc.outbound, func(t *testing.T) {
+			rules, err := netnsRules(tc.outbound)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(rules, w) {
+					t.Errorf("no %q in:\n%s", w, rules)
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(rules, n) {
+					t.Errorf("%q in:\n%s", n, rules)
+				}
+			}
+			if tc.outbound == outboundInternet && strings.Index(rules, "--dport 53") > strings.Index(rules, "-d 10.0.0.0/8 -j DROP") {
+				t.Errorf("slirp's DNS is dropped before it is accepted:\n%s", rules)
+			}
+		})
+	}
+}
+
+// TestForwardsOf checks the published ports read back from a container's
+// labels, and that malformed labels are refused.
+func TestForwardsOf(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   []hostfwd
+		ok     bool
+	}{
+		{"none", map[string]string{labelOutbound: outboundInternet}, nil, true},
+		{"two", map[string]string{labelPorts: "23000-23001", labelPortMap: "8080/tcp,53/udp"},
+			[]hostfwd{{"tcp", "0.0.0.0", 23000, 8080}, {"udp", "0.0.0.0", 23001, 53}}, true},
+		{"bad-block", map[string]string{labelPorts: "x", labelPortMap: "8080/tcp"}, nil, false},
+		{"bad-map", map[string]string{labelPorts: "23000-23000", labelPortMap: "8080/sctp"}, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := forwardsOf(tc.labels)
+			if (err == nil) != tc.ok || fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("forwardsOf = %v, %v; want %v (ok %v)", got, err, tc.want, tc.ok)
+			}
+		})
+	}
+}
