@@ -123,7 +123,7 @@ fuzz:
 ## bench: benchmarks, then the table of the performance targets (cmd/benchtable)
 bench: build
 	@mkdir -p $(BIN)
-	$(GO) test -run '^$$' -bench . -benchmem -skip 'Scale|LeaseLatency|Ctr(StartLatency|Scale50|Daemon)' ./... | tee $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem -skip 'Scale|LeaseLatency|Ctr(StartLatency|Scale50|Daemon|Network)' ./... | tee $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench 'LeaseLatency' -benchtime 100x ./plugins/ledger-xrpl/xrplledger | tee -a $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench 'Scale(Converge|EmptyReconcile)' -benchtime 1x ./core/agent | tee -a $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench 'ScalePlanAgent' -benchtime 5x ./core/agent | tee -a $(BIN)/bench.txt
@@ -132,6 +132,7 @@ bench: build
 	$(GO) test -run '^$$' -bench 'CtrStartLatency' -benchtime 20x ./plugins/runtime-containerd/ctrruntime | tee -a $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench 'CtrScale50' -benchtime 1x ./plugins/runtime-containerd/ctrruntime | tee -a $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench 'CtrDaemon' -benchtime 3x ./plugins/runtime-containerd/ctrruntime | tee -a $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench 'CtrNetwork' -benchtime 10x ./plugins/runtime-containerd/ctrruntime | tee -a $(BIN)/bench.txt
 	cd core/sdk && $(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) run ./cmd/benchtable < $(BIN)/bench.txt
 

@@ -157,6 +157,64 @@ func BenchmarkCtrDaemon(b *testing.B) {
 	b.ReportMetric(percentile(sharedStart, 50), "shared-first-p50-ms")
 }
 
+// BenchmarkCtrNetwork measures Start of a networked container with one
+// published port and outbound "internet": in the per-tenant mode (its
+// slirp4netns, started and ready, the rules in its namespace, the port
+// added) and, in the same run and interleaved with them, in the same mode
+// without a network and in the shared mode (CNI on the bridge). It
+// reports the p50 of each, and the RSS of one slirp4netns.
+func BenchmarkCtrNetwork(b *testing.B) {
+	ctx := context.Background()
+	pt, nb := newTenant(b), newTenant(b)
+	r := newRuntime(b, slirpConfig(nil, pt))
+	treq := &sdk.TenantRequest{Tenant: pt.name, User: pt.user, Cgroup: pt.cgroup, RunDir: filepath.Join(b.TempDir(), "tenant")}
+	th, err := r.PrepareTenant(ctx, treq)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = r.ReleaseTenant(ctx, th) })
+	pt.handle = th
+	modes := []struct {
+		tn       testTenant
+		settings sdk.Config
+		ds       []time.Duration
+		metric   string
+	}{
+		{pt, netSettings(outboundInternet, 8080), nil, "per-tenant-slirp-p50-ms"},
+		{pt, nil, nil, "per-tenant-none-p50-ms"},
+		{nb, netSettings(outboundInternet, 8080), nil, "shared-cni-p50-ms"},
+	}
+	var rss int64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j := range modes {
+			m := &modes[j]
+			req := request(b, m.tn, instance{name: fmt.Sprintf("n%d-%d", i, j), args: benchArgs, settings: m.settings, resources: sdk.Resources{MemoryBytes: 32 << 20, Pids: 16}})
+			t0 := time.Now()
+			h, err := r.Start(ctx, req)
+			m.ds = append(m.ds, time.Since(t0))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if j == 0 {
+				d, _ := decodeHandle(h)
+				if s, err := readSlirpFile(d.RunDir); err == nil {
+					r, _ := smapsRollup(s.Pid)
+					rss += r
+				}
+			}
+			if err := r.Destroy(ctx, h); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.StopTimer()
+	for _, m := range modes {
+		b.ReportMetric(percentile(m.ds, 50), m.metric)
+	}
+	b.ReportMetric(float64(rss)/float64(b.N)/(1<<20), "slirp-rss-MiB")
+}
+
 // smapsRollup returns a process's RSS and PSS in bytes, 0 when it is gone.
 func smapsRollup(pid int) (rss, pss int64) {
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))

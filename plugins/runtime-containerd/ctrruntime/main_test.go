@@ -124,7 +124,14 @@ func perTenant(t *testing.T, tns ...testTenant) *Runtime {
 // that its daemon left nothing behind.
 func prepare(t *testing.T, r *Runtime, tn testTenant) testTenant {
 	t.Helper()
-	req := &sdk.TenantRequest{Tenant: tn.name, User: tn.user, Cgroup: tn.cgroup, RunDir: filepath.Join(t.TempDir(), "tenant")}
+	return prepareAt(t, r, tn, filepath.Join(t.TempDir(), "tenant"))
+}
+
+// prepareAt is prepare with the tenant's run dir, where a restarted
+// plugin's PrepareTenant finds the running daemon.
+func prepareAt(t *testing.T, r *Runtime, tn testTenant, runDir string) testTenant {
+	t.Helper()
+	req := &sdk.TenantRequest{Tenant: tn.name, User: tn.user, Cgroup: tn.cgroup, RunDir: runDir}
 	h, err := r.PrepareTenant(context.Background(), req)
 	if err != nil {
 		t.Fatalf("prepare %s: %v", tn.name, err)

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -62,7 +64,9 @@ type hostNetwork struct {
 	bridge  string
 	subnet  *net.IPNet
 	cniPath string
-	ports   portBlock
+	// slirp is the slirp4netns executable of the per-tenant mode.
+	slirp string
+	ports portBlock
 }
 
 // netBlocks are the host settings' network blocks.
@@ -71,6 +75,7 @@ var netBlocks = []sdk.Block{
 		{Name: "bridge", Type: sdk.TypeString, Description: "the bridge's name (default " + defaultBridge + ")"},
 		{Name: "subnet", Type: sdk.TypeString, Description: "the bridge's IPv4 subnet (default " + defaultSubnet + ")"},
 		{Name: "cni_path", Type: sdk.TypeString, Description: "the directory of the CNI plugins (default " + defaultCNIPath + ")"},
+		{Name: "slirp4netns", Type: sdk.TypeString, Description: "the absolute path of slirp4netns, which networks the per-tenant mode's containers (default: found in PATH)"},
 	}}},
 	{Name: "ports", Nesting: sdk.NestingSingle, Description: "the host's pool of published ports", Schema: sdk.Schema{Attributes: []sdk.Attribute{
 		{Name: "from", Type: sdk.TypeNumber, Description: fmt.Sprintf("the pool's first port (default %d)", defaultPortFrom)},
@@ -90,7 +95,7 @@ var instanceNetBlock = sdk.Block{Name: "network", Nesting: sdk.NestingSingle, De
 // parseHostNetwork decodes the host's network and ports blocks.
 func parseHostNetwork(settings sdk.Config) (hostNetwork, error) {
 	_, subnet, _ := net.ParseCIDR(defaultSubnet)
-	hn := hostNetwork{bridge: defaultBridge, subnet: subnet, cniPath: defaultCNIPath, ports: portBlock{defaultPortFrom, defaultPortTo}}
+	hn := hostNetwork{bridge: defaultBridge, subnet: subnet, cniPath: defaultCNIPath, slirp: defaultSlirp, ports: portBlock{defaultPortFrom, defaultPortTo}}
 	if v, ok := settings["network"]; ok && v != nil {
 		c, ok := v.(sdk.Config)
 		if !ok {
@@ -115,6 +120,11 @@ func parseHostNetwork(settings sdk.Config) (hostNetwork, error) {
 					return hn, sdk.InvalidAttribute("network.cni_path", "must be an absolute path, not %q", s)
 				}
 				hn.cniPath = s
+			case "slirp4netns":
+				if !filepath.IsAbs(s) {
+					return hn, sdk.InvalidAttribute("network.slirp4netns", "must be an absolute path, not %q", s)
+				}
+				hn.slirp = s
 			default:
 				return hn, sdk.InvalidAttribute("network."+k, "the network block has no setting %q", k)
 			}
@@ -351,15 +361,41 @@ func (in *instanceNetwork) labels(block portBlock) map[string]string {
 }
 
 // allocBlock returns a free block of n ports from the host's pool, the
-// zero block for n = 0. The caller holds netMu until the container that
-// takes it is created.
-func (r *Runtime) allocBlock(ctx context.Context, c *containerd.Client, n int) (portBlock, error) {
+// zero block for n = 0. The pool is shared by the shared daemon and the
+// tenants' own: the blocks in use are those of the containers of all the
+// daemons the runtime follows. A tenant's daemon that does not answer is
+// left out, so that one tenant cannot stop the others' starts. The caller
+// holds netMu until the container that takes it is created.
+func (r *Runtime) allocBlock(ctx context.Context, n int) (portBlock, error) {
 	if n == 0 {
 		return portBlock{}, nil
 	}
-	used, err := usedPorts(ctx, c)
-	if err != nil {
-		return portBlock{}, err
+	r.exits.mu.Lock()
+	daemons := []string{""}
+	for address := range r.exits.daemons {
+		daemons = append(daemons, address)
+	}
+	r.exits.mu.Unlock()
+	var used []portBlock
+	for _, address := range daemons {
+		if address == "" {
+			// A host of tenants' daemons only runs no shared one.
+			if _, err := os.Stat(r.address); errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+		}
+		cctx, c, err := r.connect(ctx, address)
+		if err != nil && address != "" {
+			continue
+		}
+		if err != nil {
+			return portBlock{}, err
+		}
+		u, err := usedPorts(cctx, c)
+		if err != nil {
+			return portBlock{}, err
+		}
+		used = append(used, u...)
 	}
 	return allocPorts(r.net.ports, used, n)
 }

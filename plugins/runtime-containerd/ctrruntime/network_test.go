@@ -117,13 +117,14 @@ func sayHi(l net.Listener) {
 
 // probeArgs is a container command that tries each HOST:PORT target,
 // a sayHi listener or another container's httpd, prints "HOST:PORT
-// open" or "HOST:PORT closed", then the number of its
-// IPv6 addresses, then "probed", then
+// open" or "HOST:PORT closed", then its network interfaces and the
+// number of its IPv6 addresses, then "probed", then
 // serves /etc over HTTP on port 8080.
 func probeArgs(targets ...string) []string {
 	script := `for t in ` + strings.Join(targets, " ") + `; do
   if printf 'GET /passwd HTTP/1.0\r\n\r\n' | nc -w 2 ${t%:*} ${t#*:} | grep -q -e hi -e workload; then echo "$t open"; else echo "$t closed"; fi
 done
+echo "interfaces: $(sed -n 's/^ *\([^:]*\):.*/\1/p' /proc/net/dev | tr '\n' ' ')"
 echo "ipv6 addresses: $(wc -l </proc/net/if_inet6)"
 echo probed
 exec httpd -f -p 8080 -h /etc`

@@ -245,9 +245,6 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 	if err != nil {
 		return sdk.Handle{}, err
 	}
-	if daemon != "" && set.network != nil {
-		return sdk.Handle{}, sdk.InvalidAttribute("settings.network", "tenant %s runs its own rootless containerd (daemon \"per-tenant\"), where networking is not built yet: only the shared daemon attaches networks", req.Instance.Tenant)
-	}
 	ctx, c, err := r.connect(ctx, daemon)
 	if err != nil {
 		return sdk.Handle{}, err
@@ -281,7 +278,7 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 		// containers' labels.
 		r.netMu.Lock()
 		defer r.netMu.Unlock()
-		if block, err = r.allocBlock(ctx, c, len(set.network.ports)); err != nil {
+		if block, err = r.allocBlock(ctx, len(set.network.ports)); err != nil {
 			return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
 		}
 		d.Ports = set.network.hostPorts(block)
@@ -316,8 +313,18 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 		if err != nil {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			defer cancel()
-			if t, terr := ctr.Task(cctx, nil); terr == nil {
+			if t, terr := ctr.Task(cctx, nil); terr == nil && daemon == "" {
 				_, _ = t.Delete(cctx, containerd.WithProcessKill)
+			} else if terr == nil {
+				// runc of a rootless daemon knows no cgroup to kill all
+				// of (stopTask): the task's init is killed alone.
+				if exited, werr := t.Wait(cctx); werr == nil && t.Kill(cctx, syscall.SIGKILL) == nil {
+					select {
+					case <-exited:
+					case <-cctx.Done():
+					}
+				}
+				_, _ = t.Delete(cctx)
 			}
 			_ = ctr.Delete(cctx, containerd.WithSnapshotCleanup)
 			if daemon != "" {
@@ -342,7 +349,7 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 	if err != nil {
 		return sdk.Handle{}, fmt.Errorf("instance %s: create task: %w", req.Instance, err)
 	}
-	if set.network != nil {
+	if set.network != nil && daemon == "" {
 		// The task's own network namespace, owned by its user namespace
 		// (which lets runc mount /sys), is attached before it starts.
 		var netLabels map[string]string
@@ -353,6 +360,16 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 			}
 		}()
 		if err != nil {
+			return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
+		}
+	}
+	if set.network != nil && daemon != "" {
+		defer func() {
+			if err != nil {
+				_ = stopSlirp(d.RunDir)
+			}
+		}()
+		if err = r.startSlirp(ctx, req, d, task.Pid(), set.network, labels); err != nil {
 			return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
 		}
 	}
@@ -438,7 +455,10 @@ func (r *Runtime) Stop(ctx context.Context, h sdk.Handle, timeout time.Duration)
 	if err != nil {
 		return err
 	}
-	return stopTask(ctx, d, ctr, timeout)
+	if err := stopTask(ctx, d, ctr, timeout); err != nil {
+		return err
+	}
+	return stopSlirp(d.RunDir)
 }
 
 func stopTask(ctx context.Context, d handleData, ctr containerd.Container, timeout time.Duration) error {
@@ -496,7 +516,7 @@ func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	ctx, d, ctr, err := r.load(ctx, h)
 	if errors.Is(err, sdk.ErrNotFound) {
 		r.exits.untrack(d.ID)
-		return nil
+		return stopSlirp(d.RunDir)
 	}
 	if err != nil {
 		return err
@@ -518,6 +538,9 @@ func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	if err := r.teardownNetwork(ctx, d.ID, labels); err != nil {
 		return fmt.Errorf("instance %s: %w", d.Instance, err)
 	}
+	if err := stopSlirp(d.RunDir); err != nil {
+		return fmt.Errorf("instance %s: %w", d.Instance, err)
+	}
 	if err := ctr.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("instance %s: delete container: %w", d.Instance, err)
 	}
@@ -537,7 +560,8 @@ func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	return nil
 }
 
-// Inspect reports the instance's status from its task.
+// Inspect reports the instance's status from its task. An ended task's
+// slirp4netns, in the per-tenant mode, is stopped.
 func (r *Runtime) Inspect(ctx context.Context, h sdk.Handle) (sdk.Status, error) {
 	ctx, d, ctr, err := r.load(ctx, h)
 	if err != nil {
@@ -566,6 +590,10 @@ func (r *Runtime) Inspect(ctx context.Context, h sdk.Handle) (sdk.Status, error)
 		return st, nil
 	}
 	st.Pid, st.FinishedAt, st.ExitCode = 0, ts.ExitTime, int(ts.ExitStatus)
+	// An ended task's slirp4netns would keep its network namespace.
+	if err := stopSlirp(d.RunDir); err != nil {
+		return st, fmt.Errorf("instance %s: %w", d.Instance, err)
+	}
 	_, stopErr := os.Stat(filepath.Join(d.RunDir, stoppedFile))
 	switch oom := oomKills(d.Cgroup); {
 	case stopErr == nil:
@@ -582,11 +610,15 @@ func (r *Runtime) Inspect(ctx context.Context, h sdk.Handle) (sdk.Status, error)
 }
 
 // Recover adopts the instance's container as it is: a running task goes
-// on running. It fails with CodeNotFound when the container is gone.
+// on running, with its slirp4netns in the per-tenant mode (adoptSlirp).
+// It fails with CodeNotFound when the container is gone.
 func (r *Runtime) Recover(ctx context.Context, h sdk.Handle) (sdk.Handle, error) {
-	_, d, _, err := r.load(ctx, h)
+	ctx, d, ctr, err := r.load(ctx, h)
 	if err != nil {
 		return sdk.Handle{}, err
+	}
+	if err := adoptSlirp(ctx, d, ctr); err != nil {
+		return sdk.Handle{}, fmt.Errorf("instance %s: %w", d.Instance, err)
 	}
 	r.exits.track(d.ID, h)
 	return h, nil

@@ -119,6 +119,7 @@ func TestConfigure(t *testing.T) {
 		{sdk.Config{"network": sdk.Config{"subnet": "fd00::/64"}}, "network.subnet"},
 		{sdk.Config{"network": sdk.Config{"subnet": "10.0.0.0/30"}}, "network.subnet"},
 		{sdk.Config{"network": sdk.Config{"cni_path": "lib/cni"}}, "network.cni_path"},
+		{sdk.Config{"network": sdk.Config{"slirp4netns": "slirp4netns"}}, "network.slirp4netns"},
 		{sdk.Config{"ports": sdk.Config{"from": float64(0)}}, "ports.from"},
 		{sdk.Config{"ports": sdk.Config{"from": float64(30000), "to": float64(29999)}}, "ports.to"},
 		{sdk.Config{"ports": sdk.Config{"size": float64(3)}}, "ports.size"},
