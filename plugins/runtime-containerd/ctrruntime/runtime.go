@@ -378,15 +378,19 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 			return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
 		}
 	}
-	if err := task.Start(ctx); err != nil {
-		return sdk.Handle{}, fmt.Errorf("instance %s: start task: %w", req.Instance, err)
-	}
 	d.StartedAt = time.Now().UTC()
 	h, err := d.encode()
-	if err == nil {
-		r.exits.track(d.ID, h)
+	if err != nil {
+		return sdk.Handle{}, err
 	}
-	return h, err
+	// Tracked first: a task that ends at once must not end untracked, its
+	// exit unreported.
+	r.exits.track(d.ID, h)
+	if err := task.Start(ctx); err != nil {
+		r.exits.untrack(d.ID)
+		return sdk.Handle{}, fmt.Errorf("instance %s: start task: %w", req.Instance, err)
+	}
+	return h, nil
 }
 
 // removeLeftover removes a container of the instance that no handle

@@ -57,6 +57,10 @@ func slirpState(t *testing.T, tn testTenant) string {
 		if err != nil || strings.TrimSpace(string(comm)) != "slirp4netns" || fileUID(fi) != tn.user.UID {
 			continue
 		}
+		// A killed one its parent has yet to reap holds nothing.
+		if st, err := readStat(pid); err != nil || len(st) == 0 || st[0] == "Z" {
+			continue
+		}
 		lines = append(lines, fmt.Sprintf("slirp4netns %d", pid))
 	}
 	socks, err := filepath.Glob(filepath.Join(tn.user.Home, daemonDirName, "slirp-*"))
