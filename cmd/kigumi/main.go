@@ -31,6 +31,11 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == ctrruntime.LogCommand {
 		os.Exit(ctrruntime.LogMain(os.Args[2:]))
 	}
+	// The containerd runtime re-executes this binary to show a state in a
+	// tenant daemon's mount namespace.
+	if len(os.Args) > 1 && os.Args[1] == ctrruntime.MountCommand {
+		os.Exit(ctrruntime.MountMain(os.Args[2:]))
+	}
 	// The statefs plugin re-executes this binary to serve a FUSE state.
 	if len(os.Args) > 1 && os.Args[1] == statefs.HelperCommand {
 		os.Exit(statefs.HelperMain(os.Args[2:]))

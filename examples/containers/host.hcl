@@ -31,6 +31,10 @@ host "containers-example" {
 # running as his user, started on his first container and stopped when he
 # is destroyed: the per-tenant mode. The registry on 127.0.0.1 is plain
 # HTTP, which loopback registries may be.
+# Each instance's state is a FUSE filesystem served from the host, with
+# its quota; the containers see it at /state and never /dev/fuse.
+statefs "fuse" {}
+
 runtime "containerd" {
   address   = "/var/lib/kigumi/containers-example/containerd/ctd.sock"
   namespace = "kigumi-example"

@@ -85,9 +85,9 @@ $K apply -c host.hcl --auto-approve
 $K status -c host.hcl
 for t in alice bob; do
 	echo
-	echo "$ kigumi logs $t/box   (its ids, capabilities, no_new_privs, seccomp and uid_map)"
+	echo "$ kigumi logs $t/box   (its ids, capabilities, no_new_privs, seccomp, uid_map and state)"
 	for _ in $(seq 30); do $K logs -c host.hcl "$t/box" 2>/dev/null | grep -q '^ *0 ' && break; sleep 0.2; done
-	$K logs -c host.hcl "$t/box" | grep -E '^(Uid|Gid|CapEff|NoNewPrivs|Seccomp):|^ +[0-9]+ +[0-9]+ +[0-9]+$'
+	$K logs -c host.hcl "$t/box" | grep -E '^(Uid|Gid|CapEff|NoNewPrivs|Seccomp|state):|^ +[0-9]+ +[0-9]+ +[0-9]+$'
 done
 echo
 echo "The containers keep running. 'make stop-containers' removes all of it."

@@ -20,10 +20,16 @@
 // The containers' output goes to stdout.log and stderr.log in the run dir
 // through a logging process the containerd shim starts: this executable
 // re-executed with LogCommand as its first argument, which caps each file.
-// Every executable that embeds this runtime must therefore dispatch to
-// LogMain before doing anything else:
+// In the per-tenant mode, it is also re-executed with MountCommand to
+// show an instance's state in the tenant daemon's mount namespace, so
+// that no thread of the plugin changes namespaces. Every executable that
+// embeds this runtime must therefore dispatch to LogMain and MountMain
+// before doing anything else:
 //
 //	if len(os.Args) > 1 && os.Args[1] == ctrruntime.LogCommand {
 //		os.Exit(ctrruntime.LogMain(os.Args[2:]))
+//	}
+//	if len(os.Args) > 1 && os.Args[1] == ctrruntime.MountCommand {
+//		os.Exit(ctrruntime.MountMain(os.Args[2:]))
 //	}
 package ctrruntime

@@ -295,7 +295,7 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 			return sdk.Handle{}, fmt.Errorf("instance %s: log dir: %w", req.Instance, err)
 		}
 		if set.state != nil {
-			if err := shareState(req, set, &d); err != nil {
+			if err := r.shareState(req, set, &d); err != nil {
 				return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
 			}
 		}
@@ -330,7 +330,7 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 			if daemon != "" {
 				_ = removeCgroup(d.Cgroup)
 				_ = os.RemoveAll(d.LogDir)
-				_ = unshareState(d)
+				_ = r.unshareState(d)
 			}
 		}
 	}()
@@ -558,7 +558,7 @@ func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	if err := os.RemoveAll(d.LogDir); err != nil {
 		return fmt.Errorf("instance %s: remove logs: %w", d.Instance, err)
 	}
-	if err := unshareState(d); err != nil {
+	if err := r.unshareState(d); err != nil {
 		return fmt.Errorf("instance %s: %w", d.Instance, err)
 	}
 	return nil

@@ -1,10 +1,12 @@
 package ctrruntime
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -94,7 +96,7 @@ func lstatIDs(root *os.Root, path string) (*syscall.Stat_t, error) {
 // shareState hands a per-tenant instance its state: it gives the state to
 // the workload's id (giveState) and shows it to the tenant's daemon
 // (showState), noting in d what unshareState undoes.
-func shareState(req *sdk.StartRequest, set instanceSettings, d *handleData) error {
+func (r *Runtime) shareState(req *sdk.StartRequest, set instanceSettings, d *handleData) error {
 	td, err := decodeTenant(req.Tenant)
 	if err != nil {
 		return err
@@ -102,7 +104,7 @@ func shareState(req *sdk.StartRequest, set instanceSettings, d *handleData) erro
 	if err := giveState(set.state.Source, req.User, set.workloadUID); err != nil {
 		return err
 	}
-	if err := showState(td, set.state.Source); err != nil {
+	if err := r.showState(td, set.state.Source); err != nil {
 		return err
 	}
 	d.StateShown, d.DaemonPid, d.DaemonStart = set.state.Source, td.Pid, td.StartTime
@@ -110,12 +112,21 @@ func shareState(req *sdk.StartRequest, set instanceSettings, d *handleData) erro
 }
 
 // unshareState detaches the state that shareState showed the tenant's
-// daemon, if it did.
-func unshareState(d handleData) error {
+// daemon, if it did and the daemon still runs.
+func (r *Runtime) unshareState(d handleData) error {
 	if d.StateShown == "" {
 		return nil
 	}
-	return hideState(tenantData{Tenant: d.Instance.Tenant, Pid: d.DaemonPid, StartTime: d.DaemonStart}, d.StateShown)
+	return r.hideState(tenantData{Tenant: d.Instance.Tenant, Pid: d.DaemonPid, StartTime: d.DaemonStart}, d.StateShown)
+}
+
+// hideState detaches what is mounted at dir in the mount namespace of the
+// tenant's daemon, if that daemon still runs.
+func (r *Runtime) hideState(td tenantData, dir string) error {
+	if !alive(td) {
+		return nil
+	}
+	return r.inDaemonMountNS(td, nil, mountHide, dir)
 }
 
 // showState makes the state mount at dir visible at the same path in the
@@ -123,42 +134,106 @@ func unshareState(d handleData) error {
 // child), where runc binds it into the container. The daemon's namespace
 // is a copy of the host's made when the daemon started: a state mounted
 // since shows up there only if the host's mounts propagate (a shared /,
-// systemd's default), and not on a host whose / is private. A mount at
-// dir there that is not the host's (one left by an earlier helper of the
-// state) is detached first. The namespace is the tenant's own: nothing
-// done in it reaches the host or another tenant.
-func showState(td tenantData, dir string) error {
-	var host unix.Stat_t
-	if err := unix.Stat(dir, &host); err != nil {
-		return fmt.Errorf("state %s: %w", dir, err)
-	}
+// systemd's default), and not on a host whose / is private. The mount is
+// cloned here (open_tree) and moved there (MountMain). The namespace is
+// the tenant's own: nothing done in it reaches the host or another tenant.
+func (r *Runtime) showState(td tenantData, dir string) error {
 	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("state %s: clone its mount: %w", dir, err)
 	}
-	defer unix.Close(tree)
-	return inDaemonMountNS(td, func() error {
-		var st unix.Stat_t
-		if err := unix.Stat(dir, &st); err != nil {
-			return err
-		}
-		if st.Dev == host.Dev && st.Ino == host.Ino {
-			return nil
-		}
-		if err := detachAll(dir); err != nil {
-			return err
-		}
-		return unix.MoveMount(tree, "", unix.AT_FDCWD, dir, unix.MOVE_MOUNT_F_EMPTY_PATH)
-	})
+	f := os.NewFile(uintptr(tree), "tree")
+	defer f.Close()
+	return r.inDaemonMountNS(td, f, mountShow, dir)
 }
 
-// hideState detaches what is mounted at dir in the mount namespace of the
-// tenant's daemon, if that daemon still runs.
-func hideState(td tenantData, dir string) error {
-	if !alive(td) {
+// The operations of MountMain.
+const (
+	mountShow = "show"
+	mountHide = "hide"
+)
+
+// MountCommand is the first argument that makes an executable embedding
+// this runtime show or hide a state in a tenant daemon's mount namespace:
+// it must then call MountMain.
+const MountCommand = "__containerd-state-mount"
+
+// inDaemonMountNS runs this executable's MountMain with op on dir in the
+// mount namespace of td's daemon (fd 3), and tree (fd 4) for mountShow.
+// A process of its own enters the namespace, so that none of the plugin's
+// threads ever changes namespaces.
+func (r *Runtime) inDaemonMountNS(td tenantData, tree *os.File, op, dir string) error {
+	pid, err := daemonChild(td)
+	if err != nil {
+		return err
+	}
+	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	if err != nil {
+		return fmt.Errorf("tenant %s: the daemon's mount namespace: %w", td.Tenant, err)
+	}
+	defer ns.Close()
+	// The namespace is open: check that it was not a reused pid's.
+	if st, err := startTime(td.Pid); err != nil || st != td.StartTime {
+		return sdk.Errorf(sdk.CodeUnavailable, "tenant %s: its daemon is not running", td.Tenant)
+	}
+	cmd := exec.Command(r.exe, MountCommand, op, dir)
+	cmd.ExtraFiles = []*os.File{ns}
+	if tree != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, tree)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("tenant %s: %s the state %s in its daemon's mount namespace: %w: %s", td.Tenant, op, dir, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// MountMain enters the mount namespace on fd 3 and, with "show DIR",
+// mounts the detached mount on fd 4 at DIR there, once: a mount at DIR
+// that is not the same filesystem (one an earlier helper of the state
+// left) is detached first; with "hide DIR", it detaches every mount at
+// DIR there.
+func MountMain(args []string) int {
+	if err := mountMain(args); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func mountMain(args []string) error {
+	if len(args) != 2 || args[0] != mountShow && args[0] != mountHide {
+		return errors.New("usage: " + MountCommand + " show|hide DIR")
+	}
+	op, dir := args[0], args[1]
+	// Threads share their root and working directory, which setns
+	// changes: this one gets its own first. The process ends after.
+	runtime.LockOSThread()
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		return fmt.Errorf("unshare fs: %w", err)
+	}
+	var tree unix.Stat_t
+	if op == mountShow {
+		if err := unix.Fstat(4, &tree); err != nil {
+			return fmt.Errorf("the mount to show: %w", err)
+		}
+	}
+	if err := unix.Setns(3, unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("enter the mount namespace: %w", err)
+	}
+	if op == mountHide {
+		return detachAll(dir)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return err
+	}
+	if st.Dev == tree.Dev && st.Ino == tree.Ino {
 		return nil
 	}
-	return inDaemonMountNS(td, func() error { return detachAll(dir) })
+	if err := detachAll(dir); err != nil {
+		return err
+	}
+	return unix.MoveMount(4, "", unix.AT_FDCWD, dir, unix.MOVE_MOUNT_F_EMPTY_PATH)
 }
 
 // detachAll detaches every mount stacked at dir.
@@ -173,66 +248,6 @@ func detachAll(dir string) error {
 		}
 	}
 }
-
-// inDaemonMountNS runs f on an OS thread of its own in the mount namespace
-// of td's daemon. The thread is never given back: it ends with f's
-// goroutine, so no other goroutine runs in that namespace. It is never the
-// main thread, which the Go runtime keeps when its goroutine ends locked
-// to it, and which /proc/self shows.
-func inDaemonMountNS(td tenantData, f func() error) error {
-	pid, err := daemonChild(td)
-	if err != nil {
-		return err
-	}
-	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid))
-	if err != nil {
-		return fmt.Errorf("tenant %s: the daemon's mount namespace: %w", td.Tenant, err)
-	}
-	defer ns.Close()
-	// The namespace is open: check that it was not a reused pid's.
-	if st, err := startTime(td.Pid); err != nil || st != td.StartTime {
-		return sdk.Errorf(sdk.CodeUnavailable, "tenant %s: its daemon is not running", td.Tenant)
-	}
-	// The caller's thread (the main one, perhaps) is kept to itself
-	// meanwhile, so that the goroutine below runs on another.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	for range 100 {
-		errc := make(chan error, 1)
-		go func() {
-			runtime.LockOSThread()
-			if unix.Gettid() == unix.Getpid() {
-				runtime.UnlockOSThread()
-				errc <- errMainThread
-				return
-			}
-			// Threads share their root and working directory, which
-			// setns changes: this one gets its own first.
-			if err := unix.Unshare(unix.CLONE_FS); err != nil {
-				errc <- fmt.Errorf("unshare fs: %w", err)
-				return
-			}
-			if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNS); err != nil {
-				errc <- fmt.Errorf("enter the daemon's mount namespace: %w", err)
-				return
-			}
-			errc <- f()
-		}()
-		switch err := <-errc; {
-		case errors.Is(err, errMainThread):
-			continue
-		case err != nil:
-			return fmt.Errorf("tenant %s: %w", td.Tenant, err)
-		default:
-			return nil
-		}
-	}
-	return fmt.Errorf("tenant %s: enter the daemon's mount namespace: %w", td.Tenant, errMainThread)
-}
-
-// errMainThread is a goroutine's that was to enter a namespace and found
-// itself on the main thread.
-var errMainThread = errors.New("only the main thread was free")
 
 // daemonChild is the pid of the child of td's rootlesskit process that
 // runs in a mount namespace other than the host's: rootlesskit's child,

@@ -256,11 +256,11 @@ func TestShowStateReplaces(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "which"), []byte(which), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := showState(td, dir); err != nil {
+		if err := r.showState(td, dir); err != nil {
 			t.Fatal(err)
 		}
 		// Twice is once.
-		if err := showState(td, dir); err != nil {
+		if err := r.showState(td, dir); err != nil {
 			t.Fatal(err)
 		}
 		if err := unix.Unmount(dir, 0); err != nil {
@@ -273,7 +273,7 @@ func TestShowStateReplaces(t *testing.T) {
 			t.Errorf("%d mounts at %s in the daemon's namespace, want 1", n, dir)
 		}
 	}
-	if err := hideState(td, dir); err != nil {
+	if err := r.hideState(td, dir); err != nil {
 		t.Fatal(err)
 	}
 	if daemonMounts(t, tn, dir) != 0 {
