@@ -282,7 +282,7 @@ func request(t testing.TB, tn testTenant, in instance) *sdk.StartRequest {
 				t.Fatal(err)
 			}
 		}
-		req.Mounts = []sdk.Mount{{Source: dir, Target: sdk.StateTarget, Type: sdk.MountDir}}
+		req.Mounts = []sdk.Mount{{Source: dir, Target: "/", Type: sdk.MountDir, State: true}}
 		req.Permissions = sdk.Permissions{{Name: sdk.PermStateWrite}}
 	}
 	return req

@@ -94,7 +94,6 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 		InstanceSchema: sdk.Schema{Attributes: []sdk.Attribute{
 			{Name: "entrypoint", Type: sdk.TypeStringList, Description: "the command, instead of the image's entrypoint; the instance's args follow it"},
 			{Name: "workload_uid", Type: sdk.TypeNumber, Description: "the uid (and gid) the workload runs as in the container, not 0 (default 10000)"},
-			{Name: "state_path", Type: sdk.TypeString, Description: "where the state is mounted in the container (default /state)"},
 		}, Blocks: []sdk.Block{instanceNetBlock}},
 		Capabilities: sdk.Capabilities{
 			Scope:     sdk.ScopeHost,
@@ -295,9 +294,14 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 			return sdk.Handle{}, fmt.Errorf("instance %s: log dir: %w", req.Instance, err)
 		}
 		if set.state != nil {
-			if err := r.shareState(req, set, &d); err != nil {
+			at, err := r.shareState(req, set, &d)
+			if err != nil {
+				_ = r.unshareState(d)
 				return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
 			}
+			// The daemon binds the state from where it was shown.
+			shown := *set.state
+			shown.Source, set.state = at, &shown
 		}
 	}
 	ctr, err := c.NewContainer(ctx, d.ID,

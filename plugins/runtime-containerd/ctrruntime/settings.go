@@ -4,6 +4,7 @@ import (
 	"math"
 	"path"
 	"path/filepath"
+	"strings"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/plugins/internal/registry"
@@ -12,8 +13,21 @@ import (
 // Defaults of the instance settings.
 const (
 	defaultWorkloadUID = 10000
-	defaultStatePath   = sdk.StateTarget
 )
+
+// statePath is where a container sees its state: the spec's state guest,
+// but sdk.StateTarget for the default guest "/" (made for WASI programs):
+// a container's root is its image.
+func statePath(guest string) (string, error) {
+	switch {
+	case guest == "/" || guest == "":
+		return sdk.StateTarget, nil
+	case !path.IsAbs(guest) || path.Clean(guest) != guest || guest == "/proc" || guest == "/sys" || guest == "/dev" || guest == "/tmp" ||
+		strings.HasPrefix(guest, "/proc/") || strings.HasPrefix(guest, "/sys/") || strings.HasPrefix(guest, "/dev/") || strings.HasPrefix(guest, "/tmp/"):
+		return "", sdk.InvalidAttribute("state.guest", "a container's state goes at a clean absolute path outside /proc, /sys, /dev and /tmp, not %q", guest)
+	}
+	return guest, nil
+}
 
 // instanceSettings are an instance's decoded settings, with defaults.
 type instanceSettings struct {
@@ -30,7 +44,7 @@ type instanceSettings struct {
 // places Start alone needs (run dir, ids), and decodes its settings.
 // Refusals name the spec attribute at fault.
 func (r *Runtime) check(req *sdk.StartRequest) (instanceSettings, error) {
-	set := instanceSettings{workloadUID: defaultWorkloadUID, statePath: defaultStatePath}
+	set := instanceSettings{workloadUID: defaultWorkloadUID}
 	switch {
 	case req.Instance.Name == "" || req.Instance.Tenant == "":
 		return set, sdk.Errorf(sdk.CodeInvalid, "instance has no name or tenant")
@@ -64,12 +78,6 @@ func (r *Runtime) check(req *sdk.StartRequest) (instanceSettings, error) {
 				return set, sdk.InvalidAttribute("settings.workload_uid", "must be a whole number from 1 to 65535 (not 0: the workload never runs as root), not %v", v)
 			}
 			set.workloadUID = uint32(f)
-		case "state_path":
-			s, ok := v.(string)
-			if !ok || !path.IsAbs(s) || path.Clean(s) != s || s == "/" || s == "/proc" || s == "/sys" || s == "/dev" || s == "/tmp" {
-				return set, sdk.InvalidAttribute("settings.state_path", "must be a clean absolute path other than /, /proc, /sys, /dev and /tmp, not %v", v)
-			}
-			set.statePath = s
 		case "privileged":
 			return set, sdk.InvalidAttribute("settings.privileged", "the containerd runtime never runs a container privileged: a privileged container can take over the host and every other tenant")
 		case "host_paths":
@@ -96,16 +104,21 @@ func (r *Runtime) check(req *sdk.StartRequest) (instanceSettings, error) {
 	}
 	for i, m := range req.Mounts {
 		switch {
-		case m.Target != sdk.StateTarget:
+		case !m.State:
 			return set, sdk.InvalidAttribute("mounts", "the containerd runtime shows a container no host path, and mounts only the state, not %q", m.Target)
 		case set.state != nil:
 			return set, sdk.InvalidAttribute("mounts", "two state mounts")
 		case m.Type != "" && m.Type != sdk.MountDir && m.Type != sdk.MountBind && m.Type != sdk.MountFUSE:
 			return set, sdk.InvalidAttribute("mounts", "unsupported mount type %q", m.Type)
-		case !path.IsAbs(m.Source):
+		// Validate comes before the state exists: no source yet.
+		case m.Source != "" && !path.IsAbs(m.Source):
 			return set, sdk.InvalidAttribute("mounts", "state source %q is not an absolute path", m.Source)
 		}
-		set.state = &req.Mounts[i]
+		p, err := statePath(m.Target)
+		if err != nil {
+			return set, err
+		}
+		set.state, set.statePath = &req.Mounts[i], p
 	}
 	if set.state != nil && !req.Permissions.Has(sdk.PermStateRead) && !req.Permissions.Has(sdk.PermStateWrite) {
 		set.state = nil

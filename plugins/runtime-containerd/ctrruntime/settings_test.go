@@ -24,8 +24,10 @@ func TestValidate(t *testing.T) {
 	}{
 		{"ok", func(*sdk.StartRequest) {}, ""},
 		{"settings", func(q *sdk.StartRequest) {
-			q.Settings = sdk.Config{"entrypoint": []string{"/bin/app"}, "workload_uid": float64(1000), "state_path": "/data"}
+			q.Settings = sdk.Config{"entrypoint": []string{"/bin/app"}, "workload_uid": float64(1000)}
 		}, ""},
+		{"state", func(q *sdk.StartRequest) { q.Mounts = []sdk.Mount{{Target: "/", State: true}} }, ""},
+		{"state-guest", func(q *sdk.StartRequest) { q.Mounts = []sdk.Mount{{Target: "/data", State: true}} }, ""},
 		{"module", func(q *sdk.StartRequest) { q.Artifact = sdk.Artifact{Module: "/a.wasm"} }, "module"},
 		{"no-image", func(q *sdk.StartRequest) { q.Artifact = sdk.Artifact{} }, "image"},
 		{"bad-image", func(q *sdk.StartRequest) { q.Artifact.Image = "registry.example//app:1" }, "image"},
@@ -34,8 +36,12 @@ func TestValidate(t *testing.T) {
 		{"fraction", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"workload_uid": 1.5} }, "settings.workload_uid"},
 		{"big-uid", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"workload_uid": float64(70000)} }, "settings.workload_uid"},
 		{"empty-entrypoint", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"entrypoint": []string{}} }, "settings.entrypoint"},
-		{"state-at-root", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"state_path": "/"} }, "settings.state_path"},
-		{"state-in-proc", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"state_path": "/proc"} }, "settings.state_path"},
+		{"state-in-proc", func(q *sdk.StartRequest) { q.Mounts = []sdk.Mount{{Target: "/proc", State: true}} }, "state.guest"},
+		{"state-below-dev", func(q *sdk.StartRequest) { q.Mounts = []sdk.Mount{{Target: "/dev/shm", State: true}} }, "state.guest"},
+		{"state-on-tmp", func(q *sdk.StartRequest) { q.Mounts = []sdk.Mount{{Target: "/tmp", State: true}} }, "state.guest"},
+		{"two-states", func(q *sdk.StartRequest) {
+			q.Mounts = []sdk.Mount{{Target: "/a", State: true}, {Target: "/b", State: true}}
+		}, "mounts"},
 		{"unknown-setting", func(q *sdk.StartRequest) { q.Settings = sdk.Config{"privileged": true} }, "settings.privileged"},
 		{"permission", func(q *sdk.StartRequest) { q.Permissions = sdk.Permissions{{Name: "net"}} }, "permission.net"},
 		{"tiny-memory", func(q *sdk.StartRequest) { q.Resources.MemoryBytes = 1 << 20 }, "resources.memory"},

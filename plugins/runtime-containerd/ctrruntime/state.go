@@ -94,30 +94,61 @@ func lstatIDs(root *os.Root, path string) (*syscall.Stat_t, error) {
 }
 
 // shareState hands a per-tenant instance its state: it gives the state to
-// the workload's id (giveState) and shows it to the tenant's daemon
-// (showState), noting in d what unshareState undoes.
-func (r *Runtime) shareState(req *sdk.StartRequest, set instanceSettings, d *handleData) error {
+// the workload's id (giveState) and shows it to the tenant's daemon at
+// stateMountPoint (showState), noting in d what unshareState undoes. It
+// returns the path the daemon binds into the container.
+func (r *Runtime) shareState(req *sdk.StartRequest, set instanceSettings, d *handleData) (string, error) {
 	td, err := decodeTenant(req.Tenant)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := giveState(set.state.Source, req.User, set.workloadUID); err != nil {
+		return "", err
+	}
+	at := stateMountPoint(*d)
+	if err := makeMountPoint(at, req.User); err != nil {
+		return "", fmt.Errorf("state mount point: %w", err)
+	}
+	d.StateShown, d.DaemonPid, d.DaemonStart = at, td.Pid, td.StartTime
+	if err := r.showState(td, set.state.Source, at); err != nil {
+		return "", err
+	}
+	return at, nil
+}
+
+// stateMountPoint is where a per-tenant container's state is shown in its
+// daemon's mount namespace: in the daemon's own directory, which the
+// tenant's user (the daemon's root) reaches, unlike the state's host
+// path below root-only directories.
+func stateMountPoint(d handleData) string {
+	return filepath.Join(filepath.Dir(d.Daemon), "state-"+d.ID)
+}
+
+// makeMountPoint makes dir an empty directory of u's, mode 0700, replacing
+// whatever was there (an earlier start's, or something the tenant put).
+func makeMountPoint(dir string, u sdk.User) error {
+	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	if err := r.showState(td, set.state.Source); err != nil {
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		return err
 	}
-	d.StateShown, d.DaemonPid, d.DaemonStart = set.state.Source, td.Pid, td.StartTime
-	return nil
+	return os.Lchown(dir, int(u.UID), int(u.GID))
 }
 
 // unshareState detaches the state that shareState showed the tenant's
-// daemon, if it did and the daemon still runs.
+// daemon, if it did, and removes its mount point.
 func (r *Runtime) unshareState(d handleData) error {
 	if d.StateShown == "" {
 		return nil
 	}
-	return r.hideState(tenantData{Tenant: d.Instance.Tenant, Pid: d.DaemonPid, StartTime: d.DaemonStart}, d.StateShown)
+	if err := r.hideState(tenantData{Tenant: d.Instance.Tenant, Pid: d.DaemonPid, StartTime: d.DaemonStart}, d.StateShown); err != nil {
+		return err
+	}
+	if err := os.Remove(d.StateShown); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("state mount point: %w", err)
+	}
+	return nil
 }
 
 // hideState detaches what is mounted at dir in the mount namespace of the
@@ -129,22 +160,23 @@ func (r *Runtime) hideState(td tenantData, dir string) error {
 	return r.inDaemonMountNS(td, nil, mountHide, dir)
 }
 
-// showState makes the state mount at dir visible at the same path in the
-// mount namespace of the tenant's daemon (that of its rootlesskit's
-// child), where runc binds it into the container. The daemon's namespace
-// is a copy of the host's made when the daemon started: a state mounted
-// since shows up there only if the host's mounts propagate (a shared /,
-// systemd's default), and not on a host whose / is private. The mount is
-// cloned here (open_tree) and moved there (MountMain). The namespace is
-// the tenant's own: nothing done in it reaches the host or another tenant.
-func (r *Runtime) showState(td tenantData, dir string) error {
-	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+// showState mounts the state at src (a mount of its own, or a directory)
+// at the directory at in the mount namespace of the tenant's daemon (that
+// of its rootlesskit's child), where runc binds it into the container.
+// The daemon cannot reach src, below root-only directories, and its
+// namespace, a copy of the host's from when it started, would not even
+// see a state mounted since unless the host's mounts propagate (a shared
+// /). The mount is cloned here (open_tree) and moved there (MountMain).
+// The namespace is the tenant's own: nothing done in it reaches the host
+// or another tenant.
+func (r *Runtime) showState(td tenantData, src, at string) error {
+	tree, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
-		return fmt.Errorf("state %s: clone its mount: %w", dir, err)
+		return fmt.Errorf("state %s: clone its mount: %w", src, err)
 	}
 	f := os.NewFile(uintptr(tree), "tree")
 	defer f.Close()
-	return r.inDaemonMountNS(td, f, mountShow, dir)
+	return r.inDaemonMountNS(td, f, mountShow, at)
 }
 
 // The operations of MountMain.

@@ -2,7 +2,9 @@ package ctrruntime
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,8 +114,8 @@ dd if=/dev/zero of=/state/big bs=64k count=64 2>&1 | grep -q 'No space left' && 
 rm -f /state/big && echo again >/state/after && echo writes-after-delete
 echo done; exec sleep 1000`
 
-// TestFUSEState runs a container on a real statefs-fuse state in each
-// daemon mode: the workload writes it as its own non-root uid (the
+// TestFUSEState runs a container on a real statefs-fuse state, below a
+// root-only directory, in each daemon mode: the workload writes it as its own non-root uid (the
 // tenant's own from the shared daemon, a subordinate one in the tenant's
 // own), never sees /dev/fuse, stops at the quota and goes on after
 // deleting; the state then mounts again (the statefs adopts a root given
@@ -126,12 +128,11 @@ func TestFUSEState(t *testing.T) {
 	for _, tn := range []testTenant{a, b} {
 		mode := r.modeOf(tn.name)
 		t.Run(mode, func(t *testing.T) {
+			// Root-only, as the engine's state directory: the tenant's
+			// own daemon does not reach the state there.
 			base := t.TempDir()
-			// The tenant's own daemon must reach the mount point.
-			for _, p := range []string{base, filepath.Dir(base)} {
-				if err := os.Chmod(p, 0o711); err != nil {
-					t.Fatal(err)
-				}
+			if err := os.Chmod(base, 0o700); err != nil {
+				t.Fatal(err)
 			}
 			sfs := statefs.New()
 			sh, err := sfs.Provision(ctx, &sdk.ProvisionRequest{
@@ -157,7 +158,7 @@ func TestFUSEState(t *testing.T) {
 				if m.Type != sdk.MountFUSE {
 					t.Fatalf("state mount of type %q, want FUSE", m.Type)
 				}
-				m.Target = sdk.StateTarget
+				m.Target, m.State = "/", true
 				req := request(t, tn, instance{name: fmt.Sprintf("fuse%d", i), args: []string{"sh", "-c", fuseProbe}})
 				req.Mounts = []sdk.Mount{m}
 				req.Permissions = sdk.Permissions{{Name: sdk.PermStateWrite}}
@@ -181,16 +182,25 @@ func TestFUSEState(t *testing.T) {
 				if b, err := os.ReadFile(filepath.Join(m.Source, "probe")); err != nil || string(b) != want {
 					t.Errorf("state file after start %d: %q, %v; want %q", i, b, err, want)
 				}
+				d, err := decodeHandle(h)
+				if err != nil {
+					t.Fatal(err)
+				}
 				if mode == ModePerTenant {
-					if n := daemonMounts(t, tn, m.Source); n != 1 {
-						t.Errorf("start %d: the daemon's mount namespace has %d mounts at %s, want 1", i, n, m.Source)
+					if n := daemonMounts(t, tn, d.StateShown); n != 1 {
+						t.Errorf("start %d: the daemon's mount namespace has %d mounts at %s, want 1", i, n, d.StateShown)
 					}
 				}
 				if err := r.Destroy(ctx, h); err != nil {
 					t.Fatal(err)
 				}
-				if mode == ModePerTenant && daemonMounts(t, tn, m.Source) != 0 {
-					t.Errorf("destroy %d left a mount at %s in the daemon's mount namespace", i, m.Source)
+				if mode == ModePerTenant {
+					if daemonMounts(t, tn, d.StateShown) != 0 {
+						t.Errorf("destroy %d left a mount at %s in the daemon's mount namespace", i, d.StateShown)
+					}
+					if _, err := os.Lstat(d.StateShown); !errors.Is(err, fs.ErrNotExist) {
+						t.Errorf("destroy %d left the mount point %s: %v", i, d.StateShown, err)
+					}
 				}
 				if err := sfs.Unmount(ctx, sh); err != nil {
 					t.Fatalf("unmount %d: %v", i, err)
@@ -240,11 +250,15 @@ func TestShowStateReplaces(t *testing.T) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	at := stateMountPoint(handleData{Daemon: td.Address, ID: "shown"})
+	if err := makeMountPoint(at, tn.user); err != nil {
+		t.Fatal(err)
+	}
 	pid, err := daemonChild(td)
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := filepath.Join(fmt.Sprintf("/proc/%d/root", pid), dir, "which")
+	seen := filepath.Join(fmt.Sprintf("/proc/%d/root", pid), at, "which")
 	host, err := os.Readlink("/proc/self/ns/mnt")
 	if err != nil {
 		t.Fatal(err)
@@ -256,28 +270,28 @@ func TestShowStateReplaces(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "which"), []byte(which), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := r.showState(td, dir); err != nil {
+		if err := r.showState(td, dir, at); err != nil {
 			t.Fatal(err)
 		}
 		// Twice is once.
-		if err := r.showState(td, dir); err != nil {
+		if err := r.showState(td, dir, at); err != nil {
 			t.Fatal(err)
 		}
 		if err := unix.Unmount(dir, 0); err != nil {
 			t.Fatal(err)
 		}
 		if b, err := os.ReadFile(seen); err != nil || string(b) != which {
-			t.Errorf("the daemon sees %q, %v at %s, want %q", b, err, dir, which)
+			t.Errorf("the daemon sees %q, %v at %s, want %q", b, err, at, which)
 		}
-		if n := daemonMounts(t, tn, dir); n != 1 {
-			t.Errorf("%d mounts at %s in the daemon's namespace, want 1", n, dir)
+		if n := daemonMounts(t, tn, at); n != 1 {
+			t.Errorf("%d mounts at %s in the daemon's namespace, want 1", n, at)
 		}
 	}
-	if err := r.hideState(td, dir); err != nil {
+	if err := r.hideState(td, at); err != nil {
 		t.Fatal(err)
 	}
-	if daemonMounts(t, tn, dir) != 0 {
-		t.Errorf("hideState left a mount at %s", dir)
+	if daemonMounts(t, tn, at) != 0 {
+		t.Errorf("hideState left a mount at %s", at)
 	}
 	// No thread of this process stayed in the daemon's namespace.
 	threads, _ := filepath.Glob("/proc/self/task/*/ns/mnt")
