@@ -102,12 +102,16 @@ func TestFUSEHungConnectionRecovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Closed through its os.File only: a raw close too would leave the
+	// File's finalizer to close the number again, by then another file's.
+	dupFile := os.NewFile(uintptr(dup), "fuse")
 	holder := exec.Command("sleep", "600")
-	holder.ExtraFiles = []*os.File{os.NewFile(uintptr(dup), "fuse")}
-	if err := holder.Start(); err != nil {
+	holder.ExtraFiles = []*os.File{dupFile}
+	err = holder.Start()
+	dupFile.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
-	unix.Close(dup)
 	t.Cleanup(func() {
 		_ = holder.Process.Kill()
 		_ = holder.Wait()
