@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/bbolt"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/plugins/ledger-xrpl/memo"
@@ -89,12 +90,14 @@ func (p *Plugin) Events(ctx context.Context, cursor string, fn func(sdk.LeaseEve
 		return sdk.Errorf(sdk.CodeUnavailable, "%v", err)
 	}
 	// The host loop ends before Events returns: nothing of it outlives
-	// the call (a Close after Events closes the store it uses).
+	// the call. It and the handlers use the store this call began with: a
+	// Close meanwhile closes it, and their calls on it then fail instead
+	// of finding no store.
 	hostCtx, stopHost := context.WithCancel(ctx)
 	hostDone := make(chan struct{})
 	go func() {
 		defer close(hostDone)
-		p.hostLoop(hostCtx, k)
+		p.hostLoop(hostCtx, k, db)
 	}()
 	defer func() {
 		stopHost()
@@ -113,7 +116,7 @@ func (p *Plugin) Events(ctx context.Context, cursor string, fn func(sdk.LeaseEve
 			if !t.Validated || !at.after(pos) {
 				return nil
 			}
-			ev, ok := p.handle(t, cfg, addr)
+			ev, ok := p.handle(t, cfg, db, addr)
 			if ok {
 				ev.Cursor = at.String()
 				if err := fn(ev); err != nil {
@@ -175,7 +178,7 @@ func (p *Plugin) checkStream(k *conn, addr string) {
 // which it logs. A purchase of one of the host's leases whose acquire
 // cannot be served (its memo is missing, garbage, or sealed to another
 // key) is recorded as refused, to be refunded by the host loop.
-func (p *Plugin) handle(t ledgerTx, cfg config, host string) (ev sdk.LeaseEvent, ok bool) {
+func (p *Plugin) handle(t ledgerTx, cfg config, db *bbolt.DB, host string) (ev sdk.LeaseEvent, ok bool) {
 	log := p.logger.With("tx", t.Hash, "ledger", t.LedgerIndex)
 	if t.Meta.TransactionResult != "tesSUCCESS" {
 		log.Debug("ignoring a failed transaction", "result", t.Meta.TransactionResult)
@@ -188,7 +191,7 @@ func (p *Plugin) handle(t ledgerTx, cfg config, host string) (ev sdk.LeaseEvent,
 	typ, _ := t.Tx["TransactionType"].(string)
 	if typ == "NFTokenAcceptOffer" {
 		if nft, paid := soldLease(t, host); nft != "" {
-			return p.acquired(t, nft, paid, cfg, log)
+			return p.acquired(t, nft, paid, cfg, db, log)
 		}
 	}
 	m, err := memo.Parse(t.Tx["Memos"])
@@ -207,7 +210,7 @@ func (p *Plugin) handle(t ledgerTx, cfg config, host string) (ev sdk.LeaseEvent,
 		log.Warn("rejecting an acquire without a matching accepted offer of this host")
 		return ev, false
 	case typ == "Payment" && t.Tx["Destination"] == host && (m.Type == memo.TypeExtend || m.Type == memo.TypeTerminate):
-		return p.changed(t, m, cfg, log)
+		return p.changed(t, m, cfg, db, log)
 	}
 	log.Info("ignoring a memo on an unexpected transaction", "type", m.Type, "tx_type", typ)
 	return ev, false
@@ -231,10 +234,10 @@ func soldLease(t ledgerTx, host string) (nft string, paid uint64) {
 // event, or, for a request the host cannot read, a refused lease left to
 // the host loop to refund. A purchase seen before (a replay of the same
 // transaction) stands as recorded.
-func (p *Plugin) acquired(t ledgerTx, nft string, paid uint64, cfg config, log hclog.Logger) (sdk.LeaseEvent, bool) {
+func (p *Plugin) acquired(t ledgerTx, nft string, paid uint64, cfg config, db *bbolt.DB, log hclog.Logger) (sdk.LeaseEvent, bool) {
 	log = log.With("lease", nft)
 	var old lease
-	found, err := getJSON(p.db, bucketLeases, []byte(nft), &old)
+	found, err := getJSON(db, bucketLeases, []byte(nft), &old)
 	switch {
 	case err != nil:
 		log.Error("read a lease", "error", err)
@@ -254,7 +257,7 @@ func (p *Plugin) acquired(t ledgerTx, nft string, paid uint64, cfg config, log h
 		l.Ended, l.Refund = true, refusal
 		log.Warn("refusing a purchase: its acquire cannot be served; refunding", "reason", refusal)
 	}
-	if err := putJSON(p.db, bucketLeases, []byte(nft), l); err != nil {
+	if err := putJSON(db, bucketLeases, []byte(nft), l); err != nil {
 		log.Error("store a lease", "error", err)
 		return sdk.LeaseEvent{}, false
 	}
@@ -303,7 +306,7 @@ func (p *Plugin) acquireEvent(l lease, cfg config) sdk.LeaseEvent {
 // changed handles an extend or a terminate, paid to the host by the
 // lease's tenant. A change at or before the last one applied is a replay:
 // its event comes again, and nothing changes.
-func (p *Plugin) changed(t ledgerTx, m memo.Memo, cfg config, log hclog.Logger) (sdk.LeaseEvent, bool) {
+func (p *Plugin) changed(t ledgerTx, m memo.Memo, cfg config, db *bbolt.DB, log hclog.Logger) (sdk.LeaseEvent, bool) {
 	var ref memo.Extend // Terminate has the same fields
 	if err := memo.Decode(m, &p.key, true, &ref); err != nil {
 		log.Warn("rejecting a lease change", "error", err)
@@ -315,7 +318,7 @@ func (p *Plugin) changed(t ledgerTx, m memo.Memo, cfg config, log hclog.Logger) 
 	paid, _ := strconv.ParseUint(fmt.Sprint(t.Tx["Amount"]), 10, 64)
 	var l lease
 	var refusal string
-	err := updateLease(p.db, nft, func(cur *lease, found bool) bool {
+	err := updateLease(db, nft, func(cur *lease, found bool) bool {
 		l = *cur
 		if found && l.Changed != "" {
 			if last, err := parseCursor(l.Changed); err == nil && !at.after(last) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/Peersyst/xrpl-go/xrpl/queries/account"
 	"github.com/Peersyst/xrpl-go/xrpl/transaction/types"
+	"go.etcd.io/bbolt"
 
 	"github.com/kigumi/kigumi/plugins/ledger-xrpl/memo"
 )
@@ -22,7 +23,7 @@ const leaseTaxon = 0x6b67 // "kg"
 // hostLoop runs the host side while Events runs: a heartbeat to the
 // registry every heartbeat interval, jittered, and, every poll interval,
 // a sell offer for each free slot.
-func (p *Plugin) hostLoop(ctx context.Context, k *conn) {
+func (p *Plugin) hostLoop(ctx context.Context, k *conn, db *bbolt.DB) {
 	cfg, _, err := p.configured()
 	if err != nil {
 		return
@@ -31,11 +32,11 @@ func (p *Plugin) hostLoop(ctx context.Context, k *conn) {
 	tick := time.NewTicker(cfg.poll)
 	defer tick.Stop()
 	for {
-		if err := p.ensureOffers(ctx, k, cfg); err != nil && ctx.Err() == nil {
+		if err := p.ensureOffers(ctx, k, cfg, db); err != nil && ctx.Err() == nil {
 			p.logger.Warn("offer leases", "error", err)
 		}
 		if cfg.registry != "" && !time.Now().Before(nextBeat) {
-			if err := p.heartbeat(ctx, k, cfg); err != nil && ctx.Err() == nil {
+			if err := p.heartbeat(ctx, k, cfg, db); err != nil && ctx.Err() == nil {
 				// Tried again at the next round.
 				p.logger.Warn("heartbeat", "error", err)
 			} else {
@@ -66,8 +67,8 @@ func refundKey(hash string) string { return "kigumi-refund:" + hash }
 
 // sendRefunds answers each purchase the plugin refused itself with an
 // error reply that refunds its price, once.
-func (p *Plugin) sendRefunds(ctx context.Context, cfg config) error {
-	ls, err := leases(p.db)
+func (p *Plugin) sendRefunds(ctx context.Context, cfg config, db *bbolt.DB) error {
+	ls, err := leases(db)
 	if err != nil {
 		return err
 	}
@@ -76,10 +77,10 @@ func (p *Plugin) sendRefunds(ctx context.Context, cfg config) error {
 			continue
 		}
 		var rec reply
-		if found, err := getJSON(p.db, bucketReplies, []byte(refundKey(l.Acquire)), &rec); err != nil || found && rec.Result != "" {
+		if found, err := getJSON(db, bucketReplies, []byte(refundKey(l.Acquire)), &rec); err != nil || found && rec.Result != "" {
 			continue
 		}
-		hash, result, err := p.sendOnce(ctx, p.db, refundKey(l.Acquire), func() (Tx, error) { return p.refundTx(cfg, l) })
+		hash, result, err := p.sendOnce(ctx, db, refundKey(l.Acquire), func() (Tx, error) { return p.refundTx(cfg, l) })
 		if err != nil {
 			return fmt.Errorf("refund %s: %w", l.Acquire, err)
 		}
@@ -126,8 +127,8 @@ func (e *txFailedError) Error() string {
 // ended early), which its tenant still holds, and records it burned. A
 // burn validated without effect (the tenant burned the NFT already) is
 // not tried again; one not validated is, at the next round.
-func (p *Plugin) burnExpired(ctx context.Context, k *conn, addr string, v uint32) error {
-	ls, err := leases(p.db)
+func (p *Plugin) burnExpired(ctx context.Context, k *conn, db *bbolt.DB, addr string, v uint32) error {
+	ls, err := leases(db)
 	if err != nil {
 		return err
 	}
@@ -145,7 +146,7 @@ func (p *Plugin) burnExpired(ctx context.Context, k *conn, addr string, v uint32
 		default:
 			p.logger.Info("burned the NFT of an expired lease", "lease", l.NFT)
 		}
-		if err := updateLease(p.db, l.NFT, func(cur *lease, _ bool) bool { cur.Burned = true; return true }); err != nil {
+		if err := updateLease(db, l.NFT, func(cur *lease, _ bool) bool { cur.Burned = true; return true }); err != nil {
 			return err
 		}
 	}
@@ -153,8 +154,8 @@ func (p *Plugin) burnExpired(ctx context.Context, k *conn, addr string, v uint32
 }
 
 // activeLeases counts the leases sold that are not over at ledger v.
-func (p *Plugin) activeLeases(v uint32) int {
-	ls, err := leases(p.db)
+func (p *Plugin) activeLeases(db *bbolt.DB, v uint32) int {
+	ls, err := leases(db)
 	if err != nil {
 		p.logger.Warn("read leases", "error", err)
 	}
@@ -169,12 +170,12 @@ func (p *Plugin) activeLeases(v uint32) int {
 
 // heartbeat registers the host with the registry: a Payment of one drop
 // with a host memo.
-func (p *Plugin) heartbeat(ctx context.Context, k *conn, cfg config) error {
+func (p *Plugin) heartbeat(ctx context.Context, k *conn, cfg config, db *bbolt.DB) error {
 	v, err := k.validatedLedger()
 	if err != nil {
 		return err
 	}
-	active := p.activeLeases(v)
+	active := p.activeLeases(db, v)
 	m, err := memo.Encode(memo.TypeHost, &memo.Host{
 		Software: Version, Capacity: cfg.slots, Free: max(cfg.slots-active, 0),
 		PriceDrops: strconv.FormatUint(cfg.priceDrops, 10), LeaseLedgers: cfg.leaseLedgers,
@@ -196,16 +197,16 @@ func (p *Plugin) address() string {
 // leases over, mints a lease NFT for
 // each free slot the host lacks one for, and offers for sale each lease
 // NFT the host holds without an offer.
-func (p *Plugin) ensureOffers(ctx context.Context, k *conn, cfg config) error {
+func (p *Plugin) ensureOffers(ctx context.Context, k *conn, cfg config, db *bbolt.DB) error {
 	addr := p.address()
 	v, err := k.validatedLedger()
 	if err != nil {
 		return err
 	}
-	if err := p.sendRefunds(ctx, cfg); err != nil {
+	if err := p.sendRefunds(ctx, cfg, db); err != nil {
 		p.logger.Warn("refunds", "error", err)
 	}
-	if err := p.burnExpired(ctx, k, addr, v); err != nil {
+	if err := p.burnExpired(ctx, k, db, addr, v); err != nil {
 		return err
 	}
 	var nfts struct {
@@ -248,7 +249,7 @@ func (p *Plugin) ensureOffers(ctx context.Context, k *conn, cfg config) error {
 		}
 		p.logger.Info("offered a lease", "lease", n.ID, "price_drops", cfg.priceDrops)
 	}
-	for free := cfg.slots - p.activeLeases(v) - held; free > 0; free-- {
+	for free := cfg.slots - p.activeLeases(db, v) - held; free > 0; free-- {
 		if err := p.submit(ctx, k, mintTx(addr, leaseTaxon, leaseURI(cfg.leaseLedgers, cfg.priceDrops))); err != nil {
 			return err
 		}

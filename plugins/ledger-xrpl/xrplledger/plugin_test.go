@@ -354,7 +354,7 @@ func TestAcquireReply(t *testing.T) {
 func TestAcquireRejects(t *testing.T) {
 	m := newMarket(t)
 	p := m.plugin
-	cfg, _, _ := p.configured()
+	cfg, db, _ := p.configured()
 	host := string(m.host.ClassicAddress)
 	tenant := string(m.tenant.ClassicAddress)
 	tenantKey, _ := memo.NewKey()
@@ -412,7 +412,7 @@ func TestAcquireRejects(t *testing.T) {
 				t.Fatal(err)
 			}
 			for range 2 { // the replay of the same transaction changes nothing
-				if ev, ok := p.handle(tt.tx, cfg, host); ok {
+				if ev, ok := p.handle(tt.tx, cfg, db, host); ok {
 					t.Fatalf("an event: %+v", ev)
 				}
 			}
@@ -438,7 +438,7 @@ func TestAcquireRejects(t *testing.T) {
 	}
 	for _, tt := range ignored {
 		t.Run(tt.name, func(t *testing.T) {
-			if ev, ok := p.handle(tt.tx, cfg, host); ok {
+			if ev, ok := p.handle(tt.tx, cfg, db, host); ok {
 				t.Fatalf("an event: %+v", ev)
 			}
 			if found, _ := getJSON(p.db, bucketLeases, []byte(nft), &lease{}); found {
@@ -446,15 +446,15 @@ func TestAcquireRejects(t *testing.T) {
 			}
 		})
 	}
-	ev, ok := p.handle(accepted("G", &good, host), cfg, host)
+	ev, ok := p.handle(accepted("G", &good, host), cfg, db, host)
 	if !ok || ev.ID != "G" || ev.Ledger != 9 || ev.ExpiresLedger != 9+1000 || string(ev.Spec) != "x" {
 		t.Fatalf("the good acquire: %+v, %v", ev, ok)
 	}
-	again, ok := p.handle(accepted("G", &good, host), cfg, host)
+	again, ok := p.handle(accepted("G", &good, host), cfg, db, host)
 	if !ok || again.ID != "G" || again.ExpiresLedger != ev.ExpiresLedger {
 		t.Fatalf("the replayed acquire: %+v, %v; want the same event", again, ok)
 	}
-	if ev, ok := p.handle(accepted("G2", &good, host), cfg, host); ok {
+	if ev, ok := p.handle(accepted("G2", &good, host), cfg, db, host); ok {
 		t.Fatalf("a second purchase of a leased NFT: %+v", ev)
 	}
 	var l lease

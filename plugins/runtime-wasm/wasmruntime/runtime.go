@@ -632,12 +632,24 @@ func sealedMemfd(bin []byte) (*os.File, error) {
 		return nil, fmt.Errorf("write memfd: %w", err)
 	}
 	seals := unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE | unix.F_SEAL_SEAL
-	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, seals); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("seal memfd: %w", err)
+	// The kernel refuses F_SEAL_WRITE with EBUSY while something still
+	// holds a page of the file, which can be its own short-lived
+	// references to pages just written (CI saw it once): that passes.
+	for try := 0; ; try++ {
+		_, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, seals)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, unix.EBUSY) || try == sealTries-1 {
+			f.Close()
+			return nil, fmt.Errorf("seal memfd: %w", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return f, nil
 }
+
+// sealTries bounds the tries to seal a module's memfd.
+const sealTries = 20
 
 // runFiles are the files Start opens in an instance's RunDir: stdout,
 // stderr and status, in the order the sandbox expects them after the
