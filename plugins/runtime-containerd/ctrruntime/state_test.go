@@ -166,6 +166,8 @@ func TestFUSEState(t *testing.T) {
 				if err != nil {
 					t.Fatalf("start %d: %v", i, err)
 				}
+				// Destroyed below; here too should the test fail first.
+				t.Cleanup(func() { _ = r.Destroy(ctx, h) })
 				out := waitLog(t, r, h, "done\n", 30*time.Second)
 				for _, s := range []string{"written", "no-fuse", "quota-held", "writes-after-delete"} {
 					if !strings.Contains(out, s+"\n") {
