@@ -379,9 +379,17 @@ func sessionMembers(sid int) []int {
 }
 
 // alive reports whether d's rootlesskit process runs.
-func alive(d tenantData) bool {
-	st, err := startTime(d.Pid)
-	return err == nil && st == d.StartTime
+func alive(d tenantData) bool { return running(d.Pid, d.StartTime) }
+
+// running reports whether the process pid that started at start (clock
+// ticks since boot) runs: not a later process of the pid, nor a zombie.
+func running(pid int, start uint64) bool {
+	st, err := readStat(pid)
+	if err != nil || len(st) < 20 || st[0] == "Z" {
+		return false
+	}
+	t, err := strconv.ParseUint(st[19], 10, 64)
+	return err == nil && t == start
 }
 
 // readStat returns the fields of /proc/PID/stat after the command, from

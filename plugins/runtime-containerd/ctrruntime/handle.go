@@ -38,11 +38,10 @@ type handleData struct {
 	// tenant-owned directory of the instance's logs.
 	Daemon string `json:"daemon,omitempty"`
 	LogDir string `json:"log_dir,omitempty"`
-	// StateShown is the state mount the plugin showed in the mount
-	// namespace of the tenant's daemon, whose rootlesskit process is
-	// DaemonPid, started at DaemonStart (clock ticks since boot); the
+	// DaemonPid and DaemonStart (clock ticks since boot) are set once the
+	// plugin showed the state at stateMountPoint in the mount namespace of
+	// the tenant's daemon, whose rootlesskit process they identify; the
 	// container's destroy removes it there.
-	StateShown  string `json:"state_shown,omitempty"`
 	DaemonPid   int    `json:"daemon_pid,omitempty"`
 	DaemonStart uint64 `json:"daemon_start,omitempty"`
 }

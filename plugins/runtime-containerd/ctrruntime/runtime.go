@@ -294,14 +294,13 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 			return sdk.Handle{}, fmt.Errorf("instance %s: log dir: %w", req.Instance, err)
 		}
 		if set.state != nil {
-			at, err := r.shareState(req, set, &d)
-			if err != nil {
+			if err := r.shareState(req, set, &d); err != nil {
 				_ = r.unshareState(d)
 				return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
 			}
 			// The daemon binds the state from where it was shown.
 			shown := *set.state
-			shown.Source, set.state = at, &shown
+			shown.Source, set.state = stateMountPoint(d), &shown
 		}
 	}
 	ctr, err := c.NewContainer(ctx, d.ID,

@@ -433,14 +433,7 @@ func killSlirp(s slirpData) error {
 }
 
 // slirpAlive reports whether s's process runs (a zombie does not).
-func slirpAlive(s slirpData) bool {
-	st, err := readStat(s.Pid)
-	if err != nil || len(st) < 20 || st[0] == "Z" {
-		return false
-	}
-	t, err := strconv.ParseUint(st[19], 10, 64)
-	return err == nil && t == s.StartTime
-}
+func slirpAlive(s slirpData) bool { return running(s.Pid, s.StartTime) }
 
 func readSlirpFile(runDir string) (slirpData, error) {
 	var s slirpData

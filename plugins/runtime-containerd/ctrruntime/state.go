@@ -95,25 +95,22 @@ func lstatIDs(root *os.Root, path string) (*syscall.Stat_t, error) {
 
 // shareState hands a per-tenant instance its state: it gives the state to
 // the workload's id (giveState) and shows it to the tenant's daemon at
-// stateMountPoint (showState), noting in d what unshareState undoes. It
-// returns the path the daemon binds into the container.
-func (r *Runtime) shareState(req *sdk.StartRequest, set instanceSettings, d *handleData) (string, error) {
+// stateMountPoint (showState), noting in d what unshareState undoes.
+func (r *Runtime) shareState(req *sdk.StartRequest, set instanceSettings, d *handleData) error {
 	td, err := decodeTenant(req.Tenant)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if err := giveState(set.state.Source, req.User, set.workloadUID); err != nil {
-		return "", err
+		return err
 	}
+	// Noted first: unshareState removes a half-made mount point too.
+	d.DaemonPid, d.DaemonStart = td.Pid, td.StartTime
 	at := stateMountPoint(*d)
 	if err := makeMountPoint(at, req.User); err != nil {
-		return "", fmt.Errorf("state mount point: %w", err)
+		return fmt.Errorf("state mount point: %w", err)
 	}
-	d.StateShown, d.DaemonPid, d.DaemonStart = at, td.Pid, td.StartTime
-	if err := r.showState(td, set.state.Source, at); err != nil {
-		return "", err
-	}
-	return at, nil
+	return r.showState(td, set.state.Source, at)
 }
 
 // stateMountPoint is where a per-tenant container's state is shown in its
@@ -139,13 +136,14 @@ func makeMountPoint(dir string, u sdk.User) error {
 // unshareState detaches the state that shareState showed the tenant's
 // daemon, if it did, and removes its mount point.
 func (r *Runtime) unshareState(d handleData) error {
-	if d.StateShown == "" {
+	if d.DaemonPid == 0 {
 		return nil
 	}
-	if err := r.hideState(tenantData{Tenant: d.Instance.Tenant, Pid: d.DaemonPid, StartTime: d.DaemonStart}, d.StateShown); err != nil {
+	at := stateMountPoint(d)
+	if err := r.hideState(tenantData{Tenant: d.Instance.Tenant, Pid: d.DaemonPid, StartTime: d.DaemonStart}, at); err != nil {
 		return err
 	}
-	if err := os.Remove(d.StateShown); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(at); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("state mount point: %w", err)
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kigumi/kigumi/core/fusemount"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/statefs"
 )
@@ -189,19 +190,19 @@ func TestFUSEState(t *testing.T) {
 					t.Fatal(err)
 				}
 				if mode == ModePerTenant {
-					if n := daemonMounts(t, tn, d.StateShown); n != 1 {
-						t.Errorf("start %d: the daemon's mount namespace has %d mounts at %s, want 1", i, n, d.StateShown)
+					if n := daemonMounts(t, tn, stateMountPoint(d)); n != 1 {
+						t.Errorf("start %d: the daemon's mount namespace has %d mounts at %s, want 1", i, n, stateMountPoint(d))
 					}
 				}
 				if err := r.Destroy(ctx, h); err != nil {
 					t.Fatal(err)
 				}
 				if mode == ModePerTenant {
-					if daemonMounts(t, tn, d.StateShown) != 0 {
-						t.Errorf("destroy %d left a mount at %s in the daemon's mount namespace", i, d.StateShown)
+					if daemonMounts(t, tn, stateMountPoint(d)) != 0 {
+						t.Errorf("destroy %d left a mount at %s in the daemon's mount namespace", i, stateMountPoint(d))
 					}
-					if _, err := os.Lstat(d.StateShown); !errors.Is(err, fs.ErrNotExist) {
-						t.Errorf("destroy %d left the mount point %s: %v", i, d.StateShown, err)
+					if _, err := os.Lstat(stateMountPoint(d)); !errors.Is(err, fs.ErrNotExist) {
+						t.Errorf("destroy %d left the mount point %s: %v", i, stateMountPoint(d), err)
 					}
 				}
 				if err := sfs.Unmount(ctx, sh); err != nil {
@@ -228,9 +229,13 @@ func daemonMounts(t *testing.T, tn testTenant, dir string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ms, err := fusemount.Parse(mi)
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := 0
-	for _, line := range strings.Split(string(mi), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+	for _, m := range ms {
+		if m.Point == dir {
 			n++
 		}
 	}
