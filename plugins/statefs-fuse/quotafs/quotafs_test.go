@@ -601,3 +601,82 @@ func TestNoFUSEDescriptorLeaks(t *testing.T) {
 		t.Errorf("mount point device %d (%v), mountinfo's %d", st.Dev, err, ms[0].Dev())
 	}
 }
+
+// TestWriteOnlyCoherent checks that what a write-only open (which goes to
+// the server without the kernel's page cache, FOPEN_DIRECT_IO) writes is
+// what every reader sees next: an open reader that cached the old bytes,
+// its shared mapping, a new open, and an O_APPEND writer.
+func TestWriteOnlyCoherent(t *testing.T) {
+	m := mount(t, 1<<20, 100, tenant)
+	path := filepath.Join(m.mnt, "f")
+	if err := os.WriteFile(path, bytes.Repeat([]byte("a"), 8192), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rfd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(rfd)
+	mapped, err := unix.Mmap(rfd, 0, 8192, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mapped)
+	buf := make([]byte, 8192)
+	if _, err := unix.Pread(rfd, buf, 0); err != nil || buf[100] != 'a' || mapped[5000] != 'a' {
+		t.Fatalf("first read: %q %q %v", buf[100], mapped[5000], err)
+	}
+	wfd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Pwrite(wfd, bytes.Repeat([]byte("b"), 6000), 1000); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(wfd)
+	afd, err := unix.Open(path, unix.O_WRONLY|unix.O_APPEND|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Write(afd, []byte("cc")); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(afd)
+	want := append(append(append(bytes.Repeat([]byte("a"), 1000), bytes.Repeat([]byte("b"), 6000)...), bytes.Repeat([]byte("a"), 1192)...), "cc"...)
+	tests := []struct {
+		name string
+		read func() ([]byte, error)
+	}{
+		{"the open reader", func() ([]byte, error) {
+			b := make([]byte, 9000)
+			n, err := unix.Pread(rfd, b, 0)
+			return b[:n], err
+		}},
+		{"its mapping", func() ([]byte, error) { return append([]byte(nil), mapped...), nil }},
+		{"a new open", func() ([]byte, error) { return os.ReadFile(path) }},
+		{"the backing file", func() ([]byte, error) { return os.ReadFile(filepath.Join(m.backing, "f")) }},
+	}
+	for _, tt := range tests {
+		got, err := tt.read()
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		w := want
+		if tt.name == "its mapping" {
+			w = want[:8192]
+		}
+		if !bytes.Equal(got, w) {
+			t.Errorf("%s: %d bytes, first difference at %d; want %d bytes", tt.name, len(got), firstDiff(got, w), len(w))
+		}
+	}
+}
+
+// firstDiff returns the index of the first byte where a and b differ.
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
