@@ -93,6 +93,13 @@ type tenantData struct {
 	// mistakes a reused pid for it.
 	Pid       int    `json:"pid,omitempty"`
 	StartTime uint64 `json:"start_time,omitempty"`
+	// UID is the tenant's user, whom the daemon runs as.
+	UID uint32 `json:"uid,omitempty"`
+}
+
+// peer is who must listen on d's socket.
+func (d tenantData) peer() *daemonPeer {
+	return &daemonPeer{UID: d.UID, Pid: d.Pid, StartTime: d.StartTime}
 }
 
 func (d tenantData) encode() (sdk.Handle, error) {
@@ -115,7 +122,7 @@ func decodeTenant(h sdk.Handle) (tenantData, error) {
 	case d.Tenant == "":
 	case d.Mode == ModeShared:
 		return d, nil
-	case d.Mode == ModePerTenant && filepath.IsAbs(d.Dir) && filepath.Base(d.Dir) == daemonDirName && d.Address == daemonSocket(d.Dir) && d.Pid > 1:
+	case d.Mode == ModePerTenant && filepath.IsAbs(d.Dir) && filepath.Base(d.Dir) == daemonDirName && d.Address == daemonSocket(d.Dir) && d.peer().valid():
 		return d, nil
 	}
 	return d, sdk.Errorf(sdk.CodeInvalid, "malformed tenant handle")
@@ -188,8 +195,8 @@ func (r *Runtime) PrepareTenant(ctx context.Context, req *sdk.TenantRequest) (sd
 	r.daemonMu.Lock()
 	defer r.daemonMu.Unlock()
 	if d, err := readDaemonFile(req.RunDir); err == nil && d.Tenant == req.Tenant {
-		if alive(d) && r.serving(ctx, d.Address) {
-			r.follow(ctx, d.Address)
+		if d.UID == req.User.UID && alive(d) && r.serving(ctx, d) {
+			r.follow(ctx, d.Address, *d.peer())
 			return d.encode()
 		}
 		if err := stopDaemon(d); err != nil {
@@ -200,7 +207,7 @@ func (r *Runtime) PrepareTenant(ctx context.Context, req *sdk.TenantRequest) (sd
 	if err != nil {
 		return sdk.Handle{}, err
 	}
-	r.follow(ctx, d.Address)
+	r.follow(ctx, d.Address, *d.peer())
 	return d.encode()
 }
 
@@ -229,7 +236,7 @@ func (r *Runtime) ReleaseTenant(_ context.Context, h sdk.Handle) error {
 // restart of the plugin and of the agent. On error it leaves nothing.
 func (r *Runtime) startDaemon(ctx context.Context, req *sdk.TenantRequest) (_ tenantData, err error) {
 	u := req.User
-	d := tenantData{Mode: ModePerTenant, Tenant: req.Tenant, Dir: filepath.Join(u.Home, daemonDirName)}
+	d := tenantData{Mode: ModePerTenant, Tenant: req.Tenant, Dir: filepath.Join(u.Home, daemonDirName), UID: u.UID}
 	d.Address = daemonSocket(d.Dir)
 	// A fresh directory, made by root so that nothing of the tenant's is
 	// in it (RemoveAll does not follow links, Mkdir fails on one put back).
@@ -280,7 +287,7 @@ func (r *Runtime) startDaemon(ctx context.Context, req *sdk.TenantRequest) (_ te
 		return d, fmt.Errorf("tenant %s: the daemon: %w", req.Tenant, err)
 	}
 	deadline := time.Now().Add(daemonStartTimeout)
-	for !r.serving(ctx, d.Address) {
+	for !r.serving(ctx, d) {
 		if !alive(d) || time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(d.Dir, "daemon.log"))
 			return d, sdk.Errorf(sdk.CodeUnavailable, "tenant %s: its containerd did not start (it runs inside the tenant's cgroup, under the sums of its instances' limits: memory %d bytes, pids %d; a daemon needs about 100 MiB and 100 threads of them): %s",
@@ -301,12 +308,12 @@ func (r *Runtime) startDaemon(ctx context.Context, req *sdk.TenantRequest) (_ te
 // daemonSocket is the socket of the daemon of dir.
 func daemonSocket(dir string) string { return filepath.Join(dir, "ctd.sock") }
 
-// serving reports whether a containerd answers at address.
-func (r *Runtime) serving(ctx context.Context, address string) bool {
-	if _, err := os.Stat(address); err != nil {
+// serving reports whether d's containerd answers at its socket.
+func (r *Runtime) serving(ctx context.Context, d tenantData) bool {
+	if _, err := os.Lstat(d.Address); err != nil {
 		return false
 	}
-	_, _, err := r.connect(ctx, address)
+	_, _, err := r.connect(ctx, d.Address, d.peer())
 	return err == nil
 }
 
@@ -464,23 +471,23 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-// daemonOf returns the socket of the daemon that runs req's instance:
-// empty for the shared one.
-func (r *Runtime) daemonOf(req *sdk.StartRequest) (string, error) {
+// daemonOf returns the socket of the daemon that runs req's instance,
+// and who must listen on it: empty and nil for the shared one.
+func (r *Runtime) daemonOf(req *sdk.StartRequest) (string, *daemonPeer, error) {
 	if r.modeOf(req.Instance.Tenant) == ModeShared {
-		return "", nil
+		return "", nil, nil
 	}
 	d, err := decodeTenant(req.Tenant)
 	if err != nil {
-		return "", fmt.Errorf("instance %s: %w", req.Instance, err)
+		return "", nil, fmt.Errorf("instance %s: %w", req.Instance, err)
 	}
-	if d.Mode != ModePerTenant || d.Tenant != req.Instance.Tenant {
-		return "", sdk.Errorf(sdk.CodeInvalid, "instance %s: the tenant handle is not of its per-tenant daemon", req.Instance)
+	if d.Mode != ModePerTenant || d.Tenant != req.Instance.Tenant || d.UID != req.User.UID {
+		return "", nil, sdk.Errorf(sdk.CodeInvalid, "instance %s: the tenant handle is not of its per-tenant daemon", req.Instance)
 	}
 	if req.Cgroup.Path == "" {
-		return "", sdk.Errorf(sdk.CodeInvalid, "instance %s: the per-tenant mode needs the instance's cgroup", req.Instance)
+		return "", nil, sdk.Errorf(sdk.CodeInvalid, "instance %s: the per-tenant mode needs the instance's cgroup", req.Instance)
 	}
-	return d.Address, nil
+	return d.Address, d.peer(), nil
 }
 
 // rootlessLogDir is the tenant-owned directory of a per-tenant instance's

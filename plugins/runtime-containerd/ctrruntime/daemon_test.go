@@ -12,7 +12,7 @@ import (
 // kills and removals elsewhere.
 func TestDecodeTenant(t *testing.T) {
 	dir := "/home/alice/" + daemonDirName
-	good := tenantData{Mode: ModePerTenant, Tenant: "alice", Dir: dir, Address: daemonSocket(dir), Pid: 4242, StartTime: 7}
+	good := tenantData{Mode: ModePerTenant, Tenant: "alice", Dir: dir, Address: daemonSocket(dir), Pid: 4242, StartTime: 7, UID: 1001}
 	for _, tc := range []struct {
 		name string
 		edit func(*tenantData)
@@ -26,6 +26,7 @@ func TestDecodeTenant(t *testing.T) {
 		{"relative-dir", func(d *tenantData) { d.Dir = daemonDirName; d.Address = daemonSocket(d.Dir) }, false},
 		{"other-socket", func(d *tenantData) { d.Address = "/run/containerd/containerd.sock" }, false},
 		{"init", func(d *tenantData) { d.Pid = 1 }, false},
+		{"root", func(d *tenantData) { d.UID = 0 }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := good

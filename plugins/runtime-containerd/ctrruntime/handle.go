@@ -38,6 +38,8 @@ type handleData struct {
 	// tenant-owned directory of the instance's logs.
 	Daemon string `json:"daemon,omitempty"`
 	LogDir string `json:"log_dir,omitempty"`
+	// Peer is who must listen on Daemon.
+	Peer *daemonPeer `json:"daemon_peer,omitempty"`
 	// DaemonPid and DaemonStart (clock ticks since boot) are set once the
 	// plugin showed the state at stateMountPoint in the mount namespace of
 	// the tenant's daemon, whose rootlesskit process they identify; the
@@ -72,7 +74,7 @@ func decodeHandle(h sdk.Handle) (handleData, error) {
 	if err := json.Unmarshal(h.Data, &d); err != nil {
 		return d, sdk.Errorf(sdk.CodeInvalid, "decode handle: %w", err)
 	}
-	if !containerID.MatchString(d.ID) || d.Namespace == "" || !filepath.IsAbs(d.RunDir) || (d.Daemon != "" && d.LogDir != rootlessLogDir(d.Daemon, d.ID)) || (d.Daemon == "" && d.LogDir != "") {
+	if !containerID.MatchString(d.ID) || d.Namespace == "" || !filepath.IsAbs(d.RunDir) || (d.Daemon != "" && (d.LogDir != rootlessLogDir(d.Daemon, d.ID) || !d.Peer.valid())) || (d.Daemon == "" && (d.LogDir != "" || d.Peer != nil)) {
 		return d, sdk.Errorf(sdk.CodeInvalid, "malformed handle")
 	}
 	return d, nil

@@ -278,7 +278,7 @@ func TestDaemonOverTenantLimits(t *testing.T) {
 		t.Errorf("processes left in the small tenant's cgroup: %v, %v", pids, err)
 	}
 	nd, err := decodeTenant(neighbour.handle)
-	if err != nil || !r.serving(ctx, nd.Address) {
+	if err != nil || !r.serving(ctx, nd) {
 		t.Errorf("the neighbour's daemon does not serve: %v", err)
 	}
 }

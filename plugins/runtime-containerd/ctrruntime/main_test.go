@@ -45,6 +45,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == MountCommand {
 		os.Exit(MountMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == listenCommand {
+		os.Exit(listenMain(os.Args[2:]))
+	}
 	// TestFUSEState's states are served by this binary, as by kigumi's.
 	if len(os.Args) > 1 && os.Args[1] == statefs.HelperCommand {
 		os.Exit(statefs.HelperMain(os.Args[2:]))

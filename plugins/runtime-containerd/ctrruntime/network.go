@@ -371,20 +371,20 @@ func (r *Runtime) allocBlock(ctx context.Context, n int) (portBlock, error) {
 		return portBlock{}, nil
 	}
 	r.exits.mu.Lock()
-	daemons := []string{""}
-	for address := range r.exits.daemons {
-		daemons = append(daemons, address)
+	daemons := map[string]*daemonPeer{"": nil}
+	for address, peer := range r.exits.daemons {
+		daemons[address] = &peer
 	}
 	r.exits.mu.Unlock()
 	var used []portBlock
-	for _, address := range daemons {
+	for address, peer := range daemons {
 		if address == "" {
 			// A host of tenants' daemons only runs no shared one.
 			if _, err := os.Stat(r.address); errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
 		}
-		cctx, c, err := r.connect(ctx, address)
+		cctx, c, err := r.connect(ctx, address, peer)
 		if err != nil && address != "" {
 			continue
 		}

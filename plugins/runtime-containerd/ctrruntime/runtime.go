@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,9 @@ import (
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/log"
 	"github.com/dustin/go-humanize"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/plugins/internal/registry"
@@ -61,8 +65,8 @@ type Runtime struct {
 	netMu sync.Mutex
 
 	mu sync.Mutex
-	// clients are the clients of the daemons, by socket.
-	clients map[string]*containerd.Client
+	// clients are the clients of the daemons, by socket and listener.
+	clients map[clientKey]*containerd.Client
 	// daemonMu serializes starting and stopping tenants' daemons.
 	daemonMu sync.Mutex
 	// exits are the containers whose exits WatchExits reports.
@@ -72,7 +76,7 @@ type Runtime struct {
 // New returns a Runtime with default settings.
 func New() *Runtime {
 	tmp, _ := humanize.ParseBytes(defaultTmpSize)
-	return &Runtime{address: defaultAddress, namespace: defaultNamespace, tmpBytes: int64(tmp), mode: ModeShared, clients: map[string]*containerd.Client{}}
+	return &Runtime{address: defaultAddress, namespace: defaultNamespace, tmpBytes: int64(tmp), mode: ModeShared, clients: map[clientKey]*containerd.Client{}}
 }
 
 // Info describes the plugin and its settings.
@@ -155,18 +159,33 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 	return nil
 }
 
+// clientKey names a daemon's client: its socket and, for a per-tenant
+// daemon, who must listen on it.
+type clientKey struct {
+	address string
+	peer    daemonPeer
+}
+
 // connect returns the client of the containerd at address (the shared
 // one when empty), dialing it when there is none or it stopped answering.
-// Its context carries the runtime's namespace.
-func (r *Runtime) connect(ctx context.Context, address string) (context.Context, *containerd.Client, error) {
+// Its context carries the runtime's namespace. A per-tenant daemon's
+// socket, in a tenant-owned directory, comes with peer, who must listen
+// on it: each connection of its client, the first and any redial, is
+// checked (dialTenantSocket), so that root drives no daemon but that one.
+func (r *Runtime) connect(ctx context.Context, address string, peer *daemonPeer) (context.Context, *containerd.Client, error) {
+	key := clientKey{address: address}
 	if address == "" {
-		address = r.address
+		key.address, peer = r.address, nil
 	}
+	if peer != nil {
+		key.peer = *peer
+	}
+	address = key.address
 	ctx = namespaces.WithNamespace(ctx, r.namespace)
 	// r.mu is not held while a daemon is waited for: a tenant can stop its
 	// own daemon, and the other daemons' callers must not wait on it.
 	r.mu.Lock()
-	c := r.clients[address]
+	c := r.clients[key]
 	r.mu.Unlock()
 	if c != nil {
 		// IsServing waits for the connection to be ready: bounded, so that
@@ -178,34 +197,96 @@ func (r *Runtime) connect(ctx context.Context, address string) (context.Context,
 			return ctx, c, nil
 		}
 		r.mu.Lock()
-		if r.clients[address] == c {
-			delete(r.clients, address)
+		if r.clients[key] == c {
+			delete(r.clients, key)
 		}
 		r.mu.Unlock()
 		c.Close()
 	}
-	c, err := containerd.New(address, containerd.WithTimeout(dialTimeout), containerd.WithDefaultNamespace(r.namespace))
+	opts := []containerd.ClientOpt{containerd.WithTimeout(dialTimeout), containerd.WithDefaultNamespace(r.namespace)}
+	var refusal refusals
+	if peer != nil {
+		opts = append(opts, containerd.WithDialOpts(tenantDialOpts(address, *peer, &refusal)))
+	}
+	c, err := containerd.New(address, opts...)
 	if err != nil {
+		if rerr := refusal.last(); rerr != nil {
+			return ctx, nil, rerr
+		}
 		return ctx, nil, sdk.Errorf(sdk.CodeUnavailable, "containerd at %s is not reachable: %w", address, err)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// Another caller may have dialed it meanwhile: one client per daemon.
-	if other := r.clients[address]; other != nil {
+	if other := r.clients[key]; other != nil {
 		c.Close()
 		return ctx, other, nil
 	}
-	r.clients[address] = c
+	r.clients[key] = c
 	return ctx, c, nil
 }
 
-// dropClient closes the client of the containerd at address, if any.
+// tenantDialOpts are containerd.New's dial options for a per-tenant
+// daemon: its own (WithDialOpts replaces them all), with a dialer that
+// connects through dialTenantSocket alone. A refused dial is kept in
+// refusal, for connect to tell, and is not retried: gRPC gives up at a
+// dial error that says it is not temporary.
+func tenantDialOpts(address string, peer daemonPeer, refusal *refusals) []grpc.DialOption {
+	backoffConfig := backoff.DefaultConfig
+	backoffConfig.MaxDelay = 3 * time.Second
+	dial := func(ctx context.Context, _ string) (net.Conn, error) {
+		c, err := dialTenantSocket(ctx, address, peer.UID, peer.checkDaemon)
+		if err != nil {
+			refusal.set(err)
+			return nil, permanent{err}
+		}
+		return c, nil
+	}
+	return []grpc.DialOption{
+		grpc.WithBlock(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.FailOnNonTempDialError(true),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoffConfig}),
+		grpc.WithContextDialer(dial),
+		grpc.WithReturnConnectionError(),
+	}
+}
+
+// permanent is a dial error that gRPC does not retry.
+type permanent struct{ error }
+
+// Temporary tells gRPC not to retry.
+func (permanent) Temporary() bool { return false }
+
+func (p permanent) Unwrap() error { return p.error }
+
+// refusals holds the last error of a client's dials.
+type refusals struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (r *refusals) set(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.err = err
+}
+
+func (r *refusals) last() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+// dropClient closes the clients of the containerd at address, if any.
 func (r *Runtime) dropClient(address string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if c := r.clients[address]; c != nil {
-		c.Close()
-		delete(r.clients, address)
+	for k, c := range r.clients {
+		if k.address == address {
+			c.Close()
+			delete(r.clients, k)
+		}
 	}
 }
 
@@ -240,11 +321,11 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 	if req.User.Count < set.workloadUID+1 || req.User.SubUID == 0 || req.User.SubGID == 0 {
 		return sdk.Handle{}, sdk.Errorf(sdk.CodeInvalid, "instance %s: the tenant's subordinate id range (%d ids) does not hold the workload uid %d", req.Instance, req.User.Count, set.workloadUID)
 	}
-	daemon, err := r.daemonOf(req)
+	daemon, peer, err := r.daemonOf(req)
 	if err != nil {
 		return sdk.Handle{}, err
 	}
-	ctx, c, err := r.connect(ctx, daemon)
+	ctx, c, err := r.connect(ctx, daemon, peer)
 	if err != nil {
 		return sdk.Handle{}, err
 	}
@@ -254,7 +335,7 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 	}
 	d := handleData{
 		ID: idOf(req.Instance), Namespace: r.namespace, Instance: req.Instance,
-		RunDir: req.RunDir, Cgroup: containerCgroup(req.Cgroup.Path), Daemon: daemon,
+		RunDir: req.RunDir, Cgroup: containerCgroup(req.Cgroup.Path), Daemon: daemon, Peer: peer,
 	}
 	if daemon != "" {
 		d.LogDir = rootlessLogDir(daemon, d.ID)
@@ -431,7 +512,7 @@ func (r *Runtime) load(ctx context.Context, h sdk.Handle) (context.Context, hand
 	if err != nil {
 		return ctx, d, nil, err
 	}
-	ctx, c, err := r.connect(ctx, d.Daemon)
+	ctx, c, err := r.connect(ctx, d.Daemon, d.Peer)
 	if err != nil {
 		return ctx, d, nil, err
 	}

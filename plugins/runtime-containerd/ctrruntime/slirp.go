@@ -188,7 +188,7 @@ func (r *Runtime) startSlirp(ctx context.Context, req *sdk.StartRequest, d handl
 			_ = os.Remove(filepath.Join(d.RunDir, slirpFile))
 		}
 	}()
-	return ensureForwards(ctx, sock, fwds)
+	return ensureForwards(ctx, s, req.User.UID, fwds)
 }
 
 // waitReady waits until slirp4netns writes to its ready fd.
@@ -281,15 +281,16 @@ func forwardsOf(labels map[string]string) ([]hostfwd, error) {
 	return fwds, nil
 }
 
-// ensureForwards adds those of fwds that slirp4netns at sock lacks.
-func ensureForwards(ctx context.Context, sock string, fwds []hostfwd) error {
+// ensureForwards adds those of fwds that slirp4netns s, run as uid,
+// lacks.
+func ensureForwards(ctx context.Context, s slirpData, uid uint32, fwds []hostfwd) error {
 	if len(fwds) == 0 {
 		return nil
 	}
 	var list struct {
 		Entries []hostfwd `json:"entries"`
 	}
-	if err := slirpCall(ctx, sock, map[string]any{"execute": "list_hostfwd"}, &list); err != nil {
+	if err := slirpCall(ctx, s, uid, map[string]any{"execute": "list_hostfwd"}, &list); err != nil {
 		return err
 	}
 	have := map[hostfwd]bool{}
@@ -300,20 +301,21 @@ func ensureForwards(ctx context.Context, sock string, fwds []hostfwd) error {
 		if have[f] {
 			continue
 		}
-		if err := slirpCall(ctx, sock, map[string]any{"execute": "add_hostfwd", "arguments": f}, nil); err != nil {
+		if err := slirpCall(ctx, s, uid, map[string]any{"execute": "add_hostfwd", "arguments": f}, nil); err != nil {
 			return fmt.Errorf("publish the container's port %d/%s on the host's port %d: %w", f.GuestPort, f.Proto, f.HostPort, err)
 		}
 	}
 	return nil
 }
 
-// slirpCall makes one call of slirp4netns's API at sock, decoding its
-// result into out.
-func slirpCall(ctx context.Context, sock string, req, out any) error {
+// slirpCall makes one call of the API of slirp4netns s, run as uid,
+// decoding its result into out. Its socket is in the tenant-owned daemon
+// directory: it is dialed as dialTenantSocket checks, and only s itself
+// may listen on it.
+func slirpCall(ctx context.Context, s slirpData, uid uint32, req, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, slirpCallTimeout)
 	defer cancel()
-	var dialer net.Dialer
-	c, err := dialer.DialContext(ctx, "unix", sock)
+	c, err := dialTenantSocket(ctx, s.Socket, uid, checkSlirp(s, uid))
 	if err != nil {
 		return fmt.Errorf("slirp4netns API: %w", err)
 	}
@@ -325,7 +327,7 @@ func slirpCall(ctx context.Context, sock string, req, out any) error {
 	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return fmt.Errorf("slirp4netns API: %w", err)
 	}
-	if err := c.(*net.UnixConn).CloseWrite(); err != nil {
+	if err := c.CloseWrite(); err != nil {
 		return fmt.Errorf("slirp4netns API: %w", err)
 	}
 	b, err := io.ReadAll(io.LimitReader(c, 1<<20))
@@ -393,7 +395,10 @@ func adoptSlirp(ctx context.Context, d handleData, ctr containerd.Container) err
 	if err != nil {
 		return err
 	}
-	return ensureForwards(ctx, s.Socket, fwds)
+	if d.Peer == nil {
+		return sdk.Errorf(sdk.CodeInvalid, "a slirp4netns recorded for a container of the shared daemon")
+	}
+	return ensureForwards(ctx, s, d.Peer.UID, fwds)
 }
 
 // stopSlirp stops the slirp4netns that runDir records and removes its

@@ -184,10 +184,10 @@ func TestSlirpNetwork(t *testing.T) {
 			ID int `json:"id"`
 		} `json:"entries"`
 	}
-	if err := slirpCall(ctx, s.Socket, map[string]any{"execute": "list_hostfwd"}, &list); err != nil || len(list.Entries) != 1 {
+	if err := slirpCall(ctx, s, pt.user.UID, map[string]any{"execute": "list_hostfwd"}, &list); err != nil || len(list.Entries) != 1 {
 		t.Fatalf("list_hostfwd: %+v, %v", list, err)
 	}
-	if err := slirpCall(ctx, s.Socket, map[string]any{"execute": "remove_hostfwd", "arguments": map[string]int{"id": list.Entries[0].ID}}, nil); err != nil {
+	if err := slirpCall(ctx, s, pt.user.UID, map[string]any{"execute": "remove_hostfwd", "arguments": map[string]int{"id": list.Entries[0].ID}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	r.Close()
@@ -293,7 +293,11 @@ func TestSlirpFails(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q, want %q", err, tc.want)
 			}
-			cctx, c, err := rt.connect(ctx, daemonSocket(filepath.Join(pt.user.Home, daemonDirName)))
+			td, err := decodeTenant(pt.handle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cctx, c, err := rt.connect(ctx, td.Address, td.peer())
 			if err != nil {
 				t.Fatal(err)
 			}

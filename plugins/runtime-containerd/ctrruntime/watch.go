@@ -37,8 +37,9 @@ const (
 type exitWatch struct {
 	mu      sync.Mutex
 	handles map[string]sdk.Handle
-	// daemons are the sockets of the per-tenant daemons.
-	daemons map[string]bool
+	// daemons are who must listen on the sockets of the per-tenant
+	// daemons, by socket.
+	daemons map[string]daemonPeer
 	streams map[*exitStream]bool
 }
 
@@ -83,17 +84,17 @@ func (w *exitWatch) handle(id string) (sdk.Handle, bool) {
 // address, and the later ones too. It returns once each stream's
 // subscription is in place (or has failed, or followTimeout passed), so
 // that no exit of a container started after it is missed.
-func (r *Runtime) follow(ctx context.Context, address string) {
+func (r *Runtime) follow(ctx context.Context, address string, peer daemonPeer) {
 	w := &r.exits
 	w.mu.Lock()
 	if w.daemons == nil {
-		w.daemons = map[string]bool{}
+		w.daemons = map[string]daemonPeer{}
 	}
-	w.daemons[address] = true
+	w.daemons[address] = peer
 	var waits []<-chan struct{}
 	for s := range w.streams {
 		if s.subs[address] == nil {
-			waits = append(waits, r.subscribe(s, address))
+			waits = append(waits, r.subscribe(s, address, peer))
 		}
 	}
 	w.mu.Unlock()
@@ -133,7 +134,7 @@ func (r *Runtime) unfollow(address string) {
 // with w.mu held. The channel it returns is closed once the subscription
 // is in place or has ended. A subscription that fails ends alone: that
 // daemon's exits are then found by the core's periodic refresh.
-func (r *Runtime) subscribe(s *exitStream, address string) <-chan struct{} {
+func (r *Runtime) subscribe(s *exitStream, address string, peer daemonPeer) <-chan struct{} {
 	ctx, cancel := context.WithCancel(s.ctx)
 	sub := &subscription{cancel: cancel}
 	s.subs[address] = sub
@@ -142,7 +143,7 @@ func (r *Runtime) subscribe(s *exitStream, address string) <-chan struct{} {
 	isReady := func() { once.Do(func() { close(ready) }) }
 	go func() {
 		defer isReady()
-		_ = r.watchDaemon(ctx, address, isReady, s.exits)
+		_ = r.watchDaemon(ctx, address, &peer, isReady, s.exits)
 		cancel()
 		r.exits.mu.Lock()
 		defer r.exits.mu.Unlock()
@@ -171,8 +172,8 @@ func (r *Runtime) WatchExits(ctx context.Context, ready func(), fn func(sdk.Exit
 	}
 	w.streams[s] = true
 	var waits []<-chan struct{}
-	for address := range w.daemons {
-		waits = append(waits, r.subscribe(s, address))
+	for address, peer := range w.daemons {
+		waits = append(waits, r.subscribe(s, address, peer))
 	}
 	w.mu.Unlock()
 	defer func() {
@@ -182,7 +183,7 @@ func (r *Runtime) WatchExits(ctx context.Context, ready func(), fn func(sdk.Exit
 	}()
 	sharedReady := make(chan struct{})
 	shared := make(chan error, 1)
-	go func() { shared <- r.watchDaemon(ctx, "", func() { close(sharedReady) }, s.exits) }()
+	go func() { shared <- r.watchDaemon(ctx, "", nil, func() { close(sharedReady) }, s.exits) }()
 	select {
 	case <-sharedReady:
 	case err := <-shared:
@@ -218,8 +219,8 @@ func (r *Runtime) WatchExits(ctx context.Context, ready func(), fn func(sdk.Exit
 // shared one when empty), calling ready once its subscription is in place
 // and sending each later exit of a container's main process to out. It
 // returns when ctx ends or the event stream fails.
-func (r *Runtime) watchDaemon(ctx context.Context, address string, ready func(), out chan<- *eventstypes.TaskExit) error {
-	ctx, c, err := r.connect(ctx, address)
+func (r *Runtime) watchDaemon(ctx context.Context, address string, peer *daemonPeer, ready func(), out chan<- *eventstypes.TaskExit) error {
+	ctx, c, err := r.connect(ctx, address, peer)
 	if err != nil {
 		return err
 	}
