@@ -121,7 +121,7 @@ func (r *Runtime) startSlirp(ctx context.Context, req *sdk.StartRequest, d handl
 	if err := stopSlirp(d.RunDir); err != nil {
 		return err
 	}
-	if err := os.Remove(sock); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := removeTenantSocket(sock); err != nil {
 		return fmt.Errorf("slirp4netns: %w", err)
 	}
 	if err := confineNetNS(ctx, pid, in.outbound); err != nil {
@@ -431,7 +431,7 @@ func killSlirp(s slirpData) error {
 		_ = syscall.Kill(s.Pid, syscall.SIGKILL)
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := os.Remove(s.Socket); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := removeTenantSocket(s.Socket); err != nil {
 		return fmt.Errorf("slirp4netns: %w", err)
 	}
 	return nil

@@ -136,6 +136,36 @@ func openTenantSocket(path string, uid uint32) (*os.File, error) {
 	return nil, refused(path, "it is %s", what)
 }
 
+// removeTenantSocket removes the socket at path, in a tenant-owned
+// directory, as root: through no symbolic link, so that a directory the
+// tenant's user swapped for a link to another (another tenant's) makes
+// root unlink nothing there. A path that no longer leads to a socket
+// through real directories has nothing of the plugin's to remove.
+func removeTenantSocket(path string) error {
+	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open /: %w", err)
+	}
+	defer unix.Close(root)
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_BENEATH}
+	dir, err := openat2(root, strings.TrimPrefix(filepath.Dir(path), "/"), &how)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remove socket %s: open its directory: %w", path, err)
+	}
+	defer unix.Close(dir)
+	var st unix.Stat_t
+	if err := unix.Fstatat(dir, filepath.Base(path), &st, unix.AT_SYMLINK_NOFOLLOW); errors.Is(err, unix.ENOENT) || (err == nil && st.Mode&unix.S_IFMT != unix.S_IFSOCK) {
+		return nil
+	}
+	if err := unix.Unlinkat(dir, filepath.Base(path), 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("remove socket %s: %w", path, err)
+	}
+	return nil
+}
+
 // openat2 is unix.Openat2, retried on EINTR and on EAGAIN, which it
 // answers when a rename elsewhere raced the lookup.
 func openat2(dirfd int, path string, how *unix.OpenHow) (int, error) {

@@ -505,3 +505,80 @@ func TestSlirpSocketSwapped(t *testing.T) {
 		})
 	}
 }
+
+// TestRemoveTenantSocket checks that root removes a slirp4netns socket
+// only where the path leads through real directories: a directory the
+// tenant swapped for a symbolic link to another (another tenant's daemon
+// directory) loses nothing.
+func TestRemoveTenantSocket(t *testing.T) {
+	tests := []struct {
+		name string
+		// setup makes the tree below base and returns the path to
+		// remove and the file that must be gone (gone) or kept (kept).
+		setup func(t *testing.T, base string) (path, gone, kept string)
+	}{
+		{"a socket in a real directory", func(t *testing.T, base string) (string, string, string) {
+			p := filepath.Join(base, "d", "s.sock")
+			mkdirs(t, filepath.Dir(p))
+			bindSocket(t, p)
+			return p, p, ""
+		}},
+		{"a directory swapped for a link to another's", func(t *testing.T, base string) (string, string, string) {
+			other := filepath.Join(base, "other", "s.sock")
+			mkdirs(t, filepath.Dir(other))
+			bindSocket(t, other)
+			if err := os.Symlink(filepath.Dir(other), filepath.Join(base, "d")); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(base, "d", "s.sock"), "", other
+		}},
+		{"a regular file in its place", func(t *testing.T, base string) (string, string, string) {
+			p := filepath.Join(base, "d", "s.sock")
+			mkdirs(t, filepath.Dir(p))
+			if err := os.WriteFile(p, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return p, "", p
+		}},
+		{"nothing there", func(t *testing.T, base string) (string, string, string) {
+			return filepath.Join(base, "d", "s.sock"), "", ""
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path, gone, kept := tt.setup(t, t.TempDir())
+			if err := removeTenantSocket(path); err != nil {
+				t.Fatalf("removeTenantSocket: %v", err)
+			}
+			if gone != "" {
+				if _, err := os.Lstat(gone); !os.IsNotExist(err) {
+					t.Errorf("%s is still there (%v)", gone, err)
+				}
+			}
+			if kept != "" {
+				if _, err := os.Lstat(kept); err != nil {
+					t.Errorf("%s was removed: %v", kept, err)
+				}
+			}
+		})
+	}
+}
+
+// mkdirs makes dir and its parents.
+func mkdirs(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// bindSocket binds a unix socket at path and leaves it there.
+func bindSocket(t *testing.T, path string) {
+	t.Helper()
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+}
