@@ -345,3 +345,39 @@ func TestOCIPrune(t *testing.T) {
 		t.Errorf("the image Validate pulled ended %+v, want its trap", st)
 	}
 }
+
+// TestCompileCachedByDigest: the sandbox caches a module's code only in
+// a directory named after the module's sha256.
+func TestCompileCachedByDigest(t *testing.T) {
+	sum := sha256.Sum256(tinyModule)
+	other := sha256.Sum256(trapModule)
+	for _, tt := range []struct {
+		name   string
+		dir    string
+		cached bool
+	}{
+		{"its digest", hex.EncodeToString(sum[:]), true},
+		{"another module's digest", hex.EncodeToString(other[:]), false},
+		{"not a digest", "cache", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			dir := filepath.Join(t.TempDir(), tt.dir)
+			rt, _, err := compileCached(ctx, sandboxConfig{CacheDir: dir}, tinyModule)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rt.Close(ctx)
+			var files []string
+			_ = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+				if err == nil && !e.IsDir() {
+					files = append(files, p)
+				}
+				return nil
+			})
+			if cached := len(files) > 0; cached != tt.cached {
+				t.Errorf("cached %v (%v), want %v", cached, files, tt.cached)
+			}
+		})
+	}
+}
