@@ -14,8 +14,9 @@
 // The plugin, as root, opens everything the sandbox needs and hands it over as
 // open file descriptors: the verified module (in a sealed memfd), the
 // instance's log files, a status file, a config pipe and a ready pipe. The
-// sandbox compiles the module (through a root-only compilation cache; the
-// plugin only scans it) on one core within its compile budget, not the
+// sandbox compiles the module (through a root-only compilation cache, one
+// directory per module digest and wazero version; the plugin only scans
+// it) on one core within its compile budget, not the
 // instance's limits (compile_timeout, after which the plugin kills the
 // sandbox, and compile_memory, its RLIMIT_DATA while it compiles), joins
 // the instance's cgroups (and takes GOMAXPROCS from their CPU quota), drops to the tenant's user (it refuses to run a workload as root)
@@ -40,4 +41,8 @@
 // Through the kigumi host module (hostmod.go) it can drop any of these for
 // the rest of its life. Validate and Start scan the module's sections
 // (modinfo.go) before anything compiles it.
+//
+// Destroy, and Configure for what a crashed plugin left, prune the
+// compilation cache and the store of pulled images of the modules no live
+// instance uses, once unused for a grace period (cache.go).
 package wasmruntime

@@ -19,6 +19,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/plugins/internal/registry"
@@ -53,6 +54,9 @@ const (
 // uses of the same reference run the module recorded, whatever the tag
 // names in the registry since (as the containerd runtime runs the image
 // it pulled first); a new version needs a new tag or a pinned digest.
+// Once no live instance runs it and its grace has passed, prune removes
+// an image's record and blob: its next use pulls it, and resolves its
+// tag, again.
 type ociStore struct {
 	dir      string
 	settings registry.Settings
@@ -102,6 +106,11 @@ func (s *ociStore) module(ctx context.Context, a sdk.Artifact) (sdk.Artifact, er
 	if err != nil {
 		return sdk.Artifact{}, err
 	}
+	// The record's time is the image's last use, from which prune counts
+	// its grace: a Validate keeps it for the Start that follows.
+	if err := touch(s.recordPath(ref)); err != nil {
+		return sdk.Artifact{}, fmt.Errorf("write module store: %w", err)
+	}
 	rec, err := s.record(ref)
 	if err != nil {
 		return sdk.Artifact{}, err
@@ -115,6 +124,90 @@ func (s *ociStore) module(ctx context.Context, a sdk.Artifact) (sdk.Artifact, er
 		return sdk.Artifact{}, sdk.InvalidAttribute("digest", "image %s has digest %s, want %s", a.Image, rec.Manifest, a.Digest)
 	}
 	return sdk.Artifact{Module: s.blobPath(rec.Module), Digest: rec.Module.String()}, nil
+}
+
+// prune removes the records of images whose module no live instance
+// runs and that were last used before old, then the blobs that no live
+// instance runs, no record kept names and that were fetched before old
+// (a pull writes its blob before its record), and the temporary files
+// written more than ociPullTimeout ago, which no pull still writes. live
+// holds the hex sha256 of the modules live instances run, which is their
+// layer's digest. A pruned image is pulled again at its next use, its
+// tag resolved again.
+func (s *ociStore) prune(live map[string]bool, old time.Time) error {
+	refs := filepath.Join(s.dir, "refs")
+	entries, err := os.ReadDir(refs)
+	if err != nil {
+		return err
+	}
+	named := map[string]bool{}
+	for _, e := range entries {
+		p := filepath.Join(refs, e.Name())
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		var rec ociRecord
+		b, err := os.ReadFile(p)
+		if err == nil {
+			err = json.Unmarshal(b, &rec)
+		}
+		// A torn or foreign record goes, as record ignores it.
+		valid := err == nil && s.recordPath(rec.Reference) == p && rec.Module.Validate() == nil
+		if valid && (live[rec.Module.Encoded()] || fi.ModTime().After(old)) {
+			named[rec.Module.Encoded()] = true
+			continue
+		}
+		if err := os.Remove(p); err != nil {
+			return err
+		}
+	}
+	blobs := filepath.Join(s.dir, "blobs", "sha256")
+	if entries, err = os.ReadDir(blobs); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if live[e.Name()] || named[e.Name()] {
+			continue
+		}
+		if err := removeBefore(filepath.Join(blobs, e.Name()), old); err != nil {
+			return err
+		}
+	}
+	tmp := filepath.Join(s.dir, "tmp")
+	if entries, err = os.ReadDir(tmp); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := removeBefore(filepath.Join(tmp, e.Name()), time.Now().Add(-ociPullTimeout)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// touch sets the times of p, if it exists, to now.
+func touch(p string) error {
+	now := time.Now()
+	if err := os.Chtimes(p, now, now); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// removeBefore removes the file p if it last changed before old.
+func removeBefore(p string, old time.Time) error {
+	fi, err := os.Lstat(p)
+	if errors.Is(err, os.ErrNotExist) || err == nil && fi.ModTime().After(old) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // record returns what ref was resolved to, or nil if it never was or its
@@ -300,7 +393,28 @@ func (r *Runtime) localModule(ctx context.Context, a sdk.Artifact) (sdk.Artifact
 	if r.oci == nil {
 		return a, sdk.Errorf(sdk.CodeUnavailable, "the runtime is not configured")
 	}
-	return r.oci.module(ctx, a)
+	// A prune may come between the store's answer and the read of its
+	// blob: the blob is touched under the prune lock, which keeps it for
+	// the grace period, or found gone, and the image pulled again.
+	for try := 0; ; try++ {
+		local, err := r.oci.module(ctx, a)
+		if err != nil {
+			return local, err
+		}
+		unlock, err := r.lockPrune(unix.LOCK_SH)
+		if err != nil {
+			return local, err
+		}
+		now := time.Now()
+		err = os.Chtimes(local.Module, now, now)
+		unlock()
+		switch {
+		case err == nil:
+			return local, nil
+		case !errors.Is(err, os.ErrNotExist) || try == 2:
+			return local, fmt.Errorf("read module store: %w", err)
+		}
+	}
 }
 
 // imageError makes err, about the module file local that image artifact a

@@ -67,10 +67,15 @@ type Runtime struct {
 	compileTimeout time.Duration
 	// compileMemory is the compile budget's memory (sandboxConfig).
 	compileMemory uint64
-	// cacheDir holds the compilation cache, which the sandboxes fill and
-	// read while still root, inside the instance's cgroup; empty until
-	// Configure.
+	// dataDir is the plugin's DataDir; empty until Configure.
+	dataDir string
+	// cacheDir holds the compilation cache (cache.go), which the
+	// sandboxes fill and read while still root, inside the instance's
+	// cgroup; empty until Configure.
 	cacheDir string
+	// grace is how long prune keeps what no live instance uses after its
+	// last use (pruneGrace).
+	grace time.Duration
 	// oci holds the modules pulled from registries (oci.go); nil until
 	// Configure.
 	oci *ociStore
@@ -93,7 +98,7 @@ type Runtime struct {
 func New() *Runtime {
 	size, _ := humanize.ParseBytes(defaultMaxModuleSize)
 	mem, _ := humanize.ParseBytes(defaultCompileMemory)
-	return &Runtime{maxModuleSize: int64(size), compileTimeout: defaultCompileTimeout, compileMemory: mem, children: map[child]chan struct{}{}, scanned: map[moduleID]scannedModule{}}
+	return &Runtime{maxModuleSize: int64(size), compileTimeout: defaultCompileTimeout, compileMemory: mem, grace: pruneGrace, children: map[child]chan struct{}{}, scanned: map[moduleID]scannedModule{}}
 }
 
 // Info describes the plugin and its settings.
@@ -126,9 +131,10 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 	}, nil
 }
 
-// Configure applies the settings and opens the compilation cache in
-// DataDir/cache.
-func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
+// Configure applies the settings, creates the compilation cache and the
+// module store in DataDir, and prunes them of what no live instance uses
+// (a crashed plugin may have left some).
+func (r *Runtime) Configure(ctx context.Context, req sdk.ConfigureRequest) error {
 	if v, ok := req.Settings["compiler"]; ok {
 		switch s, _ := v.(string); s {
 		case "compiler":
@@ -174,9 +180,15 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(req.DataDir, "cache")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create compilation cache: %w", err)
+	dir := filepath.Join(req.DataDir, cacheDirName)
+	for _, d := range []string{dir, filepath.Join(req.DataDir, instancesDirName)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create compilation cache: %w", err)
+		}
+		// Root's alone, whatever made it before.
+		if err := os.Chmod(d, 0o700); err != nil {
+			return fmt.Errorf("create compilation cache: %w", err)
+		}
 	}
 	// The jail of sandboxes without state: empty, and unreadable to them.
 	empty := filepath.Join(req.DataDir, "empty")
@@ -186,10 +198,10 @@ func (r *Runtime) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 	if err := os.Chmod(empty, 0o111); err != nil {
 		return fmt.Errorf("create empty jail: %w", err)
 	}
-	r.cacheDir, r.emptyDir, r.oci = dir, empty, store
+	r.dataDir, r.cacheDir, r.emptyDir, r.oci = req.DataDir, dir, empty, store
 	// containerd's resolver logs every registry host it tries at info level.
 	_ = log.SetLevel("warn")
-	return nil
+	return r.prune(ctx)
 }
 
 // Start verifies the module, then launches the instance's sandbox and waits
@@ -225,9 +237,20 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (sdk.Handle,
 		return sdk.Handle{}, err
 	}
 	defer rf.close()
+	// Once the RunDir exists, so that no prune takes the instance for
+	// gone before the sandbox has compiled.
+	if cfg.CacheDir, err = r.markUsed(req.RunDir, sha256.Sum256(bin)); err != nil {
+		rf.remove()
+		return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
+	}
 	d, err := r.launch(ctx, cfg, append([]*os.File{module}, rf.files[:3]...), guestFiles, rf.files[3])
 	if err != nil {
+		// A RunDir left behind keeps its record: the instance, if the
+		// engine keeps it, is what uses the module now.
 		rf.remove()
+		if rf.madeDir {
+			_ = r.forget(req.RunDir)
+		}
 		return sdk.Handle{}, fmt.Errorf("instance %s: %w", req.Instance, err)
 	}
 	d.RunDir, d.Instance, d.Limits = req.RunDir, req.Instance, limits
@@ -311,7 +334,6 @@ func (r *Runtime) check(req *sdk.StartRequest) (sandboxConfig, *sdk.Mount, error
 		UID:           req.User.UID,
 		GID:           req.User.GID,
 		ProcsFiles:    req.Cgroup.ProcsFiles,
-		CacheDir:      r.cacheDir,
 		Interpreter:   r.interpreter,
 		CompileMemory: r.compileMemory,
 	}
@@ -954,7 +976,9 @@ func writeStatus(dir string, st exitStatus) error {
 	return nil
 }
 
-// Destroy stops the instance and removes its RunDir.
+// Destroy stops the instance, removes its RunDir and its record, and
+// prunes the compilation cache and the module store of what no live
+// instance uses any more.
 func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	d, err := decodeHandle(h)
 	if err != nil {
@@ -966,7 +990,13 @@ func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	if err := fstree.RemoveAll(ctx, d.RunDir); err != nil {
 		return fmt.Errorf("remove run dir: %w", err)
 	}
-	return nil
+	if r.dataDir == "" {
+		return nil // not configured: nothing cached
+	}
+	if err := r.forget(d.RunDir); err != nil {
+		return err
+	}
+	return r.prune(ctx)
 }
 
 // Inspect reports whether the sandbox runs and, once it has ended, how.

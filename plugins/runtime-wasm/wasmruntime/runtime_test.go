@@ -80,6 +80,13 @@ func TestCompilationCache(t *testing.T) {
 		t.Fatalf("status = %+v", st)
 	}
 	entries := 0
+	// The sandboxes read the cache while still root: tenants get nothing,
+	// of the cache, of which instance runs what, or of the prune lock.
+	for _, p := range []string{filepath.Join(r.dataDir, instancesDirName), filepath.Join(r.dataDir, pruneLockName)} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s: %v %v", p, fi, err)
+		}
+	}
 	err := filepath.WalkDir(r.cacheDir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -91,7 +98,6 @@ func TestCompilationCache(t *testing.T) {
 		if !e.IsDir() {
 			entries++
 		}
-		// The sandboxes read the cache while still root: tenants get nothing.
 		if fi.Mode().Perm()&0o077 != 0 {
 			t.Errorf("%s has mode %v: group or others may use it", p, fi.Mode())
 		}

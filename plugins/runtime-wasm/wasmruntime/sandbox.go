@@ -2,6 +2,8 @@ package wasmruntime
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"reflect"
 	"runtime"
 	"strconv"
@@ -361,9 +364,12 @@ func runtimeConfig(interpreter bool, memoryPages uint32, cache wazero.Compilatio
 }
 
 // compileCached compiles bin with the compilation cache in cfg.CacheDir and,
-// if the cache can't be used, without it.
+// if the cache can't be used, without it. The cache directory is named
+// after the module's sha256 (cache.go): one named otherwise is not used,
+// so that no module's code is ever cached where another's is looked up.
 func compileCached(ctx context.Context, cfg sandboxConfig, bin []byte) (wazero.Runtime, wazero.CompiledModule, error) {
-	if cfg.CacheDir != "" {
+	sum := sha256.Sum256(bin)
+	if cfg.CacheDir != "" && filepath.Base(cfg.CacheDir) == hex.EncodeToString(sum[:]) {
 		if cache, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir); err == nil {
 			rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(cfg.Interpreter, cfg.MemoryPages, cache))
 			if compiled, err := rt.CompileModule(ctx, bin); err == nil {
