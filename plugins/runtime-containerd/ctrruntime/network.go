@@ -436,22 +436,33 @@ func (r *Runtime) setupNetwork(ctx context.Context, ctr containerd.Container, pi
 			if len(cfg.IPConfigs) > 0 {
 				labels[labelIP] = cfg.IPConfigs[0].IP.String()
 			}
+			labels[labelMAC] = cfg.Mac
 			continue
 		}
 		if name == r.net.bridge {
 			continue
 		}
+		labels[labelVeth] = name
 		// An isolated bridge port forwards to the bridge (the host) only,
 		// never to another isolated port: containers do not see each other.
 		if out, err := exec.CommandContext(ctx, "ip", "link", "set", "dev", name, "type", "bridge_slave", "isolated", "on").CombinedOutput(); err != nil {
 			return labels, fmt.Errorf("isolate bridge port %s: %w: %s", name, err, out)
 		}
 	}
-	if labels[labelIP] == "" {
-		return labels, fmt.Errorf("attach to bridge %s: CNI returned no address", r.net.bridge)
+	if labels[labelIP] == "" || labels[labelMAC] == "" || labels[labelVeth] == "" {
+		return labels, fmt.Errorf("attach to bridge %s: CNI returned no address, MAC address or veth", r.net.bridge)
 	}
-	if _, err := ctr.SetLabels(ctx, map[string]string{labelIP: labels[labelIP]}); err != nil {
+	if _, err := ctr.SetLabels(ctx, map[string]string{labelIP: labels[labelIP], labelMAC: labels[labelMAC], labelVeth: labels[labelVeth]}); err != nil {
 		return labels, fmt.Errorf("record address: %w", err)
+	}
+	// The task has not started: the filter is in place before the
+	// workload sends its first frame.
+	f, _, err := spoofFilterOf(labels)
+	if err != nil {
+		return labels, err
+	}
+	if err := f.install(ctx); err != nil {
+		return labels, fmt.Errorf("anti-spoofing filter: %w", err)
 	}
 	if in.outbound == outboundInternet {
 		if err := ipt.Insert("filter", chainForward, 2, internetRule(labels[labelIP])...); err != nil {
@@ -471,14 +482,23 @@ func portMappings(in *instanceNetwork, block portBlock) []gocni.PortMapping {
 }
 
 // teardownNetwork removes what setupNetwork made, as its labels record:
-// the internet rule, the CNI attachment (veth, IPAM lease, port
-// mappings) and the network namespace. It succeeds on what is gone.
+// the anti-spoofing filter, the internet rule, the CNI attachment (veth,
+// IPAM lease, port mappings) and the network namespace. It succeeds on
+// what is gone.
 func (r *Runtime) teardownNetwork(ctx context.Context, id string, labels map[string]string) error {
 	path := labels[labelNetNS]
 	if path == "" {
 		return nil
 	}
 	var errs []error
+	if f, ok, err := spoofFilterOf(labels); err != nil || ok {
+		if err == nil {
+			err = f.remove(ctx)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("anti-spoofing filter: %w", err))
+		}
+	}
 	if ip := labels[labelIP]; ip != "" && labels[labelOutbound] == outboundInternet {
 		ipt, err := iptables.New()
 		if err == nil {

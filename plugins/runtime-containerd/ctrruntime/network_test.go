@@ -152,6 +152,12 @@ func hostState(t *testing.T) string {
 			}
 		}
 	}
+	// The containers' anti-spoofing chains and the jumps to them.
+	for _, l := range strings.Split(run(t, ebtablesCmd, "-t", "nat", "-L"), "\n") {
+		if strings.Contains(l, "KGM-") {
+			b.WriteString(l + "\n")
+		}
+	}
 	// The bridge's ports; the bridge itself is made on first use.
 	for _, l := range strings.Split(run(t, "ip", "-o", "link", "show"), "\n") {
 		if strings.Contains(l, " master "+testBridge+" ") {
@@ -173,6 +179,12 @@ func hostState(t *testing.T) string {
 // containerIP returns the address of the handle's container.
 func containerIP(t *testing.T, h sdk.Handle) string {
 	t.Helper()
+	return containerLabels(t, h)[labelIP]
+}
+
+// containerLabels returns the labels of the handle's container.
+func containerLabels(t *testing.T, h sdk.Handle) map[string]string {
+	t.Helper()
 	d, err := decodeHandle(h)
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +198,7 @@ func containerIP(t *testing.T, h sdk.Handle) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return labels[labelIP]
+	return labels
 }
 
 // hostPorts returns the handle's published ports.

@@ -698,8 +698,10 @@ func (r *Runtime) Inspect(ctx context.Context, h sdk.Handle) (sdk.Status, error)
 }
 
 // Recover adopts the instance's container as it is: a running task goes
-// on running, with its slirp4netns in the per-tenant mode (adoptSlirp).
-// It fails with CodeNotFound when the container is gone.
+// on running, with its slirp4netns in the per-tenant mode (adoptSlirp),
+// and on the shared bridge with its anti-spoofing filter restored if it
+// was lost (a flushed firewall). It fails with CodeNotFound when the
+// container is gone.
 func (r *Runtime) Recover(ctx context.Context, h sdk.Handle) (sdk.Handle, error) {
 	ctx, d, ctr, err := r.load(ctx, h)
 	if err != nil {
@@ -707,6 +709,19 @@ func (r *Runtime) Recover(ctx context.Context, h sdk.Handle) (sdk.Handle, error)
 	}
 	if err := adoptSlirp(ctx, d, ctr); err != nil {
 		return sdk.Handle{}, fmt.Errorf("instance %s: %w", d.Instance, err)
+	}
+	if d.Daemon == "" {
+		labels, err := ctr.Labels(ctx)
+		if err != nil {
+			return sdk.Handle{}, fmt.Errorf("instance %s: container labels: %w", d.Instance, err)
+		}
+		f, ok, err := spoofFilterOf(labels)
+		if err == nil && ok {
+			err = f.install(ctx)
+		}
+		if err != nil {
+			return sdk.Handle{}, fmt.Errorf("instance %s: anti-spoofing filter: %w", d.Instance, err)
+		}
 	}
 	r.exits.track(d.ID, h)
 	return h, nil
