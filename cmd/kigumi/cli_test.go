@@ -90,6 +90,13 @@ func TestBadInput(t *testing.T) {
 			},
 			args: []string{"validate"},
 			want: []string{`\.hcl:5,21: Error: Invalid setting "random_seed" of instance "app"`, `this one has the host's`}},
+		{name: "time budget over the runtime's max",
+			edit: func(t *testing.T, w *workspace) {
+				replaceIn(t, w.host, `runtime "wasm" {}`, "runtime \"wasm\" {\n  max_time_budget = \"1m\"\n}")
+				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), `runtime     = "wasm"`, "runtime     = \"wasm\"\n    settings {\n      time_budget = \"2m\"\n    }")
+			},
+			args: []string{"plan"},
+			want: []string{`\.hcl:5,21: Error: Invalid setting "time_budget" of instance "app"`, `over the runtime's max_time_budget of 1m0s`}},
 		{name: "policy denial",
 			edit: func(t *testing.T, w *workspace) {
 				replaceIn(t, filepath.Join(w.tenants, w.names[0]+".hcl"), `memory = "64MiB"`, `memory = "1536MiB"`)

@@ -34,7 +34,7 @@ func BenchmarkInstantiate(b *testing.B) {
 	}
 	for _, engine := range []string{"compiler", "interpreter"} {
 		ctx := context.Background()
-		rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(engine == "interpreter", 0, nil))
+		rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(engine == "interpreter", 0, false, nil))
 		compiled, err := rt.CompileModule(ctx, tinyModule)
 		if err != nil {
 			b.Fatal(err)
@@ -94,7 +94,7 @@ func BenchmarkCompile(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(false, 0, cache))
+		rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(false, 0, false, cache))
 		if _, err := rt.CompileModule(ctx, bin); err != nil {
 			b.Fatal(err)
 		}
@@ -123,7 +123,7 @@ func BenchmarkCompile(b *testing.B) {
 // with wazero's default config as the baseline.
 func BenchmarkInstantiateLatency(b *testing.B) {
 	ctx := context.Background()
-	rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(false, 0, nil))
+	rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(false, 0, false, nil))
 	defer rt.Close(ctx)
 	compiled, err := rt.CompileModule(ctx, tinyModule)
 	if err != nil {

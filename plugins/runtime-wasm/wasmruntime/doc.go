@@ -23,7 +23,9 @@
 // with no_new_privs set and no capability left (its bounding set holds only
 // the four it needed as root), loads a seccomp filter that allows only what
 // the Go runtime and wazero call (confine.go), reports readiness, and runs
-// the module. It records how the module ended (exit code, or trap) in the status
+// the module, within its time budget if it has one (wall time from _start:
+// wazero stops the module once it is spent, and ends its sleeps). It
+// records how the module ended (exit code, trap, or over its budget) in the status
 // file, where Inspect reads it after the sandbox has gone, and so it does for
 // SIGHUP, SIGINT and SIGTERM, the signals that would end it silently; Stop
 // replaces that record with its own. The sandbox process's own stderr is

@@ -79,6 +79,10 @@ type guest struct {
 	// mono is the last monotonic reading, so that the clock goes on
 	// from it, never back, once it is fake; wall is the fake wall clock.
 	mono, wall atomic.Int64
+	// wake, closed once the instance's time budget is spent, ends its
+	// sleeps; nil without a budget. Set before the module runs, and read
+	// only by the goroutine that runs it.
+	wake <-chan struct{}
 }
 
 type guestKey struct{}
@@ -163,9 +167,19 @@ func (g *guest) nanotime() int64 {
 	}
 }
 
+// nanosleep sleeps with the clock permission, until the time budget is
+// spent: then it ends the module, as wazero does at its next check (a
+// module that slept till then would else go on as if it had slept).
 func (g *guest) nanosleep(ns int64) {
-	if g.cfg.Clock && !g.clockGone.Load() {
-		time.Sleep(time.Duration(ns))
+	if !g.cfg.Clock || g.clockGone.Load() {
+		return
+	}
+	t := time.NewTimer(time.Duration(ns))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-g.wake:
+		panic(sys.NewExitError(sys.ExitCodeDeadlineExceeded))
 	}
 }
 

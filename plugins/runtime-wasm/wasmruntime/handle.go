@@ -108,7 +108,8 @@ type exitStatus struct {
 	ExitCode   int       `json:"exit_code"`
 	FinishedAt time.Time `json:"finished_at"`
 	Message    string    `json:"message,omitempty"`
-	// Cause is how the module ended (sdk.CauseExit or sdk.CauseTrap), or
+	// Cause is how the module ended (sdk.CauseExit or sdk.CauseTrap, or
+	// sdk.CauseLimit over its time budget), or
 	// sdk.CauseSignal for a signal the sandbox recorded, or
 	// sdk.CauseKilled when Stop killed it.
 	Cause sdk.Cause `json:"cause,omitempty"`

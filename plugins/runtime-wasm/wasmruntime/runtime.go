@@ -67,6 +67,9 @@ type Runtime struct {
 	compileTimeout time.Duration
 	// compileMemory is the compile budget's memory (sandboxConfig).
 	compileMemory uint64
+	// timeBudget is the time budget of instances that set none; 0 is
+	// none. maxTimeBudget is the most an instance may set; 0 is no most.
+	timeBudget, maxTimeBudget time.Duration
 	// dataDir is the plugin's DataDir; empty until Configure.
 	dataDir string
 	// cacheDir holds the compilation cache (cache.go), which the
@@ -112,9 +115,12 @@ func (r *Runtime) Info(context.Context) (sdk.Info, error) {
 			{Name: "max_module_size", Type: sdk.TypeString, Description: `largest module accepted, file or image layer, such as "64MiB" (default)`},
 			{Name: "compile_timeout", Type: sdk.TypeString, Description: `how long an instance's sandbox may take to compile and link its module, such as "10s" (default)`},
 			{Name: "compile_memory", Type: sdk.TypeString, Description: `how much more memory an instance's sandbox may take while it compiles its module, such as "512MiB" (default)`},
+			{Name: "time_budget", Type: sdk.TypeString, Description: `the time budget of instances that set none, such as "1h" (default: max_time_budget, else none)`},
+			{Name: "max_time_budget", Type: sdk.TypeString, Description: `the longest time budget an instance may set, such as "24h" (default: no limit)`},
 		}, Blocks: []sdk.Block{registry.Block}},
 		InstanceSchema: sdk.Schema{Attributes: []sdk.Attribute{
 			{Name: "random_seed", Type: sdk.TypeString, Description: "seeds the deterministic random source of an instance without the random permission"},
+			{Name: "time_budget", Type: sdk.TypeString, Description: `how long the module may run, wall time from its _start, such as "30s"; over it, it is stopped with cause "limit"`},
 		}},
 		Capabilities: sdk.Capabilities{
 			Scope:     sdk.ScopeHost,
@@ -168,6 +174,19 @@ func (r *Runtime) Configure(ctx context.Context, req sdk.ConfigureRequest) error
 			return sdk.InvalidAttribute("compile_memory", "must be a size of at least 1MiB, such as \"512MiB\", not %v", v)
 		}
 		r.compileMemory = n
+	}
+	for _, s := range []struct {
+		name string
+		d    *time.Duration
+	}{{"time_budget", &r.timeBudget}, {"max_time_budget", &r.maxTimeBudget}} {
+		if v, ok := req.Settings[s.name]; ok {
+			if *s.d, ok = positiveDuration(v); !ok {
+				return sdk.InvalidAttribute(s.name, "must be a positive duration such as \"30s\", not %v", v)
+			}
+		}
+	}
+	if r.maxTimeBudget > 0 && r.timeBudget > r.maxTimeBudget {
+		return sdk.InvalidAttribute("time_budget", "%s is over max_time_budget (%s)", r.timeBudget, r.maxTimeBudget)
 	}
 	reg, err := registry.Parse(req.Settings["registry"])
 	if err != nil {
@@ -352,7 +371,22 @@ func (r *Runtime) check(req *sdk.StartRequest) (sandboxConfig, *sdk.Mount, error
 		}
 		cfg.Guest.Argv0 = imageName(req.Artifact.Image)
 	}
+	cfg.TimeBudget = r.timeBudget
+	if cfg.TimeBudget == 0 {
+		cfg.TimeBudget = r.maxTimeBudget
+	}
 	for k, v := range req.Settings {
+		if k == "time_budget" {
+			d, ok := positiveDuration(v)
+			if !ok {
+				return cfg, nil, sdk.InvalidAttribute("settings."+k, "time_budget must be a positive duration such as \"30s\", not %v", v)
+			}
+			if r.maxTimeBudget > 0 && d > r.maxTimeBudget {
+				return cfg, nil, sdk.InvalidAttribute("settings."+k, "time_budget %s is over the runtime's max_time_budget of %s", d, r.maxTimeBudget)
+			}
+			cfg.TimeBudget = d
+			continue
+		}
 		s, ok := v.(string)
 		switch {
 		case k != "random_seed":
@@ -426,6 +460,13 @@ func guestMounts(g *guestConfig, req *sdk.StartRequest) (*sdk.Mount, error) {
 		g.Mounts = append([]guestMount{sm}, g.Mounts...)
 	}
 	return state, nil
+}
+
+// positiveDuration parses v, a setting, as a positive duration.
+func positiveDuration(v any) (time.Duration, bool) {
+	s, _ := v.(string)
+	d, err := time.ParseDuration(s)
+	return d, err == nil && d > 0
 }
 
 // validGuestPath reports whether p is an absolute, clean guest path.

@@ -32,7 +32,7 @@ func TestInfo(t *testing.T) {
 	for _, a := range info.Schema.Attributes {
 		names = append(names, a.Name)
 	}
-	if info.Name != "wasm" || info.Kind != sdk.KindRuntime || !slices.Equal(names, []string{"compiler", "max_module_size", "compile_timeout", "compile_memory"}) {
+	if info.Name != "wasm" || info.Kind != sdk.KindRuntime || !slices.Equal(names, []string{"compiler", "max_module_size", "compile_timeout", "compile_memory", "time_budget", "max_time_budget"}) {
 		t.Errorf("Info = %+v", info)
 	}
 }
@@ -59,6 +59,16 @@ func TestConfigure(t *testing.T) {
 		{"compile memory", sdk.Config{"compile_memory": "1GiB"}, ""},
 		{"bad compile memory", sdk.Config{"compile_memory": "lots"}, "compile_memory"},
 		{"tiny compile memory", sdk.Config{"compile_memory": "1KiB"}, "compile_memory"},
+		{"time budget", sdk.Config{"time_budget": "30s"}, ""},
+		{"time budget under its max", sdk.Config{"time_budget": "30s", "max_time_budget": "1m"}, ""},
+		{"time budget at its max", sdk.Config{"time_budget": "1m", "max_time_budget": "1m"}, ""},
+		{"time budget over its max", sdk.Config{"time_budget": "1m1s", "max_time_budget": "1m"}, "time_budget"},
+		{"bad time budget", sdk.Config{"time_budget": "soon"}, "time_budget"},
+		{"zero time budget", sdk.Config{"time_budget": "0s"}, "time_budget"},
+		{"negative time budget", sdk.Config{"time_budget": "-1s"}, "time_budget"},
+		{"time budget not a string", sdk.Config{"time_budget": 30.0}, "time_budget"},
+		{"bad max time budget", sdk.Config{"max_time_budget": "forever"}, "max_time_budget"},
+		{"zero max time budget", sdk.Config{"max_time_budget": "0"}, "max_time_budget"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -85,6 +85,9 @@ type sandboxConfig struct {
 	// CompileMemory is the compile budget's memory: how much the sandbox's
 	// data may grow while it compiles; 0 means no limit.
 	CompileMemory uint64 `json:"compile_memory"`
+	// TimeBudget is how long the module may run, wall time from just
+	// before its _start; 0 means no budget.
+	TimeBudget time.Duration `json:"time_budget,omitempty"`
 }
 
 // SandboxMain runs one instance's sandbox; it returns the process exit code.
@@ -106,7 +109,7 @@ func SandboxMain(args []string) int {
 		}
 	}()
 	ready := os.NewFile(fdReady, "ready")
-	ctx, mod, memoryPages, err := prepareSandbox(ctx, ready)
+	ctx, mod, cfg, err := prepareSandbox(ctx, ready)
 	if err != nil {
 		f := readyFailure{Code: sdk.CodeInternal, Message: err.Error()}
 		if e := (*sdk.Error)(nil); errors.As(err, &e) {
@@ -125,7 +128,7 @@ func SandboxMain(args []string) int {
 	}
 	ready.Close()
 
-	st := runModule(ctx, mod, memoryPages)
+	st := runModule(ctx, mod, cfg.MemoryPages, cfg.TimeBudget)
 	rec.record(st)
 	if st.ExitCode < 0 || st.ExitCode > 255 {
 		return 255
@@ -176,18 +179,18 @@ func recordSignals(rec *exitRecorder) {
 
 // prepareSandbox reads the sandbox's config and links the module (see
 // linkModule); it returns the context to run the module in, the module and
-// its memory cap in pages (0: wazero's maximum).
-func prepareSandbox(ctx context.Context, ready io.Writer) (context.Context, api.Module, uint32, error) {
+// the config.
+func prepareSandbox(ctx context.Context, ready io.Writer) (context.Context, api.Module, sandboxConfig, error) {
 	var cfg sandboxConfig
 	b, err := io.ReadAll(os.NewFile(fdConfig, "config"))
 	if err != nil {
-		return ctx, nil, 0, fmt.Errorf("read config: %w", err)
+		return ctx, nil, cfg, fmt.Errorf("read config: %w", err)
 	}
 	if err := json.Unmarshal(b, &cfg); err != nil {
-		return ctx, nil, 0, fmt.Errorf("decode config: %w", err)
+		return ctx, nil, cfg, fmt.Errorf("decode config: %w", err)
 	}
 	ctx, mod, err := linkModule(ctx, cfg, ready)
-	return ctx, mod, cfg.MemoryPages, err
+	return ctx, mod, cfg, err
 }
 
 // linkModule does everything up to running the module and returns it,
@@ -348,14 +351,21 @@ func dropPrivileges(uid, gid uint32) error {
 	return nil
 }
 
-// runtimeConfig is the sandbox's wazero configuration.
-func runtimeConfig(interpreter bool, memoryPages uint32, cache wazero.CompilationCache) wazero.RuntimeConfig {
+// runtimeConfig is the sandbox's wazero configuration. closeOnDone
+// compiles the checks that stop the module when its context is done, which
+// a time budget needs and which cost a little otherwise. wazero keys its
+// compilation cache on it too, so that code compiled without the checks
+// never runs under a budget.
+func runtimeConfig(interpreter bool, memoryPages uint32, closeOnDone bool, cache wazero.CompilationCache) wazero.RuntimeConfig {
 	c := wazero.NewRuntimeConfigCompiler()
 	if interpreter {
 		c = wazero.NewRuntimeConfigInterpreter()
 	}
 	if memoryPages > 0 {
 		c = c.WithMemoryLimitPages(memoryPages)
+	}
+	if closeOnDone {
+		c = c.WithCloseOnContextDone(true)
 	}
 	if cache != nil {
 		c = c.WithCompilationCache(cache)
@@ -371,14 +381,14 @@ func compileCached(ctx context.Context, cfg sandboxConfig, bin []byte) (wazero.R
 	sum := sha256.Sum256(bin)
 	if cfg.CacheDir != "" && filepath.Base(cfg.CacheDir) == hex.EncodeToString(sum[:]) {
 		if cache, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir); err == nil {
-			rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(cfg.Interpreter, cfg.MemoryPages, cache))
+			rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(cfg.Interpreter, cfg.MemoryPages, cfg.TimeBudget > 0, cache))
 			if compiled, err := rt.CompileModule(ctx, bin); err == nil {
 				return rt, compiled, nil
 			}
 			_ = rt.Close(ctx)
 		}
 	}
-	rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(cfg.Interpreter, cfg.MemoryPages, nil))
+	rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(cfg.Interpreter, cfg.MemoryPages, cfg.TimeBudget > 0, nil))
 	compiled, err := rt.CompileModule(ctx, bin)
 	if err != nil {
 		return nil, nil, errors.Join(err, rt.Close(ctx))
@@ -417,15 +427,31 @@ func (c *cappedWriter) Write(p []byte) (int, error) {
 }
 
 // runModule runs the module's _start function and reports how it ended.
+// A budget above 0 is its time budget: wazero stops the module once it is
+// spent (runtimeConfig's closeOnDone), and a sleep ends then (nanosleep).
 // When it failed, the message says how much memory it had of memoryPages,
 // since a module that reaches its cap usually fails (a Go module exits
 // with code 2, a Rust one traps): wazero refuses the growth silently.
-func runModule(ctx context.Context, mod api.Module, memoryPages uint32) exitStatus {
+func runModule(ctx context.Context, mod api.Module, memoryPages uint32, budget time.Duration) exitStatus {
+	if budget > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, budget)
+		defer cancel()
+		if g := guestOf(ctx); g != nil {
+			g.wake = ctx.Done()
+		}
+	}
 	_, err := mod.ExportedFunction("_start").Call(ctx)
 	st := exitStatus{FinishedAt: time.Now(), Cause: sdk.CauseExit}
 	var exit *sys.ExitError
 	switch {
 	case err == nil:
+	// A module may exit with wazero's deadline code itself: only the
+	// budget's own deadline, passed, makes it the budget.
+	case errors.As(err, &exit) && exit.ExitCode() == sys.ExitCodeDeadlineExceeded && budget > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		st.ExitCode, st.Cause = budgetExit, sdk.CauseLimit
+		st.Message = fmt.Sprintf("over its time budget of %s", budget)
+		return st
 	case errors.As(err, &exit):
 		st.ExitCode = int(exit.ExitCode())
 	default:
@@ -446,6 +472,10 @@ func runModule(ctx context.Context, mod api.Module, memoryPages uint32) exitStat
 	}
 	return st
 }
+
+// budgetExit is the exit code of a module stopped at its time budget, as
+// timeout(1)'s.
+const budgetExit = 124
 
 // moduleMemory returns mod's memory, or nil if it has none (wazero returns
 // a typed nil then).
