@@ -342,6 +342,7 @@ var (
 	_ fs.NodeOpendirer  = (*node)(nil)
 	_ fs.NodeStatfser   = (*node)(nil)
 	_ fs.NodeAccesser   = (*node)(nil)
+	_ fs.NodeFsyncer    = (*node)(nil)
 )
 
 // ino returns the node's backing inode number.
@@ -998,6 +999,24 @@ func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		return nil, errno
 	}
 	return fs.NewLoopbackDirStreamFd(fd)
+}
+
+// Fsync flushes a directory to disk (an open file's fsync goes to its
+// handle): the last step of the write, fsync, rename, fsync-the-directory
+// pattern that databases rely on. flags bit 0 asks for fdatasync.
+func (n *node) Fsync(ctx context.Context, _ fs.FileHandle, flags uint32) syscall.Errno {
+	if _, errno := n.fsys.check(ctx); errno != 0 {
+		return errno
+	}
+	fd, errno := n.fsys.openDir(n.path(), unix.O_RDONLY)
+	if errno != 0 {
+		return errno
+	}
+	defer unix.Close(fd)
+	if flags&1 != 0 {
+		return fs.ToErrno(unix.Fdatasync(fd))
+	}
+	return fs.ToErrno(unix.Fsync(fd))
 }
 
 // Statfs reports the quotas as the filesystem's size.

@@ -680,3 +680,36 @@ func firstDiff(a, b []byte) int {
 	}
 	return min(len(a), len(b))
 }
+
+// TestFsyncDirectory checks the last step of write, fsync, rename and
+// fsync the directory, which databases take: fsync and fdatasync of a
+// directory, the top one and one below, succeed.
+func TestFsyncDirectory(t *testing.T) {
+	m := mount(t, 1<<20, 100, tenant)
+	sub := filepath.Join(m.mnt, "d")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp, final := filepath.Join(sub, "f.tmp"), filepath.Join(sub, "f")
+	if err := os.WriteFile(tmp, []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{m.mnt, sub} {
+		for _, sync := range []struct {
+			name string
+			f    func(int) error
+		}{{"fsync", unix.Fsync}, {"fdatasync", unix.Fdatasync}} {
+			fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sync.f(fd); err != nil {
+				t.Errorf("%s %s: %v", sync.name, dir, err)
+			}
+			unix.Close(fd)
+		}
+	}
+}
