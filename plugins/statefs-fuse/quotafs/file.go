@@ -99,8 +99,11 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	return uint32(m), 0
 }
 
-// Fsync flushes the file to disk.
-func (h *handle) Fsync(context.Context, uint32) syscall.Errno {
+// Fsync flushes the file to disk; flags bit 0 asks for fdatasync.
+func (h *handle) Fsync(_ context.Context, flags uint32) syscall.Errno {
+	if flags&1 != 0 {
+		return fs.ToErrno(unix.Fdatasync(h.fd))
+	}
 	return fs.ToErrno(unix.Fsync(h.fd))
 }
 

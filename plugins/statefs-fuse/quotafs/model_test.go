@@ -91,8 +91,8 @@ func (md *model) payload(n int) []byte {
 	return b
 }
 
-// usageOf counts a tree as quotafs accounts it: bytes of regular files and
-// symlink targets once per inode, and every name below the top.
+// usageOf counts a tree as quotafs accounts it: the bytes each inode is
+// charged, once per inode, and every name below the top.
 func usageOf(root string) (bytes, entries int64, err error) {
 	seen := map[uint64]bool{}
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -104,9 +104,9 @@ func usageOf(root string) (bytes, entries int64, err error) {
 		if err := unix.Lstat(p, &st); err != nil {
 			return err
 		}
-		if m := st.Mode & unix.S_IFMT; (m == unix.S_IFREG || m == unix.S_IFLNK) && !seen[st.Ino] {
+		if !seen[st.Ino] {
 			seen[st.Ino] = true
-			bytes += st.Size
+			bytes += charge(&st)
 		}
 		return nil
 	})

@@ -122,10 +122,12 @@ func (f *FS) scan(fd int) error {
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG, unix.S_IFLNK:
 			if _, seen := f.usage.sizes[st.Ino]; !seen {
-				f.usage.sizes[st.Ino] = st.Size
-				f.usage.bytes += st.Size
+				f.usage.sizes[st.Ino] = charge(&st)
+				f.usage.bytes += charge(&st)
 			}
 		case unix.S_IFDIR:
+			f.usage.sizes[st.Ino] = dirBytes
+			f.usage.bytes += dirBytes
 			sub, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			if err != nil {
 				return err
@@ -754,6 +756,15 @@ func (n *node) made(ctx context.Context, dfd int, name string, uid, gid int, mod
 			err = unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
 		}
 	}
+	// A symlink whose target does not fit in its inode takes a block of
+	// its own: it is charged that, once made, if the quota has room.
+	if err == nil && charge(&st) > size {
+		f.usage.bind(st.Ino, size)
+		if f.usage.grow(st.Ino, charge(&st)) < charge(&st) {
+			f.usage.set(st.Ino, size) // gives back what grow could reserve
+			err = syscall.ENOSPC
+		}
+	}
 	if err != nil {
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			unix.Unlinkat(dfd, name, unix.AT_REMOVEDIR)
@@ -761,10 +772,11 @@ func (n *node) made(ctx context.Context, dfd int, name string, uid, gid int, mod
 			unix.Unlinkat(dfd, name, 0)
 		}
 		f.usage.undoEntry(size)
+		f.usage.unbind(st.Ino)
 		return nil, fs.ToErrno(err)
 	}
 	if size > 0 || st.Mode&unix.S_IFMT == unix.S_IFREG {
-		f.usage.bind(st.Ino, size)
+		f.usage.bind(st.Ino, max(size, charge(&st)))
 	}
 	f.fresh(st.Ino)
 	f.tree.Changed(n.ino())
@@ -809,14 +821,18 @@ func (n *node) makeEntry(ctx context.Context, c *fuse.Caller, name string, mode 
 	if errno != 0 {
 		return nil, errno
 	}
-	if errno := f.usage.addEntry(0); errno != 0 {
+	var size int64
+	if isDir {
+		size = dirBytes
+	}
+	if errno := f.usage.addEntry(size); errno != 0 {
 		return nil, errno
 	}
 	if err := mk(dfd); err != nil {
-		f.usage.undoEntry(0)
+		f.usage.undoEntry(size)
 		return nil, fs.ToErrno(err)
 	}
-	return n.made(ctx, dfd, name, uid, gid, perm, 0, out)
+	return n.made(ctx, dfd, name, uid, gid, perm, size, out)
 }
 
 // Symlink makes a symlink; its target counts against the byte quota.
@@ -927,7 +943,7 @@ func (n *node) remove(ctx context.Context, name string, dir bool) syscall.Errno 
 	if err := unix.Unlinkat(dfd, name, flags); err != nil {
 		return fs.ToErrno(err)
 	}
-	f.usage.removeEntry(st.Ino, !dir && st.Nlink <= 1)
+	f.usage.removeEntry(st.Ino, dir || st.Nlink <= 1)
 	f.tree.Changed(n.ino())
 	return 0
 }
@@ -976,7 +992,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return fs.ToErrno(err)
 	}
 	if replaced {
-		f.usage.removeEntry(dst.Ino, dst.Mode&unix.S_IFMT != unix.S_IFDIR && dst.Nlink <= 1)
+		f.usage.removeEntry(dst.Ino, dst.Mode&unix.S_IFMT == unix.S_IFDIR || dst.Nlink <= 1)
 	}
 	f.tree.Changed(n.ino())
 	f.tree.Changed(np.ino())
@@ -1001,12 +1017,16 @@ func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	return fs.NewLoopbackDirStreamFd(fd)
 }
 
-// Fsync flushes a directory to disk (an open file's fsync goes to its
-// handle): the last step of the write, fsync, rename, fsync-the-directory
-// pattern that databases rely on. flags bit 0 asks for fdatasync.
-func (n *node) Fsync(ctx context.Context, _ fs.FileHandle, flags uint32) syscall.Errno {
+// Fsync flushes an open file, or a directory, to disk: go-fuse asks the
+// node first, for both. A directory's is the last step of the write,
+// fsync, rename, fsync-the-directory pattern that databases rely on.
+// flags bit 0 asks for fdatasync.
+func (n *node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
 	if _, errno := n.fsys.check(ctx); errno != 0 {
 		return errno
+	}
+	if h, ok := fh.(*handle); ok {
+		return h.Fsync(ctx, flags)
 	}
 	fd, errno := n.fsys.openDir(n.path(), unix.O_RDONLY)
 	if errno != 0 {

@@ -681,9 +681,9 @@ func firstDiff(a, b []byte) int {
 	return min(len(a), len(b))
 }
 
-// TestFsyncDirectory checks the last step of write, fsync, rename and
-// fsync the directory, which databases take: fsync and fdatasync of a
-// directory, the top one and one below, succeed.
+// TestFsyncDirectory checks the steps of write, fsync, rename and fsync
+// the directory, which databases take: fsync and fdatasync of a
+// directory, the top one and one below, and of a file succeed.
 func TestFsyncDirectory(t *testing.T) {
 	m := mount(t, 1<<20, 100, tenant)
 	sub := filepath.Join(m.mnt, "d")
@@ -697,12 +697,12 @@ func TestFsyncDirectory(t *testing.T) {
 	if err := os.Rename(tmp, final); err != nil {
 		t.Fatal(err)
 	}
-	for _, dir := range []string{m.mnt, sub} {
+	for _, dir := range []string{m.mnt, sub, final} {
 		for _, sync := range []struct {
 			name string
 			f    func(int) error
 		}{{"fsync", unix.Fsync}, {"fdatasync", unix.Fdatasync}} {
-			fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -711,5 +711,65 @@ func TestFsyncDirectory(t *testing.T) {
 			}
 			unix.Close(fd)
 		}
+	}
+}
+
+// TestBlocksOfDirectoriesAndSymlinks checks that a tree of nothing but
+// directories, or of symlinks too long to fit in their inode, stops at
+// the byte quota by what it takes on disk, not at the entry quota (which
+// would let it take as much again as the quota), and that removing one
+// gives its block back.
+func TestBlocksOfDirectoriesAndSymlinks(t *testing.T) {
+	const quota = 256 << 10
+	long := strings.Repeat("t", 100)
+	tests := []struct {
+		name   string
+		make   func(p string) error
+		remove func(p string) error
+	}{
+		{"directories", func(p string) error { return os.Mkdir(p, 0o755) }, os.Remove},
+		{"long symlinks", func(p string) error { return os.Symlink(long, p) }, os.Remove},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := mount(t, quota, 10000, tenant)
+			made := 0
+			var err error
+			for ; made < 10000; made++ {
+				if err = tt.make(filepath.Join(m.mnt, fmt.Sprintf("e%d", made))); err != nil {
+					break
+				}
+			}
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("after %d entries: %v, want ENOSPC", made, err)
+			}
+			if made > quota/4096 {
+				t.Errorf("%d entries of a block each fit in %d bytes", made, quota)
+			}
+			var onDisk int64
+			entries, err := os.ReadDir(m.backing)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range entries {
+				var st unix.Stat_t
+				if err := unix.Lstat(filepath.Join(m.backing, e.Name()), &st); err != nil {
+					t.Fatal(err)
+				}
+				onDisk += st.Blocks * 512
+			}
+			if onDisk > quota {
+				t.Errorf("the entries take %d bytes on disk, over the quota of %d", onDisk, quota)
+			}
+			if u := m.fs.Usage(); u.Bytes > quota || u.Entries != int64(made) {
+				t.Errorf("usage %+v after %d entries", u, made)
+			}
+			if err := tt.remove(filepath.Join(m.mnt, "e0")); err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.make(filepath.Join(m.mnt, "again")); err != nil {
+				t.Errorf("after removing one: %v", err)
+			}
+		})
 	}
 }

@@ -3,17 +3,24 @@ package quotafs
 import (
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // usage accounts a tree's bytes and entries against its limits. Bytes are
-// the apparent sizes of regular files and the lengths of symlink targets,
-// counted once per inode; entries are the names below the top directory
-// (so hard links count, which bounds directory growth too).
+// what each inode below the top directory takes, once per inode (charge):
+// a regular file its apparent size, a symlink its target or the block that
+// holds a long one, a directory one block (dirBytes); entries are the
+// names below the top directory (so hard links count, which bounds
+// directory growth too). Counting the blocks of directories and long
+// symlinks keeps a tree that is all of them from taking twice its quota
+// on disk.
 type usage struct {
 	mu                   sync.Mutex
 	bytes, entries       int64
 	maxBytes, maxEntries int64
-	// sizes holds the accounted size of each regular file and symlink.
+	// sizes holds the accounted size of each regular file, symlink and
+	// directory.
 	sizes map[uint64]int64
 	// open counts each inode's open file handles; an unlinked file is
 	// accounted until its last handle is released.
@@ -90,6 +97,39 @@ func (u *usage) bind(ino uint64, size int64) {
 	defer u.mu.Unlock()
 	u.sizes[ino] = size
 }
+
+// unbind forgets the inode a reserved entry was bound to, once the entry
+// is given back (undoEntry) because making it failed.
+func (u *usage) unbind(ino uint64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.sizes, ino)
+}
+
+// dirBytes is what a directory is charged: the one block an empty one
+// takes on ext4 and XFS. Its growth past that (a few dozen bytes a name,
+// within the entry quota) is not counted.
+const dirBytes = 4096
+
+// Charge is what an inode of mode (its type bits), apparent size and
+// blocks (512-byte units) is charged against a byte quota: a regular file
+// its size, a symlink the larger of its target's length and its blocks, a
+// directory dirBytes, a FIFO or socket nothing. Every count of a state's
+// bytes (its quota, status, checkpoints) charges this.
+func Charge(mode uint32, size, blocks int64) int64 {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return size
+	case unix.S_IFLNK:
+		return max(size, blocks*512)
+	case unix.S_IFDIR:
+		return dirBytes
+	}
+	return 0
+}
+
+// charge is Charge of st.
+func charge(st *unix.Stat_t) int64 { return Charge(st.Mode, st.Size, st.Blocks) }
 
 // removeEntry records that a name was removed; last says it was the
 // inode's last link, so its bytes go once its last handle is released.

@@ -19,6 +19,7 @@ import (
 	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/merkle"
+	"github.com/kigumi/kigumi/plugins/statefs-fuse/quotafs"
 )
 
 // checkpointMeta is a checkpoint's meta.json.
@@ -38,7 +39,7 @@ func (d handleData) checkpointDir() string {
 	return filepath.Join(filepath.Dir(d.Dir), ".checkpoints", filepath.Base(d.Dir))
 }
 
-// Usage reports the state's bytes (of regular files and symlink targets)
+// Usage reports the state's bytes (what quotafs.Charge charges each entry)
 // and inodes (every entry below the top directory) against the handle's
 // quotas: from the helper of a served FUSE state, which enforces them, or
 // by scanning the files, in directory mode (which does not).
@@ -78,8 +79,8 @@ func (*FS) Usage(ctx context.Context, h sdk.Handle) (sdk.Usage, error) {
 		if err != nil {
 			return err
 		}
-		if fi.Mode().IsRegular() || fi.Mode()&fs.ModeSymlink != 0 {
-			u.Bytes += fi.Size()
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			u.Bytes += quotafs.Charge(st.Mode, st.Size, st.Blocks)
 		}
 		return nil
 	})
@@ -388,9 +389,7 @@ func copyTree(ctx context.Context, src, dst string) (treeSize, error) {
 		to := filepath.Join(dst, path)
 		if path != "." && (fi.Mode().IsDir() || fi.Mode().IsRegular() || fi.Mode()&(fs.ModeSymlink|fs.ModeNamedPipe) != 0) {
 			size.Inodes++
-			if !fi.IsDir() && fi.Mode()&fs.ModeNamedPipe == 0 {
-				size.Bytes += fi.Size()
-			}
+			size.Bytes += quotafs.Charge(st.Mode, st.Size, st.Blocks)
 		}
 		switch mode := fi.Mode(); {
 		case mode.IsDir():
