@@ -29,13 +29,14 @@
 // Tree caches the digest of every file (with its block digests) and
 // directory it hashed, keyed by inode number, and the directories each
 // inode was seen in. A change reports the inodes it touched (Changed,
-// Written, Resized); they and every directory above them lose their cached digest,
+// Written, Resized, or Meta for a chmod, which keeps a file's block
+// digests); they and every directory above them lose their cached digest,
 // and only those are hashed again: an update costs work proportional to
 // the blocks and directories it touched, not to the size of the tree. The
 // walk holds a bounded number of descriptors (package dirwalk), so a tree
-// deeper than RLIMIT_NOFILE hashes too. A
-// directory's digest does not depend on its own name, so moving a subtree
-// rehashes only the directories it left and entered.
+// deeper than RLIMIT_NOFILE hashes too. A directory's digest does not
+// depend on its own name, so moving a subtree rehashes only the
+// directories it left and entered.
 //
 // A Tree starts empty; the first Root hashes everything, which is how a
 // restarted server recomputes the root of a tree it did not watch.
@@ -102,6 +103,16 @@ func (t *Tree) Changed(ino uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.files, ino)
+	t.invalidate(ino)
+}
+
+// Meta reports that the permission bits, owner or times of the inode ino
+// changed, and nothing else: a file keeps its block digests, and only its
+// own digest and those of the directories above it are computed again
+// (the permission bits are read again when hashing).
+func (t *Tree) Meta(ino uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	t.invalidate(ino)
 }
 

@@ -459,6 +459,46 @@ func TestScanDeep(t *testing.T) {
 	})
 }
 
+// TestMetaKeepsBlocks: after Meta only the file's permission bits are read
+// again, not its content. The content is replaced behind the Tree's back,
+// so the root after a chmod and Meta must have the new mode but still the
+// old content's digest; Written then brings in the new content.
+func TestMetaKeepsBlocks(t *testing.T) {
+	dir := t.TempDir()
+	must(t, os.Chmod(dir, 0o755))
+	p := filepath.Join(dir, "f")
+	must(t, os.WriteFile(p, []byte("old"), 0o644))
+	must(t, os.Chmod(p, 0o644))
+	top, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	must(t, err)
+	defer unix.Close(top)
+	tree := New(top)
+	var c canon
+	root := func(perm uint32, content string) Digest {
+		return c.dir(0o755, []string{"f"}, []Digest{c.file(perm, []byte(content))})
+	}
+	for i, step := range []struct {
+		name string
+		do   func(ino uint64)
+		want Digest
+	}{
+		{"first root", func(uint64) {}, root(0o644, "old")},
+		{"content replaced unreported, chmod and Meta", func(ino uint64) {
+			must(t, os.WriteFile(p, []byte("new"), 0))
+			must(t, os.Chmod(p, 0o600))
+			tree.Meta(ino)
+		}, root(0o600, "old")},
+		{"Written", func(ino uint64) { tree.Written(ino, 0, 3) }, root(0o600, "new")},
+	} {
+		var st unix.Stat_t
+		must(t, unix.Stat(p, &st))
+		step.do(st.Ino)
+		if got, err := tree.Root(); err != nil || got != step.want {
+			t.Fatalf("step %d (%s): root %x, %v; want %x", i, step.name, got, err, step.want)
+		}
+	}
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {

@@ -473,7 +473,7 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		if err != nil {
 			return fs.ToErrno(err)
 		}
-		n.fsys.tree.Changed(n.ino())
+		n.fsys.tree.Meta(n.ino())
 	}
 	uid, uok := in.GetUID()
 	gid, gok := in.GetGID()
@@ -497,7 +497,7 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		if errno := killPriv(fd, dfd, name); errno != 0 {
 			return errno
 		}
-		n.fsys.tree.Changed(n.ino())
+		n.fsys.tree.Meta(n.ino())
 	}
 	if size, ok := in.GetSize(); ok {
 		if errno := n.truncate(c, fd, dfd, name, int64(size)); errno != 0 {
