@@ -3,6 +3,7 @@
 package dirwalktest
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"os/exec"
@@ -47,51 +48,50 @@ func Chain(t testing.TB, depth int, extra func(level, fd int)) string {
 	return dir
 }
 
-// remove empties dir with two descriptors: each directory's entries move up
-// into dir, and the emptied directory goes.
+// remove empties dir with two descriptors: it goes down into the first
+// directory it finds, unlinking what else it meets, and back up through
+// ".." to remove the emptied directory.
 func remove(t testing.TB, dir string) {
-	top, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	cur, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Error(err)
 		return
 	}
-	defer unix.Close(top)
-	queue, err := names(top)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	for n := 0; len(queue) > 0; {
-		name := queue[len(queue)-1]
-		queue = queue[:len(queue)-1]
-		if unix.Unlinkat(top, name, 0) == nil {
+	defer func() { unix.Close(cur) }()
+	var path []string
+	for {
+		kids, err := names(cur)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		down := ""
+		for _, k := range kids {
+			// unlink fails with EISDIR on a directory.
+			if unix.Unlinkat(cur, k, 0) != nil {
+				down = k
+				break
+			}
+		}
+		if down == "" && len(path) == 0 {
+			return
+		}
+		next, err := unix.Openat(cur, cmp.Or(down, ".."), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		unix.Close(cur)
+		cur = next
+		if down != "" {
+			path = append(path, down)
 			continue
 		}
-		sub, err := unix.Openat(top, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
+		if err := unix.Unlinkat(cur, path[len(path)-1], unix.AT_REMOVEDIR); err != nil {
 			t.Error(err)
 			return
 		}
-		kids, err := names(sub)
-		for _, k := range kids {
-			n++
-			up := "~rm" + strconv.Itoa(n)
-			if err := unix.Renameat2(sub, k, top, up, unix.RENAME_NOREPLACE); err != nil {
-				unix.Close(sub)
-				t.Error(err)
-				return
-			}
-			queue = append(queue, up)
-		}
-		unix.Close(sub)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		if err := unix.Unlinkat(top, name, unix.AT_REMOVEDIR); err != nil {
-			t.Error(err)
-			return
-		}
+		path = path[:len(path)-1]
 	}
 }
 
