@@ -29,18 +29,20 @@
 // Tree caches the digest of every file (with its block digests) and
 // directory it hashed, keyed by inode number, and the directories each
 // inode was seen in. A change reports the inodes it touched (Changed,
-// Written); they and every directory above them lose their cached digest,
+// Written, Resized, or Meta for a chmod, which keeps a file's block
+// digests); they and every directory above them lose their cached digest,
 // and only those are hashed again: an update costs work proportional to
-// the blocks and directories it touched, not to the size of the tree. A
-// directory's digest does not depend on its own name, so moving a subtree
-// rehashes only the directories it left and entered.
+// the blocks and directories it touched, not to the size of the tree. The
+// walk holds a bounded number of descriptors (package dirwalk), so a tree
+// deeper than RLIMIT_NOFILE hashes too. A directory's digest does not
+// depend on its own name, so moving a subtree rehashes only the
+// directories it left and entered.
 //
 // A Tree starts empty; the first Root hashes everything, which is how a
 // restarted server recomputes the root of a tree it did not watch.
 package merkle
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -50,6 +52,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kigumi/kigumi/plugins/statefs-fuse/dirwalk"
 )
 
 // BlockSize is the size of the blocks a file's content is hashed in.
@@ -102,6 +106,16 @@ func (t *Tree) Changed(ino uint64) {
 	t.invalidate(ino)
 }
 
+// Meta reports that the permission bits, owner or times of the inode ino
+// changed, and nothing else: a file keeps its block digests, and only its
+// own digest and those of the directories above it are computed again
+// (the permission bits are read again when hashing).
+func (t *Tree) Meta(ino uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.invalidate(ino)
+}
+
 // Written reports that the bytes [off, off+n) of the regular file ino were
 // written. Its size may have changed too.
 func (t *Tree) Written(ino uint64, off, n int64) {
@@ -131,17 +145,24 @@ func (t *Tree) Resized(ino uint64, size int64) {
 	t.invalidate(ino)
 }
 
-// invalidate drops the digests of the directories above ino. A directory
-// whose digest is not cached has no cached ancestor either, which ends the
-// walk.
+// invalidate drops the digests of ino and the directories above it. A
+// directory whose digest is not cached has no cached ancestor either,
+// which ends the walk up. It loops rather than recurses: the tree may be
+// deeper than a goroutine's stack allows.
 func (t *Tree) invalidate(ino uint64) {
 	if f := t.files[ino]; f != nil {
 		f.ok = false
 	}
 	delete(t.dirs, ino)
-	for p := range t.parents[ino] {
-		if _, ok := t.dirs[p]; ok {
-			t.invalidate(p)
+	todo := []uint64{ino}
+	for len(todo) > 0 {
+		i := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		for p := range t.parents[i] {
+			if _, ok := t.dirs[p]; ok {
+				delete(t.dirs, p)
+				todo = append(todo, p)
+			}
 		}
 	}
 }
@@ -155,68 +176,77 @@ func (t *Tree) Root() (Digest, error) {
 	if err := unix.Fstat(t.root, &st); err != nil {
 		return Digest{}, err
 	}
-	fd, err := unix.Openat(t.root, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return Digest{}, err
-	}
-	defer unix.Close(fd)
-	return t.dir(fd, &st)
-}
-
-// dir returns the digest of the directory open as fd.
-func (t *Tree) dir(fd int, st *unix.Stat_t) (Digest, error) {
 	if d, ok := t.dirs[st.Ino]; ok {
 		return d, nil
 	}
-	names, err := readNames(fd)
-	if err != nil {
+	// digests[n] holds the digests of the entries of the directory the
+	// walk is in at depth n; a directory's slot is filled when it is left.
+	var digests [][]Digest
+	var root Digest
+	enter := func(d *dirwalk.Dir, fd int) error {
+		ds := make([]Digest, len(d.Entries))
+		for i := range d.Entries {
+			e := &d.Entries[i]
+			ps := t.parents[e.Ino]
+			if ps == nil {
+				ps = map[uint64]struct{}{}
+				t.parents[e.Ino] = ps
+			}
+			ps[d.Ino] = struct{}{}
+			if e.Mode&unix.S_IFMT == unix.S_IFDIR {
+				if c, ok := t.dirs[e.Ino]; ok {
+					ds[i] = c
+				} else {
+					e.Descend = true
+				}
+				continue
+			}
+			c, err := t.entry(fd, e)
+			if err != nil {
+				return fmt.Errorf("%q: %w", e.Name, err)
+			}
+			ds[i] = c
+		}
+		digests = append(digests[:d.Depth], ds)
+		return nil
+	}
+	leave := func(d *dirwalk.Dir) error {
+		ds := digests[d.Depth]
+		h := sha256.New()
+		h.Write([]byte("dir\x00"))
+		h.Write(binary.BigEndian.AppendUint32(nil, d.Mode&07777))
+		for i, e := range d.Entries {
+			h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(e.Name))))
+			h.Write([]byte(e.Name))
+			h.Write(ds[i][:])
+		}
+		var c Digest
+		h.Sum(c[:0])
+		t.dirs[d.Ino] = c
+		if d.Depth == 0 {
+			root = c
+		} else {
+			digests[d.Depth-1][d.Index] = c
+		}
+		digests = digests[:d.Depth]
+		return nil
+	}
+	if err := dirwalk.Walk(t.root, enter, leave); err != nil {
 		return Digest{}, err
 	}
-	slices.SortFunc(names, func(a, b string) int { return bytes.Compare([]byte(a), []byte(b)) })
-	h := sha256.New()
-	h.Write([]byte("dir\x00"))
-	h.Write(binary.BigEndian.AppendUint32(nil, st.Mode&07777))
-	for _, name := range names {
-		var cst unix.Stat_t
-		if err := unix.Fstatat(fd, name, &cst, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return Digest{}, fmt.Errorf("%q: %w", name, err)
-		}
-		d, err := t.entry(fd, name, &cst)
-		if err != nil {
-			return Digest{}, fmt.Errorf("%q: %w", name, err)
-		}
-		ps := t.parents[cst.Ino]
-		if ps == nil {
-			ps = map[uint64]struct{}{}
-			t.parents[cst.Ino] = ps
-		}
-		ps[st.Ino] = struct{}{}
-		h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(name))))
-		h.Write([]byte(name))
-		h.Write(d[:])
-	}
-	var d Digest
-	h.Sum(d[:0])
-	t.dirs[st.Ino] = d
-	return d, nil
+	return root, nil
 }
 
-// entry returns the digest of the entry name of the directory fd.
-func (t *Tree) entry(dirfd int, name string, st *unix.Stat_t) (Digest, error) {
-	perm := binary.BigEndian.AppendUint32(nil, st.Mode&07777)
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFDIR:
-		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return Digest{}, err
-		}
-		defer unix.Close(fd)
-		return t.dir(fd, st)
+// entry returns the digest of the entry e (not a directory) of the
+// directory dirfd.
+func (t *Tree) entry(dirfd int, e *dirwalk.Entry) (Digest, error) {
+	perm := binary.BigEndian.AppendUint32(nil, e.Mode&07777)
+	switch e.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		return t.file(dirfd, name, st)
+		return t.file(dirfd, e)
 	case unix.S_IFLNK:
 		buf := make([]byte, unix.PathMax+1)
-		n, err := unix.Readlinkat(dirfd, name, buf)
+		n, err := unix.Readlinkat(dirfd, e.Name, buf)
 		if err != nil {
 			return Digest{}, err
 		}
@@ -234,12 +264,12 @@ func (t *Tree) entry(dirfd int, name string, st *unix.Stat_t) (Digest, error) {
 
 // file returns the digest of the regular file name of dirfd, hashing
 // again only its dirty blocks when it is cached.
-func (t *Tree) file(dirfd int, name string, st *unix.Stat_t) (Digest, error) {
-	f := t.files[st.Ino]
-	if f != nil && f.ok && f.size == st.Size && f.perm == st.Mode&07777 {
+func (t *Tree) file(dirfd int, e *dirwalk.Entry) (Digest, error) {
+	f := t.files[e.Ino]
+	if f != nil && f.ok && f.size == e.Size && f.perm == e.Mode&07777 {
 		return f.digest, nil
 	}
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := unix.Openat(dirfd, e.Name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return Digest{}, err
 	}
@@ -248,13 +278,13 @@ func (t *Tree) file(dirfd int, name string, st *unix.Stat_t) (Digest, error) {
 	if err := unix.Fstat(fd, &fst); err != nil {
 		return Digest{}, err
 	}
-	if fst.Ino != st.Ino || fst.Mode&unix.S_IFMT != unix.S_IFREG {
+	if fst.Ino != e.Ino || fst.Mode&unix.S_IFMT != unix.S_IFREG {
 		return Digest{}, errors.New("changed while hashing")
 	}
 	n := int((fst.Size + BlockSize - 1) / BlockSize)
 	if f == nil {
 		f = &fileEntry{dirty: map[int]struct{}{}}
-		t.files[st.Ino] = f
+		t.files[e.Ino] = f
 		for i := range n {
 			f.dirty[i] = struct{}{}
 		}
@@ -293,25 +323,6 @@ func (t *Tree) file(dirfd int, name string, st *unix.Stat_t) (Digest, error) {
 	h.Sum(f.digest[:0])
 	f.ok = true
 	return f.digest, nil
-}
-
-// readNames returns the names in the directory fd but "." and "..".
-func readNames(fd int) ([]string, error) {
-	if _, err := unix.Seek(fd, 0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	var names []string
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := unix.Getdents(fd, buf)
-		if err != nil {
-			return nil, err
-		}
-		if n <= 0 {
-			return names, nil
-		}
-		_, _, names = unix.ParseDirent(buf[:n], -1, names)
-	}
 }
 
 // Scan returns the Merkle root of the directory dir, hashing all of it.

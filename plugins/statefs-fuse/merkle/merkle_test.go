@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kigumi/kigumi/plugins/statefs-fuse/dirwalk/dirwalktest"
 )
 
 // entry is one entry of a test tree: a regular file (content), a directory
@@ -352,5 +354,154 @@ func TestIncrementalCutAndRegrow(t *testing.T) {
 				t.Errorf("incremental root %x, scan %x", got, want)
 			}
 		})
+	}
+}
+
+// canon computes digests straight from the documented canonical form.
+type canon struct{}
+
+func (canon) sum(parts ...[]byte) Digest { return sha256.Sum256(bytes.Join(parts, nil)) }
+func (canon) u32(v uint32) []byte        { return binary.BigEndian.AppendUint32(nil, v) }
+func (canon) u64(v uint64) []byte        { return binary.BigEndian.AppendUint64(nil, v) }
+
+// file is the digest of a file of fewer than BlockSize bytes.
+func (c canon) file(perm uint32, content []byte) Digest {
+	b := sha256.Sum256(content)
+	return c.sum([]byte("file\x00"), c.u32(perm), c.u64(uint64(len(content))), b[:])
+}
+
+// dir is the digest of a directory whose entries are given in byte order.
+func (c canon) dir(perm uint32, names []string, digests []Digest) Digest {
+	parts := [][]byte{[]byte("dir\x00"), c.u32(perm)}
+	for i, n := range names {
+		parts = append(parts, c.u64(uint64(len(n))), []byte(n), digests[i][:])
+	}
+	return c.sum(parts...)
+}
+
+// TestScanDeep hashes a chain of 70,000 directories (deeper than the
+// helper's RLIMIT_NOFILE) under a limit of 1024, compares with the root
+// computed from the canonical form, then changes its bottom and compares
+// the incremental root with a new scan and the canonical form.
+func TestScanDeep(t *testing.T) {
+	dirwalktest.UnderNofile(t, 1024, func(t *testing.T) {
+		const depth = 70000
+		bottom := -1
+		start := time.Now()
+		dir := dirwalktest.Chain(t, depth, func(level, fd int) {
+			must(t, unix.Fchmod(fd, 0o755))
+			if level%1000 == 0 {
+				must(t, unix.Symlinkat("t", fd, "s"))
+			}
+			if level == depth {
+				f, err := unix.Openat(fd, "f", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+				must(t, err)
+				_, err = unix.Write(f, []byte("deep"))
+				must(t, err)
+				unix.Close(f)
+				bottom, err = unix.Dup(fd)
+				must(t, err)
+			}
+		})
+		defer unix.Close(bottom)
+		t.Logf("built in %v", time.Since(start))
+		var c canon
+		want := func(content string, extra bool) Digest {
+			names, ds := []string{"f"}, []Digest{c.file(0o600, []byte(content))}
+			if extra {
+				names, ds = append(names, "g"), append(ds, c.dir(0o755, nil, nil))
+			}
+			if depth%1000 == 0 {
+				names, ds = append(names, "s"), append(ds, c.sum([]byte("symlink\x00t")))
+			}
+			d := c.dir(0o755, names, ds)
+			for level := depth - 1; level >= 0; level-- {
+				names, ds := []string{"d"}, []Digest{d}
+				if level%1000 == 0 {
+					names, ds = append(names, "s"), append(ds, c.sum([]byte("symlink\x00t")))
+				}
+				d = c.dir(0o755, names, ds)
+			}
+			return d
+		}
+		start = time.Now()
+		got := scan(t, dir)
+		t.Logf("scanned %d levels in %v", depth, time.Since(start))
+		if w := want("deep", false); got != w {
+			t.Fatalf("root %x, want %x from the canonical form", got, w)
+		}
+
+		top, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		must(t, err)
+		defer unix.Close(top)
+		tree := New(top)
+		if r, err := tree.Root(); err != nil || r != got {
+			t.Fatalf("tree root %x, %v; want %x", r, err, got)
+		}
+		f, err := unix.Openat(bottom, "f", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		must(t, err)
+		_, err = unix.Pwrite(f, []byte("D"), 0)
+		must(t, err)
+		var st unix.Stat_t
+		must(t, unix.Fstat(f, &st))
+		unix.Close(f)
+		tree.Written(st.Ino, 0, 1)
+		must(t, unix.Mkdirat(bottom, "g", 0o755))
+		must(t, unix.Fstat(bottom, &st))
+		tree.Changed(st.Ino)
+		start = time.Now()
+		inc, err := tree.Root()
+		must(t, err)
+		t.Logf("incremental root after a change at the bottom in %v", time.Since(start))
+		if w := want("Deep", true); inc != w || scan(t, dir) != w {
+			t.Errorf("incremental root %x, want %x like a new scan", inc, w)
+		}
+	})
+}
+
+// TestMetaKeepsBlocks: after Meta only the file's permission bits are read
+// again, not its content. The content is replaced behind the Tree's back,
+// so the root after a chmod and Meta must have the new mode but still the
+// old content's digest; Written then brings in the new content.
+func TestMetaKeepsBlocks(t *testing.T) {
+	dir := t.TempDir()
+	must(t, os.Chmod(dir, 0o755))
+	p := filepath.Join(dir, "f")
+	must(t, os.WriteFile(p, []byte("old"), 0o644))
+	must(t, os.Chmod(p, 0o644))
+	top, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	must(t, err)
+	defer unix.Close(top)
+	tree := New(top)
+	var c canon
+	root := func(perm uint32, content string) Digest {
+		return c.dir(0o755, []string{"f"}, []Digest{c.file(perm, []byte(content))})
+	}
+	for i, step := range []struct {
+		name string
+		do   func(ino uint64)
+		want Digest
+	}{
+		{"first root", func(uint64) {}, root(0o644, "old")},
+		{"content replaced unreported, chmod and Meta", func(ino uint64) {
+			must(t, os.WriteFile(p, []byte("new"), 0))
+			must(t, os.Chmod(p, 0o600))
+			tree.Meta(ino)
+		}, root(0o600, "old")},
+		{"Written", func(ino uint64) { tree.Written(ino, 0, 3) }, root(0o600, "new")},
+	} {
+		var st unix.Stat_t
+		must(t, unix.Stat(p, &st))
+		step.do(st.Ino)
+		if got, err := tree.Root(); err != nil || got != step.want {
+			t.Fatalf("step %d (%s): root %x, %v; want %x", i, step.name, got, err, step.want)
+		}
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -47,6 +47,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kigumi/kigumi/core/fusemount"
+	"github.com/kigumi/kigumi/plugins/statefs-fuse/dirwalk"
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/merkle"
 )
 
@@ -106,55 +107,28 @@ func Open(cfg Config) (*FS, error) {
 	return f, nil
 }
 
-// scan counts the entries below the directory fd and the sizes of its
-// files and symlinks.
+// scan counts the entries below the directory fd and what each is
+// charged (Charge). The walk holds a bounded number of descriptors, so a
+// tree deeper than RLIMIT_NOFILE is counted too.
 func (f *FS) scan(fd int) error {
-	names, err := readNames(fd)
-	if err != nil {
-		return err
-	}
-	for _, name := range names {
-		var st unix.Stat_t
-		if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return err
-		}
-		f.usage.entries++
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG, unix.S_IFLNK:
-			if _, seen := f.usage.sizes[st.Ino]; !seen {
-				f.usage.sizes[st.Ino] = charge(&st)
-				f.usage.bytes += charge(&st)
-			}
-		case unix.S_IFDIR:
-			f.usage.sizes[st.Ino] = dirBytes
-			f.usage.bytes += dirBytes
-			sub, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			err = f.scan(sub)
-			unix.Close(sub)
-			if err != nil {
-				return err
+	return dirwalk.Walk(fd, func(d *dirwalk.Dir, _ int) error {
+		for i := range d.Entries {
+			e := &d.Entries[i]
+			f.usage.entries++
+			switch e.Mode & unix.S_IFMT {
+			case unix.S_IFREG, unix.S_IFLNK:
+				if _, seen := f.usage.sizes[e.Ino]; !seen {
+					f.usage.sizes[e.Ino] = Charge(e.Mode, e.Size, e.Blocks)
+					f.usage.bytes += f.usage.sizes[e.Ino]
+				}
+			case unix.S_IFDIR:
+				f.usage.sizes[e.Ino] = dirBytes
+				f.usage.bytes += dirBytes
+				e.Descend = true
 			}
 		}
-	}
-	return nil
-}
-
-func readNames(fd int) ([]string, error) {
-	var names []string
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := unix.Getdents(fd, buf)
-		if err != nil {
-			return nil, err
-		}
-		if n <= 0 {
-			return names, nil
-		}
-		_, _, names = unix.ParseDirent(buf[:n], -1, names)
-	}
+		return nil
+	}, nil)
 }
 
 // Close closes the backing directory. Call it after the server ended.
@@ -502,7 +476,7 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		if err != nil {
 			return fs.ToErrno(err)
 		}
-		n.fsys.tree.Changed(n.ino())
+		n.fsys.tree.Meta(n.ino())
 	}
 	uid, uok := in.GetUID()
 	gid, gok := in.GetGID()
@@ -526,7 +500,7 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		if errno := killPriv(fd, dfd, name); errno != 0 {
 			return errno
 		}
-		n.fsys.tree.Changed(n.ino())
+		n.fsys.tree.Meta(n.ino())
 	}
 	if size, ok := in.GetSize(); ok {
 		if errno := n.truncate(c, fd, dfd, name, int64(size)); errno != 0 {

@@ -469,6 +469,7 @@ func TestMerkleRoot(t *testing.T) {
 		{"append to a block", "write:d/f:1"},
 		{"truncate", "truncate:hard:10"},
 		{"chmod", "chmod:d/e:0750"},
+		{"chmod a file", "chmod:d/f:0600"},
 		{"rename a dir", "rename:d/e:e2"},
 		{"remove", "unlink:odd\x01\xff name"},
 		{"write a hard link", "write:hard:5"},
