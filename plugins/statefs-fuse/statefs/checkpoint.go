@@ -18,6 +18,7 @@ import (
 
 	"github.com/kigumi/kigumi/core/fstree"
 	"github.com/kigumi/kigumi/core/sdk/v2"
+	"github.com/kigumi/kigumi/plugins/statefs-fuse/dirwalk"
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/merkle"
 	"github.com/kigumi/kigumi/plugins/statefs-fuse/quotafs"
 )
@@ -59,34 +60,11 @@ func (*FS) Usage(ctx context.Context, h sdk.Handle) (sdk.Usage, error) {
 	if u.InodesLimit == 0 {
 		u.InodesLimit = defaultInodes(d.Size)
 	}
-	root, err := os.OpenRoot(d.dataDir())
+	n, err := countTree(ctx, d.dataDir())
 	if err != nil {
 		return sdk.Usage{}, sdk.Errorf(sdk.CodeInternal, "usage of %s: %w", d.Instance, err)
 	}
-	defer root.Close()
-	err = fs.WalkDir(root.FS(), ".", func(path string, e fs.DirEntry, err error) error {
-		if err != nil || path == "." {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		u.Inodes++
-		fi, err := e.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // removed meanwhile
-		}
-		if err != nil {
-			return err
-		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			u.Bytes += quotafs.Charge(st.Mode, st.Size, st.Blocks)
-		}
-		return nil
-	})
-	if err != nil {
-		return sdk.Usage{}, sdk.Errorf(sdk.CodeInternal, "usage of %s: %w", d.Instance, err)
-	}
+	u.Bytes, u.Inodes = n.Bytes, n.Inodes
 	return u, nil
 }
 
@@ -115,6 +93,11 @@ func (f *FS) Checkpoint(ctx context.Context, h sdk.Handle, name string) (sdk.Che
 		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInternal, "checkpoint %s: %w", d.Instance, err)
 	}
 	defer fstree.RemoveAll(context.WithoutCancel(ctx), tmp)
+	if n, err := countTree(ctx, d.dataDir()); err != nil {
+		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInternal, "checkpoint %s: %w", d.Instance, err)
+	} else if n.Depth > maxCopyDepth {
+		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInvalid, "checkpoint %s: its state is %d directories deep; a checkpoint copies states up to %d (more levels than a path within PATH_MAX can name)", d.Instance, n.Depth, maxCopyDepth)
+	}
 	size, err := copyTree(ctx, d.dataDir(), filepath.Join(tmp, "tree"))
 	if err != nil {
 		return sdk.Checkpoint{}, sdk.Errorf(sdk.CodeInternal, "checkpoint %s: %w", d.Instance, err)
@@ -360,8 +343,47 @@ func isMountPoint(path string) bool {
 	return st.Mask&unix.STATX_MNT_ID != 0 && st.Mnt_id != parent.Mnt_id
 }
 
-// treeSize is the size of a copied tree, counted as Usage counts.
-type treeSize struct{ Bytes, Inodes int64 }
+// treeSize is the size of a tree, counted as the quota counts (what
+// quotafs.Charge charges each inode, once, and every name), and how many
+// directories deep it is.
+type treeSize struct {
+	Bytes, Inodes int64
+	Depth         int
+}
+
+// maxCopyDepth is how deep a tree copyTree copies: the most levels a path
+// within PATH_MAX names. copyTree resolves each path from the top, so its
+// cost grows with the square of the depth; countTree, which holds a
+// bounded number of descriptors at any depth, measures it first.
+const maxCopyDepth = unix.PathMax / 2
+
+// countTree counts the tree below dir (dirwalk: any depth).
+func countTree(ctx context.Context, dir string) (treeSize, error) {
+	var n treeSize
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return n, err
+	}
+	defer unix.Close(fd)
+	seen := map[uint64]bool{}
+	err = dirwalk.Walk(fd, func(d *dirwalk.Dir, _ int) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n.Depth = max(n.Depth, d.Depth)
+		for i := range d.Entries {
+			e := &d.Entries[i]
+			n.Inodes++
+			if !seen[e.Ino] {
+				seen[e.Ino] = true
+				n.Bytes += quotafs.Charge(e.Mode, e.Size, e.Blocks)
+			}
+			e.Descend = e.Mode&unix.S_IFMT == unix.S_IFDIR
+		}
+		return nil
+	}, nil)
+	return n, err
+}
 
 // copyTree copies the tree at src to dst, which must not exist: directories,
 // regular files, symlinks (never followed) and FIFOs, with their modes and

@@ -350,3 +350,46 @@ func BenchmarkCheckpoint(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/copy")
 	})
 }
+
+// TestDeepState checks a state deeper than any path within PATH_MAX: its
+// use is counted (directory mode counts by walking), and a checkpoint of
+// it is refused with why, before anything is copied.
+func TestDeepState(t *testing.T) {
+	const depth = maxCopyDepth + 100
+	impls(t, func(t *testing.T, s sdk.StateFS) {
+		ctx := context.Background()
+		dir := filepath.Join(t.TempDir(), "state")
+		h := provision(t, s, dir)
+		fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range depth {
+			if err := syscall.Mkdirat(fd, "d", 0o755); err != nil {
+				t.Fatal(err)
+			}
+			sub, err := syscall.Openat(fd, "d", syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+			syscall.Close(fd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fd = sub
+		}
+		syscall.Close(fd)
+		u, err := s.Usage(ctx, h)
+		if want := (sdk.Usage{Bytes: depth * 4096, Inodes: depth, BytesLimit: 1 << 20, InodesLimit: 256}); err != nil || u.Bytes != want.Bytes || u.Inodes != want.Inodes {
+			t.Errorf("Usage = %+v, %v; want %d bytes, %d inodes", u, err, want.Bytes, want.Inodes)
+		}
+		_, err = s.Checkpoint(ctx, h, "deep")
+		var e *sdk.Error
+		if !errors.As(err, &e) || e.Code != sdk.CodeInvalid || !strings.Contains(err.Error(), fmt.Sprintf("%d directories deep", depth)) {
+			t.Fatalf("Checkpoint = %v, want invalid: %d directories deep", err, depth)
+		}
+		if list, err := s.Checkpoints(ctx, h); err != nil || len(list) != 0 {
+			t.Errorf("Checkpoints = %+v, %v; want none", list, err)
+		}
+		if left, err := os.ReadDir(filepath.Join(filepath.Dir(dir), ".checkpoints", "state")); err == nil && len(left) != 0 {
+			t.Errorf("the checkpoint directory holds %d entries after the refusal", len(left))
+		}
+	})
+}
