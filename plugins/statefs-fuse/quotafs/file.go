@@ -123,31 +123,49 @@ func (h *handle) Release(context.Context) syscall.Errno {
 	return fs.ToErrno(err)
 }
 
-// Allocate reserves [off, off+size) within the byte quota. Only mode 0,
-// which may extend the file, is supported.
+// Allocate allocates, zeroes or frees [off, off+size). Mode 0 and
+// FALLOC_FL_ZERO_RANGE, which may extend the file, stay within the byte
+// quota; with FALLOC_FL_KEEP_SIZE, ZERO_RANGE and PUNCH_HOLE keep the
+// size, and PUNCH_HOLE frees blocks. KEEP_SIZE alone is refused: it would
+// allocate blocks past the end, which the quota (of sizes) would not see;
+// so are COLLAPSE_RANGE and INSERT_RANGE.
 func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
 	if _, errno := h.fsys.check(ctx); errno != 0 {
 		return errno
 	}
-	if mode != 0 {
-		return syscall.EOPNOTSUPP
-	}
 	f := h.fsys
 	f.data.RLock()
 	defer f.data.RUnlock()
-	want := int64(off + size)
-	if f.usage.grow(h.ino, want) < want {
-		f.settle(h.ino, h.fd)
-		return syscall.ENOSPC
+	switch mode {
+	case 0, unix.FALLOC_FL_ZERO_RANGE:
+		want := int64(off + size)
+		if f.usage.grow(h.ino, want) < want {
+			f.settle(h.ino, h.fd)
+			return syscall.ENOSPC
+		}
+	case unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE:
+	default:
+		return syscall.EOPNOTSUPP
 	}
-	err := unix.Fallocate(h.fd, 0, int64(off), int64(size))
+	err := unix.Fallocate(h.fd, mode, int64(off), int64(size))
 	f.settle(h.ino, h.fd)
 	if err != nil {
 		return fs.ToErrno(err)
 	}
 	var st unix.Stat_t
-	if unix.Fstat(h.fd, &st) == nil {
+	if err := unix.Fstat(h.fd, &st); err != nil {
+		f.tree.Changed(h.ino) // rehashed whole
+		return 0
+	}
+	switch {
+	case mode == 0:
+		// Allocated blocks read as they did, zeros: only the size may
+		// have changed.
 		f.tree.Resized(h.ino, st.Size)
+	case int64(off) < st.Size:
+		// Zeroed or punched, up to the end at most (a range past it is
+		// allowed, and may be huge).
+		f.tree.Written(h.ino, int64(off), min(int64(size), st.Size-int64(off)))
 	}
 	return 0
 }

@@ -774,3 +774,75 @@ func TestBlocksOfDirectoriesAndSymlinks(t *testing.T) {
 		})
 	}
 }
+
+// TestFallocateModes checks the fallocate modes the mount takes, against
+// the content they leave, the size, the quota and the Merkle root (which
+// must match a fresh scan), and those it refuses.
+func TestFallocateModes(t *testing.T) {
+	const quota = 1 << 20
+	const file = 256 << 10
+	tests := []struct {
+		name      string
+		mode      uint32
+		off, size int64
+		wantErr   error
+		wantSize  int64
+		// zeroed is the range that reads as zeros afterwards.
+		zeroed [2]int64
+	}{
+		{"punch a hole", unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE, 64 << 10, 100 << 10, nil, file, [2]int64{64 << 10, 164 << 10}},
+		{"punch past the end", unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE, 200 << 10, 1 << 40, nil, file, [2]int64{200 << 10, file}},
+		{"zero a range, keeping the size", unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE, 10, 5000, nil, file, [2]int64{10, 5010}},
+		{"zero a range, growing", unix.FALLOC_FL_ZERO_RANGE, 250 << 10, 20 << 10, nil, 270 << 10, [2]int64{250 << 10, 270 << 10}},
+		{"zero a range past the quota", unix.FALLOC_FL_ZERO_RANGE, 0, 2 << 20, syscall.ENOSPC, file, [2]int64{}},
+		{"allocate past the end, keeping the size", unix.FALLOC_FL_KEEP_SIZE, 0, 512 << 10, syscall.EOPNOTSUPP, file, [2]int64{}},
+		{"collapse a range", unix.FALLOC_FL_COLLAPSE_RANGE, 0, 4096, syscall.EOPNOTSUPP, file, [2]int64{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := mount(t, quota, 100, tenant)
+			path := filepath.Join(m.mnt, "f")
+			data := bytes.Repeat([]byte("0123456789abcdef"), file/16)
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.fs.Root(); err != nil { // the tree caches the blocks
+				t.Fatal(err)
+			}
+			fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = unix.Fallocate(fd, tt.mode, tt.off, tt.size)
+			unix.Close(fd)
+			if !errors.Is(err, tt.wantErr) && (err != nil || tt.wantErr != nil) {
+				t.Fatalf("fallocate: %v, want %v", err, tt.wantErr)
+			}
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if int64(len(got)) != tt.wantSize {
+				t.Errorf("size %d, want %d", len(got), tt.wantSize)
+			}
+			want := append([]byte(nil), data...)
+			if int64(len(want)) < tt.wantSize {
+				want = append(want, make([]byte, tt.wantSize-int64(len(want)))...)
+			}
+			clear(want[tt.zeroed[0]:tt.zeroed[1]])
+			if !bytes.Equal(got, want) {
+				t.Errorf("content differs from the expected at byte %d", firstDiff(got, want))
+			}
+			if u := m.fs.Usage(); u.Bytes != tt.wantSize {
+				t.Errorf("usage %d bytes, want %d", u.Bytes, tt.wantSize)
+			}
+			root, err := m.fs.Root()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if scan, err := merkle.Scan(m.backing); err != nil || root != scan {
+				t.Errorf("root %x, a fresh scan %x (%v)", root, scan, err)
+			}
+		})
+	}
+}
