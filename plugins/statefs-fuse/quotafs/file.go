@@ -1,6 +1,7 @@
 package quotafs
 
 import (
+	"cmp"
 	"context"
 	"sync"
 	"syscall"
@@ -125,8 +126,8 @@ func (h *handle) Release(context.Context) syscall.Errno {
 
 // Allocate allocates, zeroes or frees [off, off+size). Mode 0 and
 // FALLOC_FL_ZERO_RANGE, which may extend the file, stay within the byte
-// quota; with FALLOC_FL_KEEP_SIZE, ZERO_RANGE and PUNCH_HOLE keep the
-// size, and PUNCH_HOLE frees blocks. KEEP_SIZE alone is refused: it would
+// quota; with FALLOC_FL_KEEP_SIZE, ZERO_RANGE and PUNCH_HOLE act on the
+// part of the range within the size, and PUNCH_HOLE frees blocks. KEEP_SIZE alone is refused: it would
 // allocate blocks past the end, which the quota (of sizes) would not see;
 // so are COLLAPSE_RANGE and INSERT_RANGE.
 func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
@@ -144,18 +145,33 @@ func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) sy
 			return syscall.ENOSPC
 		}
 	case unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE:
+		// Within the size only: ZERO_RANGE past the end would allocate
+		// blocks there, which the quota (of sizes) does not see.
+		var st unix.Stat_t
+		if err := unix.Fstat(h.fd, &st); err != nil {
+			return fs.ToErrno(err)
+		}
+		if int64(off) >= st.Size {
+			return 0
+		}
+		size = min(size, uint64(st.Size)-off)
 	default:
 		return syscall.EOPNOTSUPP
 	}
 	err := unix.Fallocate(h.fd, mode, int64(off), int64(size))
 	f.settle(h.ino, h.fd)
-	if err != nil {
-		return fs.ToErrno(err)
-	}
 	var st unix.Stat_t
-	if err := unix.Fstat(h.fd, &st); err != nil {
+	if serr := unix.Fstat(h.fd, &st); serr != nil {
 		f.tree.Changed(h.ino) // rehashed whole
-		return 0
+		return fs.ToErrno(cmp.Or(err, serr))
+	}
+	if err != nil {
+		// A zeroing or punch that failed may have done part of the
+		// range.
+		if mode != 0 && int64(off) < st.Size {
+			f.tree.Written(h.ino, int64(off), min(int64(size), st.Size-int64(off)))
+		}
+		return fs.ToErrno(err)
 	}
 	switch {
 	case mode == 0:

@@ -793,6 +793,8 @@ func TestFallocateModes(t *testing.T) {
 		{"punch a hole", unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE, 64 << 10, 100 << 10, nil, file, [2]int64{64 << 10, 164 << 10}},
 		{"punch past the end", unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE, 200 << 10, 1 << 40, nil, file, [2]int64{200 << 10, file}},
 		{"zero a range, keeping the size", unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE, 10, 5000, nil, file, [2]int64{10, 5010}},
+		{"zero a range past the end, keeping the size", unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE, 200 << 10, 64 << 20, nil, file, [2]int64{200 << 10, file}},
+		{"zero a range wholly past the end, keeping the size", unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE, file + 4096, 64 << 20, nil, file, [2]int64{}},
 		{"zero a range, growing", unix.FALLOC_FL_ZERO_RANGE, 250 << 10, 20 << 10, nil, 270 << 10, [2]int64{250 << 10, 270 << 10}},
 		{"zero a range past the quota", unix.FALLOC_FL_ZERO_RANGE, 0, 2 << 20, syscall.ENOSPC, file, [2]int64{}},
 		{"allocate past the end, keeping the size", unix.FALLOC_FL_KEEP_SIZE, 0, 512 << 10, syscall.EOPNOTSUPP, file, [2]int64{}},
@@ -835,6 +837,11 @@ func TestFallocateModes(t *testing.T) {
 			}
 			if u := m.fs.Usage(); u.Bytes != tt.wantSize {
 				t.Errorf("usage %d bytes, want %d", u.Bytes, tt.wantSize)
+			}
+			// Nothing allocated past the end that the quota would not see.
+			var st unix.Stat_t
+			if err := unix.Stat(filepath.Join(m.backing, "f"), &st); err != nil || st.Blocks*512 > (tt.wantSize+4095)/4096*4096 {
+				t.Errorf("the backing file takes %d bytes on disk for %d bytes (%v)", st.Blocks*512, tt.wantSize, err)
 			}
 			root, err := m.fs.Root()
 			if err != nil {
