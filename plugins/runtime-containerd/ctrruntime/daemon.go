@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/cgroups"
 	"github.com/containerd/containerd"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/kigumi/kigumi/core/sdk/v2"
 )
@@ -251,16 +252,31 @@ func (r *Runtime) startDaemon(ctx context.Context, req *sdk.TenantRequest) (_ te
 			_ = os.RemoveAll(d.Dir)
 		}
 	}()
-	cfg := fmt.Sprintf(daemonConfig, filepath.Join(d.Dir, "root"), filepath.Join(d.Dir, "state"), d.Address)
-	if err := os.WriteFile(filepath.Join(d.Dir, "containerd.toml"), []byte(cfg), 0o644); err != nil {
+	// The tenant's user may swap the new directory for a symlink (to
+	// /etc, say) at any moment: root writes into it, and gives it away,
+	// only through a descriptor of the directory it made.
+	dir, err := openMadeDir(d.Dir)
+	if err != nil {
 		return d, fmt.Errorf("tenant %s: %w", req.Tenant, err)
 	}
-	logf, err := os.OpenFile(filepath.Join(d.Dir, "daemon.log"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	defer unix.Close(dir)
+	cfg := fmt.Sprintf(daemonConfig, filepath.Join(d.Dir, "root"), filepath.Join(d.Dir, "state"), d.Address)
+	cfgf, err := createIn(dir, "containerd.toml", 0o644)
+	if err == nil {
+		_, err = cfgf.WriteString(cfg)
+		if cerr := cfgf.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return d, fmt.Errorf("tenant %s: %w", req.Tenant, err)
+	}
+	logf, err := createIn(dir, "daemon.log", 0o600)
 	if err != nil {
 		return d, fmt.Errorf("tenant %s: %w", req.Tenant, err)
 	}
 	defer logf.Close()
-	if err := os.Chown(d.Dir, int(u.UID), int(u.GID)); err != nil {
+	if err := unix.Fchown(dir, int(u.UID), int(u.GID)); err != nil {
 		return d, fmt.Errorf("tenant %s: %w", req.Tenant, err)
 	}
 	cmd := exec.Command("/bin/sh", append([]string{"-c", daemonScript, "sh"}, req.Cgroup.ProcsFiles...)...)
@@ -303,6 +319,36 @@ func (r *Runtime) startDaemon(ctx context.Context, req *sdk.TenantRequest) (_ te
 		return d, fmt.Errorf("tenant %s: %w", req.Tenant, err)
 	}
 	return d, nil
+}
+
+// openMadeDir opens the directory root has just made at path, in a
+// tenant-owned directory: the last component not followed if it is a
+// symlink (the tenant's user controls only that one: its home's parent is
+// root's), and refused unless it is still root's own 0700 directory.
+func openMadeDir(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open %s: %w", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("open %s: %w", path, err)
+	}
+	if st.Uid != 0 || st.Mode&0o7777 != 0o700 {
+		unix.Close(fd)
+		return -1, fmt.Errorf("open %s: not the directory root made (uid %d, mode %#o)", path, st.Uid, st.Mode&0o7777)
+	}
+	return fd, nil
+}
+
+// createIn creates the new file name, of mode perm, in the directory dir.
+func createIn(dir int, name string, perm uint32) (*os.File, error) {
+	fd, err := unix.Openat(dir, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
 }
 
 // daemonSocket is the socket of the daemon of dir.

@@ -582,3 +582,71 @@ func bindSocket(t *testing.T, path string) {
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	l.Close()
 }
+
+// TestOpenMadeDir checks what root writes a new daemon's files through: the
+// directory it made, and not one the tenant's user swapped in for it (a
+// symlink to /etc, say, or a directory of its own).
+func TestOpenMadeDir(t *testing.T) {
+	tests := []struct {
+		name string
+		// setup makes the directory at p; target is a directory that
+		// must get no file.
+		setup  func(t *testing.T, p, target string)
+		wantOK bool
+	}{
+		{"root's new directory", func(t *testing.T, p, _ string) { mkdirMode(t, p, 0o700) }, true},
+		{"a symlink to another directory", func(t *testing.T, p, target string) {
+			if err := os.Symlink(target, p); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		{"a directory of the tenant's", func(t *testing.T, p, _ string) {
+			mkdirMode(t, p, 0o700)
+			if err := os.Chown(p, 61234, 61234); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		{"a directory open to others", func(t *testing.T, p, _ string) { mkdirMode(t, p, 0o755) }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := t.TempDir()
+			p, target := filepath.Join(base, "daemon"), filepath.Join(base, "etc")
+			mkdirMode(t, target, 0o755)
+			tt.setup(t, p, target)
+			fd, err := openMadeDir(p)
+			if (err == nil) != tt.wantOK {
+				t.Fatalf("openMadeDir: %v, want ok %v", err, tt.wantOK)
+			}
+			if err != nil {
+				return
+			}
+			defer syscall.Close(fd)
+			f, err := createIn(fd, "containerd.toml", 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			if _, err := createIn(fd, "containerd.toml", 0o644); err == nil {
+				t.Error("createIn made a file that was there already")
+			}
+			if _, err := os.Stat(filepath.Join(p, "containerd.toml")); err != nil {
+				t.Error(err)
+			}
+			if entries, _ := os.ReadDir(target); len(entries) != 0 {
+				t.Errorf("the other directory got %d entries", len(entries))
+			}
+		})
+	}
+}
+
+// mkdirMode makes the directory p with exactly mode.
+func mkdirMode(t *testing.T, p string, mode os.FileMode) {
+	t.Helper()
+	if err := os.Mkdir(p, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil {
+		t.Fatal(err)
+	}
+}
