@@ -75,6 +75,9 @@ type frame struct {
 type walker struct {
 	stack []*frame
 	buf   []byte
+	// live leaves out what is removed or replaced during the walk
+	// (WalkLive).
+	live bool
 }
 
 // Walk walks the tree below the directory open as fd (which it does not
@@ -84,6 +87,18 @@ type walker struct {
 // left. An error ends the walk, and is returned with the path of the
 // directory it happened in.
 func Walk(fd int, enter func(d *Dir, fd int) error, leave func(d *Dir) error) error {
+	return (&walker{buf: make([]byte, 64<<10)}).walk(fd, enter, leave)
+}
+
+// WalkLive is Walk for a tree that others change meanwhile, as a count of
+// a state in use is: a name removed, or a directory removed or replaced,
+// before the walk reaches it is left out instead of ending the walk. A
+// directory above the walk's that changes still ends it (ErrChanged).
+func WalkLive(fd int, enter func(d *Dir, fd int) error, leave func(d *Dir) error) error {
+	return (&walker{buf: make([]byte, 64<<10), live: true}).walk(fd, enter, leave)
+}
+
+func (w *walker) walk(fd int, enter func(d *Dir, fd int) error, leave func(d *Dir) error) error {
 	top, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -93,7 +108,6 @@ func Walk(fd int, enter func(d *Dir, fd int) error, leave func(d *Dir) error) er
 		unix.Close(top)
 		return err
 	}
-	w := &walker{buf: make([]byte, 64<<10)}
 	defer w.closeAll()
 	if err := w.push(top, "", st.Ino, st.Mode, -1, enter); err != nil {
 		return err
@@ -124,10 +138,16 @@ func Walk(fd int, enter func(d *Dir, fd int) error, leave func(d *Dir) error) er
 		}
 		cfd, err := unix.Openat(pfd, e.Name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
+			if w.live && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP)) {
+				continue // removed, or replaced by a non-directory
+			}
 			return w.wrap(fmt.Errorf("%q: %w", e.Name, err))
 		}
 		if err := same(cfd, e.Ino, &st); err != nil {
 			unix.Close(cfd)
+			if w.live && errors.Is(err, ErrChanged) {
+				continue // replaced by another directory
+			}
 			return w.wrap(fmt.Errorf("%q: %w", e.Name, err))
 		}
 		if !keep(f.dir.Depth) {
@@ -159,13 +179,16 @@ func (w *walker) push(fd int, name string, ino uint64, mode uint32, index int, e
 		return w.wrap(err)
 	}
 	slices.SortFunc(names, func(a, b string) int { return bytes.Compare([]byte(a), []byte(b)) })
-	f.dir.Entries = make([]Entry, len(names))
-	for i, n := range names {
+	f.dir.Entries = make([]Entry, 0, len(names))
+	for _, n := range names {
 		var st unix.Stat_t
 		if err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if w.live && errors.Is(err, unix.ENOENT) {
+				continue // removed since it was listed
+			}
 			return w.wrap(fmt.Errorf("%q: %w", n, err))
 		}
-		f.dir.Entries[i] = Entry{Name: n, Ino: st.Ino, Mode: st.Mode, Size: st.Size, Blocks: st.Blocks}
+		f.dir.Entries = append(f.dir.Entries, Entry{Name: n, Ino: st.Ino, Mode: st.Mode, Size: st.Size, Blocks: st.Blocks})
 	}
 	if err := enter(&f.dir, fd); err != nil {
 		return w.wrap(err)

@@ -196,3 +196,54 @@ func TestWalkChangedTree(t *testing.T) {
 		})
 	}
 }
+
+// TestWalkLive walks a tree while another goroutine removes its files and
+// directories, and replaces some directories by files: WalkLive leaves
+// out what went, and never fails for it; every name it reports was there.
+func TestWalkLive(t *testing.T) {
+	for round := range 5 {
+		dir := t.TempDir()
+		for i := range 200 {
+			sub := filepath.Join(dir, fmt.Sprintf("d%03d", i))
+			if err := os.Mkdir(sub, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for j := range 20 {
+				if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%02d", j)), nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := 199; i >= 0; i-- {
+				sub := filepath.Join(dir, fmt.Sprintf("d%03d", i))
+				os.RemoveAll(sub)
+				if i%3 == 0 {
+					os.WriteFile(sub, nil, 0o644) // a file where a directory was
+				}
+			}
+		}()
+		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries := 0
+		err = dirwalk.WalkLive(fd, func(d *dirwalk.Dir, _ int) error {
+			for i := range d.Entries {
+				entries++
+				d.Entries[i].Descend = true
+			}
+			return nil
+		}, nil)
+		unix.Close(fd)
+		<-done
+		if err != nil {
+			t.Fatalf("round %d: WalkLive: %v", round, err)
+		}
+		if entries > 200*21 {
+			t.Errorf("round %d: %d entries, more than the tree ever held", round, entries)
+		}
+	}
+}

@@ -357,7 +357,8 @@ type treeSize struct {
 // bounded number of descriptors at any depth, measures it first.
 const maxCopyDepth = unix.PathMax / 2
 
-// countTree counts the tree below dir (dirwalk: any depth).
+// countTree counts the tree below dir (dirwalk: any depth), which its
+// instance may be changing meanwhile (directory mode's Usage).
 func countTree(ctx context.Context, dir string) (treeSize, error) {
 	var n treeSize
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -366,7 +367,7 @@ func countTree(ctx context.Context, dir string) (treeSize, error) {
 	}
 	defer unix.Close(fd)
 	seen := map[uint64]bool{}
-	err = dirwalk.Walk(fd, func(d *dirwalk.Dir, _ int) error {
+	err = dirwalk.WalkLive(fd, func(d *dirwalk.Dir, _ int) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
