@@ -166,6 +166,15 @@ func (r *Runtime) forget(runDir string) error {
 	return nil
 }
 
+// pruneOrWarn prunes, and logs a warning if that fails: housekeeping,
+// which must not fail the Destroy or Configure it follows (a Destroy that
+// failed so would fail again on every retry, the instance long gone).
+func (r *Runtime) pruneOrWarn(ctx context.Context) {
+	if err := r.prune(ctx); err != nil {
+		r.log.Warn("pruning the compilation cache and the module store failed; it is tried again at the next Destroy", "error", err.Error())
+	}
+}
+
 // prune removes, under the exclusive prune lock, the records of instances
 // whose RunDir is gone, then the cache directories and the module store's
 // entries that no live instance uses and that were not used within the

@@ -381,3 +381,32 @@ func TestCompileCachedByDigest(t *testing.T) {
 		})
 	}
 }
+
+// TestPruneFailureKeepsDestroy: a prune that fails (here, an entry of the
+// module store that cannot be removed) leaves Destroy and Configure
+// successful, the instance gone and its record too; pruning is tried again
+// at the next Destroy.
+func TestPruneFailureKeepsDestroy(t *testing.T) {
+	dir := t.TempDir()
+	r := pruningRuntime(t, dir, 0, nil)
+	h := startUntilEnd(t, r, request(t, "tiny"))
+	// A non-empty directory where a record goes: os.Remove fails on it.
+	stuck := filepath.Join(r.oci.dir, "refs", "stuck")
+	if err := os.MkdirAll(filepath.Join(stuck, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.prune(context.Background()); err == nil {
+		t.Fatal("prune succeeded with an entry it cannot remove")
+	}
+	if err := r.Destroy(context.Background(), h); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+	d, err := decodeHandle(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(r.instancePath(d.RunDir)); !os.IsNotExist(err) {
+		t.Errorf("the instance's record is still there (%v)", err)
+	}
+	pruningRuntime(t, dir, 0, nil) // Configure does not fail either
+}

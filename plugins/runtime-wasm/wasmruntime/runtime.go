@@ -24,6 +24,7 @@ import (
 
 	"github.com/containerd/log"
 	"github.com/dustin/go-humanize"
+	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
 	"github.com/kigumi/kigumi/core/fstree"
@@ -60,6 +61,8 @@ type child struct {
 // Runtime runs WASI modules, one sandbox process per instance. It implements
 // sdk.Runtime. Its zero value is not usable; call New.
 type Runtime struct {
+	// log is where housekeeping that fails says so (prune).
+	log           hclog.Logger
 	interpreter   bool
 	maxModuleSize int64
 	// compileTimeout is the compile budget: a sandbox not ready within it
@@ -101,7 +104,7 @@ type Runtime struct {
 func New() *Runtime {
 	size, _ := humanize.ParseBytes(defaultMaxModuleSize)
 	mem, _ := humanize.ParseBytes(defaultCompileMemory)
-	return &Runtime{maxModuleSize: int64(size), compileTimeout: defaultCompileTimeout, compileMemory: mem, grace: pruneGrace, children: map[child]chan struct{}{}, scanned: map[moduleID]scannedModule{}}
+	return &Runtime{log: sdk.NewLogger(), maxModuleSize: int64(size), compileTimeout: defaultCompileTimeout, compileMemory: mem, grace: pruneGrace, children: map[child]chan struct{}{}, scanned: map[moduleID]scannedModule{}}
 }
 
 // Info describes the plugin and its settings.
@@ -220,7 +223,8 @@ func (r *Runtime) Configure(ctx context.Context, req sdk.ConfigureRequest) error
 	r.dataDir, r.cacheDir, r.emptyDir, r.oci = req.DataDir, dir, empty, store
 	// containerd's resolver logs every registry host it tries at info level.
 	_ = log.SetLevel("warn")
-	return r.prune(ctx)
+	r.pruneOrWarn(ctx)
+	return nil
 }
 
 // Start verifies the module, then launches the instance's sandbox and waits
@@ -1037,7 +1041,8 @@ func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	if err := r.forget(d.RunDir); err != nil {
 		return err
 	}
-	return r.prune(ctx)
+	r.pruneOrWarn(ctx)
+	return nil
 }
 
 // Inspect reports whether the sandbox runs and, once it has ended, how.
