@@ -386,10 +386,11 @@ func countTree(ctx context.Context, dir string) (treeSize, error) {
 	return n, err
 }
 
-// copyTree copies the tree at src to dst, which must not exist: directories,
-// regular files, symlinks (never followed) and FIFOs, with their modes and
-// owners. Sockets and devices are left out. Reads stay inside src. It
-// returns the size of what it copied.
+// copyTree copies the tree at src to dst, which must not exist:
+// directories, regular files (a file of several names as one, linked),
+// symlinks (never followed) and FIFOs, with their modes and owners.
+// Sockets and devices are left out. Reads stay inside src. It returns the
+// size of what it copied.
 func copyTree(ctx context.Context, src, dst string) (treeSize, error) {
 	var size treeSize
 	root, err := os.OpenRoot(src)
@@ -397,6 +398,10 @@ func copyTree(ctx context.Context, src, dst string) (treeSize, error) {
 		return size, err
 	}
 	defer root.Close()
+	// A file's other names are linked to its first copy, as the quota
+	// counts its bytes once: copied apart, a file of many names would
+	// take its size as many times on the host's disk.
+	copied := map[uint64]string{}
 	err = fs.WalkDir(root.FS(), ".", func(path string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -412,16 +417,23 @@ func copyTree(ctx context.Context, src, dst string) (treeSize, error) {
 		to := filepath.Join(dst, path)
 		if path != "." && (fi.Mode().IsDir() || fi.Mode().IsRegular() || fi.Mode()&(fs.ModeSymlink|fs.ModeNamedPipe) != 0) {
 			size.Inodes++
-			size.Bytes += quotafs.Charge(st.Mode, st.Size, st.Blocks)
+			if _, again := copied[st.Ino]; !again {
+				size.Bytes += quotafs.Charge(st.Mode, st.Size, st.Blocks)
+			}
 		}
 		switch mode := fi.Mode(); {
 		case mode.IsDir():
 			if err := os.Mkdir(to, 0o700); err != nil {
 				return err
 			}
+		case mode.IsRegular() && copied[st.Ino] != "":
+			return os.Link(copied[st.Ino], to)
 		case mode.IsRegular():
 			if err := copyFile(root, path, to); err != nil {
 				return err
+			}
+			if st.Nlink > 1 {
+				copied[st.Ino] = to
 			}
 		case mode&fs.ModeSymlink != 0:
 			target, err := root.Readlink(path)

@@ -393,3 +393,35 @@ func TestDeepState(t *testing.T) {
 		}
 	})
 }
+
+// TestCheckpointHardLinks checks that a file of many names is copied once,
+// its other names linked: a checkpoint takes its bytes once on the host's
+// disk (a tenant's file of 100,000 names would else be copied 100,000
+// times), counts them once as the quota does, and hashes as the live state.
+func TestCheckpointHardLinks(t *testing.T) {
+	impls(t, func(t *testing.T, s sdk.StateFS) {
+		ctx := context.Background()
+		dir := filepath.Join(t.TempDir(), "state")
+		h := provision(t, s, dir)
+		writeTree(t, dir, map[string]string{"f": strings.Repeat("x", 10000)})
+		for i := range 50 {
+			if err := os.Link(filepath.Join(dir, "f"), filepath.Join(dir, fmt.Sprintf("l%d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cp, err := s.Checkpoint(ctx, h, "links")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cp.Bytes != 10000 || cp.Inodes != 51 {
+			t.Errorf("checkpoint of %d bytes, %d inodes; want 10000, 51", cp.Bytes, cp.Inodes)
+		}
+		if live := hashOf(t, s, h); !bytes.Equal(cp.Root, live) {
+			t.Errorf("checkpoint root %x, live %x", cp.Root, live)
+		}
+		var st syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(filepath.Dir(dir), ".checkpoints", "state", "links", "tree", "l7"), &st); err != nil || st.Nlink != 51 {
+			t.Errorf("the copy of l7 has %d names (%v), want 51", st.Nlink, err)
+		}
+	})
+}
