@@ -94,8 +94,24 @@ type tenantData struct {
 	// mistakes a reused pid for it.
 	Pid       int    `json:"pid,omitempty"`
 	StartTime uint64 `json:"start_time,omitempty"`
-	// UID is the tenant's user, whom the daemon runs as.
+	// UID is the tenant's user, whom the daemon runs as. It is 0 in the
+	// records of plugins from before it was kept: the uid is then unknown,
+	// and the caller's tenant user stands in (legacyUID).
 	UID uint32 `json:"uid,omitempty"`
+	// RunDir is the tenant's run dir, which holds daemon.json: the record
+	// of its current daemon, which instances started before a restart of
+	// the daemon read to reach the new one.
+	RunDir string `json:"run_dir,omitempty"`
+}
+
+// legacyUID fills in the uid of a record or handle from before the uid was
+// kept with uid, the tenant user of the request at hand.
+func (d *tenantData) legacyUID(uid uint32) bool {
+	if d.UID != 0 {
+		return false
+	}
+	d.UID = uid
+	return true
 }
 
 // peer is who must listen on d's socket.
@@ -123,7 +139,7 @@ func decodeTenant(h sdk.Handle) (tenantData, error) {
 	case d.Tenant == "":
 	case d.Mode == ModeShared:
 		return d, nil
-	case d.Mode == ModePerTenant && filepath.IsAbs(d.Dir) && filepath.Base(d.Dir) == daemonDirName && d.Address == daemonSocket(d.Dir) && d.peer().valid():
+	case d.Mode == ModePerTenant && filepath.IsAbs(d.Dir) && filepath.Base(d.Dir) == daemonDirName && d.Address == daemonSocket(d.Dir) && d.Pid > 1 && (d.RunDir == "" || filepath.IsAbs(d.RunDir)):
 		return d, nil
 	}
 	return d, sdk.Errorf(sdk.CodeInvalid, "malformed tenant handle")
@@ -196,10 +212,24 @@ func (r *Runtime) PrepareTenant(ctx context.Context, req *sdk.TenantRequest) (sd
 	r.daemonMu.Lock()
 	defer r.daemonMu.Unlock()
 	if d, err := readDaemonFile(req.RunDir); err == nil && d.Tenant == req.Tenant {
+		// A record without uid, from before it was kept, is adopted when
+		// its daemon's listener passes the check with the tenant's uid:
+		// killing it would kill the tenant's running instances.
+		legacy := d.legacyUID(req.User.UID)
+		d.RunDir = req.RunDir
 		if d.UID == req.User.UID && alive(d) && r.serving(ctx, d) {
+			if legacy {
+				if err := writeDaemonFile(req.RunDir, d); err != nil {
+					return sdk.Handle{}, fmt.Errorf("tenant %s: %w", req.Tenant, err)
+				}
+			}
 			r.follow(ctx, d.Address, *d.peer())
 			return d.encode()
 		}
+		// The clients and subscriptions of the daemon replaced check its
+		// peer, which no longer runs: they would redial it forever.
+		r.unfollow(d.Address)
+		r.dropClient(d.Address)
 		if err := stopDaemon(d); err != nil {
 			return sdk.Handle{}, err
 		}
@@ -208,6 +238,7 @@ func (r *Runtime) PrepareTenant(ctx context.Context, req *sdk.TenantRequest) (sd
 	if err != nil {
 		return sdk.Handle{}, err
 	}
+	d.RunDir = req.RunDir
 	r.follow(ctx, d.Address, *d.peer())
 	return d.encode()
 }
@@ -517,23 +548,25 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-// daemonOf returns the socket of the daemon that runs req's instance,
-// and who must listen on it: empty and nil for the shared one.
-func (r *Runtime) daemonOf(req *sdk.StartRequest) (string, *daemonPeer, error) {
+// daemonOf returns the record of the daemon that runs req's instance:
+// its socket, who must listen on it and the tenant's run dir; the zero
+// record for the shared one.
+func (r *Runtime) daemonOf(req *sdk.StartRequest) (tenantData, error) {
 	if r.modeOf(req.Instance.Tenant) == ModeShared {
-		return "", nil, nil
+		return tenantData{}, nil
 	}
 	d, err := decodeTenant(req.Tenant)
 	if err != nil {
-		return "", nil, fmt.Errorf("instance %s: %w", req.Instance, err)
+		return d, fmt.Errorf("instance %s: %w", req.Instance, err)
 	}
+	d.legacyUID(req.User.UID)
 	if d.Mode != ModePerTenant || d.Tenant != req.Instance.Tenant || d.UID != req.User.UID {
-		return "", nil, sdk.Errorf(sdk.CodeInvalid, "instance %s: the tenant handle is not of its per-tenant daemon", req.Instance)
+		return d, sdk.Errorf(sdk.CodeInvalid, "instance %s: the tenant handle is not of its per-tenant daemon", req.Instance)
 	}
 	if req.Cgroup.Path == "" {
-		return "", nil, sdk.Errorf(sdk.CodeInvalid, "instance %s: the per-tenant mode needs the instance's cgroup", req.Instance)
+		return d, sdk.Errorf(sdk.CodeInvalid, "instance %s: the per-tenant mode needs the instance's cgroup", req.Instance)
 	}
-	return d.Address, d.peer(), nil
+	return d, nil
 }
 
 // rootlessLogDir is the tenant-owned directory of a per-tenant instance's
@@ -566,6 +599,32 @@ func joinCgroup(path string, res *specs.LinuxResources, task containerd.Task) er
 		return fmt.Errorf("join cgroup %s: %w", path, err)
 	}
 	return nil
+}
+
+// killCgroup kills the processes of the container's cgroup, made by
+// joinCgroup, and waits (at most 5 s) until it holds none.
+func killCgroup(path string) error {
+	cg, err := cgroups.Load(cgroups.V1, cgroups.StaticPath(path))
+	if errors.Is(err, cgroups.ErrCgroupDeleted) || errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load cgroup %s: %w", path, err)
+	}
+	for i := 0; i < 50; i++ {
+		procs, err := cg.Processes(cgroups.Memory, true)
+		if err != nil {
+			return fmt.Errorf("cgroup %s: %w", path, err)
+		}
+		if len(procs) == 0 {
+			return nil
+		}
+		for _, p := range procs {
+			_ = syscall.Kill(p.Pid, syscall.SIGKILL)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("cgroup %s: processes left after SIGKILL", path)
 }
 
 // removeCgroup removes the container's cgroup, made by joinCgroup.

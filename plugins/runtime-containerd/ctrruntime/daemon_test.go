@@ -26,7 +26,9 @@ func TestDecodeTenant(t *testing.T) {
 		{"relative-dir", func(d *tenantData) { d.Dir = daemonDirName; d.Address = daemonSocket(d.Dir) }, false},
 		{"other-socket", func(d *tenantData) { d.Address = "/run/containerd/containerd.sock" }, false},
 		{"init", func(d *tenantData) { d.Pid = 1 }, false},
-		{"root", func(d *tenantData) { d.UID = 0 }, false},
+		{"legacy-no-uid", func(d *tenantData) { d.UID = 0 }, true},
+		{"relative-run-dir", func(d *tenantData) { d.RunDir = "run/alice" }, false},
+		{"run-dir", func(d *tenantData) { d.RunDir = "/run/alice" }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := good

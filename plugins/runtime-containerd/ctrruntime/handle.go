@@ -38,8 +38,12 @@ type handleData struct {
 	// tenant-owned directory of the instance's logs.
 	Daemon string `json:"daemon,omitempty"`
 	LogDir string `json:"log_dir,omitempty"`
-	// Peer is who must listen on Daemon.
-	Peer *daemonPeer `json:"daemon_peer,omitempty"`
+	// Peer is who must listen on Daemon, as it was at Start; nil in the
+	// handles of plugins from before it was kept (legacy). TenantRunDir,
+	// the tenant's run dir, holds the record of the tenant's current
+	// daemon (daemonPeer).
+	Peer         *daemonPeer `json:"daemon_peer,omitempty"`
+	TenantRunDir string      `json:"tenant_run_dir,omitempty"`
 	// DaemonPid and DaemonStart (clock ticks since boot) are set once the
 	// plugin showed the state at stateMountPoint in the mount namespace of
 	// the tenant's daemon, whose rootlesskit process they identify; the
@@ -74,10 +78,29 @@ func decodeHandle(h sdk.Handle) (handleData, error) {
 	if err := json.Unmarshal(h.Data, &d); err != nil {
 		return d, sdk.Errorf(sdk.CodeInvalid, "decode handle: %w", err)
 	}
-	if !containerID.MatchString(d.ID) || d.Namespace == "" || !filepath.IsAbs(d.RunDir) || (d.Daemon != "" && (d.LogDir != rootlessLogDir(d.Daemon, d.ID) || !d.Peer.valid())) || (d.Daemon == "" && (d.LogDir != "" || d.Peer != nil)) {
+	if !containerID.MatchString(d.ID) || d.Namespace == "" || !filepath.IsAbs(d.RunDir) || (d.Daemon != "" && (d.LogDir != rootlessLogDir(d.Daemon, d.ID) || (d.Peer != nil && !d.Peer.valid()) || (d.TenantRunDir != "" && (d.Peer == nil || !filepath.IsAbs(d.TenantRunDir))))) || (d.Daemon == "" && (d.LogDir != "" || d.Peer != nil || d.TenantRunDir != "")) {
 		return d, sdk.Errorf(sdk.CodeInvalid, "malformed handle")
 	}
 	return d, nil
+}
+
+// legacy reports whether d is a per-tenant instance's handle from before
+// the daemon's peer was kept in it.
+func (d handleData) legacy() bool { return d.Daemon != "" && d.Peer == nil }
+
+// daemonPeer is who must listen on d's daemon: the tenant's current
+// daemon, as the record in the tenant's run dir (root's) names it, so
+// that an instance started before its daemon was restarted reaches the
+// new one; else the daemon of d's Start. The uid is always d's own.
+func (d handleData) daemonPeer() *daemonPeer {
+	if d.Peer == nil || d.TenantRunDir == "" {
+		return d.Peer
+	}
+	rec, err := readDaemonFile(d.TenantRunDir)
+	if err != nil || rec.Tenant != d.Instance.Tenant || rec.Address != d.Daemon || rec.Pid <= 1 || (rec.UID != 0 && rec.UID != d.Peer.UID) {
+		return d.Peer
+	}
+	return &daemonPeer{UID: d.Peer.UID, Pid: rec.Pid, StartTime: rec.StartTime}
 }
 
 // idOf is the container id of an instance: unique on the host, since

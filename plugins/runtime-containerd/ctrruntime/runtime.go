@@ -321,9 +321,13 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 	if req.User.Count < set.workloadUID+1 || req.User.SubUID == 0 || req.User.SubGID == 0 {
 		return sdk.Handle{}, sdk.Errorf(sdk.CodeInvalid, "instance %s: the tenant's subordinate id range (%d ids) does not hold the workload uid %d", req.Instance, req.User.Count, set.workloadUID)
 	}
-	daemon, peer, err := r.daemonOf(req)
+	td, err := r.daemonOf(req)
 	if err != nil {
 		return sdk.Handle{}, err
+	}
+	daemon, peer := td.Address, (*daemonPeer)(nil)
+	if daemon != "" {
+		peer = td.peer()
 	}
 	ctx, c, err := r.connect(ctx, daemon, peer)
 	if err != nil {
@@ -336,6 +340,7 @@ func (r *Runtime) Start(ctx context.Context, req *sdk.StartRequest) (_ sdk.Handl
 	d := handleData{
 		ID: idOf(req.Instance), Namespace: r.namespace, Instance: req.Instance,
 		RunDir: req.RunDir, Cgroup: containerCgroup(req.Cgroup.Path), Daemon: daemon, Peer: peer,
+		TenantRunDir: td.RunDir,
 	}
 	if daemon != "" {
 		d.LogDir = rootlessLogDir(daemon, d.ID)
@@ -512,7 +517,10 @@ func (r *Runtime) load(ctx context.Context, h sdk.Handle) (context.Context, hand
 	if err != nil {
 		return ctx, d, nil, err
 	}
-	ctx, c, err := r.connect(ctx, d.Daemon, d.Peer)
+	if d.legacy() {
+		return ctx, d, nil, sdk.Errorf(sdk.CodeUnavailable, "instance %s: its handle, from before the plugin checked who listens on a tenant's daemon, names no daemon to check: only Destroy works, without the daemon", d.Instance)
+	}
+	ctx, c, err := r.connect(ctx, d.Daemon, d.daemonPeer())
 	if err != nil {
 		return ctx, d, nil, err
 	}
@@ -601,6 +609,9 @@ func stopTask(ctx context.Context, d handleData, ctr containerd.Container, timeo
 // Destroy stops the instance and removes its task, container and
 // snapshot. Destroying a destroyed instance succeeds.
 func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
+	if d, err := decodeHandle(h); err == nil && d.legacy() {
+		return r.destroyLegacy(d)
+	}
 	ctx, d, ctr, err := r.load(ctx, h)
 	if errors.Is(err, sdk.ErrNotFound) {
 		r.exits.untrack(d.ID)
@@ -635,6 +646,32 @@ func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	r.exits.untrack(d.ID)
 	if d.Daemon == "" {
 		return nil
+	}
+	if err := removeCgroup(d.Cgroup); err != nil {
+		return fmt.Errorf("instance %s: %w", d.Instance, err)
+	}
+	if err := os.RemoveAll(d.LogDir); err != nil {
+		return fmt.Errorf("instance %s: remove logs: %w", d.Instance, err)
+	}
+	if err := r.unshareState(d); err != nil {
+		return fmt.Errorf("instance %s: %w", d.Instance, err)
+	}
+	return nil
+}
+
+// destroyLegacy destroys an instance whose handle names no daemon peer
+// (from before the plugin checked it), without its daemon, which root
+// will not dial unchecked: it kills the processes of the container's
+// cgroup (root's) and removes the cgroup, the slirp4netns, the logs and
+// the state's mount. The container's record stays in the tenant's daemon
+// until ReleaseTenant stops it and removes its directory.
+func (r *Runtime) destroyLegacy(d handleData) error {
+	r.exits.untrack(d.ID)
+	if err := stopSlirp(d.RunDir); err != nil {
+		return fmt.Errorf("instance %s: %w", d.Instance, err)
+	}
+	if err := killCgroup(d.Cgroup); err != nil {
+		return fmt.Errorf("instance %s: %w", d.Instance, err)
 	}
 	if err := removeCgroup(d.Cgroup); err != nil {
 		return fmt.Errorf("instance %s: %w", d.Instance, err)

@@ -454,7 +454,9 @@ func TestDecodeHandlePeer(t *testing.T) {
 	}{
 		{"per-tenant", func(*handleData) {}, true},
 		{"shared", func(d *handleData) { d.Daemon, d.LogDir, d.Peer = "", "", nil }, true},
-		{"no-peer", func(d *handleData) { d.Peer = nil }, false},
+		{"legacy-no-peer", func(d *handleData) { d.Peer = nil }, true},
+		{"run-dir-no-peer", func(d *handleData) { d.Peer, d.TenantRunDir = nil, "/run/t" }, false},
+		{"relative-run-dir", func(d *handleData) { d.TenantRunDir = "run/t" }, false},
 		{"root-peer", func(d *handleData) { d.Peer.UID = 0 }, false},
 		{"init-peer", func(d *handleData) { d.Peer.Pid = 1 }, false},
 		{"shared-with-peer", func(d *handleData) { d.Daemon, d.LogDir = "", "" }, false},
