@@ -583,7 +583,15 @@ func makeLogDir(dir string, u sdk.User) error {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return err
 	}
-	return os.Chown(dir, int(u.UID), int(u.GID))
+	// Given away through a descriptor of what root made: by path, a
+	// symlink the tenant's user put in its place (to /etc, say) would be
+	// followed.
+	fd, err := openMadeDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Fchown(fd, int(u.UID), int(u.GID))
 }
 
 // joinCgroup makes the container's cgroup, with the instance's limits,

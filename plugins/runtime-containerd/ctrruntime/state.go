@@ -130,7 +130,12 @@ func makeMountPoint(dir string, u sdk.User) error {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return err
 	}
-	return os.Lchown(dir, int(u.UID), int(u.GID))
+	fd, err := openMadeDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Fchown(fd, int(u.UID), int(u.GID))
 }
 
 // unshareState detaches the state that shareState showed the tenant's
