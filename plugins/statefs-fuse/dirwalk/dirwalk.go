@@ -175,6 +175,9 @@ func (w *walker) push(fd int, name string, ino uint64, mode uint32, index int, e
 	f := &frame{dir: Dir{Ino: ino, Mode: mode, Depth: len(w.stack), Index: index}, name: name, fd: fd}
 	w.stack = append(w.stack, f)
 	names, err := w.readNames(fd)
+	if w.live && errors.Is(err, unix.ENOENT) {
+		names, err = nil, nil // removed since it was opened: empty
+	}
 	if err != nil {
 		return w.wrap(err)
 	}
