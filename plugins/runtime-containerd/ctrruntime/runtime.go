@@ -647,16 +647,7 @@ func (r *Runtime) Destroy(ctx context.Context, h sdk.Handle) error {
 	if d.Daemon == "" {
 		return nil
 	}
-	if err := removeCgroup(d.Cgroup); err != nil {
-		return fmt.Errorf("instance %s: %w", d.Instance, err)
-	}
-	if err := os.RemoveAll(d.LogDir); err != nil {
-		return fmt.Errorf("instance %s: remove logs: %w", d.Instance, err)
-	}
-	if err := r.unshareState(d); err != nil {
-		return fmt.Errorf("instance %s: %w", d.Instance, err)
-	}
-	return nil
+	return r.removeRootless(d)
 }
 
 // destroyLegacy destroys an instance whose handle names no daemon peer
@@ -673,6 +664,12 @@ func (r *Runtime) destroyLegacy(d handleData) error {
 	if err := killCgroup(d.Cgroup); err != nil {
 		return fmt.Errorf("instance %s: %w", d.Instance, err)
 	}
+	return r.removeRootless(d)
+}
+
+// removeRootless removes what a per-tenant instance has outside its
+// daemon: its cgroup (root's), its logs and its state's mount.
+func (r *Runtime) removeRootless(d handleData) error {
 	if err := removeCgroup(d.Cgroup); err != nil {
 		return fmt.Errorf("instance %s: %w", d.Instance, err)
 	}

@@ -81,13 +81,7 @@ func openTenantSocket(path string, uid uint32) (*os.File, error) {
 	if !filepath.IsAbs(path) || filepath.Clean(path) != path || filepath.Dir(path) == "/" {
 		return nil, refused(path, "not a clean absolute path below a directory")
 	}
-	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open /: %w", err)
-	}
-	defer unix.Close(root)
-	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_BENEATH}
-	dir, err := openat2(root, strings.TrimPrefix(filepath.Dir(path), "/"), &how)
+	dir, err := openDirOf(path)
 	switch {
 	case errors.Is(err, unix.ELOOP):
 		return nil, refused(path, "its directory's path holds a symbolic link")
@@ -106,7 +100,7 @@ func openTenantSocket(path string, uid uint32) (*os.File, error) {
 	}
 	// With O_PATH|O_NOFOLLOW a symbolic link opens as itself: the type
 	// check below refuses it.
-	how = unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_BENEATH}
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_BENEATH}
 	fd, err := openat2(dir, filepath.Base(path), &how)
 	if err != nil {
 		return nil, sdk.Errorf(sdk.CodeUnavailable, "socket %s: %w", path, err)
@@ -142,13 +136,7 @@ func openTenantSocket(path string, uid uint32) (*os.File, error) {
 // root unlink nothing there. A path that no longer leads to a socket
 // through real directories has nothing of the plugin's to remove.
 func removeTenantSocket(path string) error {
-	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open /: %w", err)
-	}
-	defer unix.Close(root)
-	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_BENEATH}
-	dir, err := openat2(root, strings.TrimPrefix(filepath.Dir(path), "/"), &how)
+	dir, err := openDirOf(path)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
 		return nil
 	}
@@ -164,6 +152,18 @@ func removeTenantSocket(path string) error {
 		return fmt.Errorf("remove socket %s: %w", path, err)
 	}
 	return nil
+}
+
+// openDirOf opens the directory of the absolute path as an O_PATH
+// descriptor, following no symbolic link on the way from /.
+func openDirOf(path string) (int, error) {
+	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open /: %w", err)
+	}
+	defer unix.Close(root)
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_BENEATH}
+	return openat2(root, strings.TrimPrefix(filepath.Dir(path), "/"), &how)
 }
 
 // openat2 is unix.Openat2, retried on EINTR and on EAGAIN, which it
